@@ -1,0 +1,35 @@
+# switchboard: `make run` starts the local stack, `make test` runs the whole suite.
+# Both create the virtualenv under .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help run test lint unit functional e2e clean
+
+help:
+	@echo "make run    start the local stack (DynamoDB, WebSocket gateway, HTTP routes, demo page)"
+	@echo "make test   lint + the whole test suite (what CI runs)"
+	@echo "make lint   ruff and mypy only"
+	@echo "make clean  remove the virtualenv and caches"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(PY) -m local_gateway $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""switchboard: the deployed code of the Chalice WebSocket app (everything besides app.py)."""

@@ -1,0 +1,92 @@
+"""Token verification for ``$connect`` (``?token=``) and the HTTP push routes (Bearer)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from chalicelib.config import Settings
+from chalicelib.protocol import valid_user_id
+
+
+class AuthError(Exception):
+    """The caller is refused: ``status`` 401 (not authenticated), 403 (not allowed) or 400."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    role: str | None = None
+    anonymous: bool = False
+
+    def is_admin(self, admin_role: str) -> bool:
+        return self.role == admin_role
+
+
+def verify_token(token: str, settings: Settings) -> Identity:
+    """Verify a JWT: the pinned algorithm only, ``exp`` and ``sub`` required."""
+    if not token:
+        raise AuthError("missing token")
+    if settings.jwt_secret is None:
+        raise AuthError("token verification is not configured")
+    options: Any = {"require": ["exp", "sub"]}
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[settings.jwt_algorithm],
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            options=options,
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.PyJWTError:
+        raise AuthError("invalid token") from None
+    sub = claims.get("sub")
+    if not valid_user_id(sub):
+        raise AuthError("token subject is not a valid user id")
+    return Identity(user_id=str(sub), role=_role(claims, settings.admin_role))
+
+
+def _role(claims: dict[str, Any], admin_role: str) -> str | None:
+    role = claims.get("role")
+    if isinstance(role, str):
+        return role
+    roles = claims.get("roles")
+    if isinstance(roles, list) and admin_role in roles:
+        return admin_role
+    return None
+
+
+def connect_identity(query: dict[str, str] | None, settings: Settings) -> Identity:
+    """Who a new WebSocket connection is, from its query string."""
+    query = query or {}
+    if settings.auth_mode == "jwt":
+        return verify_token(query.get("token", ""), settings)
+    user_id = query.get("userId")
+    if user_id is None:
+        return Identity(user_id=f"guest-{secrets.token_hex(4)}", anonymous=True)
+    if not valid_user_id(user_id):
+        raise AuthError("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -", status=400)
+    return Identity(user_id=user_id)
+
+
+def require_admin_bearer(authorization: str | None, settings: Settings) -> Identity:
+    """The HTTP push routes: ``Authorization: Bearer <jwt>`` with the admin role."""
+    if settings.auth_mode != "jwt":
+        return Identity(user_id="local-admin", role=settings.admin_role)
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("missing bearer token")
+    identity = verify_token(token.strip(), settings)
+    if not identity.is_admin(settings.admin_role):
+        raise AuthError("admin role required", status=403)
+    return identity

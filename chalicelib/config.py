@@ -1,0 +1,104 @@
+"""Settings read from the environment once, into a frozen dataclass.
+
+Read lazily (on first use inside a handler): Chalice's test client and the local gateway only
+patch environment variables while a handler runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+AUTH_MODES = ("jwt", "none")
+# Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    auth_mode: str = "jwt"
+    jwt_secret: str | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    admin_role: str = "admin"
+    # Connect time + 2 h API Gateway maximum + 5 min margin.
+    connection_ttl_seconds: int = 7500
+    management_endpoint: str | None = None
+    fanout_workers: int = 64
+    all_shards: int = 8
+    max_text_chars: int = 8192
+    max_rooms_per_connection: int = 50
+    http_connect_timeout: float = 2.0
+    http_read_timeout: float = 5.0
+    max_attempts: int = 3
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        table = env.get("CONNECTIONS_TABLE", "").strip()
+        if not table:
+            raise ConfigError("CONNECTIONS_TABLE is required (the DynamoDB connections table name)")
+        auth_mode = env.get("AUTH_MODE", "jwt").strip().lower()
+        if auth_mode not in AUTH_MODES:
+            raise ConfigError(
+                f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {auth_mode!r}"
+            )
+        algorithm = env.get("JWT_ALGORITHM", "HS256").strip()
+        if algorithm not in JWT_ALGORITHMS:
+            raise ConfigError(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+        secret = env.get("JWT_SECRET") or None
+        if auth_mode == "jwt" and not secret:
+            raise ConfigError("AUTH_MODE=jwt needs JWT_SECRET (an HMAC secret or a PEM public key)")
+        return cls(
+            table_name=table,
+            auth_mode=auth_mode,
+            jwt_secret=secret,
+            jwt_algorithm=algorithm,
+            jwt_issuer=env.get("JWT_ISSUER") or None,
+            jwt_audience=env.get("JWT_AUDIENCE") or None,
+            admin_role=env.get("ADMIN_ROLE", "admin"),
+            connection_ttl_seconds=_int(env, "CONNECTION_TTL_SECONDS", 7500, 60, 30 * 86400),
+            management_endpoint=(env.get("APIGW_MANAGEMENT_ENDPOINT") or "").rstrip("/") or None,
+            fanout_workers=_int(env, "FANOUT_WORKERS", 64, 1, 1024),
+            all_shards=_int(env, "ALL_SHARDS", 8, 1, 256),
+            max_text_chars=_int(env, "MAX_TEXT_CHARS", 8192, 1, 32768),
+            max_rooms_per_connection=_int(env, "MAX_ROOMS_PER_CONNECTION", 50, 1, 1000),
+            http_connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", 2.0),
+            http_read_timeout=_float(env, "HTTP_READ_TIMEOUT", 5.0),
+            max_attempts=_int(env, "MANAGEMENT_MAX_ATTEMPTS", 3, 1, 10),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value

@@ -1,0 +1,268 @@
+"""The client protocol, without I/O: raw frame in, a command or an error frame out.
+
+Client frames are JSON objects dispatched on ``action`` (API Gateway's route selection
+expression is ``$request.body.action``, but Chalice only creates ``$default``, so the message
+handler dispatches itself). Server frames are JSON objects with a ``type``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+# Ids and room names become parts of DynamoDB keys ("USER#<id>", "ROOM#<room>"), so "#" and
+# anything outside a small charset is refused: no key injection, no look-alike unicode.
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@|+-]{1,128}$")
+ROOM_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+CONNECTION_ID_RE = re.compile(r"^[A-Za-z0-9_=+/-]{1,128}$")
+MAX_REF_CHARS = 64
+# API Gateway's message limit is 128 KB; botocore's PostToConnection Data max is 131072 bytes.
+MAX_PAYLOAD_BYTES = 131072
+
+ERROR_CODES = (
+    "bad_json",
+    "bad_request",
+    "unknown_action",
+    "forbidden",
+    "not_found",
+    "too_large",
+    "rate_limited",
+    "internal",
+)
+
+Ref = str | int | None
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    target_user_id: str
+    text: str
+    ref: Ref = None
+
+
+@dataclass(frozen=True)
+class BroadcastAll:
+    text: str
+    ref: Ref = None
+
+
+@dataclass(frozen=True)
+class Join:
+    room: str
+    ref: Ref = None
+
+
+@dataclass(frozen=True)
+class Leave:
+    room: str
+    ref: Ref = None
+
+
+@dataclass(frozen=True)
+class SendRoom:
+    room: str
+    text: str
+    ref: Ref = None
+
+
+@dataclass(frozen=True)
+class Ping:
+    ref: Ref = None
+
+
+@dataclass(frozen=True)
+class WhoAmI:
+    ref: Ref = None
+
+
+Command = SendMessage | BroadcastAll | Join | Leave | SendRoom | Ping | WhoAmI
+
+
+@dataclass(frozen=True)
+class ProtocolError:
+    """A frame that could not become a command; ``frame()`` is what the client is sent."""
+
+    code: str
+    message: str
+    ref: Ref = None
+
+    def frame(self) -> dict[str, Any]:
+        return error_frame(self.code, self.message, self.ref)
+
+
+class _Invalid(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def valid_user_id(value: object) -> bool:
+    return isinstance(value, str) and USER_ID_RE.fullmatch(value) is not None
+
+
+def valid_room(value: object) -> bool:
+    return isinstance(value, str) and ROOM_RE.fullmatch(value) is not None
+
+
+def valid_connection_id(value: object) -> bool:
+    return isinstance(value, str) and CONNECTION_ID_RE.fullmatch(value) is not None
+
+
+def validate_text(value: object, max_chars: int, field: str = "text") -> str:
+    """Return ``value`` if it is a non-empty string within the limit, else raise ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"'{field}' must be a string")
+    if not value:
+        raise ValueError(f"'{field}' must not be empty")
+    if len(value) > max_chars:
+        raise ValueError(f"'{field}' is longer than {max_chars} characters")
+    return value
+
+
+def _ref(obj: dict[str, Any]) -> Ref:
+    ref = obj.get("ref")
+    if ref is None:
+        return None
+    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+        raise _Invalid("bad_request", "'ref' must be a string or an integer")
+    if isinstance(ref, str) and len(ref) > MAX_REF_CHARS:
+        raise _Invalid("bad_request", f"'ref' is longer than {MAX_REF_CHARS} characters")
+    if isinstance(ref, int) and abs(ref) > 2**53:
+        raise _Invalid("bad_request", "'ref' is out of range")
+    return ref
+
+
+def _text(obj: dict[str, Any], max_chars: int) -> str:
+    try:
+        return validate_text(obj.get("text"), max_chars)
+    except ValueError as exc:
+        code = "too_large" if "longer" in str(exc) else "bad_request"
+        raise _Invalid(code, str(exc)) from None
+
+
+def _room(obj: dict[str, Any]) -> str:
+    room = obj.get("room")
+    if not valid_room(room):
+        raise _Invalid("bad_request", "'room' must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    return str(room)
+
+
+def _user(obj: dict[str, Any]) -> str:
+    user = obj.get("targetUserId")
+    if not valid_user_id(user):
+        raise _Invalid(
+            "bad_request", "'targetUserId' must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -"
+        )
+    return str(user)
+
+
+def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command | ProtocolError:
+    """Turn one client frame into a command, or a ProtocolError. Never raises."""
+    try:
+        if isinstance(raw, (bytes, bytearray)):
+            raw = bytes(raw).decode("utf-8")
+        if raw is None:
+            raise _Invalid("bad_json", "empty frame: expected a JSON object")
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return ProtocolError("bad_json", "frame is not valid UTF-8 JSON")
+    except _Invalid as exc:
+        return ProtocolError(exc.code, exc.message)
+    if not isinstance(obj, dict):
+        return ProtocolError("bad_json", "frame must be a JSON object")
+    ref: Ref = None
+    try:
+        ref = _ref(obj)
+        action = obj.get("action")
+        if not isinstance(action, str):
+            raise _Invalid("bad_request", "'action' is required and must be a string")
+        if action == "sendMessage":
+            return SendMessage(_user(obj), _text(obj, max_text_chars), ref)
+        if action == "broadcastAll":
+            return BroadcastAll(_text(obj, max_text_chars), ref)
+        if action == "join":
+            return Join(_room(obj), ref)
+        if action == "leave":
+            return Leave(_room(obj), ref)
+        if action == "sendRoom":
+            return SendRoom(_room(obj), _text(obj, max_text_chars), ref)
+        if action == "ping":
+            return Ping(ref)
+        if action == "whoami":
+            return WhoAmI(ref)
+        shown = action if len(action) <= 32 else action[:32] + "..."
+        raise _Invalid(
+            "unknown_action",
+            f"unknown action {shown!r}; expected one of: {', '.join(ACTIONS)}",
+        )
+    except _Invalid as exc:
+        return ProtocolError(exc.code, exc.message, ref)
+
+
+ACTIONS = ("sendMessage", "broadcastAll", "join", "leave", "sendRoom", "ping", "whoami")
+
+
+# --- server frames -------------------------------------------------------------------------
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _with_ref(frame: dict[str, Any], ref: Ref) -> dict[str, Any]:
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def message_frame(
+    sender: str, scope: str, text: str, room: str | None = None, sent_at: int | None = None
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "message",
+        "id": uuid.uuid4().hex,
+        "from": sender,
+        "scope": scope,
+        "text": text,
+        "sentAt": now_ms() if sent_at is None else sent_at,
+    }
+    if room is not None:
+        frame["room"] = room
+    return frame
+
+
+def ack_frame(ref: Ref, delivered: int, failed: int, gone: int = 0, **extra: Any) -> dict[str, Any]:
+    frame = {"type": "ack", "delivered": delivered, "failed": failed, "gone": gone, **extra}
+    return _with_ref(frame, ref)
+
+
+def error_frame(code: str, message: str, ref: Ref = None) -> dict[str, Any]:
+    return _with_ref({"type": "error", "code": code, "message": message}, ref)
+
+
+def pong_frame(ref: Ref = None) -> dict[str, Any]:
+    return _with_ref({"type": "pong"}, ref)
+
+
+def identity_frame(
+    connection_id: str, user_id: str, rooms: list[str], ref: Ref = None, role: str | None = None
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "identity",
+        "connectionId": connection_id,
+        "userId": user_id,
+        "rooms": sorted(rooms),
+    }
+    if role:
+        frame["role"] = role
+    return _with_ref(frame, ref)
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """Serialise a server frame compactly (UTF-8, no ASCII escaping: smaller on the wire)."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,327 @@
+"""The DynamoDB connection registry: connections, their users and their room memberships.
+
+One table (``CONNECTIONS_TABLE``, defined once in schema.json):
+
+- connection ``PK=CONN#<id> SK=CONN`` with connectionId, connectedAt (ms), ttl, userId, role,
+  endpoint, rooms (a string set) and two index keys: ``GSI1PK=USER#<userId>`` (a user's
+  connections) and ``GSI2PK=ALL#<shard>`` (every connection, sharded so that neither the writes
+  nor a broadcast's reads hit one hot partition);
+- membership ``PK=ROOM#<room> SK=CONN#<id>`` with connectionId, userId, ttl, endpoint.
+
+No send path scans: a user is a Query on GSI1, a room a Query on its partition, everyone a
+Query per ALL shard. DynamoDB's TTL deletes expired items only eventually, so every read also
+filters ``ttl > now``, and every Query pages through ``LastEvaluatedKey``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.schema import ttl_attribute
+
+TTL = ttl_attribute()
+_TARGET_PROJECTION = "connectionId, userId, endpoint, #ttl"
+
+
+class RegistryError(Exception):
+    """DynamoDB refused or failed a registry operation."""
+
+
+class DuplicateConnection(RegistryError):
+    """A connection with this id is already registered."""
+
+
+class NotConnected(RegistryError):
+    """The connection is not (or no longer) registered."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    user_id: str
+    connected_at: int
+    ttl: int
+    endpoint: str | None = None
+    role: str | None = None
+    rooms: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A connection to deliver to, as a send path reads it from an index."""
+
+    connection_id: str
+    user_id: str | None = None
+    endpoint: str | None = None
+
+
+@dataclass
+class ReadStats:
+    """What the registry's reads cost: items DynamoDB examined and read capacity consumed."""
+
+    queries: int = 0
+    items_examined: int = 0
+    items_returned: int = 0
+    capacity_units: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, response: dict[str, Any]) -> None:
+        with self._lock:
+            self.queries += 1
+            self.items_examined += int(response.get("ScannedCount", response.get("Count", 0)))
+            self.items_returned += int(response.get("Count", 0))
+            self.capacity_units += float(
+                response.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0)
+            )
+
+
+def shard_of(connection_id: str, shards: int) -> int:
+    return zlib.crc32(connection_id.encode("utf-8")) % shards
+
+
+def _s(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return value["S"] if value and "S" in value else None
+
+
+def _n(item: dict[str, Any], name: str) -> int:
+    value = item.get(name)
+    return int(value["N"]) if value and "N" in value else 0
+
+
+class Registry:
+    """The connection registry over a low-level boto3 DynamoDB client.
+
+    The low-level client, not the resource API: items are small and fixed, and skipping the
+    resource layer's type (de)serialisation keeps fan-out reads cheap.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        ttl_seconds: int = 7500,
+        all_shards: int = 8,
+        clock: Any = time.time,
+        page_size: int | None = None,
+    ) -> None:
+        self._ddb = client
+        self._table = table_name
+        self._ttl_seconds = ttl_seconds
+        self._shards = all_shards
+        self._clock = clock
+        self._page_size = page_size
+        self.stats = ReadStats()
+        # Shard queries of a broadcast run side by side; a pool of their own so they never
+        # wait behind the posts of the fan-out pool.
+        self._shard_pool = ThreadPoolExecutor(
+            max_workers=min(all_shards, 16), thread_name_prefix="registry-shard"
+        )
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def expiry_for(self, connected_at_ms: int) -> int:
+        """The ttl of a connection made at ``connected_at_ms``: computed per connection."""
+        return connected_at_ms // 1000 + self._ttl_seconds
+
+    def register(
+        self,
+        connection_id: str,
+        user_id: str,
+        connected_at_ms: int,
+        endpoint: str | None = None,
+        role: str | None = None,
+    ) -> Connection:
+        ttl = self.expiry_for(connected_at_ms)
+        item: dict[str, Any] = {
+            "PK": {"S": f"CONN#{connection_id}"},
+            "SK": {"S": "CONN"},
+            "connectionId": {"S": connection_id},
+            "connectedAt": {"N": str(connected_at_ms)},
+            TTL: {"N": str(ttl)},
+            "userId": {"S": user_id},
+            "GSI1PK": {"S": f"USER#{user_id}"},
+            "GSI1SK": {"S": f"CONN#{connection_id}"},
+            "GSI2PK": {"S": f"ALL#{shard_of(connection_id, self._shards)}"},
+            "GSI2SK": {"S": f"CONN#{connection_id}"},
+        }
+        if endpoint:
+            item["endpoint"] = {"S": endpoint}
+        if role:
+            item["role"] = {"S": role}
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(PK)",
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            raise DuplicateConnection(connection_id) from None
+        return Connection(connection_id, user_id, connected_at_ms, ttl, endpoint, role)
+
+    def join(self, conn: Connection, room: str) -> None:
+        """Add a membership item and record the room on the connection, atomically."""
+        member: dict[str, Any] = {
+            "PK": {"S": f"ROOM#{room}"},
+            "SK": {"S": f"CONN#{conn.connection_id}"},
+            "connectionId": {"S": conn.connection_id},
+            "userId": {"S": conn.user_id},
+            TTL: {"N": str(conn.ttl)},
+        }
+        if conn.endpoint:
+            member["endpoint"] = {"S": conn.endpoint}
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self._table, "Item": member}},
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._conn_key(conn.connection_id),
+                            "UpdateExpression": "ADD rooms :r",
+                            # No membership for a connection that disconnected meanwhile.
+                            "ConditionExpression": "attribute_exists(PK)",
+                            "ExpressionAttributeValues": {":r": {"SS": [room]}},
+                        }
+                    },
+                ]
+            )
+        except self._ddb.exceptions.TransactionCanceledException:
+            raise NotConnected(conn.connection_id) from None
+
+    def leave(self, connection_id: str, room: str) -> None:
+        try:
+            self._leave(connection_id, room)
+        except self._ddb.exceptions.TransactionCanceledException:
+            raise NotConnected(connection_id) from None
+
+    def _leave(self, connection_id: str, room: str) -> None:
+        self._ddb.transact_write_items(
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": {"PK": {"S": f"ROOM#{room}"}, "SK": {"S": f"CONN#{connection_id}"}},
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": self._conn_key(connection_id),
+                        "UpdateExpression": "DELETE rooms :r",
+                        "ConditionExpression": "attribute_exists(PK)",
+                        "ExpressionAttributeValues": {":r": {"SS": [room]}},
+                    }
+                },
+            ]
+        )
+
+    def remove(self, connection_id: str) -> bool:
+        """Delete a connection and all its memberships. Idempotent; True if it existed."""
+        response = self._ddb.get_item(
+            TableName=self._table,
+            Key=self._conn_key(connection_id),
+            ProjectionExpression="rooms",
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        rooms = item.get("rooms", {}).get("SS", []) if item else []
+        keys = [self._conn_key(connection_id)] + [
+            {"PK": {"S": f"ROOM#{room}"}, "SK": {"S": f"CONN#{connection_id}"}} for room in rooms
+        ]
+        for start in range(0, len(keys), 25):
+            self._batch_delete(keys[start : start + 25])
+        return item is not None
+
+    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
+        requests: list[dict[str, Any]] = [{"DeleteRequest": {"Key": k}} for k in keys]
+        for attempt in range(8):
+            response = self._ddb.batch_write_item(RequestItems={self._table: requests})
+            requests = response.get("UnprocessedItems", {}).get(self._table, [])
+            if not requests:
+                return
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise RegistryError(f"{len(requests)} deletes left unprocessed after retries")
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get(self, connection_id: str) -> Connection | None:
+        """The live connection, or None if unknown or expired."""
+        response = self._ddb.get_item(TableName=self._table, Key=self._conn_key(connection_id))
+        item = response.get("Item")
+        if not item or _n(item, TTL) <= self._now():
+            return None
+        return Connection(
+            connection_id=_s(item, "connectionId") or connection_id,
+            user_id=_s(item, "userId") or "",
+            connected_at=_n(item, "connectedAt"),
+            ttl=_n(item, TTL),
+            endpoint=_s(item, "endpoint"),
+            role=_s(item, "role"),
+            rooms=frozenset(item.get("rooms", {}).get("SS", [])),
+        )
+
+    def user_connections(self, user_id: str) -> Iterator[Target]:
+        return self._query(
+            IndexName="GSI1",
+            KeyConditionExpression="GSI1PK = :pk",
+            values={":pk": {"S": f"USER#{user_id}"}},
+        )
+
+    def room_members(self, room: str) -> Iterator[Target]:
+        return self._query(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :conn)",
+            values={":pk": {"S": f"ROOM#{room}"}, ":conn": {"S": "CONN#"}},
+        )
+
+    def all_connections(self) -> Iterator[Target]:
+        """Every live connection: one paged Query per ALL shard, shards read side by side."""
+
+        def shard(n: int) -> list[Target]:
+            return list(
+                self._query(
+                    IndexName="GSI2",
+                    KeyConditionExpression="GSI2PK = :pk",
+                    values={":pk": {"S": f"ALL#{n}"}},
+                )
+            )
+
+        for targets in self._shard_pool.map(shard, range(self._shards)):
+            yield from targets
+
+    def _query(self, values: dict[str, Any], **kwargs: Any) -> Iterator[Target]:
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "#ttl > :now",
+            "ProjectionExpression": _TARGET_PROJECTION,
+            "ExpressionAttributeNames": {"#ttl": TTL},
+            "ExpressionAttributeValues": {**values, ":now": {"N": str(self._now())}},
+            "ReturnConsumedCapacity": "TOTAL",
+            **kwargs,
+        }
+        if self._page_size:
+            params["Limit"] = self._page_size
+        while True:
+            response = self._ddb.query(**params)
+            self.stats.add(response)
+            for item in response.get("Items", []):
+                cid = _s(item, "connectionId")
+                if cid:
+                    yield Target(cid, _s(item, "userId"), _s(item, "endpoint"))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return
+            params["ExclusiveStartKey"] = last
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    @staticmethod
+    def _conn_key(connection_id: str) -> dict[str, Any]:
+        return {"PK": {"S": f"CONN#{connection_id}"}, "SK": {"S": "CONN"}}

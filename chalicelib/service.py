@@ -1,0 +1,308 @@
+"""switchboard's behaviour: the three WebSocket events and the HTTP push API.
+
+app.py only wires Chalice's decorators to these methods; everything here takes its
+collaborators (registry, gateway, broadcaster) in the constructor so tests can pass fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import log, protocol
+from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
+from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
+from chalicelib.config import Settings
+from chalicelib.events import WsEvent
+from chalicelib.gateway import ManagementGateway, Outcome
+from chalicelib.registry import Connection, DuplicateConnection, NotConnected, Registry, Target
+
+_THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+}
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status: int
+    body: Any = None
+
+
+class BadRequest(ValueError):
+    """An HTTP request body or path parameter is invalid (400)."""
+
+
+class NotFound(LookupError):
+    """The HTTP path names something that does not exist (404)."""
+
+
+class Switchboard:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        gateway: ManagementGateway,
+        broadcaster: Broadcaster,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.gateway = gateway
+        self.broadcaster = broadcaster
+
+    @classmethod
+    def from_settings(cls, settings: Settings, session: Any = None) -> Switchboard:
+        """Build the real collaborators; called once per Lambda container."""
+        log.configure(settings.log_level)
+        session = session or boto3.session.Session()
+        ddb = session.client(
+            "dynamodb",
+            config=Config(
+                retries={"mode": "standard"},
+                max_pool_connections=settings.fanout_workers,
+                connect_timeout=settings.http_connect_timeout,
+                read_timeout=settings.http_read_timeout,
+            ),
+        )
+        registry = Registry(
+            ddb, settings.table_name, settings.connection_ttl_seconds, settings.all_shards
+        )
+        gateway = ManagementGateway(
+            override=settings.management_endpoint,
+            session=session,
+            max_pool_connections=settings.fanout_workers,
+            connect_timeout=settings.http_connect_timeout,
+            read_timeout=settings.http_read_timeout,
+            max_attempts=settings.max_attempts,
+        )
+        broadcaster = Broadcaster(gateway, registry.remove, settings.fanout_workers)
+        return cls(settings, registry, gateway, broadcaster)
+
+    # --- WebSocket events -----------------------------------------------------------------
+
+    def on_connect(self, raw_event: dict[str, Any]) -> HttpResult:
+        """Register the connection, or refuse the handshake with a 4xx/5xx status."""
+        event = WsEvent(raw_event)
+        with log.event_log(
+            event="connect", connectionId=event.connection_id, requestId=event.request_id
+        ) as record:
+            try:
+                identity = connect_identity(event.query, self.settings)
+            except AuthError as exc:
+                record.update(outcome="refused", status=exc.status, reason=str(exc))
+                return HttpResult(exc.status, {"message": str(exc)})
+            record["userId"] = identity.user_id
+            try:
+                self.registry.register(
+                    event.connection_id,
+                    identity.user_id,
+                    event.connected_at or protocol.now_ms(),
+                    endpoint=event.endpoint,
+                    role=identity.role,
+                )
+            except DuplicateConnection:
+                record.update(outcome="duplicate", status=409)
+                return HttpResult(409, {"message": "connection already registered"})
+            except (ClientError, BotoCoreError) as exc:
+                record.update(outcome="registry_error", status=500, error=_error_code(exc))
+                return HttpResult(500, {"message": "could not register the connection"})
+            return HttpResult(200)
+
+    def on_disconnect(self, raw_event: dict[str, Any]) -> HttpResult:
+        """Remove the connection and its memberships; idempotent, best effort like AWS."""
+        event = WsEvent(raw_event)
+        with log.event_log(
+            event="disconnect",
+            connectionId=event.connection_id,
+            requestId=event.request_id,
+            closeCode=event.disconnect_status,
+        ) as record:
+            try:
+                record["existed"] = self.registry.remove(event.connection_id)
+            except (ClientError, BotoCoreError) as exc:
+                # TTL reaps what we could not delete, and every read filters expired items.
+                record.update(outcome="registry_error", error=_error_code(exc))
+            return HttpResult(200)
+
+    def on_message(self, raw_event: dict[str, Any]) -> HttpResult:
+        """Dispatch one client frame. Bad input gets an error frame; nothing raises."""
+        event = WsEvent(raw_event)
+        with log.event_log(
+            event="message", connectionId=event.connection_id, requestId=event.request_id
+        ) as record:
+            command = protocol.parse_frame(event.body, self.settings.max_text_chars)
+            record["action"] = type(command).__name__
+            if isinstance(command, protocol.ProtocolError):
+                record.update(outcome="rejected", code=command.code)
+                self._reply(event, command.frame())
+                return HttpResult(200)
+            try:
+                frame = self._dispatch(event, command, record)
+            except NotConnected:
+                record["outcome"] = "not_registered"
+                frame = protocol.error_frame(
+                    "not_found", "this connection is not registered; reconnect", command.ref
+                )
+            except (ClientError, BotoCoreError) as exc:
+                code = _error_code(exc)
+                throttled = code in _THROTTLING
+                record.update(outcome="registry_error", error=code)
+                frame = protocol.error_frame(
+                    "rate_limited" if throttled else "internal",
+                    "the service is busy, retry shortly"
+                    if throttled
+                    else "the message could not be processed; nothing was sent",
+                    command.ref,
+                )
+            except Exception as exc:  # noqa: BLE001 - the client gets a frame, the log the type
+                logging.getLogger("switchboard").exception("unhandled error in message handler")
+                record.update(outcome="internal_error", error=type(exc).__name__)
+                frame = protocol.error_frame("internal", "internal error", command.ref)
+            if frame is not None:
+                self._reply(event, frame)
+            return HttpResult(200)
+
+    def _dispatch(
+        self, event: WsEvent, command: protocol.Command, record: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        ref = command.ref
+        if isinstance(command, protocol.Ping):
+            return protocol.pong_frame(ref)
+        conn = self.registry.get(event.connection_id)
+        if conn is None:
+            record["outcome"] = "not_registered"
+            return protocol.error_frame(
+                "not_found", "this connection is not registered (expired?); reconnect", ref
+            )
+        record["userId"] = conn.user_id
+        if isinstance(command, protocol.WhoAmI):
+            return protocol.identity_frame(
+                conn.connection_id, conn.user_id, list(conn.rooms), ref, conn.role
+            )
+        if isinstance(command, protocol.Join):
+            if command.room not in conn.rooms:
+                if len(conn.rooms) >= self.settings.max_rooms_per_connection:
+                    return protocol.error_frame(
+                        "forbidden",
+                        f"at most {self.settings.max_rooms_per_connection} rooms per connection",
+                        ref,
+                    )
+                self.registry.join(conn, command.room)
+            return protocol.ack_frame(ref, 0, 0, room=command.room, joined=True)
+        if isinstance(command, protocol.Leave):
+            if command.room not in conn.rooms:
+                return protocol.error_frame("not_found", f"not a member of {command.room!r}", ref)
+            self.registry.leave(conn.connection_id, command.room)
+            return protocol.ack_frame(ref, 0, 0, room=command.room, left=True)
+        if isinstance(command, protocol.SendMessage):
+            message = protocol.message_frame(conn.user_id, "user", command.text)
+            targets: Iterable[Target] = self.registry.user_connections(command.target_user_id)
+        elif isinstance(command, protocol.SendRoom):
+            if command.room not in conn.rooms:
+                return protocol.error_frame(
+                    "forbidden", f"join {command.room!r} before sending to it", ref
+                )
+            message = protocol.message_frame(conn.user_id, "room", command.text, command.room)
+            targets = self.registry.room_members(command.room)
+        elif isinstance(command, protocol.BroadcastAll):
+            if not self._may_broadcast(conn):
+                return protocol.error_frame("forbidden", "broadcastAll needs the admin role", ref)
+            message = protocol.message_frame(conn.user_id, "all", command.text)
+            targets = self.registry.all_connections()
+        else:  # pragma: no cover - parse_frame only returns the commands above
+            raise AssertionError(command)
+        try:
+            report = self.broadcaster.fan_out(
+                targets, protocol.encode(message), exclude=conn.connection_id
+            )
+        except PayloadTooLarge as exc:
+            return protocol.error_frame("too_large", str(exc), ref)
+        record.update(report.as_dict())
+        if isinstance(command, protocol.SendMessage) and report.recipients == 0:
+            return protocol.error_frame(
+                "not_found", f"user {command.target_user_id!r} has no live connections", ref
+            )
+        return protocol.ack_frame(
+            ref, report.delivered, report.failed, report.gone, id=message["id"]
+        )
+
+    def _may_broadcast(self, conn: Connection) -> bool:
+        return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
+
+    def _reply(self, event: WsEvent, frame: dict[str, Any]) -> None:
+        outcome = self.gateway.post(event.connection_id, protocol.encode(frame), event.endpoint)
+        if outcome is Outcome.GONE:
+            self.broadcaster.prune(event.connection_id)
+
+    # --- HTTP API -------------------------------------------------------------------------
+
+    def authorize_http(self, authorization: str | None) -> Identity:
+        return require_admin_bearer(authorization, self.settings)
+
+    def push(self, scope: str, name: str | None, body: Any, sender: Identity) -> dict[str, Any]:
+        """POST /broadcast, /users/{userId}/messages, /rooms/{room}/messages."""
+        if not isinstance(body, dict):
+            raise BadRequest('body must be a JSON object like {"text": "hello"}')
+        try:
+            text = protocol.validate_text(body.get("text"), self.settings.max_text_chars)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        targets: Iterable[Target]
+        if scope == "user":
+            if not protocol.valid_user_id(name):
+                raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
+            targets = self.registry.user_connections(str(name))
+            message = protocol.message_frame(sender.user_id, "user", text)
+        elif scope == "room":
+            if not protocol.valid_room(name):
+                raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+            targets = self.registry.room_members(str(name))
+            message = protocol.message_frame(sender.user_id, "room", text, str(name))
+        else:
+            targets = self.registry.all_connections()
+            message = protocol.message_frame(sender.user_id, "all", text)
+        with log.event_log(event="http_push", scope=scope) as record:
+            report: Report = self.broadcaster.fan_out(targets, protocol.encode(message))
+            record.update(report.as_dict())
+        return {"id": message["id"], **report.as_dict()}
+
+    def connections(self) -> dict[str, Any]:
+        """GET /connections: how many live connections, by user (an index Query, no Scan)."""
+        by_user: dict[str, int] = {}
+        count = 0
+        for target in self.registry.all_connections():
+            count += 1
+            user = target.user_id or "?"
+            by_user[user] = by_user.get(user, 0) + 1
+        return {"count": count, "users": len(by_user), "byUser": by_user}
+
+    def kick(self, connection_id: str) -> None:
+        """DELETE /connections/{id}: close the socket and forget it."""
+        if not protocol.valid_connection_id(connection_id):
+            raise BadRequest("not a connection id")
+        conn = self.registry.get(connection_id)
+        if conn is None and not self.settings.management_endpoint:
+            raise NotFound(f"connection {connection_id} not found")
+        outcome = self.gateway.close(connection_id, conn.endpoint if conn else None)
+        self.registry.remove(connection_id)
+        if outcome is Outcome.GONE and conn is None:
+            raise NotFound(f"connection {connection_id} not found")
+        if outcome not in (Outcome.DELIVERED, Outcome.GONE):
+            raise RuntimeError(f"closing the connection failed: {outcome.value}")
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__
+
+
+__all__ = ["BadRequest", "HttpResult", "NotConnected", "NotFound", "Switchboard"]
