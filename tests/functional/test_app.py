@@ -382,3 +382,21 @@ def test_table_name_comes_from_the_stage(monkeypatch: pytest.MonkeyPatch) -> Non
     assert seen["table"] == "switchboard-dev-connections"
     app_module.reset_switchboard(None)
     assert TABLE != seen["table"]
+
+
+def test_one_json_log_line_per_event_without_tokens_or_texts(
+    jwt_harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_token = token("u_1")
+    caplog.set_level("INFO", logger="switchboard")
+    jwt_harness.connect("a", token=secret_token)
+    jwt_harness.connect("b", token=token("u_2"))
+    jwt_harness.send("a", {"action": "sendMessage", "targetUserId": "u_2", "text": "top secret"})
+    jwt_harness.disconnect("a")
+    lines = [r.getMessage() for r in caplog.records if r.name == "switchboard"]
+    records = [json.loads(line) for line in lines]
+    assert [r["event"] for r in records] == ["connect", "connect", "message", "disconnect"]
+    message = records[2]
+    assert message["action"] == "SendMessage" and message["delivered"] == 1
+    assert {"connectionId", "requestId", "outcome", "durationMs"} <= set(message)
+    assert all(secret_token not in line and "top secret" not in line for line in lines)
