@@ -226,7 +226,11 @@ class Switchboard:
         except PayloadTooLarge as exc:
             return protocol.error_frame("too_large", str(exc), ref)
         record.update(report.as_dict())
-        if isinstance(command, protocol.SendMessage) and report.recipients == 0:
+        if (
+            isinstance(command, protocol.SendMessage)
+            and report.recipients == 0
+            and command.target_user_id != conn.user_id  # only this very connection: fine
+        ):
             return protocol.error_frame(
                 "not_found", f"user {command.target_user_id!r} has no live connections", ref
             )

@@ -400,3 +400,17 @@ def test_one_json_log_line_per_event_without_tokens_or_texts(
     assert message["action"] == "SendMessage" and message["delivered"] == 1
     assert {"connectionId", "requestId", "outcome", "durationMs"} <= set(message)
     assert all(secret_token not in line and "top secret" not in line for line in lines)
+
+
+def test_sending_to_yourself_reaches_your_other_connections_only(harness: Harness) -> None:
+    harness.connect("phone", userId="u1")
+    ack = harness.send("phone", {"action": "sendMessage", "targetUserId": "u1", "text": "note"})
+    assert ack["type"] == "ack" and ack["delivered"] == 0
+    harness.connect("laptop", userId="u1")
+    assert (
+        harness.send("phone", {"action": "sendMessage", "targetUserId": "u1", "text": "n"})[
+            "delivered"
+        ]
+        == 1
+    )
+    assert [m["text"] for m in harness.inbox("laptop")] == ["n"]
