@@ -1,0 +1,80 @@
+"""Fault injection for the @connections management API.
+
+Benchmarks and tests use it to see how the app behaves when API Gateway is slow or
+throttles: added latency on every @connections call, and a share of POSTs answered with
+429 LimitExceededException or 500 InternalServerErrorException.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """What to inject. Rates are probabilities in [0, 1]; their sum must be <= 1."""
+
+    latency_ms: float = 0.0
+    throttle_rate: float = 0.0
+    error_rate: float = 0.0
+    seed: Optional[int] = None
+
+    def validate(self) -> "FaultConfig":
+        if self.latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+        for name in ("throttle_rate", "error_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError("%s must be between 0 and 1" % name)
+        if self.throttle_rate + self.error_rate > 1.0:
+            raise ValueError("throttle_rate + error_rate must be <= 1")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return bool(self.latency_ms or self.throttle_rate or self.error_rate)
+
+
+THROTTLE = "throttle"
+ERROR = "error"
+
+
+class FaultInjector:
+    """Draws faults from a (optionally seeded) RNG; reconfigurable while running."""
+
+    def __init__(self, config: Optional[FaultConfig] = None) -> None:
+        self._lock = threading.Lock()
+        self._config = (config or FaultConfig()).validate()
+        self._rng = random.Random(self._config.seed)
+
+    @property
+    def config(self) -> FaultConfig:
+        return self._config
+
+    def configure(self, config: Optional[FaultConfig] = None, **changes: Any) -> FaultConfig:
+        """Replace the config (or change some fields); a given seed restarts the RNG."""
+        with self._lock:
+            new = (config or replace(self._config, **changes)).validate()
+            if config is not None or "seed" in changes:
+                self._rng = random.Random(new.seed)
+            self._config = new
+            return new
+
+    def latency_seconds(self) -> float:
+        return self._config.latency_ms / 1000.0
+
+    def draw_post_fault(self) -> Optional[str]:
+        """THROTTLE, ERROR or None for one POST."""
+        config = self._config
+        if not (config.throttle_rate or config.error_rate):
+            return None
+        with self._lock:
+            r = self._rng.random()
+        if r < config.throttle_rate:
+            return THROTTLE
+        if r < config.throttle_rate + config.error_rate:
+            return ERROR
+        return None

@@ -1,0 +1,382 @@
+"""LocalGateway: the whole local stack (DynamoDB, WebSocket API, REST API) in one process.
+
+Start order matters: the WebSocket port must be bound before the app is imported, because
+the app reads ``APIGW_MANAGEMENT_ENDPOINT`` (which contains that port) from its
+environment, and the environment must be complete before ``import app`` just as it is
+when Lambda starts a container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine, Optional, TypeVar, Union
+
+from local_gateway.dynamodb import EmbeddedDynamoDB, ensure_table, load_table_schema
+from local_gateway.events import new_api_id, new_aws_id
+from local_gateway.faults import FaultConfig, FaultInjector
+from local_gateway.project import ChaliceProject, Invocation, LambdaRuntime, import_app
+from local_gateway.server import Limits, WebSocketServer
+
+log = logging.getLogger("local_gateway")
+
+T = TypeVar("T")
+
+DEFAULT_SCHEMA = os.path.join("chalicelib", "schema.json")
+
+
+@dataclass(frozen=True)
+class GatewayURLs:
+    websocket: str  # ws://127.0.0.1:8001/api
+    management: str  # http://127.0.0.1:8001/api (endpoint_url for apigatewaymanagementapi)
+    rest: Optional[str]  # http://127.0.0.1:8000 or None when the REST server is off
+    dynamodb: str  # the DynamoDB endpoint the app uses
+
+
+class InvocationLog:
+    """Every finished handler invocation, with a blocking wait for tests."""
+
+    def __init__(self, maxlen: int = 10000) -> None:
+        self._items: collections.deque[Invocation] = collections.deque(maxlen=maxlen)
+        self._cond = threading.Condition()
+
+    def append(self, record: Invocation) -> None:
+        with self._cond:
+            self._items.append(record)
+            self._cond.notify_all()
+
+    def find(self, route_key: Optional[str] = None, connection_id: Optional[str] = None) -> list[Invocation]:
+        with self._cond:
+            return [r for r in self._items
+                    if (route_key is None or r.route_key == route_key)
+                    and (connection_id is None or r.connection_id == connection_id)]
+
+    def wait_for(self, route_key: Optional[str] = None, connection_id: Optional[str] = None,
+                 timeout: float = 5.0, count: int = 1) -> list[Invocation]:
+        """Block until at least ``count`` matching invocations finished; return them."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [r for r in self._items
+                         if (route_key is None or r.route_key == route_key)
+                         and (connection_id is None or r.connection_id == connection_id)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("waited %.1fs for %d %s invocation(s), saw %d"
+                                       % (timeout, count, route_key or "any", len(found)))
+                self._cond.wait(remaining)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+
+
+class RestServer:
+    """Chalice's own local REST server (what ``chalice local`` runs) on a thread."""
+
+    def __init__(self, app: Any, config: Any, host: str, port: int) -> None:
+        self.app = app
+        self.config = config
+        self.host = host
+        self.port = port
+        self._dev: Any = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> int:
+        from chalice.local import create_local_server
+
+        self._dev = create_local_server(self.app, self.config, self.host, self.port)
+        self.port = self._dev.server.server_address[1]
+        # serve_forever on the inner server: LocalDevServer's own prints a line per start.
+        self._thread = threading.Thread(target=self._dev.server.serve_forever, name="local-gateway-rest",
+                                        daemon=True)
+        self._thread.start()
+        return int(self.port)
+
+    def stop(self) -> None:
+        if self._dev is not None:
+            self._dev.server.shutdown()
+            self._dev.server.server_close()
+            self._dev = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+class LocalGateway:
+    """API Gateway (WebSocket + REST) and DynamoDB for a Chalice project, in this process.
+
+    Ports default to the documented 8001/8000; pass 0 for ephemeral ports (tests).
+    ``rest_port=None`` skips the REST server. ``schema_path=None`` uses
+    ``chalicelib/schema.json`` if the project has one, ``""`` creates no table.
+    The gateway sets process environment variables while it runs (the app reads them at
+    import and call time) and restores them on ``stop()``, so run one gateway at a time
+    per process.
+    """
+
+    def __init__(
+        self,
+        project_dir: str = ".",
+        *,
+        chalice_stage: str = "dev",
+        host: str = "127.0.0.1",
+        ws_port: int = 8001,
+        rest_port: Optional[int] = 8000,
+        schema_path: Optional[str] = None,
+        table_env: str = "CONNECTIONS_TABLE",
+        dynamodb_endpoint: Optional[str] = None,
+        region: Optional[str] = None,
+        auth_mode: Optional[str] = None,
+        env: Optional[dict[str, str]] = None,
+        idle_timeout: float = 600.0,
+        max_duration: float = 7200.0,
+        integration_timeout: float = 29.0,
+        max_message_bytes: int = 128 * 1024,
+        max_frame_bytes: int = 32 * 1024,
+        send_buffer_limit: int = 1024 * 1024,
+        close_timeout: float = 3.0,
+        faults: Union[FaultConfig, FaultInjector, None] = None,
+        workers: int = 64,
+        connection_id_factory: Callable[[], str] = new_aws_id,
+        api_id: Optional[str] = None,
+    ) -> None:
+        self.project_dir = os.path.abspath(project_dir)
+        self.chalice_stage = chalice_stage
+        self.host = host
+        self.ws_port = ws_port
+        self.rest_port = rest_port
+        self.schema_path = schema_path
+        self.table_env = table_env
+        self.dynamodb_endpoint = dynamodb_endpoint
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.auth_mode = auth_mode
+        self.extra_env = dict(env or {})
+        self.limits = Limits(
+            max_message_bytes=max_message_bytes, max_frame_bytes=max_frame_bytes,
+            idle_timeout=idle_timeout, max_duration=max_duration,
+            integration_timeout=integration_timeout, send_buffer_limit=send_buffer_limit,
+            close_timeout=close_timeout,
+        )
+        self.faults = faults if isinstance(faults, FaultInjector) else FaultInjector(faults)
+        self.workers = workers
+        self.connection_id_factory = connection_id_factory
+        self.api_id = api_id or new_api_id()
+        self.invocations = InvocationLog()
+
+        self.project: Optional[ChaliceProject] = None
+        self.app: Any = None
+        self.app_module: Any = None
+        self.table_name: Optional[str] = None
+        self.urls: Optional[GatewayURLs] = None
+        self.environment: dict[str, str] = {}
+        self._dynamodb: Optional[EmbeddedDynamoDB] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
+        self._server: Optional[WebSocketServer] = None
+        self._rest: Optional[RestServer] = None
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._env_backup: dict[str, Optional[str]] = {}
+        self._sys_path_added = False
+
+    # -- public API ----------------------------------------------------------------------
+
+    def start(self) -> GatewayURLs:
+        if self.urls is not None:
+            raise RuntimeError("gateway already started")
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Close every socket (1001, $disconnect runs), stop servers, restore the env."""
+        if self._server is not None and self._loop is not None and self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=15)
+            except Exception:  # shutting down anyway
+                log.warning("error while stopping the WebSocket server", exc_info=True)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=5)
+            if not self._loop.is_running():
+                self._loop.close()
+        self._loop = self._loop_thread = self._server = None
+        if self._rest is not None:
+            self._rest.stop()
+            self._rest = None
+        if self._executor is not None:
+            # Do not wait for handlers stuck past their timeout; they are daemon-ish.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        if self._dynamodb is not None:
+            self._dynamodb.stop()
+            self._dynamodb = None
+        self._restore_env()
+        if self._sys_path_added and self.project_dir in sys.path:
+            sys.path.remove(self.project_dir)
+        self._sys_path_added = False
+        self.urls = None
+
+    def __enter__(self) -> "LocalGateway":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def stage(self) -> str:
+        assert self.project is not None, "start() first"
+        return self.project.api_gateway_stage
+
+    @property
+    def ws_port_bound(self) -> int:
+        assert self._server is not None, "start() first"
+        return int(self._server.port)
+
+    def set_faults(self, config: Optional[FaultConfig] = None, **changes: Any) -> FaultConfig:
+        """Change fault injection while running, e.g. ``set_faults(throttle_rate=0.1, seed=1)``."""
+        return self.faults.configure(config, **changes)
+
+    def connection_ids(self) -> list[str]:
+        return self._call(self._list_ids())
+
+    def stats(self) -> dict[str, int]:
+        return self._call(self._stats())
+
+    def management_client(self, max_pool_connections: int = 10, retries: Optional[dict[str, Any]] = None) -> Any:
+        """A boto3 apigatewaymanagementapi client for this gateway (dummy credentials)."""
+        import boto3
+        from botocore.config import Config
+
+        assert self.urls is not None, "start() first"
+        return boto3.client(
+            "apigatewaymanagementapi", endpoint_url=self.urls.management, region_name=self.region,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            config=Config(max_pool_connections=max_pool_connections,
+                          retries=retries or {"mode": "standard"}),
+        )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        assert self._loop is not None, "start() first"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _list_ids(self) -> list[str]:
+        assert self._server is not None
+        return list(self._server.connections)
+
+    async def _stats(self) -> dict[str, int]:
+        assert self._server is not None
+        return {**self._server.stats, "open_connections": len(self._server.connections)}
+
+    def _resolve_schema(self) -> Optional[str]:
+        if self.schema_path is None:
+            candidate = os.path.join(self.project_dir, DEFAULT_SCHEMA)
+            return candidate if os.path.isfile(candidate) else None
+        if not self.schema_path:
+            return None
+        if os.path.isabs(self.schema_path) or os.path.exists(self.schema_path):
+            return os.path.abspath(self.schema_path)
+        return os.path.join(self.project_dir, self.schema_path)
+
+    def _start(self) -> GatewayURLs:
+        project = self.project = ChaliceProject.load(self.project_dir, self.chalice_stage)
+        env = project.environment_variables
+        if self.auth_mode is not None:
+            env["AUTH_MODE"] = self.auth_mode
+        env.update(self.extra_env)
+
+        if self.dynamodb_endpoint:
+            dynamodb_url = self.dynamodb_endpoint
+        else:
+            self._dynamodb = EmbeddedDynamoDB(host=self.host, port=0, region=self.region)
+            dynamodb_url = self._dynamodb.start()
+
+        # The event loop that serves every socket; handlers run in the executor.
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lambda")
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="local-gateway-ws", daemon=True)
+        self._loop_thread.start()
+        self._server = WebSocketServer(
+            host=self.host, port=self.ws_port, stage=project.api_gateway_stage, api_id=self.api_id,
+            executor=self._executor, limits=self.limits, faults=self.faults,
+            connection_id_factory=self.connection_id_factory, on_invocation=self.invocations.append,
+        )
+        self._call(self._server.start())
+        ws_port = self._server.port
+        management = "http://%s:%d/%s" % (self.host, ws_port, project.api_gateway_stage)
+
+        env.update({
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+            "APIGW_MANAGEMENT_ENDPOINT": management,
+            # Also route SDK clients built without endpoint_url to the local management API.
+            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
+        })
+        if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")
+                or "AWS_ACCESS_KEY_ID" in env):
+            env["AWS_ACCESS_KEY_ID"] = "testing"
+            env["AWS_SECRET_ACCESS_KEY"] = "testing"
+        self.environment = env
+        self._apply_env(env)
+
+        schema_file = self._resolve_schema()
+        self.table_name = env.get(self.table_env)
+        if schema_file and self.table_name:
+            import boto3
+
+            client = boto3.client("dynamodb", endpoint_url=dynamodb_url, region_name=self.region)
+            created = ensure_table(client, self.table_name, load_table_schema(schema_file))
+            log.info("table %s %s", self.table_name, "created" if created else "exists")
+        elif schema_file:
+            log.warning("schema %s given but %s is not set for stage %s: no table created",
+                        schema_file, self.table_env, self.chalice_stage)
+
+        self._sys_path_added = self.project_dir not in sys.path
+        self.app_module, self.app = import_app(self.project_dir)
+        websocket_api = getattr(self.app, "websocket_api", None)
+        if websocket_api is not None and getattr(websocket_api, "_endpoint", "") is None:
+            # Chalice's own app.websocket_api.send() would build https://{apiId}.execute-api...
+            # from the event; point it here instead (it keeps an endpoint once configured).
+            websocket_api._endpoint = management
+        runtime = LambdaRuntime(project, self.app, self.region, int(self.limits.integration_timeout * 1000))
+        self._server.runtime = runtime
+
+        rest_url = None
+        if self.rest_port is not None:
+            self._rest = RestServer(self.app, project.chalice_config(), self.host, self.rest_port)
+            rest_url = "http://%s:%d" % (self.host, self._rest.start())
+
+        self.urls = GatewayURLs(
+            websocket="ws://%s:%d/%s" % (self.host, ws_port, project.api_gateway_stage),
+            management=management, rest=rest_url, dynamodb=dynamodb_url,
+        )
+        return self.urls
+
+    def _apply_env(self, env: dict[str, str]) -> None:
+        for key, value in env.items():
+            if key not in self._env_backup:
+                self._env_backup[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def _restore_env(self) -> None:
+        for key, value in self._env_backup.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._env_backup = {}
