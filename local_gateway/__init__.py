@@ -9,6 +9,14 @@ from local_gateway.project import Invocation
 from local_gateway.server import Limits
 
 __all__ = [
-    "EmbeddedDynamoDB", "FaultConfig", "FaultInjector", "GatewayURLs", "Invocation",
-    "InvocationLog", "Limits", "LocalGateway", "ensure_table", "load_table_schema",
+    "EmbeddedDynamoDB",
+    "FaultConfig",
+    "FaultInjector",
+    "GatewayURLs",
+    "Invocation",
+    "InvocationLog",
+    "Limits",
+    "LocalGateway",
+    "ensure_table",
+    "load_table_schema",
 ]

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from local_gateway.faults import FaultConfig
 from local_gateway.gateway import LocalGateway
@@ -31,43 +31,101 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m local_gateway",
         description="Run a Chalice app locally behind an emulation of API Gateway: the WebSocket API "
-                    "(with its @connections management API on the same port), the REST API "
-                    "(Chalice's local server) and an embedded DynamoDB.",
+        "(with its @connections management API on the same port), the REST API "
+        "(Chalice's local server) and an embedded DynamoDB.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("project")
-    g.add_argument("--project-dir", default=".", help="Chalice project dir (with app.py and .chalice/config.json)")
-    g.add_argument("--stage", default="dev", help="chalice stage whose environment_variables are used")
-    g.add_argument("--env", action="append", type=_env_pair, default=[], metavar="KEY=VALUE",
-                   help="extra environment variable for the app (repeatable; wins over config.json)")
+    g.add_argument(
+        "--project-dir",
+        default=".",
+        help="Chalice project dir (with app.py and .chalice/config.json)",
+    )
+    g.add_argument(
+        "--stage", default="dev", help="chalice stage whose environment_variables are used"
+    )
+    g.add_argument(
+        "--env",
+        action="append",
+        type=_env_pair,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment variable for the app (repeatable; wins over config.json)",
+    )
     g.add_argument("--auth-mode", default=None, help="override the AUTH_MODE environment variable")
-    g.add_argument("--region", default=None, help="AWS region for the app (default: $AWS_REGION or us-east-1)")
+    g.add_argument(
+        "--region", default=None, help="AWS region for the app (default: $AWS_REGION or us-east-1)"
+    )
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    g.add_argument("--port", type=int, default=8000, help="REST API port (Chalice local server); 0 = any free")
-    g.add_argument("--ws-port", type=int, default=8001, help="WebSocket + management API port; 0 = any free")
+    g.add_argument(
+        "--port", type=int, default=8000, help="REST API port (Chalice local server); 0 = any free"
+    )
+    g.add_argument(
+        "--ws-port", type=int, default=8001, help="WebSocket + management API port; 0 = any free"
+    )
     g.add_argument("--no-rest", action="store_true", help="do not start the REST API server")
     g = p.add_argument_group("dynamodb")
-    g.add_argument("--schema", default=None,
-                   help="table schema JSON (CreateTable keys + TimeToLiveAttribute; '_' keys ignored); "
-                        "default: chalicelib/schema.json if present")
-    g.add_argument("--table-env", default="CONNECTIONS_TABLE",
-                   help="stage environment variable holding the table name")
-    g.add_argument("--dynamodb-endpoint", default=None,
-                   help="use this DynamoDB endpoint instead of the embedded one (table still created)")
+    g.add_argument(
+        "--schema",
+        default=None,
+        help="table schema JSON (CreateTable keys + TimeToLiveAttribute; '_' keys ignored); "
+        "default: chalicelib/schema.json if present",
+    )
+    g.add_argument(
+        "--table-env",
+        default="CONNECTIONS_TABLE",
+        help="stage environment variable holding the table name",
+    )
+    g.add_argument(
+        "--dynamodb-endpoint",
+        default=None,
+        help="use this DynamoDB endpoint instead of the embedded one (table still created)",
+    )
     g = p.add_argument_group("API Gateway limits")
-    g.add_argument("--idle-timeout", type=float, default=600.0, help="seconds without frames before closing (1001)")
-    g.add_argument("--max-duration", type=float, default=7200.0, help="maximum connection lifetime in seconds (1001)")
-    g.add_argument("--integration-timeout", type=float, default=29.0, help="handler timeout in seconds")
-    g.add_argument("--send-buffer-limit", type=int, default=1024 * 1024,
-                   help="bytes queued to a non-reading client before POST answers 429")
-    g.add_argument("--workers", type=int, default=64, help="handler thread pool size (concurrent Lambdas)")
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        help="seconds without frames before closing (1001)",
+    )
+    g.add_argument(
+        "--max-duration",
+        type=float,
+        default=7200.0,
+        help="maximum connection lifetime in seconds (1001)",
+    )
+    g.add_argument(
+        "--integration-timeout", type=float, default=29.0, help="handler timeout in seconds"
+    )
+    g.add_argument(
+        "--send-buffer-limit",
+        type=int,
+        default=1024 * 1024,
+        help="bytes queued to a non-reading client before POST answers 429",
+    )
+    g.add_argument(
+        "--workers", type=int, default=64, help="handler thread pool size (concurrent Lambdas)"
+    )
     g = p.add_argument_group("fault injection (@connections)")
-    g.add_argument("--latency-ms", type=float, default=0.0, help="added latency on every @connections call")
-    g.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of POSTs answered 429 LimitExceededException")
-    g.add_argument("--error-rate", type=_rate, default=0.0,
-                   help="share of POSTs answered 500 InternalServerErrorException")
-    g.add_argument("--fault-seed", type=int, default=None, help="seed for the fault RNG (reproducible runs)")
+    g.add_argument(
+        "--latency-ms", type=float, default=0.0, help="added latency on every @connections call"
+    )
+    g.add_argument(
+        "--throttle-rate",
+        type=_rate,
+        default=0.0,
+        help="share of POSTs answered 429 LimitExceededException",
+    )
+    g.add_argument(
+        "--error-rate",
+        type=_rate,
+        default=0.0,
+        help="share of POSTs answered 500 InternalServerErrorException",
+    )
+    g.add_argument(
+        "--fault-seed", type=int, default=None, help="seed for the fault RNG (reproducible runs)"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -80,20 +138,27 @@ def banner(gateway: LocalGateway) -> str:
     faults = gateway.faults.config
     lines = [
         "",
-        "  %s local gateway (chalice stage %r, API stage %r)" % (gateway.project.app_name if gateway.project else "chalice", gateway.chalice_stage, gateway.stage),
+        "  {} local gateway (chalice stage {!r}, API stage {!r})".format(
+            gateway.project.app_name if gateway.project else "chalice",
+            gateway.chalice_stage,
+            gateway.stage,
+        ),
         "",
-        "  WebSocket API   %s" % urls.websocket,
-        "  @connections    %s/@connections/{connectionId}" % urls.management,
+        f"  WebSocket API   {urls.websocket}",
+        f"  @connections    {urls.management}/@connections/{{connectionId}}",
         "  REST API        %s" % (urls.rest or "(disabled)"),
-        "  DynamoDB        %s%s" % (urls.dynamodb, "  table %s" % gateway.table_name if gateway.table_name else ""),
-        "  AUTH_MODE       %s" % auth,
+        "  DynamoDB        {}{}".format(
+            urls.dynamodb, f"  table {gateway.table_name}" if gateway.table_name else ""
+        ),
+        f"  AUTH_MODE       {auth}",
     ]
     if faults.active:
-        lines.append("  faults          latency %gms, 429 rate %g, 500 rate %g, seed %s"
-                     % (faults.latency_ms, faults.throttle_rate, faults.error_rate, faults.seed))
+        lines.append(
+            f"  faults          latency {faults.latency_ms:g}ms, 429 rate {faults.throttle_rate:g}, 500 rate {faults.error_rate:g}, seed {faults.seed}"
+        )
     lines += [
         "",
-        "  Connect:  python -m websockets '%s?userId=u_123'" % urls.websocket,
+        f"  Connect:  python -m websockets '{urls.websocket}?userId=u_123'",
         "",
         "  Ctrl-C to stop.",
         "",
@@ -101,9 +166,11 @@ def banner(gateway: LocalGateway) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # botocore/urllib3 chatter drowns the connection log at INFO.
     for noisy in ("botocore", "urllib3", "werkzeug", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -124,8 +191,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         integration_timeout=args.integration_timeout,
         send_buffer_limit=args.send_buffer_limit,
         workers=args.workers,
-        faults=FaultConfig(latency_ms=args.latency_ms, throttle_rate=args.throttle_rate,
-                           error_rate=args.error_rate, seed=args.fault_seed),
+        faults=FaultConfig(
+            latency_ms=args.latency_ms,
+            throttle_rate=args.throttle_rate,
+            error_rate=args.error_rate,
+            seed=args.fault_seed,
+        ),
     )
     stop = threading.Event()
 
@@ -137,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         gateway.start()
     except Exception as exc:
-        print("local gateway failed to start: %s" % exc, file=sys.stderr)
+        print(f"local gateway failed to start: {exc}", file=sys.stderr)
         logging.getLogger("local_gateway").debug("start failure", exc_info=True)
         return 1
     print(banner(gateway), flush=True)

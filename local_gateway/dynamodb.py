@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from typing import Any, Optional
+from typing import Any
 
 log = logging.getLogger("local_gateway.dynamodb")
 
@@ -54,7 +54,9 @@ def dynamodb_client(endpoint_url: str, region: str) -> Any:
     import boto3
 
     # Explicit dummy credentials: a local endpoint must never receive real ones.
-    return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region, **DUMMY_CREDENTIALS)
+    return boto3.client(
+        "dynamodb", endpoint_url=endpoint_url, region_name=region, **DUMMY_CREDENTIALS
+    )
 
 
 class EmbeddedDynamoDB:
@@ -65,20 +67,25 @@ class EmbeddedDynamoDB:
     default to keep runs independent.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1",
-                 reset_on_stop: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        region: str = "us-east-1",
+        reset_on_stop: bool = True,
+    ) -> None:
         self.host = host
         self.port = port
         self.region = region
         self.reset_on_stop = reset_on_stop
-        self._server: Optional[Any] = None
+        self._server: Any | None = None
 
     @property
     def endpoint_url(self) -> str:
         if self._server is None:
             raise RuntimeError("EmbeddedDynamoDB is not started")
         host, port = self._server.get_host_and_port()
-        return "http://%s:%d" % (host, port)
+        return f"http://{host}:{port}"
 
     def start(self) -> str:
         from moto.server import ThreadedMotoServer
@@ -107,7 +114,7 @@ class EmbeddedDynamoDB:
         self._server.stop()
         self._server = None
 
-    def __enter__(self) -> "EmbeddedDynamoDB":
+    def __enter__(self) -> EmbeddedDynamoDB:
         self.start()
         return self
 

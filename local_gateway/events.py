@@ -13,7 +13,7 @@ import string
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import parse_qsl
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -46,15 +46,17 @@ def now_ms() -> int:
 def format_request_time(epoch_ms: int) -> str:
     """``25/Nov/2026:12:00:00 +0000`` (locale independent, always UTC)."""
     t = time.gmtime(epoch_ms / 1000)
-    return "%02d/%s/%04d:%02d:%02d:%02d +0000" % (
-        t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec,
+    month = _MONTHS[t.tm_mon - 1]
+    return (
+        f"{t.tm_mday:02d}/{month}/{t.tm_year:04d}:"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
     )
 
 
 def iso8601(epoch_ms: int) -> str:
     """``2026-11-25T12:00:00.000Z`` as the management API returns timestamps."""
     t = time.gmtime(epoch_ms / 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + ".%03dZ" % (epoch_ms % 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{epoch_ms % 1000:03d}Z"
 
 
 @dataclass
@@ -64,7 +66,7 @@ class ClientInfo:
     connection_id: str
     connected_at_ms: int
     source_ip: str
-    user_agent: Optional[str]
+    user_agent: str | None
     headers: list[tuple[str, str]] = field(default_factory=list)
     query_string: str = ""
 
@@ -79,7 +81,11 @@ class EventContext:
 
 
 def _request_context(
-    ctx: EventContext, client: ClientInfo, route_key: str, event_type: str, request_ms: int,
+    ctx: EventContext,
+    client: ClientInfo,
+    route_key: str,
+    event_type: str,
+    request_ms: int,
 ) -> dict[str, Any]:
     request_id = new_aws_id()
     return {
@@ -99,7 +105,9 @@ def _request_context(
     }
 
 
-def _header_maps(client: ClientInfo, ctx: EventContext, port: int) -> tuple[dict[str, str], dict[str, list[str]]]:
+def _header_maps(
+    client: ClientInfo, ctx: EventContext, port: int
+) -> tuple[dict[str, str], dict[str, list[str]]]:
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {}
     for name, value in client.headers:
@@ -109,7 +117,7 @@ def _header_maps(client: ClientInfo, ctx: EventContext, port: int) -> tuple[dict
     # API Gateway adds forwarding headers of its own; copy them so code that
     # reads X-Forwarded-For (e.g. rate limiting by IP) sees the same thing.
     for name, value in (
-        ("X-Amzn-Trace-Id", "Root=1-%08x-%s" % (int(time.time()), uuid.uuid4().hex[:24])),
+        ("X-Amzn-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"),
         ("X-Forwarded-For", client.source_ip),
         ("X-Forwarded-Port", str(port)),
         ("X-Forwarded-Proto", "http"),
@@ -123,8 +131,8 @@ def _header_maps(client: ClientInfo, ctx: EventContext, port: int) -> tuple[dict
 def connect_event(ctx: EventContext, client: ClientInfo, port: int) -> dict[str, Any]:
     single, multi = _header_maps(client, ctx, port)
     pairs = parse_qsl(client.query_string, keep_blank_values=True)
-    query: Optional[dict[str, str]] = None
-    multi_query: Optional[dict[str, list[str]]] = None
+    query: dict[str, str] | None = None
+    multi_query: dict[str, list[str]] | None = None
     if pairs:
         query, multi_query = {}, {}
         for name, value in pairs:
@@ -135,12 +143,16 @@ def connect_event(ctx: EventContext, client: ClientInfo, port: int) -> dict[str,
         "multiValueHeaders": multi,
         "queryStringParameters": query,
         "multiValueQueryStringParameters": multi_query,
-        "requestContext": _request_context(ctx, client, "$connect", "CONNECT", client.connected_at_ms),
+        "requestContext": _request_context(
+            ctx, client, "$connect", "CONNECT", client.connected_at_ms
+        ),
         "isBase64Encoded": False,
     }
 
 
-def message_event(ctx: EventContext, client: ClientInfo, payload: bytes, is_text: bool) -> dict[str, Any]:
+def message_event(
+    ctx: EventContext, client: ClientInfo, payload: bytes, is_text: bool
+) -> dict[str, Any]:
     request_context = _request_context(ctx, client, "$default", "MESSAGE", now_ms())
     request_context["messageId"] = new_aws_id()
     if is_text:
@@ -151,7 +163,11 @@ def message_event(ctx: EventContext, client: ClientInfo, payload: bytes, is_text
 
 
 def disconnect_event(
-    ctx: EventContext, client: ClientInfo, port: int, status_code: int, reason: str,
+    ctx: EventContext,
+    client: ClientInfo,
+    port: int,
+    status_code: int,
+    reason: str,
 ) -> dict[str, Any]:
     request_context = _request_context(ctx, client, "$disconnect", "DISCONNECT", now_ms())
     # On AWS both fields live inside requestContext.
@@ -169,13 +185,15 @@ def disconnect_event(
 class LambdaContext:
     """The subset of the Lambda runtime's context object that handlers use."""
 
-    def __init__(self, function_name: str, memory_limit_in_mb: int, timeout_ms: int, region: str) -> None:
+    def __init__(
+        self, function_name: str, memory_limit_in_mb: int, timeout_ms: int, region: str
+    ) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
-        self.invoked_function_arn = "arn:aws:lambda:%s:123456789012:function:%s" % (region, function_name)
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:123456789012:function:{function_name}"
         self.memory_limit_in_mb = memory_limit_in_mb
         self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = "/aws/lambda/%s" % function_name
+        self.log_group_name = f"/aws/lambda/{function_name}"
         self.log_stream_name = "local"
         self.identity = None
         self.client_context = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,15 +20,15 @@ class FaultConfig:
     latency_ms: float = 0.0
     throttle_rate: float = 0.0
     error_rate: float = 0.0
-    seed: Optional[int] = None
+    seed: int | None = None
 
-    def validate(self) -> "FaultConfig":
+    def validate(self) -> FaultConfig:
         if self.latency_ms < 0:
             raise ValueError("latency_ms must be >= 0")
         for name in ("throttle_rate", "error_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError("%s must be between 0 and 1" % name)
+                raise ValueError(f"{name} must be between 0 and 1")
         if self.throttle_rate + self.error_rate > 1.0:
             raise ValueError("throttle_rate + error_rate must be <= 1")
         return self
@@ -45,7 +45,7 @@ ERROR = "error"
 class FaultInjector:
     """Draws faults from a (optionally seeded) RNG; reconfigurable while running."""
 
-    def __init__(self, config: Optional[FaultConfig] = None) -> None:
+    def __init__(self, config: FaultConfig | None = None) -> None:
         self._lock = threading.Lock()
         self._config = (config or FaultConfig()).validate()
         self._rng = random.Random(self._config.seed)
@@ -54,7 +54,7 @@ class FaultInjector:
     def config(self) -> FaultConfig:
         return self._config
 
-    def configure(self, config: Optional[FaultConfig] = None, **changes: Any) -> FaultConfig:
+    def configure(self, config: FaultConfig | None = None, **changes: Any) -> FaultConfig:
         """Replace the config (or change some fields); a given seed restarts the RNG."""
         with self._lock:
             new = (config or replace(self._config, **changes)).validate()
@@ -66,7 +66,7 @@ class FaultInjector:
     def latency_seconds(self) -> float:
         return self._config.latency_ms / 1000.0
 
-    def draw_post_fault(self) -> Optional[str]:
+    def draw_post_fault(self) -> str | None:
         """THROTTLE, ERROR or None for one POST."""
         config = self._config
         if not (config.throttle_rate or config.error_rate):

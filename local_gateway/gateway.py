@@ -15,9 +15,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine, Optional, TypeVar, Union
+from typing import Any, TypeVar
 
 from local_gateway.dynamodb import EmbeddedDynamoDB, ensure_table, load_table_schema
 from local_gateway.events import new_api_id, new_aws_id
@@ -36,7 +37,7 @@ DEFAULT_SCHEMA = os.path.join("chalicelib", "schema.json")
 class GatewayURLs:
     websocket: str  # ws://127.0.0.1:8001/api
     management: str  # http://127.0.0.1:8001/api (endpoint_url for apigatewaymanagementapi)
-    rest: Optional[str]  # http://127.0.0.1:8000 or None when the REST server is off
+    rest: str | None  # http://127.0.0.1:8000 or None when the REST server is off
     dynamodb: str  # the DynamoDB endpoint the app uses
 
 
@@ -52,27 +53,41 @@ class InvocationLog:
             self._items.append(record)
             self._cond.notify_all()
 
-    def find(self, route_key: Optional[str] = None, connection_id: Optional[str] = None) -> list[Invocation]:
+    def find(
+        self, route_key: str | None = None, connection_id: str | None = None
+    ) -> list[Invocation]:
         with self._cond:
-            return [r for r in self._items
-                    if (route_key is None or r.route_key == route_key)
-                    and (connection_id is None or r.connection_id == connection_id)]
+            return [
+                r
+                for r in self._items
+                if (route_key is None or r.route_key == route_key)
+                and (connection_id is None or r.connection_id == connection_id)
+            ]
 
-    def wait_for(self, route_key: Optional[str] = None, connection_id: Optional[str] = None,
-                 timeout: float = 5.0, count: int = 1) -> list[Invocation]:
+    def wait_for(
+        self,
+        route_key: str | None = None,
+        connection_id: str | None = None,
+        timeout: float = 5.0,
+        count: int = 1,
+    ) -> list[Invocation]:
         """Block until at least ``count`` matching invocations finished; return them."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                found = [r for r in self._items
-                         if (route_key is None or r.route_key == route_key)
-                         and (connection_id is None or r.connection_id == connection_id)]
+                found = [
+                    r
+                    for r in self._items
+                    if (route_key is None or r.route_key == route_key)
+                    and (connection_id is None or r.connection_id == connection_id)
+                ]
                 if len(found) >= count:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError("waited %.1fs for %d %s invocation(s), saw %d"
-                                       % (timeout, count, route_key or "any", len(found)))
+                    raise TimeoutError(
+                        f"waited {timeout:.1f}s for {count} {route_key or 'any'} invocation(s), saw {len(found)}"
+                    )
                 self._cond.wait(remaining)
 
     def clear(self) -> None:
@@ -89,7 +104,7 @@ class RestServer:
         self.host = host
         self.port = port
         self._dev: Any = None
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> int:
         from chalice.local import create_local_server
@@ -97,8 +112,9 @@ class RestServer:
         self._dev = create_local_server(self.app, self.config, self.host, self.port)
         self.port = self._dev.server.server_address[1]
         # serve_forever on the inner server: LocalDevServer's own prints a line per start.
-        self._thread = threading.Thread(target=self._dev.server.serve_forever, name="local-gateway-rest",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._dev.server.serve_forever, name="local-gateway-rest", daemon=True
+        )
         self._thread.start()
         return int(self.port)
 
@@ -130,13 +146,13 @@ class LocalGateway:
         chalice_stage: str = "dev",
         host: str = "127.0.0.1",
         ws_port: int = 8001,
-        rest_port: Optional[int] = 8000,
-        schema_path: Optional[str] = None,
+        rest_port: int | None = 8000,
+        schema_path: str | None = None,
         table_env: str = "CONNECTIONS_TABLE",
-        dynamodb_endpoint: Optional[str] = None,
-        region: Optional[str] = None,
-        auth_mode: Optional[str] = None,
-        env: Optional[dict[str, str]] = None,
+        dynamodb_endpoint: str | None = None,
+        region: str | None = None,
+        auth_mode: str | None = None,
+        env: dict[str, str] | None = None,
         idle_timeout: float = 600.0,
         max_duration: float = 7200.0,
         integration_timeout: float = 29.0,
@@ -144,10 +160,10 @@ class LocalGateway:
         max_frame_bytes: int = 32 * 1024,
         send_buffer_limit: int = 1024 * 1024,
         close_timeout: float = 3.0,
-        faults: Union[FaultConfig, FaultInjector, None] = None,
+        faults: FaultConfig | FaultInjector | None = None,
         workers: int = 64,
         connection_id_factory: Callable[[], str] = new_aws_id,
-        api_id: Optional[str] = None,
+        api_id: str | None = None,
     ) -> None:
         self.project_dir = os.path.abspath(project_dir)
         self.chalice_stage = chalice_stage
@@ -157,13 +173,21 @@ class LocalGateway:
         self.schema_path = schema_path
         self.table_env = table_env
         self.dynamodb_endpoint = dynamodb_endpoint
-        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.region = (
+            region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
         self.auth_mode = auth_mode
         self.extra_env = dict(env or {})
         self.limits = Limits(
-            max_message_bytes=max_message_bytes, max_frame_bytes=max_frame_bytes,
-            idle_timeout=idle_timeout, max_duration=max_duration,
-            integration_timeout=integration_timeout, send_buffer_limit=send_buffer_limit,
+            max_message_bytes=max_message_bytes,
+            max_frame_bytes=max_frame_bytes,
+            idle_timeout=idle_timeout,
+            max_duration=max_duration,
+            integration_timeout=integration_timeout,
+            send_buffer_limit=send_buffer_limit,
             close_timeout=close_timeout,
         )
         self.faults = faults if isinstance(faults, FaultInjector) else FaultInjector(faults)
@@ -172,19 +196,19 @@ class LocalGateway:
         self.api_id = api_id or new_api_id()
         self.invocations = InvocationLog()
 
-        self.project: Optional[ChaliceProject] = None
+        self.project: ChaliceProject | None = None
         self.app: Any = None
         self.app_module: Any = None
-        self.table_name: Optional[str] = None
-        self.urls: Optional[GatewayURLs] = None
+        self.table_name: str | None = None
+        self.urls: GatewayURLs | None = None
         self.environment: dict[str, str] = {}
-        self._dynamodb: Optional[EmbeddedDynamoDB] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._loop_thread: Optional[threading.Thread] = None
-        self._server: Optional[WebSocketServer] = None
-        self._rest: Optional[RestServer] = None
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._env_backup: dict[str, Optional[str]] = {}
+        self._dynamodb: EmbeddedDynamoDB | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._server: WebSocketServer | None = None
+        self._rest: RestServer | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._env_backup: dict[str, str | None] = {}
         self._sys_path_added = False
 
     # -- public API ----------------------------------------------------------------------
@@ -228,7 +252,7 @@ class LocalGateway:
         self._sys_path_added = False
         self.urls = None
 
-    def __enter__(self) -> "LocalGateway":
+    def __enter__(self) -> LocalGateway:
         self.start()
         return self
 
@@ -245,7 +269,7 @@ class LocalGateway:
         assert self._server is not None, "start() first"
         return int(self._server.port)
 
-    def set_faults(self, config: Optional[FaultConfig] = None, **changes: Any) -> FaultConfig:
+    def set_faults(self, config: FaultConfig | None = None, **changes: Any) -> FaultConfig:
         """Change fault injection while running, e.g. ``set_faults(throttle_rate=0.1, seed=1)``."""
         return self.faults.configure(config, **changes)
 
@@ -255,17 +279,23 @@ class LocalGateway:
     def stats(self) -> dict[str, int]:
         return self._call(self._stats())
 
-    def management_client(self, max_pool_connections: int = 10, retries: Optional[dict[str, Any]] = None) -> Any:
+    def management_client(
+        self, max_pool_connections: int = 10, retries: dict[str, Any] | None = None
+    ) -> Any:
         """A boto3 apigatewaymanagementapi client for this gateway (dummy credentials)."""
         import boto3
         from botocore.config import Config
 
         assert self.urls is not None, "start() first"
         return boto3.client(
-            "apigatewaymanagementapi", endpoint_url=self.urls.management, region_name=self.region,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-            config=Config(max_pool_connections=max_pool_connections,
-                          retries=retries or {"mode": "standard"}),
+            "apigatewaymanagementapi",
+            endpoint_url=self.urls.management,
+            region_name=self.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(
+                max_pool_connections=max_pool_connections, retries=retries or {"mode": "standard"}
+            ),
         )
 
     # -- internals -------------------------------------------------------------------------
@@ -282,7 +312,7 @@ class LocalGateway:
         assert self._server is not None
         return {**self._server.stats, "open_connections": len(self._server.connections)}
 
-    def _resolve_schema(self) -> Optional[str]:
+    def _resolve_schema(self) -> str | None:
         if self.schema_path is None:
             candidate = os.path.join(self.project_dir, DEFAULT_SCHEMA)
             return candidate if os.path.isfile(candidate) else None
@@ -308,27 +338,40 @@ class LocalGateway:
         # The event loop that serves every socket; handlers run in the executor.
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lambda")
         self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="local-gateway-ws", daemon=True)
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="local-gateway-ws", daemon=True
+        )
         self._loop_thread.start()
         self._server = WebSocketServer(
-            host=self.host, port=self.ws_port, stage=project.api_gateway_stage, api_id=self.api_id,
-            executor=self._executor, limits=self.limits, faults=self.faults,
-            connection_id_factory=self.connection_id_factory, on_invocation=self.invocations.append,
+            host=self.host,
+            port=self.ws_port,
+            stage=project.api_gateway_stage,
+            api_id=self.api_id,
+            executor=self._executor,
+            limits=self.limits,
+            faults=self.faults,
+            connection_id_factory=self.connection_id_factory,
+            on_invocation=self.invocations.append,
         )
         self._call(self._server.start())
         ws_port = self._server.port
-        management = "http://%s:%d/%s" % (self.host, ws_port, project.api_gateway_stage)
+        management = f"http://{self.host}:{ws_port}/{project.api_gateway_stage}"
 
-        env.update({
-            "AWS_REGION": self.region,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
-            "APIGW_MANAGEMENT_ENDPOINT": management,
-            # Also route SDK clients built without endpoint_url to the local management API.
-            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
-        })
-        if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")
-                or "AWS_ACCESS_KEY_ID" in env):
+        env.update(
+            {
+                "AWS_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+                "APIGW_MANAGEMENT_ENDPOINT": management,
+                # Also route SDK clients built without endpoint_url to the local management API.
+                "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
+            }
+        )
+        if not (
+            os.environ.get("AWS_ACCESS_KEY_ID")
+            or os.environ.get("AWS_PROFILE")
+            or "AWS_ACCESS_KEY_ID" in env
+        ):
             env["AWS_ACCESS_KEY_ID"] = "testing"
             env["AWS_SECRET_ACCESS_KEY"] = "testing"
         self.environment = env
@@ -343,8 +386,12 @@ class LocalGateway:
             created = ensure_table(client, self.table_name, load_table_schema(schema_file))
             log.info("table %s %s", self.table_name, "created" if created else "exists")
         elif schema_file:
-            log.warning("schema %s given but %s is not set for stage %s: no table created",
-                        schema_file, self.table_env, self.chalice_stage)
+            log.warning(
+                "schema %s given but %s is not set for stage %s: no table created",
+                schema_file,
+                self.table_env,
+                self.chalice_stage,
+            )
 
         self._sys_path_added = self.project_dir not in sys.path
         self.app_module, self.app = import_app(self.project_dir)
@@ -353,17 +400,21 @@ class LocalGateway:
             # Chalice's own app.websocket_api.send() would build https://{apiId}.execute-api...
             # from the event; point it here instead (it keeps an endpoint once configured).
             websocket_api._endpoint = management
-        runtime = LambdaRuntime(project, self.app, self.region, int(self.limits.integration_timeout * 1000))
+        runtime = LambdaRuntime(
+            project, self.app, self.region, int(self.limits.integration_timeout * 1000)
+        )
         self._server.runtime = runtime
 
         rest_url = None
         if self.rest_port is not None:
             self._rest = RestServer(self.app, project.chalice_config(), self.host, self.rest_port)
-            rest_url = "http://%s:%d" % (self.host, self._rest.start())
+            rest_url = f"http://{self.host}:{self._rest.start()}"
 
         self.urls = GatewayURLs(
-            websocket="ws://%s:%d/%s" % (self.host, ws_port, project.api_gateway_stage),
-            management=management, rest=rest_url, dynamodb=dynamodb_url,
+            websocket=f"ws://{self.host}:{ws_port}/{project.api_gateway_stage}",
+            management=management,
+            rest=rest_url,
+            dynamodb=dynamodb_url,
         )
         return self.urls
 

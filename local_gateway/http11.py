@@ -14,7 +14,6 @@ import email.utils
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Optional
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -42,7 +41,7 @@ class HttpRequest:
             # Repeated headers are combined as HTTP allows for list-valued ones.
             self._lower[key] = self._lower[key] + ", " + value if key in self._lower else value
 
-    def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
+    def header(self, name: str, default: str | None = None) -> str | None:
         return self._lower.get(name.lower(), default)
 
     @property
@@ -65,7 +64,7 @@ class HttpRequest:
         return "websocket" in (self.header("upgrade") or "").lower()
 
 
-async def read_request_head(reader: asyncio.StreamReader) -> Optional[HttpRequest]:
+async def read_request_head(reader: asyncio.StreamReader) -> HttpRequest | None:
     """Read the request line and headers; None on a clean EOF between requests."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -90,11 +89,14 @@ async def read_request_head(reader: asyncio.StreamReader) -> Optional[HttpReques
         if not sep or not name or name != name.strip():
             raise HttpError(400, "bad header line")
         headers.append((name, value.strip()))
-    return HttpRequest(method=parts[0].upper(), target=parts[1], version=parts[2], headers=headers,
-                       raw_head=head)
+    return HttpRequest(
+        method=parts[0].upper(), target=parts[1], version=parts[2], headers=headers, raw_head=head
+    )
 
 
-async def read_body(reader: asyncio.StreamReader, request: HttpRequest, limit: int = MAX_BODY_BYTES) -> bytes:
+async def read_body(
+    reader: asyncio.StreamReader, request: HttpRequest, limit: int = MAX_BODY_BYTES
+) -> bytes:
     if "chunked" in (request.header("transfer-encoding") or "").lower():
         chunks: list[bytes] = []
         total = 0
@@ -147,11 +149,15 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def build_response(status: int, headers: list[tuple[str, str]], body: bytes = b"",
-                   keep_alive: bool = True) -> bytes:
-    lines = [b"HTTP/1.1 %d %s" % (status, _reason(status).encode("ascii")), b"Date: " + _http_date()]
+def build_response(
+    status: int, headers: list[tuple[str, str]], body: bytes = b"", keep_alive: bool = True
+) -> bytes:
+    lines = [
+        b"HTTP/1.1 %d %s" % (status, _reason(status).encode("ascii")),
+        b"Date: " + _http_date(),
+    ]
     for name, value in headers:
-        lines.append(("%s: %s" % (name, value)).encode("latin-1"))
+        lines.append((f"{name}: {value}").encode("latin-1"))
     # 204 and 304 carry no body and no Content-Length (RFC 9110 8.6).
     if status not in (204, 304):
         lines.append(b"Content-Length: %d" % len(body))

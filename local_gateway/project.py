@@ -17,8 +17,9 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from local_gateway.events import LambdaContext
 
@@ -46,10 +47,10 @@ class ChaliceProject:
     config_from_disk: dict[str, Any]
 
     @classmethod
-    def load(cls, project_dir: str, chalice_stage: str = "dev") -> "ChaliceProject":
+    def load(cls, project_dir: str, chalice_stage: str = "dev") -> ChaliceProject:
         project_dir = os.path.abspath(project_dir)
         if not os.path.isfile(os.path.join(project_dir, "app.py")):
-            raise ProjectError("no app.py in %s" % project_dir)
+            raise ProjectError(f"no app.py in {project_dir}")
         config_path = os.path.join(project_dir, ".chalice", "config.json")
         config: dict[str, Any] = {}
         if os.path.isfile(config_path):
@@ -99,7 +100,7 @@ class ChaliceProject:
         return {str(k): str(v) for k, v in env.items()}
 
     def function_name(self, route_key: str) -> str:
-        return "%s-%s-%s" % (self.app_name, self.chalice_stage, FUNCTION_SUFFIX[route_key])
+        return f"{self.app_name}-{self.chalice_stage}-{FUNCTION_SUFFIX[route_key]}"
 
 
 def _forget_foreign_modules(project_dir: str) -> None:
@@ -129,7 +130,7 @@ def import_app(project_dir: str) -> tuple[Any, Any]:
         sys.path.append(vendor)
     spec = importlib.util.spec_from_file_location("app", os.path.join(project_dir, "app.py"))
     if spec is None or spec.loader is None:
-        raise ProjectError("cannot import app.py from %s" % project_dir)
+        raise ProjectError(f"cannot import app.py from {project_dir}")
     module = importlib.util.module_from_spec(spec)
     sys.modules["app"] = module
     try:
@@ -147,7 +148,7 @@ def import_app(project_dir: str) -> tuple[Any, Any]:
     return module, app
 
 
-def resolve_handler(app: Any, route_key: str) -> Optional[Callable[[dict, Any], Any]]:
+def resolve_handler(app: Any, route_key: str) -> Callable[[dict, Any], Any] | None:
     """The Lambda-callable for a websocket route, or None if the app has no such handler."""
     registration = getattr(app, "websocket_handlers", {}).get(route_key)
     if registration is None:
@@ -172,7 +173,7 @@ class Invocation:
     connection_id: str
     event: dict[str, Any]
     result: Any = None
-    error: Optional[str] = None
+    error: str | None = None
     timed_out: bool = False
     duration_ms: float = 0.0
     finished_at: float = 0.0
@@ -197,18 +198,20 @@ class LambdaRuntime:
         record = Invocation(route_key=route_key, connection_id=connection_id, event=event)
         func = self.handlers.get(route_key)
         if func is None:
-            record.error = "no handler for %s" % route_key
+            record.error = f"no handler for {route_key}"
             return record
         context = LambdaContext(
-            self.project.function_name(route_key), self.project.lambda_memory_size,
-            self.timeout_ms, self.region,
+            self.project.function_name(route_key),
+            self.project.lambda_memory_size,
+            self.timeout_ms,
+            self.region,
         )
         started = time.perf_counter()
         try:
             result = func(event, context)
             # Lambda serialises the return value; what it cannot serialise is an error.
             record.result = json.loads(json.dumps(result))
-        except Exception:
+        except Exception:  # noqa: BLE001 - any handler failure is an invocation error, as on Lambda
             record.error = traceback.format_exc()
             log.error("%s handler failed for %s:\n%s", route_key, connection_id, record.error)
         record.duration_ms = (time.perf_counter() - started) * 1000

@@ -19,9 +19,10 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import unquote
 
 from websockets.frames import Frame, Opcode
@@ -42,7 +43,13 @@ from local_gateway.events import (
     now_ms,
 )
 from local_gateway.faults import ERROR, THROTTLE, FaultInjector
-from local_gateway.http11 import HttpError, HttpRequest, build_response, read_body, read_request_head
+from local_gateway.http11 import (
+    HttpError,
+    HttpRequest,
+    build_response,
+    read_body,
+    read_request_head,
+)
 from local_gateway.project import Invocation, LambdaRuntime
 
 log = logging.getLogger("local_gateway")
@@ -67,17 +74,19 @@ class Limits:
 class Connection:
     """One open WebSocket and its bookkeeping (touched only on the event loop)."""
 
-    def __init__(self, info: ClientInfo, proto: ServerProtocol, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, info: ClientInfo, proto: ServerProtocol, writer: asyncio.StreamWriter
+    ) -> None:
         self.info = info
         self.proto = proto
         self.writer = writer
         self.opened_mono = time.monotonic()
         self.last_active_mono = self.opened_mono
         self.last_active_ms = info.connected_at_ms
-        self.fragments: Optional[list[bytes]] = None
+        self.fragments: list[bytes] | None = None
         self.fragments_text = False
         self.eof_sent = False
-        self.abort_handle: Optional[asyncio.TimerHandle] = None
+        self.abort_handle: asyncio.TimerHandle | None = None
 
     @property
     def id(self) -> str:
@@ -96,12 +105,18 @@ def _json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
-def _error(status: int, error_type: str, message: str, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    return status, [
-        ("Content-Type", "application/json"),
-        ("x-amzn-RequestId", request_id),
-        ("x-amzn-ErrorType", error_type),
-    ], _json({"message": message})
+def _error(
+    status: int, error_type: str, message: str, request_id: str
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    return (
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("x-amzn-RequestId", request_id),
+            ("x-amzn-ErrorType", error_type),
+        ],
+        _json({"message": message}),
+    )
 
 
 class WebSocketServer:
@@ -115,11 +130,11 @@ class WebSocketServer:
         stage: str,
         api_id: str,
         executor: Executor,
-        limits: Optional[Limits] = None,
-        faults: Optional[FaultInjector] = None,
-        runtime: Optional[LambdaRuntime] = None,
+        limits: Limits | None = None,
+        faults: FaultInjector | None = None,
+        runtime: LambdaRuntime | None = None,
         connection_id_factory: Callable[[], str] = new_aws_id,
-        on_invocation: Optional[Callable[[Invocation], None]] = None,
+        on_invocation: Callable[[Invocation], None] | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -133,26 +148,42 @@ class WebSocketServer:
         self.on_invocation = on_invocation
         self.connections: dict[str, Connection] = {}
         self.stats: dict[str, int] = {
-            "connects": 0, "refused": 0, "disconnects": 0, "messages_in": 0,
-            "posts": 0, "posts_ok": 0, "gone": 0, "throttled": 0, "injected_errors": 0,
-            "too_large": 0, "forbidden": 0, "gets": 0, "deletes": 0,
+            "connects": 0,
+            "refused": 0,
+            "disconnects": 0,
+            "messages_in": 0,
+            "posts": 0,
+            "posts_ok": 0,
+            "gone": 0,
+            "throttled": 0,
+            "injected_errors": 0,
+            "too_large": 0,
+            "forbidden": 0,
+            "gets": 0,
+            "deletes": 0,
         }
-        self._server: Optional[asyncio.base_events.Server] = None
+        self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # every client connection
         self._background: set[asyncio.Future[Any]] = set()  # invocations in flight
         self._stopping = False
         self.port = port
-        self.context = EventContext(domain_name="%s:%d" % (host, port), stage=stage, api_id=api_id)
+        self.context = EventContext(domain_name=f"{host}:{port}", stage=stage, api_id=api_id)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         # A large backlog: benchmarks open a thousand+ management connections at once.
         self._server = await asyncio.start_server(
-            self._handle_client, self.host, self.requested_port, backlog=4096, limit=64 * 1024,
+            self._handle_client,
+            self.host,
+            self.requested_port,
+            backlog=4096,
+            limit=64 * 1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self.context = EventContext(domain_name="%s:%d" % (self.host, self.port), stage=self.stage, api_id=self.api_id)
+        self.context = EventContext(
+            domain_name=f"{self.host}:{self.port}", stage=self.stage, api_id=self.api_id
+        )
 
     async def stop(self) -> None:
         """Stop accepting, close every socket with 1001 (running $disconnect), drain."""
@@ -174,7 +205,9 @@ class WebSocketServer:
 
     # -- connection dispatch -----------------------------------------------------------
 
-    async def _handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -187,7 +220,9 @@ class WebSocketServer:
                     return
                 if request is None:
                     return
-                if request.is_websocket_upgrade or (request.method == "GET" and request.path.rstrip("/") == "/" + self.stage):
+                if request.is_websocket_upgrade or (
+                    request.method == "GET" and request.path.rstrip("/") == "/" + self.stage
+                ):
                     task.is_websocket = True  # type: ignore[attr-defined]
                     await self._serve_websocket(request, reader, writer)
                     return
@@ -222,10 +257,17 @@ class WebSocketServer:
         try:
             # shield: on timeout the handler keeps running, as a Lambda would.
             record = await asyncio.wait_for(asyncio.shield(future), self.limits.integration_timeout)
-        except asyncio.TimeoutError:
-            record = Invocation(route_key=route_key, connection_id=event["requestContext"]["connectionId"],
-                                event=event, error="integration timeout", timed_out=True)
-            future.add_done_callback(lambda f: self._record(f.result()) if not f.cancelled() else None)
+        except TimeoutError:
+            record = Invocation(
+                route_key=route_key,
+                connection_id=event["requestContext"]["connectionId"],
+                event=event,
+                error="integration timeout",
+                timed_out=True,
+            )
+            future.add_done_callback(
+                lambda f: self._record(f.result()) if not f.cancelled() else None
+            )
             return record
         self._record(record)
         return record
@@ -236,14 +278,23 @@ class WebSocketServer:
 
     # -- WebSocket --------------------------------------------------------------------
 
-    async def _serve_websocket(self, request: HttpRequest, reader: asyncio.StreamReader,
-                               writer: asyncio.StreamWriter) -> None:
+    async def _serve_websocket(
+        self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         if request.path.rstrip("/") != "/" + self.stage or self.runtime is None:
             # API Gateway answers any other path on the execute-api host with 403.
-            writer.write(build_response(403, [("Content-Type", "application/json")],
-                                        _json({"message": "Forbidden"}), keep_alive=False))
+            writer.write(
+                build_response(
+                    403,
+                    [("Content-Type", "application/json")],
+                    _json({"message": "Forbidden"}),
+                    keep_alive=False,
+                )
+            )
             return
-        proto = ServerProtocol(max_size=(self.limits.max_message_bytes, self.limits.max_frame_bytes))
+        proto = ServerProtocol(
+            max_size=(self.limits.max_message_bytes, self.limits.max_frame_bytes)
+        )
         # Feed the raw head so the sans-I/O parser moves past the handshake like it
         # would had it read the socket itself.
         proto.receive_data(request.raw_head)
@@ -301,22 +352,37 @@ class WebSocketServer:
                 event = disconnect_event(self.context, info, self.port, code, reason)
                 self._spawn(self._invoke("$disconnect", event))
 
-    def _connect_refusal(self, record: Invocation) -> Optional[bytes]:
+    def _connect_refusal(self, record: Invocation) -> bytes | None:
         """The HTTP response refusing the handshake, or None to accept it."""
         json_headers = [("Content-Type", "application/json")]
         if record.timed_out:
-            return build_response(504, json_headers, _json({"message": "Endpoint request timed out"}), keep_alive=False)
+            return build_response(
+                504,
+                json_headers,
+                _json({"message": "Endpoint request timed out"}),
+                keep_alive=False,
+            )
         result = record.result
         status = result.get("statusCode") if isinstance(result, dict) else None
-        if record.error or not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-            return build_response(500, json_headers, _json({"message": "Internal server error"}), keep_alive=False)
+        if (
+            record.error
+            or not isinstance(status, int)
+            or isinstance(status, bool)
+            or not 100 <= status <= 599
+        ):
+            return build_response(
+                500, json_headers, _json({"message": "Internal server error"}), keep_alive=False
+            )
         if 200 <= status <= 299:
             return None
         assert isinstance(result, dict)
         body = result.get("body") or ""
         body_bytes = body.encode("utf-8") if isinstance(body, str) else _json(body)
-        headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()
-                   if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+        headers = [
+            (str(k), str(v))
+            for k, v in (result.get("headers") or {}).items()
+            if k.lower() not in ("content-length", "connection", "transfer-encoding")
+        ]
         return build_response(status, headers, body_bytes, keep_alive=False)
 
     async def _read_frames(self, conn: Connection, reader: asyncio.StreamReader) -> None:
@@ -382,7 +448,9 @@ class WebSocketServer:
                 message = "Internal server error"
             else:
                 return
-        self.send(conn, _json({"message": message, "connectionId": conn.id, "requestId": request_id}))
+        self.send(
+            conn, _json({"message": message, "connectionId": conn.id, "requestId": request_id})
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -393,11 +461,18 @@ class WebSocketServer:
         """Close with 1001 after the idle timeout or the maximum connection duration."""
         limits = self.limits
         while conn.is_open:
-            deadline = min(conn.last_active_mono + limits.idle_timeout, conn.opened_mono + limits.max_duration)
+            deadline = min(
+                conn.last_active_mono + limits.idle_timeout, conn.opened_mono + limits.max_duration
+            )
             delay = deadline - time.monotonic()
             if delay <= 0:
-                log.info("closing %s: %s", conn.id,
-                         "idle timeout" if deadline < conn.opened_mono + limits.max_duration else "max duration")
+                log.info(
+                    "closing %s: %s",
+                    conn.id,
+                    "idle timeout"
+                    if deadline < conn.opened_mono + limits.max_duration
+                    else "max duration",
+                )
                 self.close_connection(conn, 1001, "Going away")
                 return
             await asyncio.sleep(delay)
@@ -426,7 +501,9 @@ class WebSocketServer:
         # which ends the read loop and runs $disconnect.
         if conn.abort_handle is None:
             loop = asyncio.get_running_loop()
-            conn.abort_handle = loop.call_later(self.limits.close_timeout, conn.writer.transport.abort)
+            conn.abort_handle = loop.call_later(
+                self.limits.close_timeout, conn.writer.transport.abort
+            )
 
     def _flush(self, conn: Connection) -> None:
         writer = conn.writer
@@ -463,8 +540,12 @@ class WebSocketServer:
     async def _management(self, request: HttpRequest) -> tuple[int, list[tuple[str, str]], bytes]:
         request_id = str(uuid.uuid4())
         parts = request.path.split("/")
-        if (len(parts) != 4 or unquote(parts[1]) != self.stage or unquote(parts[2]) != "@connections"
-                or not parts[3]):
+        if (
+            len(parts) != 4
+            or unquote(parts[1]) != self.stage
+            or unquote(parts[2]) != "@connections"
+            or not parts[3]
+        ):
             self.stats["forbidden"] += 1
             return _error(403, "ForbiddenException", "Forbidden", request_id)
         if not (request.header("authorization") or "").startswith("AWS4-HMAC-SHA256 "):
@@ -486,11 +567,17 @@ class WebSocketServer:
                 return _error(410, "GoneException", "", request_id)
             info = conn.info
             # The wire names are lower camel case; botocore maps them to ConnectedAt etc.
-            return 200, [("Content-Type", "application/json"), ("x-amzn-RequestId", request_id)], _json({
-                "connectedAt": iso8601(info.connected_at_ms),
-                "identity": {"sourceIp": info.source_ip, "userAgent": info.user_agent},
-                "lastActiveAt": iso8601(conn.last_active_ms),
-            })
+            return (
+                200,
+                [("Content-Type", "application/json"), ("x-amzn-RequestId", request_id)],
+                _json(
+                    {
+                        "connectedAt": iso8601(info.connected_at_ms),
+                        "identity": {"sourceIp": info.source_ip, "userAgent": info.user_agent},
+                        "lastActiveAt": iso8601(conn.last_active_ms),
+                    }
+                ),
+            )
         if method == "DELETE":
             self.stats["deletes"] += 1
             if conn is None or not conn.is_open:
@@ -501,7 +588,9 @@ class WebSocketServer:
         self.stats["forbidden"] += 1
         return _error(403, "ForbiddenException", "Forbidden", request_id)
 
-    def _post(self, conn: Optional[Connection], body: bytes, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _post(
+        self, conn: Connection | None, body: bytes, request_id: str
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         self.stats["posts"] += 1
         fault = self.faults.draw_post_fault()
         if fault == THROTTLE:

@@ -22,9 +22,18 @@ app = Chalice(app_name="echo-fixture")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
 
 # Read at import time on purpose: proves the gateway sets the env before importing.
-IMPORT_ENV = {k: os.environ.get(k) for k in (
-    "APIGW_MANAGEMENT_ENDPOINT", "AWS_ENDPOINT_URL_DYNAMODB", "CONNECTIONS_TABLE", "FIXTURE_TOP",
-    "FIXTURE_OVERRIDE", "AWS_REGION", "AUTH_MODE")}
+IMPORT_ENV = {
+    k: os.environ.get(k)
+    for k in (
+        "APIGW_MANAGEMENT_ENDPOINT",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "CONNECTIONS_TABLE",
+        "FIXTURE_TOP",
+        "FIXTURE_OVERRIDE",
+        "AWS_REGION",
+        "AUTH_MODE",
+    )
+}
 
 _clients: dict[str, Any] = {}
 
@@ -32,8 +41,10 @@ _clients: dict[str, Any] = {}
 def _management() -> Any:
     if "mgmt" not in _clients:
         _clients["mgmt"] = boto3.client(
-            "apigatewaymanagementapi", endpoint_url=os.environ["APIGW_MANAGEMENT_ENDPOINT"],
-            config=Config(retries={"mode": "standard"}))
+            "apigatewaymanagementapi",
+            endpoint_url=os.environ["APIGW_MANAGEMENT_ENDPOINT"],
+            config=Config(retries={"mode": "standard"}),
+        )
     return _clients["mgmt"]
 
 
@@ -63,12 +74,14 @@ def message(event: Any) -> None:
     if body == "raise":
         raise ValueError("message failed on purpose")
     if body.startswith("sleep:"):
-        time.sleep(float(body[len("sleep:"):]))
+        time.sleep(float(body[len("sleep:") :]))
         return
     if body == "noop":
         return
     if body == "whoami":
-        _management().post_to_connection(ConnectionId=event.connection_id, Data=event.connection_id.encode())
+        _management().post_to_connection(
+            ConnectionId=event.connection_id, Data=event.connection_id.encode()
+        )
         return
     data = base64.b64decode(body) if raw["isBase64Encoded"] else body.encode("utf-8")
     _management().post_to_connection(ConnectionId=event.connection_id, Data=data)
@@ -81,7 +94,11 @@ def disconnect(event: Any) -> None:
 
 @app.route("/")
 def index() -> dict[str, Any]:
-    return {"fixture": "echo", "top": os.environ.get("FIXTURE_TOP"), "override": os.environ.get("FIXTURE_OVERRIDE")}
+    return {
+        "fixture": "echo",
+        "top": os.environ.get("FIXTURE_TOP"),
+        "override": os.environ.get("FIXTURE_OVERRIDE"),
+    }
 
 
 @app.route("/connections")

@@ -1,0 +1,30 @@
+"""Paths and small helpers shared by the e2e tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from websockets.sync.client import ClientConnection
+
+E2E_DIR = Path(__file__).resolve().parent
+REPO_ROOT = E2E_DIR.parents[1]
+FIXTURE_APPS = E2E_DIR / "fixture_apps"
+ECHO_APP = FIXTURE_APPS / "echo"
+BARE_APP = FIXTURE_APPS / "bare"
+
+# 11 random bytes in standard base64, like API Gateway's ids.
+AWS_ID_PATTERN = r"^[A-Za-z0-9+/]{15}=$"
+
+
+def connection_id(ws: ClientConnection) -> str:
+    """Ask the echo fixture app for this socket's connectionId."""
+    ws.send("whoami")
+    reply = ws.recv(timeout=5)
+    assert isinstance(reply, str)
+    return reply
+
+
+def recv_json(ws: ClientConnection, timeout: float = 5) -> Any:
+    return json.loads(ws.recv(timeout=timeout))

@@ -1,0 +1,193 @@
+"""The events handlers receive: every API Gateway field, for CONNECT, MESSAGE, DISCONNECT."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from local_gateway import LocalGateway
+from tests.e2e.conftest import GatewayFactory, WsConnect
+from tests.e2e.helpers import AWS_ID_PATTERN, BARE_APP, ECHO_APP, connection_id
+
+REQUEST_TIME = re.compile(r"^\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000$")
+COMMON_CONTEXT_KEYS = {
+    "routeKey", "eventType", "extendedRequestId", "requestTime", "messageDirection", "stage",
+    "connectedAt", "requestTimeEpoch", "identity", "requestId", "domainName", "connectionId",
+    "apiId",
+}  # fmt: skip
+
+
+def _check_common(ctx: dict, gw: LocalGateway, cid: str, route: str, kind: str) -> None:
+    assert COMMON_CONTEXT_KEYS <= set(ctx)
+    assert ctx["routeKey"] == route
+    assert ctx["eventType"] == kind
+    assert ctx["connectionId"] == cid
+    assert re.match(AWS_ID_PATTERN, cid)
+    assert ctx["domainName"] == f"127.0.0.1:{gw.ws_port_bound}"
+    assert ctx["stage"] == "api"
+    assert ctx["apiId"] == gw.api_id and re.match(r"^[a-z0-9]{10}$", gw.api_id)
+    assert ctx["messageDirection"] == "IN"
+    assert REQUEST_TIME.match(ctx["requestTime"])
+    assert abs(ctx["requestTimeEpoch"] - time.time() * 1000) < 60_000
+    assert isinstance(ctx["connectedAt"], int) and ctx["connectedAt"] <= ctx["requestTimeEpoch"]
+    assert re.match(AWS_ID_PATTERN, ctx["requestId"])
+    assert ctx["identity"]["sourceIp"] == "127.0.0.1"
+    assert ctx["identity"]["userAgent"] == "switchboard-e2e/1.0"
+
+
+@pytest.mark.timeout(30)
+def test_connect_event_has_every_field(echo_gateway: LocalGateway, ws_connect: WsConnect) -> None:
+    ws = ws_connect(
+        echo_gateway,
+        "userId=u_123&tag=a&tag=b",
+        additional_headers={"X-Custom": "yes"},
+        user_agent_header="switchboard-e2e/1.0",
+    )
+    cid = connection_id(ws)
+    [record] = echo_gateway.invocations.find("$connect", cid)
+    event = record.event
+    _check_common(event["requestContext"], echo_gateway, cid, "$connect", "CONNECT")
+    assert event["queryStringParameters"] == {"userId": "u_123", "tag": "b"}
+    assert event["multiValueQueryStringParameters"] == {"userId": ["u_123"], "tag": ["a", "b"]}
+    assert event["headers"]["X-Custom"] == "yes"
+    assert event["headers"]["Host"] == f"127.0.0.1:{echo_gateway.ws_port_bound}"
+    assert "Sec-WebSocket-Key" in event["headers"]
+    assert event["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert event["multiValueHeaders"]["X-Custom"] == ["yes"]
+    assert event["isBase64Encoded"] is False
+    assert record.result == {"statusCode": 200}
+    # The context the handler got behaves like Lambda's.
+    assert record.error is None
+
+
+@pytest.mark.timeout(30)
+def test_connect_without_query_has_null_query_maps(
+    echo_gateway: LocalGateway, ws_connect: WsConnect
+) -> None:
+    cid = connection_id(ws_connect(echo_gateway))
+    event = echo_gateway.invocations.find("$connect", cid)[0].event
+    assert event["queryStringParameters"] is None
+    assert event["multiValueQueryStringParameters"] is None
+
+
+@pytest.mark.timeout(30)
+def test_message_events_text_and_binary(echo_gateway: LocalGateway, ws_connect: WsConnect) -> None:
+    ws = ws_connect(echo_gateway, user_agent_header="switchboard-e2e/1.0")
+    cid = connection_id(ws)
+    ws.send("héllo")
+    assert ws.recv(timeout=5) == "héllo"
+    payload = bytes(range(256))
+    ws.send(payload)
+    assert ws.recv(timeout=5) == payload  # echoed as a binary frame
+    records = echo_gateway.invocations.wait_for("$default", cid, count=3)
+    text_event = next(r.event for r in records if r.event["body"] == "héllo")
+    binary_event = next(r.event for r in records if r.event["isBase64Encoded"])
+    for event in (text_event, binary_event):
+        ctx = event["requestContext"]
+        _check_common(ctx, echo_gateway, cid, "$default", "MESSAGE")
+        assert re.match(AWS_ID_PATTERN, ctx["messageId"])
+        assert "headers" not in event
+    assert text_event["isBase64Encoded"] is False
+    assert base64.b64decode(binary_event["body"]) == payload
+    ids = {r.event["requestContext"]["messageId"] for r in records}
+    assert len(ids) == 3
+
+
+@pytest.mark.timeout(30)
+def test_disconnect_event_after_client_close(
+    echo_gateway: LocalGateway, ws_connect: WsConnect
+) -> None:
+    ws = ws_connect(echo_gateway, user_agent_header="switchboard-e2e/1.0")
+    cid = connection_id(ws)
+    ws.close(code=4001, reason="bye now")
+    [record] = echo_gateway.invocations.wait_for("$disconnect", cid)
+    ctx = record.event["requestContext"]
+    _check_common(ctx, echo_gateway, cid, "$disconnect", "DISCONNECT")
+    assert ctx["disconnectStatusCode"] == 4001
+    assert ctx["disconnectReason"] == "bye now"
+    assert cid not in echo_gateway.connection_ids()
+
+
+@pytest.mark.timeout(30)
+def test_disconnect_without_close_code_reports_1005(
+    echo_gateway: LocalGateway, ws_connect: WsConnect
+) -> None:
+    ws = ws_connect(echo_gateway)
+    cid = connection_id(ws)
+    # A close frame without a status code (websockets never sends one): FIN+CLOSE, masked,
+    # empty payload, zero mask.
+    ws.socket.sendall(b"\x88\x80\x00\x00\x00\x00")
+    ctx = echo_gateway.invocations.wait_for("$disconnect", cid)[0].event["requestContext"]
+    assert ctx["disconnectStatusCode"] == 1005
+    assert ctx["disconnectReason"] == "Client-side close frame status not set"
+
+
+@pytest.mark.timeout(30)
+def test_disconnect_runs_on_abrupt_drop(echo_gateway: LocalGateway, ws_connect: WsConnect) -> None:
+    ws = ws_connect(echo_gateway)
+    cid = connection_id(ws)
+    ws.socket.shutdown(socket.SHUT_RDWR)  # no close frame: like a phone losing signal
+    ctx = echo_gateway.invocations.wait_for("$disconnect", cid)[0].event["requestContext"]
+    assert ctx["disconnectStatusCode"] == 1006
+
+
+@pytest.mark.timeout(30)
+def test_environment_is_set_before_import(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(ECHO_APP, schema_path=str(ECHO_APP / "schema.json"), auth_mode="off")
+    assert gw.urls is not None
+    env = gw.app_module.IMPORT_ENV
+    assert env["APIGW_MANAGEMENT_ENDPOINT"] == gw.urls.management
+    assert env["APIGW_MANAGEMENT_ENDPOINT"] == f"http://127.0.0.1:{gw.ws_port_bound}/api"
+    assert env["AWS_ENDPOINT_URL_DYNAMODB"] == gw.urls.dynamodb
+    assert env["CONNECTIONS_TABLE"] == "echo-fixture-connections"
+    assert env["FIXTURE_TOP"] == "top"  # top-level environment_variables
+    assert env["FIXTURE_OVERRIDE"] == "dev"  # the stage's wins
+    assert env["AUTH_MODE"] == "off"  # --auth-mode overrides the stage
+    assert env["AWS_REGION"] == "us-east-1"
+
+
+@pytest.mark.timeout(30)
+def test_chalice_stage_selects_env_and_api_stage(
+    gateway_factory: GatewayFactory, ws_connect: WsConnect
+) -> None:
+    gw = gateway_factory(ECHO_APP, chalice_stage="prod", schema_path=str(ECHO_APP / "schema.json"))
+    assert gw.urls is not None and gw.urls.websocket.endswith("/live")
+    assert gw.app_module.IMPORT_ENV["FIXTURE_OVERRIDE"] == "prod"
+    assert gw.table_name == "echo-fixture-prod"
+    ws = ws_connect(gw)
+    cid = connection_id(ws)
+    assert gw.invocations.find("$connect", cid)[0].event["requestContext"]["stage"] == "live"
+
+
+@pytest.mark.timeout(30)
+def test_rest_routes_and_table_share_the_stack(
+    echo_gateway: LocalGateway, ws_connect: WsConnect
+) -> None:
+    """The connect handler wrote to the embedded table; a REST route reads it back."""
+    assert echo_gateway.urls is not None and echo_gateway.urls.rest is not None
+    cid = connection_id(ws_connect(echo_gateway))
+    with urllib.request.urlopen(echo_gateway.urls.rest + "/connections", timeout=5) as resp:
+        assert json.loads(resp.read())["ids"] == [cid]
+    with urllib.request.urlopen(echo_gateway.urls.rest + "/", timeout=5) as resp:
+        assert json.loads(resp.read()) == {"fixture": "echo", "top": "top", "override": "dev"}
+
+
+@pytest.mark.timeout(30)
+def test_app_without_connect_handler_and_chalice_send(
+    gateway_factory: GatewayFactory, ws_connect: WsConnect
+) -> None:
+    """Only $default: connects unconditionally; Chalice's websocket_api.send reaches the client."""
+    gw = gateway_factory(BARE_APP, rest_port=None)
+    assert gw.urls is not None and gw.urls.websocket.endswith("/v1") and gw.urls.rest is None
+    ws = ws_connect(gw)
+    ws.send("hi")
+    assert ws.recv(timeout=5) == "bare:hi"
+    ws.close()
+    time.sleep(0.2)
+    assert gw.invocations.find("$disconnect") == []
