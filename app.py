@@ -8,6 +8,7 @@ from typing import Any
 from chalice import Chalice, Response
 from chalice.app import WebsocketEvent
 
+from chalicelib import web
 from chalicelib.auth import AuthError
 from chalicelib.config import ConfigError, Settings
 from chalicelib.service import BadRequest, HttpResult, NotFound, Switchboard
@@ -130,3 +131,9 @@ def list_connections() -> Response:
 @app.route("/connections/{connection_id}", methods=["DELETE"])
 def kick(connection_id: str) -> Response:
     return _http(lambda sb, _: (204, sb.kick(connection_id)))
+
+
+@app.route("/", methods=["GET"])
+def index() -> Response:
+    """The demo chat page (chalicelib/static/index.html with this stage's WebSocket URL)."""
+    return Response(**web.index_page())
