@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,7 +17,7 @@ class PayloadTooLarge(ValueError):
 
 
 class Poster(Protocol):
-    def post(self, connection_id: str, data: bytes, endpoint: str | None = None) -> Outcome: ...
+    def post_many(self, targets: Sequence[Target], data: bytes) -> list[Outcome]: ...
 
 
 @dataclass
@@ -59,15 +58,18 @@ class Report:
 
 
 class Broadcaster:
-    """Sends one payload to many connections through a shared thread pool.
+    """Sends one payload to many connections concurrently and reports what happened.
 
-    When some sends fail, ``fan_out`` keeps going: every target is attempted exactly once
-    (botocore retries 429 and transient 5xx inside that attempt, in standard mode), and no
-    failure raises. A 410 Gone means the socket is closed: the connection and its memberships
-    are removed from the registry through ``prune`` (a failing prune is counted in the report's
-    ``outcomes["prune_failed"]`` and left to TTL). A 413 is reported and never retried. The
-    returned ``Report`` counts every target once as delivered, gone or failed. A payload over
-    128 KB raises ``PayloadTooLarge`` before anything is sent.
+    When some sends fail, ``fan_out`` keeps going: every target is attempted (botocore's
+    standard retry policy retries 429 and transient 5xx inside that attempt) and no failure
+    raises. A 410 Gone means the socket is closed: the connection and its memberships are
+    removed from the registry through ``prune``, concurrently (a prune that fails is counted in
+    the report's ``outcomes["prune_failed"]`` and left to TTL). A 413 is reported and never
+    retried. The returned ``Report`` counts every distinct target once, as delivered, gone or
+    failed. A payload over 128 KB raises ``PayloadTooLarge`` before anything is sent.
+
+    Targets are read lazily and posted in batches of ``batch_size``, so a huge room is never
+    held in memory at once and the first batch goes out while later pages are still read.
     """
 
     def __init__(
@@ -75,14 +77,12 @@ class Broadcaster:
         gateway: Poster,
         prune: Callable[[str], Any],
         workers: int = 64,
-        executor: ThreadPoolExecutor | None = None,
+        batch_size: int = 1000,
     ) -> None:
         self._gateway = gateway
         self._prune = prune
-        self._workers = workers
-        self._pool = executor or ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="fanout"
-        )
+        self._batch_size = batch_size
+        self._pool = ThreadPoolExecutor(max_workers=min(workers, 32), thread_name_prefix="prune")
 
     def fan_out(
         self, targets: Iterable[Target], payload: bytes, exclude: str | None = None
@@ -92,35 +92,32 @@ class Broadcaster:
                 f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
             )
         report = Report()
-        lock = threading.Lock()
         seen: set[str] = set()
-        pending: set[Future[None]] = set()
-        # Bound what is queued so a 100k-member fan-out does not hold 100k futures at once.
-        high_water = self._workers * 4
-
-        def send(target: Target) -> None:
-            try:
-                outcome = self._gateway.post(target.connection_id, payload, target.endpoint)
-            except Exception:  # noqa: BLE001 - one broken send is counted, never fatal
-                outcome = Outcome.FAILED
-            pruned = True
-            if outcome is Outcome.GONE:
-                pruned = self.prune(target.connection_id)
-            with lock:
-                report.add(target.connection_id, outcome)
-                if not pruned:
-                    report.outcomes["prune_failed"] = report.outcomes.get("prune_failed", 0) + 1
-
+        batch: list[Target] = []
         for target in targets:
             cid = target.connection_id
             if cid == exclude or cid in seen:
                 continue
             seen.add(cid)
-            pending.add(self._pool.submit(send, target))
-            if len(pending) >= high_water:
-                _done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        wait(pending)
+            batch.append(target)
+            if len(batch) >= self._batch_size:
+                self._send(batch, payload, report)
+                batch = []
+        if batch:
+            self._send(batch, payload, report)
         return report
+
+    def _send(self, batch: list[Target], payload: bytes, report: Report) -> None:
+        try:
+            outcomes = self._gateway.post_many(batch, payload)
+        except Exception:  # noqa: BLE001 - a broken transport fails this batch, not the caller
+            outcomes = [Outcome.FAILED] * len(batch)
+        gone = [t.connection_id for t, o in zip(batch, outcomes, strict=True) if o is Outcome.GONE]
+        failed_prunes = sum(1 for ok in self._pool.map(self.prune, gone) if not ok)
+        for target, outcome in zip(batch, outcomes, strict=True):
+            report.add(target.connection_id, outcome)
+        if failed_prunes:
+            report.outcomes["prune_failed"] = report.outcomes.get("prune_failed", 0) + failed_prunes
 
     def prune(self, connection_id: str) -> bool:
         """Forget a closed connection; False (and left to TTL) if the registry failed."""

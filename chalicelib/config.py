@@ -38,6 +38,7 @@ class Settings:
     http_connect_timeout: float = 2.0
     http_read_timeout: float = 5.0
     max_attempts: int = 3
+    management_transport: str = "async"
     log_level: str = "INFO"
 
     @classmethod
@@ -54,9 +55,18 @@ class Settings:
         algorithm = env.get("JWT_ALGORITHM", "HS256").strip()
         if algorithm not in JWT_ALGORITHMS:
             raise ConfigError(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+        transport = env.get("MANAGEMENT_TRANSPORT", "async").strip().lower()
+        if transport not in ("async", "boto3"):
+            raise ConfigError(f"MANAGEMENT_TRANSPORT must be async or boto3, got {transport!r}")
         secret = env.get("JWT_SECRET") or None
+        parameter = (env.get("JWT_SECRET_PARAMETER") or "").strip()
+        if auth_mode == "jwt" and not secret and parameter:
+            secret = read_secret_parameter(parameter)
         if auth_mode == "jwt" and not secret:
-            raise ConfigError("AUTH_MODE=jwt needs JWT_SECRET (an HMAC secret or a PEM public key)")
+            raise ConfigError(
+                "AUTH_MODE=jwt needs JWT_SECRET (an HMAC secret or a PEM public key) "
+                "or JWT_SECRET_PARAMETER (the name of an SSM SecureString holding it)"
+            )
         return cls(
             table_name=table,
             auth_mode=auth_mode,
@@ -74,8 +84,33 @@ class Settings:
             http_connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", 2.0),
             http_read_timeout=_float(env, "HTTP_READ_TIMEOUT", 5.0),
             max_attempts=_int(env, "MANAGEMENT_MAX_ATTEMPTS", 3, 1, 10),
+            management_transport=transport,
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
         )
+
+
+def read_secret_parameter(name: str) -> str:
+    """The decrypted value of an SSM (SecureString) parameter: deployed stages keep the JWT
+    secret there, so it never appears in a template, a Lambda's configuration or the repo."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client(
+        "ssm",
+        config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"}),
+    )
+    try:
+        response = client.get_parameter(Name=name, WithDecryption=True)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {code}") from None
+    except BotoCoreError as exc:
+        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {exc}") from None
+    value = str(response["Parameter"]["Value"])
+    if not value.strip():
+        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} is empty")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -82,6 +82,7 @@ class Switchboard:
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
             max_attempts=settings.max_attempts,
+            transport=settings.management_transport,
         )
         broadcaster = Broadcaster(gateway, registry.remove, settings.fanout_workers)
         return cls(settings, registry, gateway, broadcaster)

@@ -8,12 +8,14 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import jwt
 
 from chalicelib.gateway import ConnectionInfo, Outcome
+from chalicelib.registry import Target
 
 EVENTS_DIR = os.path.join(os.path.dirname(__file__), "events")
 SECRET = "test-secret-that-is-long-enough-for-hs256!!"
@@ -77,6 +79,9 @@ class FakeGateway:
             if outcome is Outcome.DELIVERED:
                 self.sent[connection_id].append(data)
         return outcome
+
+    def post_many(self, targets: Sequence[Target], data: bytes) -> list[Outcome]:
+        return [self.post(t.connection_id, data, t.endpoint) for t in targets]
 
     def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
         self.closed.append(connection_id)

@@ -1,0 +1,207 @@
+"""The asyncio @connections transport against a small scripted HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+import time
+from collections.abc import Iterator
+from unittest import mock
+
+import boto3
+import pytest
+
+from chalicelib.gateway import ManagementGateway, Outcome
+from chalicelib.registry import Target
+
+
+class ScriptedServer:
+    """Answers POST /api/@connections/{id} by the id's prefix; records every request."""
+
+    def __init__(self, latency: float = 0.0, close_after_each: bool = False) -> None:
+        self.latency = latency
+        self.close_after_each = close_after_each
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.attempts: dict[str, int] = {}
+        self.connections = 0
+        self.active = 0
+        self.peak = 0
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+        server.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, path, _ = line.decode().split(" ")
+                headers: dict[str, str] = {}
+                while (h := await reader.readline()) not in (b"\r\n", b""):
+                    k, _, v = h.decode().partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                self.requests.append((path, headers, body))
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+                await asyncio.sleep(self.latency)
+                self.active -= 1
+                writer.write(self._answer(path.rsplit("/", 1)[-1]))
+                await writer.drain()
+                if self.close_after_each:
+                    writer.close()
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+
+    def _answer(self, cid: str) -> bytes:
+        n = self.attempts[cid] = self.attempts.get(cid, 0) + 1
+        if cid.startswith("gone"):
+            return _error(410, "GoneException")
+        if cid.startswith("big"):
+            return _error(413, "PayloadTooLargeException")
+        if cid.startswith("throttle") and n == 1:
+            return _error(429, "LimitExceededException")
+        if cid.startswith("flaky") and n == 1:
+            return _error(500, "InternalServerErrorException")
+        if cid.startswith("broken"):
+            return _error(500, "InternalServerErrorException")
+        if cid.startswith("forbidden"):
+            return _error(403, "ForbiddenException")
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def _error(status: int, code: str) -> bytes:
+    body = b'{"message": "' + code.encode() + b'"}'
+    return (
+        f"HTTP/1.1 {status} X\r\nx-amzn-ErrorType: {code}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    srv = ScriptedServer()
+    yield srv
+    srv.stop()
+
+
+def make_gateway(url: str, pool: int = 16, attempts: int = 3) -> ManagementGateway:
+    return ManagementGateway(
+        override=url,
+        session=boto3.session.Session(),
+        max_pool_connections=pool,
+        max_attempts=attempts,
+    )
+
+
+def test_posts_are_signed_with_sigv4_for_execute_api(server: ScriptedServer) -> None:
+    outcomes = make_gateway(server.url).post_many([Target("R1kmxc2VNjMCFIA=")], b'{"a":1}')
+    assert outcomes == [Outcome.DELIVERED]
+    path, headers, body = server.requests[0]
+    assert path == "/api/@connections/R1kmxc2VNjMCFIA%3D" and body == b'{"a":1}'
+    assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=testing/")
+    assert "/us-east-1/execute-api/aws4_request" in headers["authorization"]
+    assert "x-amz-date" in headers and headers["x-amz-security-token"] == "testing"
+
+
+def test_signature_matches_what_boto3_sends(server: ScriptedServer) -> None:
+    frozen = datetime.datetime(2026, 11, 25, 12, 0, 0)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=frozen):
+        make_gateway(server.url).post_many([Target("abc=")], b"hello")
+        client = boto3.client("apigatewaymanagementapi", endpoint_url=server.url)
+        client.post_to_connection(ConnectionId="abc=", Data=b"hello")
+    ours, theirs = server.requests[0][1], server.requests[1][1]
+    assert server.requests[0][0] == server.requests[1][0]
+    assert ours["authorization"] == theirs["authorization"]
+
+
+def test_error_answers_map_to_outcomes_and_retries(server: ScriptedServer) -> None:
+    ids = ["ok", "gone1", "big1", "throttle1", "flaky1", "broken1", "forbidden1"]
+    with mock.patch("botocore.retries.standard.ExponentialBackoff.delay_amount", return_value=0):
+        outcomes = make_gateway(server.url).post_many([Target(i) for i in ids], b"x")
+    assert dict(zip(ids, outcomes, strict=True)) == {
+        "ok": Outcome.DELIVERED,
+        "gone1": Outcome.GONE,
+        "big1": Outcome.TOO_LARGE,
+        "throttle1": Outcome.DELIVERED,  # 429 then 200: retried
+        "flaky1": Outcome.DELIVERED,  # 500 then 200: retried
+        "broken1": Outcome.FAILED,  # 500 every time: reported after 3 attempts
+        "forbidden1": Outcome.FORBIDDEN,
+    }
+    assert server.attempts == {
+        "ok": 1, "gone1": 1, "big1": 1, "throttle1": 2, "flaky1": 2, "broken1": 3, "forbidden1": 1,
+    }  # fmt: skip
+
+
+def test_posts_run_concurrently_over_a_bounded_pool() -> None:
+    srv = ScriptedServer(latency=0.05)
+    try:
+        gateway = make_gateway(srv.url, pool=16)
+        started = time.perf_counter()
+        outcomes = gateway.post_many([Target(f"c{i}") for i in range(64)], b"x")
+        elapsed = time.perf_counter() - started
+    finally:
+        srv.stop()
+    assert outcomes == [Outcome.DELIVERED] * 64
+    assert srv.peak == 16 and srv.connections == 16
+    assert elapsed < 64 * 0.05 / 4  # 4 rounds of 16, not 64 one after another
+
+
+def test_keep_alive_connections_are_reused_across_fan_outs(server: ScriptedServer) -> None:
+    gateway = make_gateway(server.url, pool=4)
+    for _ in range(3):
+        assert (
+            gateway.post_many([Target(f"c{i}") for i in range(8)], b"x") == [Outcome.DELIVERED] * 8
+        )
+    assert server.connections <= 4
+
+
+def test_connections_closed_by_the_server_are_reopened_without_costing_an_attempt() -> None:
+    srv = ScriptedServer(close_after_each=True)
+    try:
+        gateway = make_gateway(srv.url, pool=2, attempts=1)
+        for _ in range(3):
+            assert gateway.post_many([Target("a"), Target("b")], b"x") == [Outcome.DELIVERED] * 2
+    finally:
+        srv.stop()
+    assert srv.attempts == {"a": 3, "b": 3}
+
+
+def test_unreachable_endpoint_is_failed_not_raised() -> None:
+    gateway = make_gateway("http://127.0.0.1:9/api", attempts=2)
+    assert gateway.post_many([Target("a")], b"x") == [Outcome.FAILED]
+
+
+def test_boto3_transport_gives_the_same_outcomes(server: ScriptedServer) -> None:
+    gateway = ManagementGateway(override=server.url, transport="boto3", max_attempts=1)
+    ids = ["ok", "gone2", "big2", "forbidden2"]
+    outcomes = gateway.post_many([Target(i) for i in ids], b"x")
+    assert outcomes == [Outcome.DELIVERED, Outcome.GONE, Outcome.TOO_LARGE, Outcome.FORBIDDEN]
+
+
+def test_unknown_transport_is_refused() -> None:
+    with pytest.raises(ValueError, match="transport"):
+        ManagementGateway(transport="carrier-pigeon")
