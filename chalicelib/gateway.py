@@ -16,17 +16,15 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
+from chalicelib.registry import Target
 from chalicelib.transport import AsyncConnectionsTransport, HttpResponse
-
-if TYPE_CHECKING:
-    from chalicelib.registry import Target
 
 TRANSPORTS = ("async", "boto3")
 
@@ -148,6 +146,8 @@ class ManagementGateway:
     def post(self, connection_id: str, data: bytes, endpoint: str | None = None) -> Outcome:
         if len(data) > MAX_PAYLOAD_BYTES:
             return Outcome.TOO_LARGE
+        if self._transport_kind == "async":
+            return self.post_many([Target(connection_id, None, endpoint)], data)[0]
         return self._call("post_to_connection", endpoint, ConnectionId=connection_id, Data=data)
 
     def post_many(self, targets: Sequence[Target], data: bytes) -> list[Outcome]:

@@ -13,7 +13,9 @@ ENDPOINT = "https://abc123def4.execute-api.us-east-1.amazonaws.com/api"
 
 @pytest.fixture
 def gateway() -> ManagementGateway:
-    return ManagementGateway(override=None, session=boto3.session.Session(), max_attempts=1)
+    return ManagementGateway(
+        override=None, session=boto3.session.Session(), max_attempts=1, transport="boto3"
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,6 +67,7 @@ def test_no_endpoint_is_a_clear_error_and_a_failed_outcome() -> None:
     with pytest.raises(NoEndpoint):
         gateway.endpoint_for(None)
     assert gateway.post("abc=", b"x") is Outcome.FAILED
+    assert ManagementGateway(transport="boto3").post("abc=", b"x") is Outcome.FAILED
 
 
 def test_client_uses_standard_retries_and_a_sized_pool() -> None:
