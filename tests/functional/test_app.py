@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from chalice.test import Client
+from moto import mock_aws
 
 import app as app_module
 from chalicelib.gateway import Outcome
@@ -358,8 +359,9 @@ def test_http_routes_need_an_admin_token_when_auth_is_on(jwt_harness: Harness) -
 def test_misconfigured_stage_refuses_connections_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     app_module.reset_switchboard(None)
     # The dev stage in .chalice/config.json wants AUTH_MODE=jwt; without JWT_SECRET it must refuse.
+    # Its JWT_SECRET_PARAMETER names an SSM parameter that does not exist (moto: never real AWS).
     monkeypatch.delenv("JWT_SECRET", raising=False)
-    with Client(app_module.app) as client:
+    with mock_aws(), Client(app_module.app) as client:
         payload = client.lambda_.invoke("connect", connect_event("a")).payload
     assert payload["statusCode"] == 500
     app_module.reset_switchboard(None)
