@@ -113,7 +113,11 @@ class RestServer:
         self.port = self._dev.server.server_address[1]
         # serve_forever on the inner server: LocalDevServer's own prints a line per start.
         self._thread = threading.Thread(
-            target=self._dev.server.serve_forever, name="local-gateway-rest", daemon=True
+            target=self._dev.server.serve_forever,
+            # shutdown() waits up to one poll interval (default 0.5 s).
+            kwargs={"poll_interval": 0.05},
+            name="local-gateway-rest",
+            daemon=True,
         )
         self._thread.start()
         return int(self.port)
@@ -236,6 +240,12 @@ class LocalGateway:
             if not self._loop.is_running():
                 self._loop.close()
         self._loop = self._loop_thread = self._server = None
+        # DynamoDB last-but-parallel: $disconnect handlers (run above) may still need it,
+        # and moto's server takes up to its 0.5 s poll interval to stop.
+        dynamodb_stopper = None
+        if self._dynamodb is not None:
+            dynamodb_stopper = threading.Thread(target=self._dynamodb.stop, daemon=True)
+            dynamodb_stopper.start()
         if self._rest is not None:
             self._rest.stop()
             self._rest = None
@@ -243,8 +253,8 @@ class LocalGateway:
             # Do not wait for handlers stuck past their timeout; they are daemon-ish.
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        if self._dynamodb is not None:
-            self._dynamodb.stop()
+        if dynamodb_stopper is not None:
+            dynamodb_stopper.join(timeout=10)
             self._dynamodb = None
         self._restore_env()
         if self._sys_path_added and self.project_dir in sys.path:
@@ -280,22 +290,31 @@ class LocalGateway:
         return self._call(self._stats())
 
     def management_client(
-        self, max_pool_connections: int = 10, retries: dict[str, Any] | None = None
+        self,
+        max_pool_connections: int = 10,
+        retries: dict[str, Any] | None = None,
+        **config_options: Any,
     ) -> Any:
-        """A boto3 apigatewaymanagementapi client for this gateway (dummy credentials)."""
+        """A boto3 apigatewaymanagementapi client for this gateway (dummy credentials).
+
+        Extra keyword arguments go to ``botocore.config.Config``.
+        """
         import boto3
         from botocore.config import Config
 
         assert self.urls is not None, "start() first"
+        config = Config(
+            max_pool_connections=max_pool_connections,
+            retries=retries or {"mode": "standard"},
+            **config_options,
+        )
         return boto3.client(
             "apigatewaymanagementapi",
             endpoint_url=self.urls.management,
             region_name=self.region,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
-            config=Config(
-                max_pool_connections=max_pool_connections, retries=retries or {"mode": "standard"}
-            ),
+            config=config,
         )
 
     # -- internals -------------------------------------------------------------------------
