@@ -33,3 +33,14 @@ run: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# --- deploy (see README "Deploy") ----------------------------------------------------------
+STAGE ?= dev
+
+.PHONY: package create-table
+
+package: $(STAMP)
+	$(PY) -m deploy.package --stage $(STAGE)
+
+create-table: $(STAMP)
+	$(PY) -m deploy.create_table --stage $(STAGE) $(ARGS)

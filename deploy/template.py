@@ -1,0 +1,186 @@
+"""The merge template for ``chalice package --merge-template``: what Chalice does not generate.
+
+Chalice's CloudFormation output (SAM) has the WebSocket API, its three routes, the REST API,
+four functions (``APIHandler``, ``WebsocketConnect``, ``WebsocketMessage``,
+``WebsocketDisconnect``) and a role per function (``<Function>Role``, since
+``autogen_policy`` is false) whose policy is ``.chalice/policy-<stage>.json``. Chalice merges
+this template into it key by key; lists are replaced whole. It adds:
+
+- ``ConnectionsTable`` built from chalicelib/schema.json (the table's one definition):
+  on-demand, TTL on ``ttl``, the indexes, point-in-time recovery;
+- for every function: a supported runtime (Chalice copies the local Python, and python3.11
+  functions can no longer be created), ``CONNECTIONS_TABLE = !Ref ConnectionsTable``,
+  ``JWT_SECRET_PARAMETER = !Ref JwtSecretParameterName``, and a log group with a retention;
+- for every role: the function's own least-privilege policy (``deploy/policy.py``), on this
+  stack's table, this stack's WebSocket API ``@connections`` and this function's log group.
+
+Memory and timeout per function live in .chalice/config.json (``lambda_functions``), so that
+``chalice deploy`` gets them too.
+
+    python -m deploy.template --stage dev -o build/merge-template-dev.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from chalicelib.schema import load_schema
+from deploy.policy import FUNCTIONS, Arns, FunctionAccess, document, statements
+from deploy.project import Stage, index_names, stage, stages
+
+RUNTIME = "python3.13"
+SUPPORTED_RUNTIMES = ("python3.12", "python3.13")
+LOG_RETENTION_DAYS = 30
+TABLE_ID = "ConnectionsTable"
+WEBSOCKET_API_ID = "WebsocketAPI"  # Chalice's logical id for the WebSocket API
+SECRET_PARAMETER_ID = "JwtSecretParameterName"
+
+# schema.json keys that CloudFormation's AWS::DynamoDB::Table takes as they are.
+_TABLE_KEYS = (
+    "AttributeDefinitions",
+    "KeySchema",
+    "GlobalSecondaryIndexes",
+    "LocalSecondaryIndexes",
+    "BillingMode",
+    "ProvisionedThroughput",
+    "StreamSpecification",
+)
+
+
+def table_resource() -> dict[str, Any]:
+    """AWS::DynamoDB::Table from the schema; an unknown schema key is an error, not a drop."""
+    schema = load_schema()
+    ttl = schema.pop("TimeToLiveAttribute", None)
+    unknown = sorted(set(schema) - set(_TABLE_KEYS))
+    if unknown:
+        raise ValueError(f"schema.json keys the template does not map: {', '.join(unknown)}")
+    properties: dict[str, Any] = {k: schema[k] for k in _TABLE_KEYS if k in schema}
+    properties.setdefault("BillingMode", "PAY_PER_REQUEST")
+    if ttl:
+        properties["TimeToLiveSpecification"] = {"AttributeName": ttl, "Enabled": True}
+    properties["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": True}
+    return {
+        "Type": "AWS::DynamoDB::Table",
+        # Connections live at most 2 h: the stack owns the table, teardown removes it.
+        "DeletionPolicy": "Delete",
+        "UpdateReplacePolicy": "Delete",
+        "Properties": properties,
+    }
+
+
+def log_group_id(access: FunctionAccess) -> str:
+    return f"{access.logical_id}LogGroup"
+
+
+def template_arns(access: FunctionAccess, api_stage: str) -> Arns:
+    """ARNs of this stack's resources, as CloudFormation intrinsics."""
+    return Arns(
+        table={"Fn::GetAtt": [TABLE_ID, "Arn"]},
+        index=lambda name: {"Fn::Sub": f"${{{TABLE_ID}.Arn}}/index/{name}"},
+        connections=lambda method: {
+            "Fn::Sub": (
+                "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+                f"${{{WEBSOCKET_API_ID}}}/{api_stage}/{method}/@connections/*"
+            )
+        },
+        secret={
+            "Fn::Sub": (
+                "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
+                f"parameter${{{SECRET_PARAMETER_ID}}}"
+            )
+        },
+        # The group is a resource of the stack: no logs:CreateLogGroup for the function.
+        log_groups=[],
+        log_streams=[{"Fn::GetAtt": [log_group_id(access), "Arn"]}],
+    )
+
+
+def role_policy(access: FunctionAccess, s: Stage) -> dict[str, Any]:
+    return document(statements(access, template_arns(access, s.api_gateway_stage), index_names()))
+
+
+def merge_template(stage_name: str) -> dict[str, Any]:
+    s = stage(stage_name)
+    if not s.secret_parameter.startswith("/"):
+        raise ValueError("JWT_SECRET_PARAMETER must be a path (start with '/')")
+    resources: dict[str, Any] = {TABLE_ID: table_resource()}
+    for access in FUNCTIONS:
+        resources[log_group_id(access)] = {
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
+            "Properties": {
+                "LogGroupName": {
+                    "Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{access.chalice_name}"
+                },
+                "RetentionInDays": LOG_RETENTION_DAYS,
+            },
+        }
+        resources[access.logical_id] = {
+            "Properties": {
+                "Runtime": RUNTIME,
+                "Environment": {
+                    "Variables": {
+                        "CONNECTIONS_TABLE": {"Ref": TABLE_ID},
+                        "JWT_SECRET_PARAMETER": {"Ref": SECRET_PARAMETER_ID},
+                    }
+                },
+                "LoggingConfig": {"LogFormat": "Text", "LogGroup": {"Ref": log_group_id(access)}},
+            }
+        }
+        resources[access.role_id] = {
+            "Properties": {
+                "Policies": [
+                    {
+                        "PolicyName": f"{access.role_id}Policy",
+                        "PolicyDocument": role_policy(access, s),
+                    }
+                ]
+            }
+        }
+    return {
+        "Parameters": {
+            SECRET_PARAMETER_ID: {
+                "Type": "String",
+                "Default": s.secret_parameter,
+                "AllowedPattern": "^/[A-Za-z0-9_.\\-/]+$",
+                "Description": (
+                    "Name of the SSM SecureString parameter that holds the JWT secret (HMAC "
+                    "key or PEM public key). Create it before deploying; the functions read "
+                    "it at cold start, so it never appears in the template or their settings."
+                ),
+            }
+        },
+        "Resources": resources,
+        "Outputs": {
+            "ConnectionsTableName": {"Value": {"Ref": TABLE_ID}},
+            "JwtSecretParameter": {"Value": {"Ref": SECRET_PARAMETER_ID}},
+        },
+    }
+
+
+def write(stage_name: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merge_template(stage_name), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the merge template for one stage.")
+    parser.add_argument("--stage", default="dev", choices=stages())
+    parser.add_argument("-o", "--output", help="file to write (default: stdout)")
+    args = parser.parse_args(argv)
+    if args.output:
+        print(f"wrote {write(args.stage, Path(args.output))}")
+    else:
+        json.dump(merge_template(args.stage), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
