@@ -44,7 +44,7 @@ class GatewayURLs:
 class InvocationLog:
     """Every finished handler invocation, with a blocking wait for tests."""
 
-    def __init__(self, maxlen: int = 10000) -> None:
+    def __init__(self, maxlen: int = 2000) -> None:
         self._items: collections.deque[Invocation] = collections.deque(maxlen=maxlen)
         self._cond = threading.Condition()
 
@@ -168,6 +168,7 @@ class LocalGateway:
         workers: int = 64,
         connection_id_factory: Callable[[], str] = new_aws_id,
         api_id: str | None = None,
+        invocation_log_size: int = 2000,
     ) -> None:
         self.project_dir = os.path.abspath(project_dir)
         self.chalice_stage = chalice_stage
@@ -198,7 +199,8 @@ class LocalGateway:
         self.workers = workers
         self.connection_id_factory = connection_id_factory
         self.api_id = api_id or new_api_id()
-        self.invocations = InvocationLog()
+        # Bounded: events carry message bodies (up to 128 KB) and benchmarks send many.
+        self.invocations = InvocationLog(invocation_log_size)
 
         self.project: ChaliceProject | None = None
         self.app: Any = None

@@ -175,7 +175,7 @@ def test_standard_retries_ride_through_throttling(
     """What the broadcaster relies on: botocore standard mode retries 429 by itself."""
     gw = gateway_factory(
         ECHO_APP, schema_path=str(ECHO_APP / "schema.json"),
-        faults=FaultConfig(throttle_rate=0.25, seed=7),
+        faults=FaultConfig(throttle_rate=0.25, seed=6),  # one 429, on the 4th POST
     )  # fmt: skip
     ws = ws_connect(gw)
     cid = connection_id(ws)
@@ -183,7 +183,7 @@ def test_standard_retries_ride_through_throttling(
     for i in range(6):
         client.post_to_connection(ConnectionId=cid, Data=b"r%d" % i)
     assert [ws.recv(timeout=5) for _ in range(6)] == [f"r{i}" for i in range(6)]
-    assert gw.stats()["throttled"] > 0
+    assert gw.stats()["throttled"] == 1
 
 
 @pytest.mark.timeout(60)
