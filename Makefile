@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint unit functional e2e clean
+.PHONY: help run test lint unit functional e2e clean browser-deps
 
 help:
 	@echo "make run    start the local stack (DynamoDB, WebSocket gateway, HTTP routes, demo page)"
@@ -25,8 +25,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium and chromedriver for tests/browser, installed with apt only when missing.
+browser-deps:
+	@bash tests/browser/install-chromium.sh
 
 run: $(STAMP)
 	$(PY) -m local_gateway $(ARGS)
