@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from local_gateway import LocalGateway
+from local_gateway import EmbeddedDynamoDB, LocalGateway
 from tests.e2e.conftest import GatewayFactory, WsConnect
 from tests.e2e.helpers import AWS_ID_PATTERN, BARE_APP, ECHO_APP, connection_id
 
@@ -191,3 +191,21 @@ def test_app_without_connect_handler_and_chalice_send(
     ws.close()
     time.sleep(0.2)
     assert gw.invocations.find("$disconnect") == []
+
+
+@pytest.mark.timeout(30)
+def test_existing_dynamodb_endpoint(gateway_factory: GatewayFactory, ws_connect: WsConnect) -> None:
+    """--dynamodb-endpoint: the table is created there and the handlers use it."""
+    with EmbeddedDynamoDB() as dynamodb:
+        gw = gateway_factory(
+            ECHO_APP,
+            schema_path=str(ECHO_APP / "schema.json"),
+            dynamodb_endpoint=dynamodb.endpoint_url,
+        )
+        assert gw.urls is not None and gw.urls.dynamodb == dynamodb.endpoint_url
+        cid = connection_id(ws_connect(gw))
+        items = dynamodb.client().scan(TableName="echo-fixture-connections")["Items"]
+        assert [item["PK"]["S"] for item in items] == [cid]
+        ttl = dynamodb.client().describe_time_to_live(TableName="echo-fixture-connections")
+        assert ttl["TimeToLiveDescription"]["AttributeName"] == "ttl"
+        gw.stop()
