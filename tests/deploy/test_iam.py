@@ -1,0 +1,325 @@
+"""The IAM policies grant exactly what each function calls: run every handler, record its calls.
+
+Every handler of the dev stage runs through ``chalice.test.Client`` (the stage's config.json
+environment: jwt auth, the secret from SSM) against moto, with a recording management API.
+Each AWS call becomes the (IAM action, resource ARN) that AWS would authorise, then:
+
+- every call is allowed by the function's role in the merge template (intrinsics resolved)
+  and by ``.chalice/policy-<stage>.json`` (``chalice deploy``);
+- every DynamoDB / execute-api / SSM action a function is granted was used (least privilege).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import boto3
+import botocore.client
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+import app as app_module
+import chalicelib.service as service_module
+from chalicelib.gateway import ConnectionInfo, Outcome
+from chalicelib.registry import Target
+from chalicelib.schema import create_table
+from deploy import template
+from deploy.policy import FUNCTIONS, FunctionAccess
+from deploy.project import CHALICE_DIR, stage
+from tests.helpers import SECRET, connect_event, disconnect_event, message_event, token
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+API_ID = "abc123def4"  # tests/events/*.json: domainName abc123def4.execute-api.us-east-1...
+STAGE = stage("dev")
+
+Call = tuple[str, str]  # (IAM action, resource ARN)
+
+
+class Recorder:
+    """The calls made while one function runs, attributed to that function."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.calls: dict[str, set[Call]] = defaultdict(set)
+
+    def add(self, action: str, resource: str) -> None:
+        assert self.current, f"{action} on {resource} outside a handler"
+        self.calls[self.current].add((action, resource))
+
+    def aws_call(self, service: str, operation: str, params: dict[str, Any]) -> None:
+        for action, resource in iam_requests(service, operation, params):
+            self.add(action, resource)
+
+
+def table_arn(name: str) -> str:
+    return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+
+
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
+def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterator[Call]:
+    """What IAM authorises for one API call (the parts of it this app uses)."""
+    if service == "dynamodb":
+        if operation == "TransactWriteItems":
+            # No TransactWriteItems action: each item is authorised as its own operation.
+            for item in params["TransactItems"]:
+                ((kind, body),) = item.items()
+                yield f"dynamodb:{_TRANSACT_ACTIONS[kind]}", table_arn(body["TableName"])
+        elif operation in ("BatchWriteItem", "BatchGetItem"):
+            for name in params["RequestItems"]:
+                yield f"dynamodb:{operation}", table_arn(name)
+        else:
+            arn = table_arn(params["TableName"])
+            if params.get("IndexName"):
+                arn += f"/index/{params['IndexName']}"
+            yield f"dynamodb:{operation}", arn
+    elif service == "ssm" and operation == "GetParameter":
+        name = params["Name"] if params["Name"].startswith("/") else "/" + params["Name"]
+        yield "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
+    else:
+        raise AssertionError(f"unexpected AWS call {service}:{operation}: map it to IAM")
+
+
+class RecordingGateway:
+    """The management API as IAM sees it: post -> POST, close -> DELETE, info -> GET."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.outcomes: dict[str, Outcome] = {}
+
+    def _record(self, method: str, connection_id: str) -> Outcome:
+        self.recorder.add(
+            "execute-api:ManageConnections",
+            f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{STAGE.api_gateway_stage}/"
+            f"{method}/@connections/{connection_id}",
+        )
+        return self.outcomes.get(connection_id, Outcome.DELIVERED)
+
+    def post(self, connection_id: str, data: bytes, endpoint: str | None = None) -> Outcome:
+        return self._record("POST", connection_id)
+
+    def post_many(self, targets: Sequence[Target], data: bytes) -> list[Outcome]:
+        return [self._record("POST", t.connection_id) for t in targets]
+
+    def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
+        return self._record("DELETE", connection_id)
+
+    def info(self, connection_id: str, endpoint: str | None = None) -> ConnectionInfo | Outcome:
+        self._record("GET", connection_id)
+        return ConnectionInfo("2026-11-25T12:00:00Z", "2026-11-25T12:00:00Z", None, None)
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict[str, set[Call]]:
+    """Run every handler of the dev stage once through its paths; the calls per function."""
+    recorder = Recorder()
+    gateway = RecordingGateway(recorder)
+    original = botocore.client.BaseClient._make_api_call
+
+    def recording_call(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if recorder.current:
+            recorder.aws_call(self.meta.service_model.service_name, operation, params)
+        return original(self, operation, params)
+
+    mp = pytest.MonkeyPatch()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }
+    for key, value in env.items():
+        mp.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET"):
+        mp.delenv(key, raising=False)
+    mp.setattr(botocore.client.BaseClient, "_make_api_call", recording_call)
+    mp.setattr(service_module, "ManagementGateway", lambda *a, **k: gateway)
+    try:
+        with mock_aws():
+            create_table(boto3.client("dynamodb", region_name=REGION), STAGE.table_name)
+            boto3.client("ssm", region_name=REGION).put_parameter(
+                Name=STAGE.secret_parameter, Value=SECRET, Type="SecureString"
+            )
+            with Client(app_module.app, stage_name="dev") as client:
+                _exercise(client, recorder, gateway)
+    finally:
+        mp.undo()
+        app_module.reset_switchboard(None)
+    return dict(recorder.calls)
+
+
+def _cold(recorder: Recorder, function: str) -> None:
+    """A new container for ``function``: the secret is read again at its first call."""
+    app_module.reset_switchboard(None)
+    recorder.current = function
+
+
+def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> None:
+    def ws(name: str, event: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = client.lambda_.invoke(name, event).payload
+        assert payload.get("statusCode") == 200, (name, event.get("body"), payload)
+        return payload
+
+    def frame(cid: str, body: dict[str, Any]) -> None:
+        ws("message", message_event(cid, body))
+
+    def http(method: str, path: str, body: Any = None) -> int:
+        headers = {"Authorization": f"Bearer {token('ops', role='admin')}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        call = getattr(client.http, method)
+        kwargs: dict[str, Any] = {"headers": headers}
+        if body is not None:
+            kwargs["body"] = json.dumps(body)
+        status: int = call(path, **kwargs).status_code
+        return status
+
+    _cold(recorder, "WebsocketConnect")
+    for cid, user, role in (
+        ("a", "u_1", None),
+        ("b", "u_2", None),
+        ("c", "u_3", None),
+        ("d", "ops", "admin"),
+    ):
+        ws("connect", connect_event(cid, {"token": token(user, role=role)}))
+
+    _cold(recorder, "WebsocketMessage")
+    frame("a", {"action": "ping"})
+    frame("a", {"action": "whoami"})
+    frame("a", {"action": "join", "room": "lobby"})
+    frame("b", {"action": "join", "room": "lobby"})
+    frame("a", {"action": "sendMessage", "targetUserId": "u_2", "text": "hi"})
+    frame("a", {"action": "sendRoom", "room": "lobby", "text": "hi all"})
+    frame("b", {"action": "leave", "room": "lobby"})
+    gateway.outcomes["c"] = Outcome.GONE  # closed without $disconnect: pruned on 410
+    frame("d", {"action": "broadcastAll", "text": "maintenance"})
+
+    _cold(recorder, "APIHandler")
+    assert http("get", "/health") == 200
+    assert http("post", "/users/u_2/messages", {"text": "from the back end"}) == 200
+    assert http("post", "/rooms/lobby/messages", {"text": "room"}) == 200
+    assert http("post", "/broadcast", {"text": "all"}) == 200
+    assert http("get", "/connections") == 200
+    assert http("delete", "/connections/b") == 204
+
+    _cold(recorder, "WebsocketDisconnect")
+    ws("disconnect", disconnect_event("a"))
+    recorder.current = None
+
+
+# --- policy evaluation ------------------------------------------------------------------------
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(
+        "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+        + r"\Z"
+    )
+
+
+def allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+    for st in statements:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if st["Effect"] == "Allow" and any(a.lower() == action.lower() for a in actions):
+            if any(_glob(r).match(resource) for r in resources):
+                return True
+    return False
+
+
+def resolve(value: Any) -> str | None:
+    """A template ARN with this test's account, region, API id and table; None for logs."""
+    names = {
+        "AWS::Partition": "aws",
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT,
+        template.WEBSOCKET_API_ID: API_ID,
+        f"{template.TABLE_ID}.Arn": table_arn(STAGE.table_name),
+        template.SECRET_PARAMETER_ID: STAGE.secret_parameter,
+    }
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target, attr = value["Fn::GetAtt"]
+        if target.endswith("LogGroup"):
+            return None
+        return names[f"{target}.{attr}"]
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = re.sub(r"\$\{([^}]+)\}", lambda m: names[m.group(1)], value["Fn::Sub"])
+        assert "${" not in text
+        return text
+    raise AssertionError(f"unexpected resource {value!r}")
+
+
+def template_statements(access: FunctionAccess) -> list[dict[str, Any]]:
+    role = template.merge_template("dev")["Resources"][access.role_id]
+    out = []
+    for st in role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]:
+        resources = [r for r in (resolve(x) for x in st["Resource"]) if r is not None]
+        if resources:
+            out.append({**st, "Resource": resources})
+    return out
+
+
+def stage_file_statements() -> list[dict[str, Any]]:
+    with open(CHALICE_DIR / STAGE.policy_file, encoding="utf-8") as fh:
+        statements: list[dict[str, Any]] = json.load(fh)["Statement"]
+    return statements
+
+
+@pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
+def test_template_role_allows_every_call_of_its_function(
+    recorded: dict[str, set[Call]], access: FunctionAccess
+) -> None:
+    calls = recorded.get(access.logical_id)
+    assert calls, f"the scenario never ran {access.logical_id}"
+    statements = template_statements(access)
+    denied = sorted(c for c in calls if not allowed(statements, *c))
+    assert denied == [], f"{access.logical_id} would be denied: {denied}"
+
+
+@pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
+def test_template_role_grants_nothing_its_function_does_not_use(
+    recorded: dict[str, set[Call]], access: FunctionAccess
+) -> None:
+    used = recorded[access.logical_id]
+    unused = []
+    for st in template_statements(access):
+        if st["Sid"] == "Logs":  # the Lambda runtime writes logs, not the code
+            continue
+        for action in st["Action"]:
+            for resource in st["Resource"]:
+                pattern = _glob(resource)
+                if not any(a == action and pattern.match(r) for a, r in used):
+                    unused.append((action, resource))
+    assert unused == [], f"{access.logical_id} is granted more than it uses: {unused}"
+
+
+def test_stage_policy_file_allows_every_call(recorded: dict[str, set[Call]]) -> None:
+    statements = stage_file_statements()
+    denied = sorted(
+        (fn, c) for fn, calls in recorded.items() for c in calls if not allowed(statements, *c)
+    )
+    assert denied == [], f"chalice deploy's policy would deny: {denied}"
+
+
+def test_every_function_reads_the_secret_and_only_senders_post(
+    recorded: dict[str, set[Call]],
+) -> None:
+    def methods(fn: str) -> set[str]:
+        return {r.split("/")[2] for a, r in recorded[fn] if a == "execute-api:ManageConnections"}
+
+    assert all(any(a == "ssm:GetParameter" for a, _ in calls) for calls in recorded.values())
+    assert methods("WebsocketConnect") == methods("WebsocketDisconnect") == set()
+    assert methods("WebsocketMessage") == {"POST"}
+    assert methods("APIHandler") == {"POST", "DELETE"}

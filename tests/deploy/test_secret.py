@@ -1,0 +1,49 @@
+"""Deployed stages read the JWT secret from an SSM SecureString named in JWT_SECRET_PARAMETER."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.config import ConfigError, Settings
+
+PARAM = "/switchboard/test/jwt-secret"
+
+
+@pytest.fixture
+def ssm(aws_env: None) -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("ssm", region_name="us-east-1")
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "jwt", **extra}
+
+
+def test_reads_the_secure_string(ssm: Any) -> None:
+    ssm.put_parameter(Name=PARAM, Value="s3cret-value", Type="SecureString")
+    assert Settings.from_env(env(JWT_SECRET_PARAMETER=PARAM)).jwt_secret == "s3cret-value"
+
+
+def test_missing_parameter_is_a_config_error_naming_it(ssm: Any) -> None:
+    with pytest.raises(ConfigError, match="JWT_SECRET_PARAMETER '/switchboard/test/jwt-secret'"):
+        Settings.from_env(env(JWT_SECRET_PARAMETER=PARAM))
+
+
+def test_an_explicit_secret_wins_and_ssm_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    import chalicelib.config as config
+
+    def boom(name: str) -> str:
+        raise AssertionError("SSM must not be called")
+
+    monkeypatch.setattr(config, "read_secret_parameter", boom)
+    settings = Settings.from_env(env(JWT_SECRET="direct", JWT_SECRET_PARAMETER=PARAM))
+    assert settings.jwt_secret == "direct"
+    local = Settings.from_env(
+        {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "JWT_SECRET_PARAMETER": PARAM}
+    )
+    assert local.auth_mode == "none"

@@ -1,0 +1,204 @@
+"""The packaged CloudFormation (SAM) template: cfn-lint clean, and what a first deploy needs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint
+
+from chalicelib.schema import load_schema
+from deploy import template
+from deploy.policy import FUNCTIONS
+from deploy.project import chalice_config, stage, stages
+from tests.deploy.conftest import Packager, load_template
+
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+LINT_REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-2"]
+
+
+def resources(tpl: dict[str, Any], *types: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in tpl["Resources"].items() if v["Type"] in types}
+
+
+def policy_statements(tpl: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every IAM statement in the template, with the resource that holds it."""
+    for rid, res in tpl["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::IAM::Role":
+            for policy in props.get("Policies", []):
+                for st in policy["PolicyDocument"]["Statement"]:
+                    yield rid, st
+        elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            for st in props["PolicyDocument"]["Statement"]:
+                yield rid, st
+        elif res["Type"] == "AWS::Serverless::Function":
+            assert "Policies" not in props, f"{rid}: SAM policies bypass the per-function roles"
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("stage_name", stages())
+def test_packaged_template_passes_cfn_lint(packaged: Packager, stage_name: str) -> None:
+    pkg = packaged(stage_name)
+    matches = lint(
+        pkg.template_path.read_text(encoding="utf-8"), config=ManualArgs(regions=LINT_REGIONS)
+    )
+    problems = [f"{m.rule.id} {m.message} at {'/'.join(map(str, m.path))}" for m in matches]
+    assert problems == [], "\n".join(problems)
+
+
+def test_websocket_api_routes_on_action_with_three_routes(packaged: Packager) -> None:
+    tpl = load_template(packaged("dev"))
+    (api,) = resources(tpl, "AWS::ApiGatewayV2::Api").values()
+    assert api["Properties"]["ProtocolType"] == "WEBSOCKET"
+    assert api["Properties"]["RouteSelectionExpression"] == "$request.body.action"
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]["Target"]
+        for r in resources(tpl, "AWS::ApiGatewayV2::Route").values()
+    }
+    assert set(routes) == {"$connect", "$default", "$disconnect"}
+    integrations = resources(tpl, "AWS::ApiGatewayV2::Integration")
+    handler_of = {
+        key: integrations[target["Fn::Join"][1][1]["Ref"]]["Properties"]["IntegrationUri"][
+            "Fn::Sub"
+        ][1]["WebsocketHandler"]["Ref"]
+        for key, target in routes.items()
+    }
+    assert handler_of == {
+        "$connect": "WebsocketConnect",
+        "$default": "WebsocketMessage",
+        "$disconnect": "WebsocketDisconnect",
+    }
+    (ws_stage,) = resources(tpl, "AWS::ApiGatewayV2::Stage").values()
+    assert ws_stage["Properties"]["StageName"] == stage("dev").api_gateway_stage
+    assert "wss://" in tpl["Outputs"]["WebsocketConnectEndpointURL"]["Value"]["Fn::Sub"]
+
+
+def test_table_comes_from_the_schema(packaged: Packager) -> None:
+    tpl = load_template(packaged("dev"))
+    (table_id, table), *others = resources(tpl, "AWS::DynamoDB::Table").items()
+    assert not others and table_id == template.TABLE_ID
+    props = table["Properties"]
+    schema = load_schema()
+    assert props["KeySchema"] == schema["KeySchema"]
+    assert props["AttributeDefinitions"] == schema["AttributeDefinitions"]
+    assert props["GlobalSecondaryIndexes"] == schema["GlobalSecondaryIndexes"]
+    assert [g["IndexName"] for g in props["GlobalSecondaryIndexes"]] == ["GSI1", "GSI2"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert "TableName" not in props  # named by the stack: two stacks never collide
+    assert tpl["Outputs"]["ConnectionsTableName"]["Value"] == {"Ref": template.TABLE_ID}
+
+
+def test_table_resource_refuses_schema_keys_it_cannot_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = load_schema()
+    schema["SomethingNew"] = {}
+    monkeypatch.setattr(template, "load_schema", lambda: schema)
+    with pytest.raises(ValueError, match="SomethingNew"):
+        template.table_resource()
+
+
+@pytest.mark.parametrize("stage_name", stages())
+def test_every_function_is_pinned_and_wired(packaged: Packager, stage_name: str) -> None:
+    tpl = load_template(packaged(stage_name))
+    functions = resources(tpl, *FUNCTION_TYPES)
+    assert set(functions) == {f.logical_id for f in FUNCTIONS}
+    for fid, fn in functions.items():
+        props = fn["Properties"]
+        assert props["Runtime"] in template.SUPPORTED_RUNTIMES, fid
+        env = props["Environment"]["Variables"]
+        assert env["CONNECTIONS_TABLE"] == {"Ref": template.TABLE_ID}, fid
+        assert env["JWT_SECRET_PARAMETER"] == {"Ref": template.SECRET_PARAMETER_ID}, fid
+        assert env["AUTH_MODE"] == "jwt", fid
+        assert "JWT_SECRET" not in env, fid
+        access = next(f for f in FUNCTIONS if f.logical_id == fid)
+        assert props["Role"] == {"Fn::GetAtt": [access.role_id, "Arn"]}, fid
+        assert props["LoggingConfig"]["LogGroup"] == {"Ref": f"{fid}LogGroup"}
+    assert tpl["Parameters"][template.SECRET_PARAMETER_ID]["Default"] == (
+        stage(stage_name).secret_parameter
+    )
+
+
+def test_fan_out_functions_get_memory_and_time(packaged: Packager) -> None:
+    functions = resources(load_template(packaged("dev")), *FUNCTION_TYPES)
+    for fid in ("WebsocketMessage", "APIHandler"):
+        assert functions[fid]["Properties"]["MemorySize"] >= 1024, fid
+        assert functions[fid]["Properties"]["Timeout"] >= 30, fid
+    for fid in ("WebsocketConnect", "WebsocketDisconnect"):
+        # One or two DynamoDB calls; the upgrade waits for $connect, so fail fast.
+        assert functions[fid]["Properties"]["Timeout"] <= 29, fid
+
+
+def test_secret_never_in_the_template(packaged: Packager) -> None:
+    text = packaged("dev").template_path.read_text(encoding="utf-8")
+    assert "resolve:ssm-secure" not in text  # not allowed in Lambda environment variables
+    assert '"JWT_SECRET"' not in text
+    assert "JWT_SECRET" not in json.dumps(chalice_config().get("environment_variables", {}))
+
+
+def test_no_wildcard_actions_and_only_allow(packaged: Packager) -> None:
+    tpl = load_template(packaged("dev"))
+    seen = 0
+    for rid, st in policy_statements(tpl):
+        seen += 1
+        assert st["Effect"] == "Allow", rid
+        assert "NotAction" not in st and "NotResource" not in st, rid
+        for action in as_list(st["Action"]):
+            assert "*" not in action, f"{rid}: wildcard action {action}"
+    assert seen >= 4 * 3
+
+
+def test_every_role_is_a_least_privilege_role_of_ours(packaged: Packager) -> None:
+    """Chalice's role per function carries the function's own policy, not the stage file."""
+    tpl = load_template(packaged("dev"))
+    roles = resources(tpl, "AWS::IAM::Role")
+    assert set(roles) == {f.role_id for f in FUNCTIONS}
+    merge = template.merge_template("dev")
+    for access in FUNCTIONS:
+        policies = roles[access.role_id]["Properties"]["Policies"]
+        assert policies == merge["Resources"][access.role_id]["Properties"]["Policies"]
+
+
+def test_only_the_senders_may_use_connections_and_only_this_api(packaged: Packager) -> None:
+    tpl = load_template(packaged("dev"))
+    grants: dict[str, list[str]] = {}
+    for rid, st in policy_statements(tpl):
+        if "execute-api:ManageConnections" in as_list(st["Action"]):
+            for resource in as_list(st["Resource"]):
+                arn = resource["Fn::Sub"]
+                assert arn.startswith(
+                    "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+                    "${WebsocketAPI}/api/"
+                ), arn
+                grants.setdefault(rid, []).append(arn.split("/")[2])
+    assert grants == {"WebsocketMessageRole": ["POST"], "ApiHandlerRole": ["POST", "DELETE"]}
+
+
+def test_table_access_is_on_this_stacks_table(packaged: Packager) -> None:
+    tpl = load_template(packaged("dev"))
+    for rid, st in policy_statements(tpl):
+        actions = as_list(st["Action"])
+        if any(a.startswith("dynamodb:") for a in actions):
+            for resource in as_list(st["Resource"]):
+                text = json.dumps(resource)
+                assert template.TABLE_ID in text and "*" not in text, (rid, resource)
+        if any(a.startswith("logs:") for a in actions):
+            for resource in as_list(st["Resource"]):
+                assert resource["Fn::GetAtt"][0].endswith("LogGroup"), (rid, resource)
+
+
+def test_deployment_zip_is_small_and_complete(packaged: Packager) -> None:
+    pkg = packaged("dev")
+    names = set(pkg.zip_names())
+    assert pkg.zip_bytes < 1_000_000
+    assert {"app.py", "chalicelib/schema.json", "chalicelib/schema.py", "chalice/app.py"} <= names
+    assert "jwt/__init__.py" in names  # PyJWT, the one runtime requirement
+    assert not any(n.startswith(("boto3/", "botocore/")) for n in names)  # the runtime has them
+    assert not any(n.startswith(("tests/", "local_gateway/", "deploy/", "bench/")) for n in names)
+    assert not any(n.endswith((".so", ".pyd")) for n in names)
