@@ -11,6 +11,7 @@ this template into it key by key; lists are replaced whole. It adds:
 - for every function: a supported runtime (Chalice copies the local Python, and python3.11
   functions can no longer be created), ``CONNECTIONS_TABLE = !Ref ConnectionsTable``,
   ``JWT_SECRET_PARAMETER = !Ref JwtSecretParameterName``, and a log group with a retention;
+  the REST handler also gets ``WEBSOCKET_URL`` (this stack's wss:// URL, for the demo page);
 - for every role: the function's own least-privilege policy (``deploy/policy.py``), on this
   stack's table, this stack's WebSocket API ``@connections`` and this function's log group.
 
@@ -120,15 +121,22 @@ def merge_template(stage_name: str) -> dict[str, Any]:
                 "RetentionInDays": LOG_RETENTION_DAYS,
             },
         }
+        variables: dict[str, Any] = {
+            "CONNECTIONS_TABLE": {"Ref": TABLE_ID},
+            "JWT_SECRET_PARAMETER": {"Ref": SECRET_PARAMETER_ID},
+        }
+        if access.logical_id == "APIHandler":
+            # The demo page at GET / dials this stack's WebSocket API.
+            variables["WEBSOCKET_URL"] = {
+                "Fn::Sub": (
+                    f"wss://${{{WEBSOCKET_API_ID}}}.execute-api.${{AWS::Region}}"
+                    f".${{AWS::URLSuffix}}/{s.api_gateway_stage}"
+                )
+            }
         resources[access.logical_id] = {
             "Properties": {
                 "Runtime": RUNTIME,
-                "Environment": {
-                    "Variables": {
-                        "CONNECTIONS_TABLE": {"Ref": TABLE_ID},
-                        "JWT_SECRET_PARAMETER": {"Ref": SECRET_PARAMETER_ID},
-                    }
-                },
+                "Environment": {"Variables": variables},
                 "LoggingConfig": {"LogFormat": "Text", "LogGroup": {"Ref": log_group_id(access)}},
             }
         }

@@ -120,6 +120,11 @@ def test_every_function_is_pinned_and_wired(packaged: Packager, stage_name: str)
         access = next(f for f in FUNCTIONS if f.logical_id == fid)
         assert props["Role"] == {"Fn::GetAtt": [access.role_id, "Arn"]}, fid
         assert props["LoggingConfig"]["LogGroup"] == {"Ref": f"{fid}LogGroup"}
+    websocket_url = functions["APIHandler"]["Properties"]["Environment"]["Variables"][
+        "WEBSOCKET_URL"
+    ]["Fn::Sub"]
+    assert websocket_url.startswith("wss://${WebsocketAPI}.execute-api.${AWS::Region}.")
+    assert websocket_url.endswith(f"/{stage(stage_name).api_gateway_stage}")
     assert tpl["Parameters"][template.SECRET_PARAMETER_ID]["Default"] == (
         stage(stage_name).secret_parameter
     )
