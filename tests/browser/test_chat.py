@@ -227,6 +227,16 @@ def test_page_reconnects_with_backoff_after_the_gateway_drops_it_and_rejoins_its
     alice.send("room", "Thanks, I am back", target="lobby")
     bob.wait_message("Thanks, I am back")
     screenshot(alice.driver, "reconnect-alice")
+
+    # Leaving a room and disconnecting on purpose: no more messages, and no reconnect.
+    bob.find('#rooms li[data-room="lobby"] button').click()
+    bob.until(lambda _: "Left #lobby." in bob.system_lines(), "bob to leave the room")
+    alice.send("room", "Anyone still here?", target="lobby")
+    assert alice.sent_state("Anyone still here?") == "delivered to 0"
+    bob.find("#disconnect").click()
+    bob.until(lambda _: bob.status() == ("offline", "Disconnected"), "bob to disconnect")
+    time.sleep(1.5)  # longer than the first backoff delay
+    assert bob.status()[0] == "offline"
     assert console_errors(alice.driver) == []
 
 
