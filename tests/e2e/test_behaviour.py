@@ -73,7 +73,9 @@ def test_message_handler_error_sends_internal_server_error_frame(
     cid = connection_id(ws)
     ws.send("raise")
     frame = recv_json(ws)
-    [record] = echo_gateway.invocations.wait_for("$default", cid, count=2)[1:]
+    records = echo_gateway.invocations.wait_for("$default", cid, count=2)
+    [record] = [r for r in records if r.event["body"] == "raise"]  # log order = finish order
+    assert record.error and "message failed on purpose" in record.error
     assert frame == {
         "message": "Internal server error",
         "connectionId": cid,
@@ -122,6 +124,7 @@ def test_message_over_128kb_closes_with_1009(
 ) -> None:
     ws = ws_connect(echo_gateway)
     cid = connection_id(ws)
+    echo_gateway.invocations.wait_for("$default", cid)  # whoami is logged
     ws.send(["a" * 32 * 1024] * 4 + ["b"])  # every frame is fine, the message is not
     closed = _closed(ws)
     assert closed.rcvd is not None and closed.rcvd.code == 1009
