@@ -197,8 +197,8 @@ def _parameter_arn_suffix(name: str) -> str:
 def static_arns(s: Stage) -> Arns:
     """ARNs for ``chalice deploy``: any region and account, but this stage's names only."""
     table = f"arn:aws:dynamodb:*:*:table/{s.table_name}"
-    # Chalice names the REST handler "<app>-<stage>", the others "<app>-<stage>-<function>".
-    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{s.app_name}-{s.name}"
+    # Chalice names every function "<app>-<stage>-<function>" (api_handler, websocket_*).
+    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{s.app_name}-{s.name}-*"
     return Arns(
         table=table,
         index=lambda name: f"{table}/index/{name}",
@@ -206,8 +206,8 @@ def static_arns(s: Stage) -> Arns:
             f"arn:aws:execute-api:*:*:*/{s.api_gateway_stage}/{method}/@connections/*"
         ),
         secret=f"arn:aws:ssm:*:*:parameter{_parameter_arn_suffix(s.secret_parameter)}",
-        log_groups=[group, f"{group}-*"],
-        log_streams=[f"{group}:*", f"{group}-*:*"],
+        log_groups=[group],
+        log_streams=[f"{group}:*"],
     )
 
 
