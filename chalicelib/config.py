@@ -55,6 +55,11 @@ class Settings:
         algorithm = env.get("JWT_ALGORITHM", "HS256").strip()
         if algorithm not in JWT_ALGORITHMS:
             raise ConfigError(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+        if not algorithm.startswith("HS") and not _has_crypto():
+            raise ConfigError(
+                f"JWT_ALGORITHM={algorithm} needs the 'cryptography' package "
+                "(add PyJWT[crypto] to requirements.txt); the default bundle supports HS* only"
+            )
         transport = env.get("MANAGEMENT_TRANSPORT", "async").strip().lower()
         if transport not in ("async", "boto3"):
             raise ConfigError(f"MANAGEMENT_TRANSPORT must be async or boto3, got {transport!r}")
@@ -111,6 +116,14 @@ def read_secret_parameter(name: str) -> str:
     if not value.strip():
         raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} is empty")
     return value
+
+
+def _has_crypto() -> bool:
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

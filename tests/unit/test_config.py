@@ -51,3 +51,19 @@ def test_reads_every_setting() -> None:
 def test_bad_settings_name_the_variable(env: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         Settings.from_env(env)
+
+
+def test_asymmetric_algorithms_need_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import config
+
+    env = {
+        "CONNECTIONS_TABLE": "t",
+        "AUTH_MODE": "jwt",
+        "JWT_SECRET": "pem",
+        "JWT_ALGORITHM": "RS256",
+    }
+    monkeypatch.setattr(config, "_has_crypto", lambda: False)
+    with pytest.raises(ConfigError, match="cryptography"):
+        Settings.from_env(env)
+    monkeypatch.setattr(config, "_has_crypto", lambda: True)
+    assert Settings.from_env(env).jwt_algorithm == "RS256"
