@@ -32,8 +32,11 @@ test: lint browser-deps
 browser-deps:
 	@bash tests/browser/install-chromium.sh
 
+# Locally, identity comes from ?userId= (AUTH_MODE=none); override with RUN_ARGS=... / ARGS=...
+RUN_ARGS ?= --auth-mode none
+
 run: $(STAMP)
-	$(PY) -m local_gateway $(ARGS)
+	$(PY) -m local_gateway $(RUN_ARGS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import unquote
 
 from chalice import Chalice, Response
 from chalice.app import WebsocketEvent
@@ -90,6 +91,10 @@ def _http(call: Any, admin: bool = True) -> Response:
     return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
 
 
+# Path parameters may arrive percent-encoded (connection ids end in "="); ids and room names
+# never contain "%", so decoding an already decoded one changes nothing.
+
+
 def _error(status: int, message: str) -> Response:
     return Response(body={"error": message}, status_code=status)
 
@@ -115,12 +120,12 @@ def broadcast() -> Response:
 
 @app.route("/users/{user_id}/messages", methods=["POST"])
 def push_user(user_id: str) -> Response:
-    return _http(lambda sb, who: (200, sb.push("user", user_id, _json_body(), who)))
+    return _http(lambda sb, who: (200, sb.push("user", unquote(user_id), _json_body(), who)))
 
 
 @app.route("/rooms/{room}/messages", methods=["POST"])
 def push_room(room: str) -> Response:
-    return _http(lambda sb, who: (200, sb.push("room", room, _json_body(), who)))
+    return _http(lambda sb, who: (200, sb.push("room", unquote(room), _json_body(), who)))
 
 
 @app.route("/connections", methods=["GET"])
@@ -130,7 +135,7 @@ def list_connections() -> Response:
 
 @app.route("/connections/{connection_id}", methods=["DELETE"])
 def kick(connection_id: str) -> Response:
-    return _http(lambda sb, _: (204, sb.kick(connection_id)))
+    return _http(lambda sb, _: (204, sb.kick(unquote(connection_id))))
 
 
 @app.route("/", methods=["GET"])

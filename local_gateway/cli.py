@@ -147,11 +147,18 @@ def banner(gateway: LocalGateway) -> str:
         f"  WebSocket API   {urls.websocket}",
         f"  @connections    {urls.management}/@connections/{{connectionId}}",
         "  REST API        %s" % (urls.rest or "(disabled)"),
+        *([f"  Demo page       {urls.rest}/"] if urls.rest else []),
         "  DynamoDB        {}{}".format(
             urls.dynamodb, f"  table {gateway.table_name}" if gateway.table_name else ""
         ),
         f"  AUTH_MODE       {auth}",
     ]
+    if auth.lower() in ("none", "off", "false", "0"):
+        lines += [
+            "",
+            "  !!! AUTHENTICATION IS OFF: anyone who can reach these ports may connect as any",
+            "  !!! user and broadcast. Local use only; deployed stages use AUTH_MODE=jwt.",
+        ]
     if faults.active:
         lines.append(
             f"  faults          latency {faults.latency_ms:g}ms, 429 rate {faults.throttle_rate:g}, 500 rate {faults.error_rate:g}, seed {faults.seed}"
