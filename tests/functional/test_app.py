@@ -416,3 +416,28 @@ def test_sending_to_yourself_reaches_your_other_connections_only(harness: Harnes
         == 1
     )
     assert [m["text"] for m in harness.inbox("laptop")] == ["n"]
+
+
+def test_no_send_path_scans_the_table(
+    harness: Harness, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(6):
+        harness.connect(f"c{i}", userId=f"u{i % 2}")
+        harness.send(f"c{i}", {"action": "join", "room": "lobby"})
+
+    def no_scan(**kwargs: Any) -> Any:
+        raise AssertionError("Scan called on a send path")
+
+    monkeypatch.setattr(registry._ddb, "scan", no_scan)
+    assert harness.send("c0", {"action": "broadcastAll", "text": "x"})["delivered"] == 5
+    assert (
+        harness.send("c0", {"action": "sendRoom", "room": "lobby", "text": "x"})["delivered"] == 5
+    )
+    assert (
+        harness.send("c0", {"action": "sendMessage", "targetUserId": "u1", "text": "x"})[
+            "delivered"
+        ]
+        == 3
+    )
+    assert _post(harness.client, "/broadcast", {"text": "x"}).json_body["delivered"] == 6
+    assert harness.client.http.get("/connections").json_body["count"] == 6
