@@ -2,10 +2,12 @@
 
 Why not boto3 for fan-out: a ``post_to_connection`` call spends about 1 ms of CPU in botocore's
 request pipeline, and threads cannot run that in parallel (the GIL), so a fan-out tops out near
-1,000 posts/s whatever the pool size. Here each post costs one SigV4 signature (botocore's own
-``SigV4Auth``, ~70 us) and a few socket operations on one long-lived event loop.
+1,000 posts/s whatever the pool size. Here each post costs one SigV4 signature (~15 us: see
+``PostSigner``) and a few socket operations on one long-lived event loop, and posts are signed
+only when a connection is free for them.
 
-What stays botocore's: signing (``SigV4Auth``), the retry policy (``StandardRetryConditions`` and
+What stays botocore's: the clock, key derivation and canonical forms of signing (``SigV4Auth``'s
+algorithm, checked against it byte for byte), the retry policy (``StandardRetryConditions`` and
 ``ExponentialBackoff`` of standard mode, with its throttling detection: ``LimitExceededException``
 / 429 and transient 5xx are retried with jittered backoff), and the error codes (the
 ``x-amzn-ErrorType`` header). Not used: standard mode's retry quota, a circuit breaker meant for
