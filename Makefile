@@ -51,3 +51,20 @@ package: $(STAMP)
 
 create-table: $(STAMP)
 	$(PY) -m deploy.create_table --stage $(STAGE) $(ARGS)
+
+# --- benchmarks (see README "Performance") ---------------------------------------------------
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: bench bench-full
+
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $(BENCH_STAMP)
+
+# Quick run (under 3 minutes): results in bench/results/quick.{json,md} and fanout.png.
+bench: $(BENCH_STAMP)
+	$(PY) -m bench $(ARGS)
+
+# Larger run (up to 10,000 clients, 5 repetitions; about 15 minutes): bench/results/full.*
+bench-full: $(BENCH_STAMP)
+	$(PY) -m bench --full $(ARGS)

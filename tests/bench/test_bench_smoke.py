@@ -1,0 +1,71 @@
+"""Smoke-size runs of every benchmark part, so bench/ cannot rot (the real runs: make bench)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import coldstart, fanout, profile_fanout, registry_cost, report
+from bench.common import load, machine
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    logs = tmp_path_factory.mktemp("bench-logs")
+    plan = fanout.FanoutPlan(sizes=[20], latencies_ms=[0.0], reps=1, seed_budget_s=10.0)
+    started = time.monotonic()
+    out = {
+        "mode": "smoke",
+        "started": "now",
+        "commit": "test",
+        "machine": machine(),
+        "load_before": load(),
+        "fanout": fanout.run(plan, Path(logs), progress=lambda _: None),
+        "registry": registry_cost.measure([20], reps=1, progress=lambda _: None),
+        "coldstart": {
+            **coldstart.import_times(1),
+            **coldstart.zip_size(),
+            "memory": coldstart.memory(200, ("async",)),
+        },
+        "profile": profile_fanout.profile(recipients=50, rounds=1, progress=lambda _: None),
+        "load_after": load(),
+    }
+    out["fanout_summary"] = fanout.summarize(out["fanout"])
+    out["seconds"] = time.monotonic() - started
+    return out
+
+
+def test_every_fanout_variant_reaches_every_client(results: dict) -> None:
+    (line,) = results["fanout_summary"]
+    for variant in fanout.VARIANTS:
+        assert line[variant]["delivery_s"] is not None, variant
+        assert line[variant]["incomplete"] == 0 and line[variant]["failed"] == 0
+    assert line["speedup_vs_seed"] > 0 and line["fraction_of_limit"] > 0
+    assert line["switchboard"]["read_s"] is not None
+
+
+def test_registry_cost_targeted_send_reads_only_the_target(results: dict) -> None:
+    (row,) = results["registry"]["rows"]
+    assert row["send_user"]["examined"] == 4  # two live + two expired connections
+    assert row["send_user"]["targets"] == 2
+    assert row["seed_scan"]["examined"] == row["table_items"]
+    assert results["registry"]["checks"] == [{"live": 20, "same_answers_as_moto": True}]
+
+
+def test_cold_start_zip_and_memory(results: dict) -> None:
+    cold = results["coldstart"]
+    assert cold["import_ms"] > 0 and cold["zip_bytes"] < 1_000_000
+    assert cold["memory"]["async"]["delivered"] == 200
+
+
+def test_profile_and_report(results: dict, tmp_path: Path) -> None:
+    assert results["profile"]["after"]["posts_per_s"] > 0
+    text = report.markdown(results)
+    for heading in ("## Fan-out", "## Registry cost", "## Cold start", "## Where the time goes"):
+        assert heading in text
+    paths = report.write(results, tmp_path)
+    assert paths["json"].exists() and paths["md"].exists()
