@@ -258,6 +258,17 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
         for read in result.get("registry_reads", []):
             if (read["n"], read["latency_ms"]) == key and "switchboard" in line:
                 line["switchboard"]["read_s"] = read["read_s"]
+        # The registry read as the run saw it: time to the first arrival, less the limit's
+        # (which reads nothing, so its first arrival is one post's latency).
+        limit_first = median(
+            r["first_s"] for r in entry.get("limit", {}).get("runs", []) if r.get("first_s")
+        )
+        for name in ("seed", "switchboard", "switchboard-boto3"):
+            runs = entry.get(name, {}).get("runs")
+            if runs and name in line and limit_first == limit_first:  # not NaN
+                firsts = [r["first_s"] for r in runs if r.get("first_s") is not None]
+                if firsts:
+                    line[name]["read_in_run_s"] = max(0.0, median(firsts) - limit_first)
         sb = line.get("switchboard", {}).get("delivery_s")
         seed = line.get("seed", {}).get("delivery_s")
         limit = line.get("limit", {}).get("delivery_s")
