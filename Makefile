@@ -65,6 +65,6 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 bench: $(BENCH_STAMP)
 	$(PY) -m bench $(ARGS)
 
-# Larger run (up to 10,000 clients, 5 repetitions; about 15 minutes): bench/results/full.*
+# Larger run (up to 10,000 clients, 3 repetitions; about 15 minutes): bench/results/full.*
 bench-full: $(BENCH_STAMP)
 	$(PY) -m bench --full $(ARGS)

@@ -25,7 +25,7 @@ QUICK = {
 }
 FULL = {
     "fanout": fanout.FanoutPlan(
-        sizes=[100, 1000, 2000, 5000, 10000], reps=5, seed_budget_s=150.0, connect_timeout_s=240.0
+        sizes=[100, 1000, 2000, 5000, 10000], reps=3, seed_budget_s=150.0, connect_timeout_s=240.0
     ),
     "registry": [250, 1000, 4000, 16000],
     "memory_transports": ("async", "boto3"),

@@ -47,6 +47,17 @@ def fanout_only_fraction(line: dict[str, Any], variant: str = "switchboard") -> 
     return limit / posting if posting > 0 else None
 
 
+def speedup_without_reads(line: dict[str, Any]) -> float | None:
+    """seed / switchboard, each less its registry read in the same runs."""
+    posting = []
+    for variant in ("seed", "switchboard"):
+        entry = line.get(variant, {})
+        if not (entry.get("delivery_s") and entry.get("read_in_run_s") is not None):
+            return None
+        posting.append(entry["delivery_s"] - entry["read_in_run_s"])
+    return posting[0] / posting[1] if posting[1] > 0 else None
+
+
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     out: list[tuple[str, str, bool | None]] = []
     lines = {(ln["n"], ln["latency_ms"]): ln for ln in results.get("fanout_summary", [])}
@@ -57,7 +68,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         out.append(
             (
                 "20 ms, 1,000 recipients: >= 20x the seed",
-                _ratio(speedup, 1, "x"),
+                f"{_ratio(speedup, 1, 'x')} end to end; "
+                f"{_ratio(speedup_without_reads(at20), 1, 'x')} without the registry reads",
                 speedup is not None and speedup >= 20,
             )
         )
