@@ -185,10 +185,10 @@ def _read(registry: Any, fn: Any) -> dict[str, Any]:
     }
 
 
-def _answers(registry: Any) -> tuple[list[str], list[str]]:
+def _answers(registry: Any) -> tuple[list[Any], list[Any]]:
     return (
-        sorted(t.connection_id for t in registry.all_connections()),
-        sorted(t.connection_id for t in registry.user_connections("u_target")),
+        sorted(registry.all_connections(), key=lambda t: t.connection_id),
+        sorted(registry.user_connections("u_target"), key=lambda t: t.connection_id),
     )
 
 
