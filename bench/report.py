@@ -275,6 +275,24 @@ def plot(results: dict[str, Any], path: Path) -> bool:
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker=marker, color=color, label=NAMES[variant])
+        posting = [
+            (line["n"], line["switchboard"]["delivery_s"] - line["switchboard"]["read_in_run_s"])
+            for line in summary
+            if line["latency_ms"] == latency
+            and line.get("switchboard", {}).get("delivery_s")
+            and line["switchboard"].get("read_in_run_s") is not None
+        ]
+        if posting:
+            xs, ys = zip(*posting, strict=True)
+            ax.plot(
+                xs,
+                ys,
+                linestyle="--",
+                marker="s",
+                fillstyle="none",
+                color="tab:blue",
+                label="switchboard less its registry read (moto)",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("recipients (N)")
