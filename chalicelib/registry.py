@@ -223,7 +223,15 @@ class Registry:
         )
 
     def remove(self, connection_id: str) -> bool:
-        """Delete a connection and all its memberships. Idempotent; True if it existed."""
+        """Delete a connection and all its memberships. Idempotent; True if it existed.
+
+        Memberships go first and the connection item last, read back as it is deleted: a
+        join commits only while the connection item exists (its transaction's condition), so
+        the rooms on the deleted item are every room it ever got, including one joined while
+        this ran (reading the rooms and batch-deleting everything at once leaked that room's
+        membership). If anything fails midway the connection item is still there, and the
+        next removal (a 410 prune) finishes the job.
+        """
         response = self._ddb.get_item(
             TableName=self._table,
             Key=self._conn_key(connection_id),
@@ -231,13 +239,24 @@ class Registry:
             ConsistentRead=True,
         )
         item = response.get("Item")
-        rooms = item.get("rooms", {}).get("SS", []) if item else []
-        keys = [self._conn_key(connection_id)] + [
-            {"PK": {"S": f"ROOM#{room}"}, "SK": {"S": f"CONN#{connection_id}"}} for room in rooms
+        if item is None:
+            return False
+        rooms = set(item.get("rooms", {}).get("SS", []))
+        self._delete_memberships(connection_id, rooms)
+        old = self._ddb.delete_item(
+            TableName=self._table, Key=self._conn_key(connection_id), ReturnValues="ALL_OLD"
+        ).get("Attributes")
+        late = set(old.get("rooms", {}).get("SS", [])) - rooms if old else set()
+        self._delete_memberships(connection_id, late)
+        return True
+
+    def _delete_memberships(self, connection_id: str, rooms: set[str]) -> None:
+        keys = [
+            {"PK": {"S": f"ROOM#{room}"}, "SK": {"S": f"CONN#{connection_id}"}}
+            for room in sorted(rooms)
         ]
         for start in range(0, len(keys), 25):
             self._batch_delete(keys[start : start + 25])
-        return item is not None
 
     def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
         requests: list[dict[str, Any]] = [{"DeleteRequest": {"Key": k}} for k in keys]

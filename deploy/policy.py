@@ -54,7 +54,8 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "websocket_disconnect",
         "WebsocketDisconnect",
         "WebsocketDisconnectRole",
-        table_actions=("GetItem", "BatchWriteItem"),  # remove: read rooms, batch delete
+        # remove: read rooms, batch-delete memberships, delete the connection (ALL_OLD)
+        table_actions=("GetItem", "BatchWriteItem", "DeleteItem"),
         index_actions=(),
         connection_methods=(),
     ),
@@ -79,7 +80,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "APIHandler",
         "ApiHandlerRole",
         # push to user/room/all, list, kick (get + remove), prune on 410.
-        table_actions=("GetItem", "Query", "BatchWriteItem"),
+        table_actions=("GetItem", "Query", "BatchWriteItem", "DeleteItem"),
         index_actions=("Query",),
         connection_methods=("POST", "DELETE"),
     ),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.request
+from collections.abc import Callable, Iterable
 from typing import Any
 
 log = logging.getLogger("local_gateway.dynamodb")
@@ -59,6 +61,67 @@ def dynamodb_client(endpoint_url: str, region: str) -> Any:
     )
 
 
+class _Serialized:
+    """A WSGI app that handles one request at a time.
+
+    DynamoDB is linearizable per item and a failed transaction changes nothing, but moto's
+    backend is not thread-safe: ``TransactWriteItems`` deep-copies the whole table to roll
+    back on a failed condition, so concurrent requests can crash the copy ("dictionary
+    changed size during iteration", a 500) or be undone by another request's rollback (a
+    join that lost the race to ``$disconnect`` resurrected deleted items). Handlers run
+    concurrently, so every request to the embedded server is serialised here.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
+class _SerializedMotoServer:
+    """moto's ``ThreadedMotoServer``, with requests serialised (see ``_Serialized``)."""
+
+    def __init__(self, ip_address: str, port: int) -> None:
+        self._ip_address = ip_address
+        self._port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = _Serialized(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self._ip_address, self._port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits up to one poll interval
+            name="embedded-dynamodb",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
 class EmbeddedDynamoDB:
     """moto's DynamoDB-compatible server on a thread of this process.
 
@@ -88,13 +151,11 @@ class EmbeddedDynamoDB:
         return f"http://{host}:{port}"
 
     def start(self) -> str:
-        from moto.server import ThreadedMotoServer
-
         # werkzeug logs every request line to stderr unless told otherwise.
         werkzeug_log = logging.getLogger("werkzeug")
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
-        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self._server = _SerializedMotoServer(self.host, self.port)
         self._server.start()
         log.info("embedded DynamoDB on %s", self.endpoint_url)
         return self.endpoint_url

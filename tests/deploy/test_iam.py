@@ -203,6 +203,8 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     frame("a", {"action": "sendMessage", "targetUserId": "u_2", "text": "hi"})
     frame("a", {"action": "sendRoom", "room": "lobby", "text": "hi all"})
     frame("b", {"action": "leave", "room": "lobby"})
+    frame("b", {"action": "join", "room": "side"})  # kicked below: a membership to delete
+    frame("c", {"action": "join", "room": "side"})  # its prune deletes a membership too
     gateway.outcomes["c"] = Outcome.GONE  # closed without $disconnect: pruned on 410
     frame("d", {"action": "broadcastAll", "text": "maintenance"})
 
