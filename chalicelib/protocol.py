@@ -113,6 +113,16 @@ def valid_connection_id(value: object) -> bool:
     return isinstance(value, str) and CONNECTION_ID_RE.fullmatch(value) is not None
 
 
+def encodable(value: str) -> bool:
+    """False for strings UTF-8 cannot carry: JSON's ``"\\ud800"`` decodes to a lone surrogate,
+    and echoing one back would fail when the reply is encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_text(value: object, max_chars: int, field: str = "text") -> str:
     """Return ``value`` if it is a non-empty string within the limit, else raise ValueError."""
     if not isinstance(value, str):
@@ -121,6 +131,8 @@ def validate_text(value: object, max_chars: int, field: str = "text") -> str:
         raise ValueError(f"'{field}' must not be empty")
     if len(value) > max_chars:
         raise ValueError(f"'{field}' is longer than {max_chars} characters")
+    if not encodable(value):
+        raise ValueError(f"'{field}' must be valid Unicode (no lone surrogates)")
     return value
 
 
@@ -132,6 +144,8 @@ def _ref(obj: dict[str, Any]) -> Ref:
         raise _Invalid("bad_request", "'ref' must be a string or an integer")
     if isinstance(ref, str) and len(ref) > MAX_REF_CHARS:
         raise _Invalid("bad_request", f"'ref' is longer than {MAX_REF_CHARS} characters")
+    if isinstance(ref, str) and not encodable(ref):
+        raise _Invalid("bad_request", "'ref' must be valid Unicode (no lone surrogates)")
     if isinstance(ref, int) and abs(ref) > 2**53:
         raise _Invalid("bad_request", "'ref' is out of range")
     return ref

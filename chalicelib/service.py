@@ -143,7 +143,7 @@ class Switchboard:
             record["action"] = type(command).__name__
             if isinstance(command, protocol.ProtocolError):
                 record.update(outcome="rejected", code=command.code)
-                self._reply(event, command.frame())
+                self._reply(event, command.frame(), record)
                 return HttpResult(200)
             try:
                 frame = self._dispatch(event, command, record)
@@ -168,7 +168,7 @@ class Switchboard:
                 record.update(outcome="internal_error", error=type(exc).__name__)
                 frame = protocol.error_frame("internal", "internal error", command.ref)
             if frame is not None:
-                self._reply(event, frame)
+                self._reply(event, frame, record)
             return HttpResult(200)
 
     def _dispatch(
@@ -242,8 +242,11 @@ class Switchboard:
     def _may_broadcast(self, conn: Connection) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
 
-    def _reply(self, event: WsEvent, frame: dict[str, Any]) -> None:
+    def _reply(self, event: WsEvent, frame: dict[str, Any], record: dict[str, Any]) -> None:
         outcome = self.gateway.post(event.connection_id, protocol.encode(frame), event.endpoint)
+        if outcome is not Outcome.DELIVERED:
+            # The sender never gets this ack or error (retries ran out): the log says so.
+            record["reply"] = outcome.value
         if outcome is Outcome.GONE:
             self.broadcaster.prune(event.connection_id)
 
