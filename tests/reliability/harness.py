@@ -331,9 +331,8 @@ class Clock:
 
 
 class WsClient:
-    """A connected client. A reader task files ``message`` frames by id (and counts repeats),
-    and queues every other frame as a reply; ``request`` sends one frame with a ``ref`` and
-    waits for the reply carrying it.
+    """A connected client. A reader task files ``message`` frames by id (and counts repeats)
+    and hands every other frame to the request whose ``ref`` it carries (``stray`` if none).
     """
 
     _refs = itertools.count(1)
@@ -347,7 +346,7 @@ class WsClient:
         self.message_frames: list[dict[str, Any]] = []
         self.duplicates = 0
         self.stray: list[Any] = []  # replies nobody waited for, e.g. "Internal server error"
-        self.replies: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending: dict[str | int, asyncio.Future[dict[str, Any]]] = {}
         self.closed_at: float | None = None
         self.keep_frames = False
         self._reader = asyncio.create_task(self._read())
@@ -385,8 +384,14 @@ class WsClient:
                         self.messages[mid] = Clock.now()
                     if self.keep_frames:
                         self.message_frames.append(frame)
+                elif isinstance(frame, dict) and frame.get("ref") in self._pending:
+                    future = self._pending[frame["ref"]]
+                    if not future.done():
+                        future.set_result(frame)
+                    else:
+                        self.stray.append(frame)  # a second reply to one request
                 else:
-                    self.replies.put_nowait(frame)
+                    self.stray.append(frame)  # e.g. API Gateway's "Internal server error"
         except ConnectionClosed:
             pass
         finally:
@@ -396,20 +401,28 @@ class WsClient:
         self, frame: dict[str, Any], timeout: float = 30.0, ref: str | int | None = None
     ) -> dict[str, Any] | None:
         """Send ``frame`` with a fresh ref; its reply, or None if none came within ``timeout``."""
+        ref = await self.send(frame, ref)
+        return await self.reply(ref, timeout)
+
+    async def send(self, frame: dict[str, Any], ref: str | int | None = None) -> str | int:
+        """Send ``frame`` with a ref (fresh unless given); ``reply(ref)`` waits for the answer.
+        Several requests may be in flight."""
         ref = ref if ref is not None else f"r{next(self._refs)}"
+        self._pending[ref] = asyncio.get_running_loop().create_future()
         await self.ws.send(json.dumps({**frame, "ref": ref}))
-        deadline = Clock.now() + timeout
-        while True:
-            remaining = deadline - Clock.now()
-            if remaining <= 0:
-                return None
-            try:
-                reply = await asyncio.wait_for(self.replies.get(), remaining)
-            except TimeoutError:
-                return None
-            if isinstance(reply, dict) and reply.get("ref") == ref:
-                return reply
-            self.stray.append(reply)
+        return ref
+
+    async def reply(self, ref: str | int, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The reply carrying ``ref``, or None after ``timeout`` (ask again to keep waiting)."""
+        future = self._pending.get(ref)
+        if future is None:
+            raise KeyError(f"no request with ref {ref!r} in flight")
+        try:
+            reply: dict[str, Any] = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return None
+        self._pending.pop(ref, None)
+        return reply
 
     async def whoami(self) -> str:
         reply = await self.request({"action": "whoami"}, timeout=15)

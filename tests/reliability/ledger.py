@@ -81,6 +81,7 @@ class Verdict:
     refused: int = 0  # answered with an error frame (nothing sent)
     unanswered: int = 0  # no reply at all
     owed: int = 0  # deliveries owed
+    missing: int = 0  # owed and not received
     received: int = 0  # message frames received, all sessions
     delivered_reported: int = 0
     failed_reported: int = 0
@@ -140,6 +141,7 @@ def check(sessions: list[Session], sent: list[Sent]) -> Verdict:
         missing = sum(1 for s in owed if mid not in s.messages)
         delivered, failed = message.count("delivered"), message.count("failed")
         verdict.owed += len(owed)
+        verdict.missing += missing
         verdict.delivered_reported += delivered
         verdict.failed_reported += failed
         verdict.gone_reported += message.count("gone")

@@ -1,0 +1,189 @@
+"""Churn: hundreds of clients connect and disconnect at random while messages fan out.
+
+Senders (long-lived connections in every room) send to everyone, to rooms and to users, one
+frame at a time, while churning clients connect, join rooms, stay a random while, and leave:
+most with a close handshake, some by vanishing (TCP reset, no close frame), some closing right
+after a join without waiting for its ack (the join races ``$disconnect``). At the end:
+
+- every client got every message sent while it was connected and in scope, unless the
+  message's report counted it failed; nobody got a message twice or outside its scope;
+- the registry is empty: no item left for any closed connection;
+- no handler failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+from typing import Any
+
+import pytest
+
+from tests.reliability.conftest import Figures, SwitchboardFactory
+from tests.reliability.harness import SCALE, Clock, Switchboard, WsClient
+from tests.reliability.ledger import Sent, Session, check
+
+pytestmark = pytest.mark.timeout(SCALE.timeout)
+
+
+class Churn:
+    def __init__(self, sb: Switchboard, seed: int) -> None:
+        self.sb = sb
+        self.rng = random.Random(seed)
+        self.users = [f"u{n}" for n in range(SCALE.churn_users)]
+        self.rooms = [f"room-{n}" for n in range(SCALE.churn_rooms)]
+        self.sessions: list[Session] = []
+        self.sent: list[Sent] = []
+        self.remaining = SCALE.churn_sessions
+        self.live = 0
+        self.peak = 0
+        self.connect_failures: list[str] = []
+        self.closes: collections.Counter[str] = collections.Counter()
+        self.churn_done = asyncio.Event()
+
+    async def churner(self, slot: int, deadline: float) -> None:
+        rng = random.Random(self.rng.random())
+        while self.remaining > 0 and Clock.now() < deadline:
+            self.remaining -= 1
+            await self.session(f"c{slot}.{self.remaining}", rng)
+
+    async def session(self, name: str, rng: random.Random) -> None:
+        user = rng.choice(self.users)
+        try:
+            client = await WsClient.open(self.sb.ws_url, user=user)
+        except Exception as exc:  # noqa: BLE001 - counted and asserted on
+            self.connect_failures.append(f"{type(exc).__name__}: {exc}")
+            return
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        session = Session(name, user, client.opened_at)
+        self.sessions.append(session)
+        style = rng.choices(["close", "abort", "impatient"], weights=[70, 20, 10])[0]
+        try:
+            if style == "impatient":
+                # Join and close at once: the join and $disconnect race in the handlers.
+                room = rng.choice(self.rooms)
+                session.tried_rooms.add(room)
+                await client.ws.send(f'{{"action":"join","room":"{room}"}}')
+                await asyncio.sleep(rng.uniform(0, 0.02))
+                session.ended_at = Clock.now() - 1e9  # owed nothing
+                await client.close()
+                return
+            for room in rng.sample(self.rooms, k=rng.randint(0, min(2, len(self.rooms)))):
+                session.tried_rooms.add(room)
+                reply = await client.request({"action": "join", "room": room}, timeout=15)
+                assert reply and reply.get("joined") is True, reply
+                session.rooms[room] = Clock.now()
+            await asyncio.sleep(rng.uniform(*SCALE.churn_lifetime))
+            if session.rooms and rng.random() < 0.25:
+                room = rng.choice(sorted(session.rooms))
+                session.left[room] = Clock.now()
+                reply = await client.request({"action": "leave", "room": room}, timeout=15)
+                assert reply and reply.get("left") is True, reply
+            session.ended_at = await client.barrier()
+            if style == "abort":
+                await client.abort()
+            else:
+                await client.close(rng.choice([1000, 1000, 1001, 4000]))
+        finally:
+            self.live -= 1
+            self.closes[style] += 1
+            session.how_closed = style
+            session.messages = client.messages
+            session.duplicates = client.duplicates
+            session.stray = client.stray
+            if client.closed_at is None:
+                await client.abort()
+
+    async def sender(self, index: int, client: WsClient, session: Session) -> None:
+        rng = random.Random(self.rng.random())
+        for n in range(100_000):
+            if self.churn_done.is_set():
+                return
+            kind = rng.choices(["all", "room", "user"], weights=[5, 3, 2])[0]
+            frame: dict[str, Any] = {"text": f"{session.name} #{n}"}
+            target: str | None = None
+            if kind == "all":
+                frame["action"] = "broadcastAll"
+            elif kind == "room":
+                target = rng.choice(self.rooms)
+                frame.update(action="sendRoom", room=target)
+            else:
+                target = rng.choice(self.users)
+                frame.update(action="sendMessage", targetUserId=target)
+            sent_at = Clock.now()
+            reply = await client.request(frame, timeout=30)
+            self.sent.append(Sent(session.name, kind, target, sent_at, Clock.now(), reply))
+            await asyncio.sleep(rng.uniform(0.0, 0.05))
+
+    async def run(self) -> None:
+        senders: list[tuple[WsClient, Session]] = []
+        for k in range(SCALE.churn_senders):
+            client = await WsClient.open(self.sb.ws_url, user=f"sender-{k}")
+            session = Session(f"sender-{k}", f"sender-{k}", client.opened_at)
+            for room in self.rooms:
+                session.tried_rooms.add(room)
+                reply = await client.request({"action": "join", "room": room})
+                assert reply and reply.get("joined") is True, reply
+                session.rooms[room] = Clock.now()
+            senders.append((client, session))
+            self.sessions.append(session)
+        deadline = Clock.now() + SCALE.churn_seconds
+        sending = [asyncio.create_task(self.sender(k, c, s)) for k, (c, s) in enumerate(senders)]
+        await asyncio.gather(
+            *(self.churner(slot, deadline) for slot in range(SCALE.churn_concurrency))
+        )
+        self.churn_done.set()
+        await asyncio.gather(*sending)
+        for client, session in senders:
+            session.ended_at = await client.barrier()
+            await client.close()
+            session.messages = client.messages
+            session.duplicates = client.duplicates
+            session.stray = client.stray
+
+
+def test_churn_loses_nothing_and_leaks_nothing(
+    switchboard_factory: SwitchboardFactory, figures: Figures
+) -> None:
+    sb = switchboard_factory()
+    churn = Churn(sb, seed=8)
+    started = Clock.now()
+    asyncio.run(asyncio.wait_for(churn.run(), SCALE.timeout - 30))
+    churn_seconds = Clock.now() - started
+
+    pending = sb.wait_for_disconnects(timeout=30)
+    registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)
+    verdict = check(churn.sessions, churn.sent)
+    stray = [f for s in churn.sessions for f in s.stray]
+
+    figures.record(
+        "churn",
+        **{
+            **verdict.as_dict(),
+            "clients": len(churn.sessions),
+            "messages": verdict.acked,
+            "faults": "none; 20% of clients vanish, 10% close mid-join",
+            "leaked": registry.items,
+            "peak_live": churn.peak,
+            "connects": sb.invocations.counts["$connect"],
+            "disconnects": sb.invocations.counts["$disconnect"],
+            "disconnect_codes": dict(sb.invocations.disconnect_codes),
+            "closes": dict(churn.closes),
+            "churn_seconds": round(churn_seconds, 1),
+            "handler_errors": sb.handler_errors(),
+        },
+    )
+    assert churn.connect_failures == []
+    assert len(churn.sessions) >= SCALE.churn_sessions * 0.9, "churn ended early"
+    assert verdict.acked > 0 and verdict.owed > 0
+    assert verdict.ok(), verdict.problems
+    assert verdict.failed_reported == 0  # no faults injected: nothing may fail
+    assert pending == set(), f"{len(pending)} connections never got their $disconnect"
+    assert registry.items == 0, (
+        f"{len(registry.connections)} connection items and {len(registry.memberships)} "
+        f"memberships left: {sorted(registry.memberships)[:5]}"
+    )
+    assert sb.handler_errors() == 0, sb.error_details()
+    assert stray == [], stray[:5]

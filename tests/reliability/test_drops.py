@@ -1,0 +1,264 @@
+"""Abrupt drops: clients vanish without a close handshake; the registry still converges to zero.
+
+Three ways to vanish, three ways back to an empty registry:
+
+- TCP reset, no close frame: the gateway sees the socket die and runs ``$disconnect`` (1006);
+- half-open (the client stops reading and never sends a FIN): only the idle timeout notices;
+  the gateway closes with 1001, gives up on the close handshake, and runs ``$disconnect``;
+- ``$disconnect`` lost (DynamoDB throttles it away; AWS also calls it best effort): the
+  connection stays registered until the next send to it answers 410 Gone and prunes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from tests.reliability.conftest import Figures, SwitchboardFactory
+from tests.reliability.ddb_faults import ThrottlingProxy
+from tests.reliability.harness import (
+    SCALE,
+    Clock,
+    Registry,
+    Switchboard,
+    WsClient,
+    open_many,
+    run,
+)
+from tests.reliability.ledger import Sent, Session, check
+
+pytestmark = pytest.mark.timeout(SCALE.timeout)
+ROOM = "lobby"
+
+
+class Sender:
+    """A long-lived client that sends to everyone and to ``ROOM``, one frame at a time."""
+
+    def __init__(self, client: WsClient, name: str = "sender") -> None:
+        self.client = client
+        self.session = Session(name, name, client.opened_at, tried_rooms={ROOM})
+        self.sent: list[Sent] = []
+
+    @classmethod
+    async def open(cls, sb: Switchboard) -> Sender:
+        client = await WsClient.open(sb.ws_url, user="sender")
+        reply = await client.request({"action": "join", "room": ROOM})
+        assert reply and reply.get("joined") is True, reply
+        sender = cls(client)
+        sender.session.rooms[ROOM] = Clock.now()
+        return sender
+
+    async def send(self, scope: str) -> dict[str, object] | None:
+        if scope == "all":
+            frame = {"action": "broadcastAll", "text": "to everyone"}
+        else:
+            frame = {"action": "sendRoom", "room": ROOM, "text": "to the room"}
+        sent_at = Clock.now()
+        reply = await self.client.request(frame, timeout=30)
+        target = None if scope == "all" else ROOM
+        self.sent.append(Sent(self.session.name, scope, target, sent_at, Clock.now(), reply))
+        return reply
+
+    async def loop(self, stop: asyncio.Event, pause: float = 0.02, ping: bool = False) -> None:
+        for n in range(100_000):
+            if stop.is_set():
+                return
+            if ping:
+                await self.client.request({"action": "ping"}, timeout=30)
+            else:
+                await self.send("all" if n % 2 else "room")
+            await asyncio.sleep(pause)
+
+    async def close(self) -> None:
+        self.session.ended_at = await self.client.barrier()
+        await self.client.close()
+        self.session.messages = self.client.messages
+        self.session.duplicates = self.client.duplicates
+
+
+def _session(client: WsClient, name: str, joined_at: float) -> Session:
+    return Session(
+        name, str(client.user), client.opened_at, rooms={ROOM: joined_at}, tried_rooms={ROOM}
+    )
+
+
+def test_reset_connections_are_removed_by_disconnect(
+    switchboard_factory: SwitchboardFactory, figures: Figures
+) -> None:
+    """Clients vanish (TCP reset) at random moments while messages fan out to them."""
+    sb = switchboard_factory()
+    rng = random.Random(2)
+    users = [f"d{n}" for n in range(SCALE.drop_clients)]
+    sessions: list[Session] = []
+
+    async def vanish(client: WsClient, session: Session) -> None:
+        await asyncio.sleep(rng.uniform(0.0, 2.0))
+        session.ended_at = await client.barrier()
+        await client.abort()
+        session.messages, session.duplicates = client.messages, client.duplicates
+
+    async def scenario() -> tuple[Sender, Registry, dict[str, object] | None]:
+        sender = await Sender.open(sb)
+        keep = {await sender.client.whoami()}
+        clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
+        joined = Clock.now()
+        stop = asyncio.Event()
+        sending = asyncio.create_task(sender.loop(stop))
+        pairs = [(c, _session(c, f"d{n}", joined)) for n, c in enumerate(clients)]
+        sessions.extend(s for _, s in pairs)
+        await asyncio.gather(*(vanish(c, s) for c, s in pairs))
+        stop.set()
+        await sending
+        pending = await asyncio.to_thread(sb.wait_for_disconnects, 30, keep)
+        assert pending == set(), f"{len(pending)} $disconnects never ran"
+        registered = await asyncio.to_thread(sb.registry)
+        last = await sender.send("room")  # every $disconnect ran: nothing left to prune
+        await sender.close()
+        return sender, registered, last
+
+    sender, registered, last = run(scenario())
+    sb.wait_for_disconnects(timeout=30)
+    registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)
+    verdict = check([*sessions, sender.session], sender.sent)
+    figures.record(
+        "abrupt drops: TCP reset",
+        **{
+            **verdict.as_dict(),
+            "clients": len(sessions),
+            "messages": verdict.acked,
+            "faults": "every client resets its TCP connection, no close frame",
+            "leaked": registry.items,
+            "disconnect_codes": dict(sb.invocations.disconnect_codes),
+            "handler_errors": sb.handler_errors(),
+        },
+    )
+    assert sb.invocations.disconnect_codes[1006] == len(sessions)
+    # Once every $disconnect ran, only the sender (and its membership) is registered.
+    assert registered.items == 2, registered
+    assert last and (last["delivered"], last["gone"], last["failed"]) == (0, 0, 0), last
+    assert verdict.ok(), verdict.problems
+    assert verdict.failed_reported == 0
+    assert registry.items == 0
+    assert sb.handler_errors() == 0, sb.error_details()
+
+
+def test_half_open_clients_are_closed_by_the_idle_timeout(
+    switchboard_factory: SwitchboardFactory, figures: Figures
+) -> None:
+    """Clients stop reading and never close (half-open): only the idle timeout notices them."""
+    idle = 2.0
+    sb = switchboard_factory(idle_timeout=idle, close_timeout=1.0)
+    users = [f"h{n}" for n in range(SCALE.frozen_clients)]
+
+    async def scenario() -> tuple[Sender, float, Registry, dict[str, object] | None]:
+        sender = await Sender.open(sb)
+        keep = {await sender.client.whoami()}
+        clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
+        for client in clients:
+            client.freeze()
+        frozen_at = Clock.now()
+        stop = asyncio.Event()
+        # The sender stays active with pings; nothing is posted to the frozen clients (traffic
+        # either way resets API Gateway's idle timer, so a half-open client that is still
+        # being sent to is found by its full buffer, 429, not by the idle timeout).
+        sending = asyncio.create_task(sender.loop(stop, pause=0.2, ping=True))
+        pending = await asyncio.to_thread(sb.wait_for_disconnects, idle + 15, keep)
+        converged = Clock.now() - frozen_at
+        stop.set()
+        await sending
+        assert pending == set(), f"{len(pending)} half-open connections never closed"
+        registered = await asyncio.to_thread(sb.registry)
+        last = await sender.send("all")
+        await sender.close()
+        for client in clients:
+            await client.abort()
+        return sender, converged, registered, last
+
+    sender, converged, registered, last = run(scenario())
+    sb.wait_for_disconnects(timeout=30)
+    registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)
+    figures.record(
+        "abrupt drops: half-open",
+        clients=len(users),
+        messages=len(sender.sent),  # the one broadcast after they were closed
+        faults=f"clients stop reading, never close; idle timeout {idle:.0f}s",
+        leaked=registry.items,
+        lost="n/a (nobody reads)",
+        converged_seconds=round(converged, 1),
+        disconnect_codes=dict(sb.invocations.disconnect_codes),
+        handler_errors=sb.handler_errors(),
+    )
+    assert sb.invocations.disconnect_codes[1001] >= len(users)
+    assert converged < idle + 10
+    assert registered.items == 2, registered  # the sender and its membership
+    assert last and (last["delivered"], last["gone"]) == (0, 0), last
+    assert registry.items == 0
+    assert sb.handler_errors() == 0, sb.error_details()
+
+
+@pytest.mark.parametrize(
+    ("throttled", "left_behind"),
+    [
+        (("GetItem",), "connections and memberships"),
+        (("DeleteItem",), "connections only"),
+    ],
+    ids=["nothing-removed", "memberships-removed"],
+)
+def test_lost_disconnects_are_pruned_on_the_next_send(
+    throttling_switchboard: object,
+    figures: Figures,
+    throttled: tuple[str, ...],
+    left_behind: str,
+) -> None:
+    """``$disconnect`` fails (DynamoDB throttles it past botocore's retries): the connections
+    stay registered, and the next send that reaches them gets 410 and prunes them."""
+    sb, proxy = throttling_switchboard()  # type: ignore[operator]
+    assert isinstance(proxy, ThrottlingProxy)
+    users = [f"g{n}" for n in range(SCALE.ghost_clients)]
+
+    async def scenario() -> tuple[Sender, list[dict[str, object] | None]]:
+        sender = await Sender.open(sb)
+        await sender.client.whoami()
+        clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
+        proxy.throttle({op: 1.0 for op in throttled})
+        for n, client in enumerate(clients):
+            await (client.abort() if n % 2 else client.close())
+        deadline = Clock.now() + 60
+        while len(sb.invocations.disconnected) < len(clients) and Clock.now() < deadline:
+            await asyncio.sleep(0.1)
+        proxy.throttle({})
+        replies = [await sender.send("room"), await sender.send("all")]
+        await sender.close()
+        return sender, replies
+
+    sender, replies = run(scenario())
+    ghosts = sb.app_log.count("disconnect", "registry_error")
+    sb.wait_for_disconnects(timeout=30)
+    registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)
+    room_reply, all_reply = replies
+    figures.record(
+        f"abrupt drops: $disconnect lost ({throttled[0]} throttled)",
+        clients=len(users),
+        messages=2,
+        faults=f"DynamoDB {'+'.join(throttled)} 100% throttled during $disconnect",
+        leaked=registry.items,
+        lost=0,
+        ghosts=ghosts,
+        left_behind=left_behind,
+        room_send=room_reply,
+        all_send=all_reply,
+        throttled_requests=proxy.throttled(),
+        handler_errors=sb.handler_errors(),
+    )
+    assert ghosts == len(users), "the throttled $disconnects did not fail"
+    assert room_reply and all_reply
+    # The first send reaches every ghost in the room; each 410 prunes one.
+    if left_behind == "connections and memberships":
+        assert (room_reply["gone"], all_reply["gone"]) == (len(users), 0), replies
+    else:  # memberships already gone: the room is empty, the broadcast finds the ghosts
+        assert (room_reply["gone"], all_reply["gone"]) == (0, len(users)), replies
+    assert room_reply["failed"] == all_reply["failed"] == 0
+    assert registry.items == 0, registry
+    assert sb.handler_errors() == 0, sb.error_details()
