@@ -201,7 +201,7 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
 @pytest.mark.parametrize(
     ("throttled", "left_behind"),
     [
-        (("GetItem",), "connections and memberships"),
+        pytest.param(("GetItem",), "connections and memberships", marks=pytest.mark.soak),
         (("DeleteItem",), "connections only"),
     ],
     ids=["nothing-removed", "memberships-removed"],

@@ -208,7 +208,7 @@ DDB_PHASES: tuple[tuple[str, dict[str, float], tuple[str, ...], set[str], bool],
         {"GetItem": 0.5, "Query": 0.5, "TransactWriteItems": 0.5},
         ("all", "room", "user", "whoami", "join+leave"),
         {"ack", "identity", "rate_limited", "not_found"},  # not_found: leave after a failed join
-        False,
+        True,
     ),
     ("reads 100%", {"GetItem": 1.0}, ("whoami", "all"), {"rate_limited"}, True),
 )
