@@ -68,3 +68,10 @@ bench: $(BENCH_STAMP)
 # Larger run (up to 10,000 clients, 3 repetitions; about 15 minutes): bench/results/full.*
 bench-full: $(BENCH_STAMP)
 	$(PY) -m bench --full $(ARGS)
+
+# --- reliability (see docs/RELIABILITY.md) -------------------------------------------------
+# make test runs tests/reliability at small scale; soak runs it bigger (about 10 minutes).
+.PHONY: soak
+
+soak: $(STAMP)
+	RELIABILITY_SCALE=soak $(PY) -m pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)

@@ -39,6 +39,7 @@ class Scale:
     name: str
     # churn
     churn_sessions: int
+    churn_min_sessions: int  # the churn deadline may stop it earlier, not before this
     churn_concurrency: int
     churn_users: int
     churn_rooms: int
@@ -67,6 +68,7 @@ SCALES = {
     "small": Scale(
         name="small",
         churn_sessions=120,
+        churn_min_sessions=100,
         churn_concurrency=40,
         churn_users=30,
         churn_rooms=4,
@@ -88,6 +90,7 @@ SCALES = {
     "soak": Scale(
         name="soak",
         churn_sessions=3000,
+        churn_min_sessions=1000,
         churn_concurrency=300,
         churn_users=300,
         churn_rooms=16,
