@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ class PayloadTooLarge(ValueError):
 
 
 class Poster(Protocol):
-    def post_many(self, targets: Sequence[Target], data: bytes) -> list[Outcome]: ...
+    def start_many(self, targets: Sequence[Target], data: bytes) -> Callable[[], list[Outcome]]: ...
 
 
 @dataclass
@@ -68,8 +69,10 @@ class Broadcaster:
     retried. The returned ``Report`` counts every distinct target once, as delivered, gone or
     failed. A payload over 128 KB raises ``PayloadTooLarge`` before anything is sent.
 
-    Targets are read lazily and posted in batches of ``batch_size``, so a huge room is never
-    held in memory at once and the first batch goes out while later pages are still read.
+    Targets are read lazily and handed to the gateway in batches of ``batch_size`` without
+    waiting for earlier batches (they share the gateway's bounded connection pool), so the
+    first posts go out while later pages and shards are still being read; at most
+    ``max_pending`` batches are in flight, so a huge room is never held in memory at once.
     """
 
     def __init__(
@@ -77,11 +80,13 @@ class Broadcaster:
         gateway: Poster,
         prune: Callable[[str], Any],
         workers: int = 64,
-        batch_size: int = 1000,
+        batch_size: int = 200,
+        max_pending: int = 50,
     ) -> None:
         self._gateway = gateway
         self._prune = prune
         self._batch_size = batch_size
+        self._max_pending = max_pending
         self._pool = ThreadPoolExecutor(max_workers=min(workers, 32), thread_name_prefix="prune")
 
     def fan_out(
@@ -94,6 +99,7 @@ class Broadcaster:
         report = Report()
         seen: set[str] = set()
         batch: list[Target] = []
+        pending: deque[tuple[list[Target], Callable[[], list[Outcome]]]] = deque()
         for target in targets:
             cid = target.connection_id
             if cid == exclude or cid in seen:
@@ -101,16 +107,28 @@ class Broadcaster:
             seen.add(cid)
             batch.append(target)
             if len(batch) >= self._batch_size:
-                self._send(batch, payload, report)
+                pending.append((batch, self._start(batch, payload)))
                 batch = []
+                if len(pending) > self._max_pending:
+                    self._finish(*pending.popleft(), report)
         if batch:
-            self._send(batch, payload, report)
+            pending.append((batch, self._start(batch, payload)))
+        while pending:
+            self._finish(*pending.popleft(), report)
         return report
 
-    def _send(self, batch: list[Target], payload: bytes, report: Report) -> None:
+    def _start(self, batch: list[Target], payload: bytes) -> Callable[[], list[Outcome]]:
         try:
-            outcomes = self._gateway.post_many(batch, payload)
+            return self._gateway.start_many(batch, payload)
         except Exception:  # noqa: BLE001 - a broken transport fails this batch, not the caller
+            return lambda: [Outcome.FAILED] * len(batch)
+
+    def _finish(
+        self, batch: list[Target], wait: Callable[[], list[Outcome]], report: Report
+    ) -> None:
+        try:
+            outcomes = wait()
+        except Exception:  # noqa: BLE001 - as above
             outcomes = [Outcome.FAILED] * len(batch)
         gone = [t.connection_id for t, o in zip(batch, outcomes, strict=True) if o is Outcome.GONE]
         failed_prunes = sum(1 for ok in self._pool.map(self.prune, gone) if not ok)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +27,8 @@ from chalicelib.registry import Target
 from chalicelib.transport import AsyncConnectionsTransport, HttpResponse
 
 TRANSPORTS = ("async", "boto3")
+
+Pending = Callable[[], "list[Outcome]"]
 
 
 class Outcome(enum.Enum):
@@ -152,14 +154,21 @@ class ManagementGateway:
 
     def post_many(self, targets: Sequence[Target], data: bytes) -> list[Outcome]:
         """Post ``data`` to every target concurrently; outcomes in the targets' order."""
+        return self.start_many(targets, data)()
+
+    def start_many(self, targets: Sequence[Target], data: bytes) -> Pending:
+        """Start posting ``data`` to every target and return at once.
+
+        Calling the returned function waits for the outcomes (in the targets' order). Batches
+        started one after another share the same bounded pool of connections, so a fan-out can
+        schedule the next page of targets while the previous one is still being posted.
+        """
         if len(data) > MAX_PAYLOAD_BYTES:
-            return [Outcome.TOO_LARGE] * len(targets)
+            return lambda: [Outcome.TOO_LARGE] * len(targets)
         if self._transport_kind == "boto3":
-            return list(
-                self._thread_pool().map(
-                    lambda t: self.post(t.connection_id, data, t.endpoint), targets
-                )
-            )
+            pool = self._thread_pool()
+            futures = [pool.submit(self.post, t.connection_id, data, t.endpoint) for t in targets]
+            return lambda: [f.result() for f in futures]
         outcomes: list[Outcome] = [Outcome.FAILED] * len(targets)
         items: list[tuple[str, str]] = []
         slots: list[int] = []
@@ -171,10 +180,15 @@ class ManagementGateway:
             slots.append(index)
         transport = self._async_transport()
         if transport is None:
+            return lambda: outcomes
+        future = transport.submit_many(items, data)
+
+        def wait() -> list[Outcome]:
+            for index, result in zip(slots, future.result(), strict=True):
+                outcomes[index] = _response_outcome(result)
             return outcomes
-        for index, result in zip(slots, transport.post_many(items, data), strict=True):
-            outcomes[index] = _response_outcome(result)
-        return outcomes
+
+        return wait
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         if self._threads is None:

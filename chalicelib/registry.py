@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,7 +300,8 @@ class Registry:
         )
 
     def all_connections(self) -> Iterator[Target]:
-        """Every live connection: one paged Query per ALL shard, shards read side by side."""
+        """Every live connection: one paged Query per ALL shard, shards read side by side and
+        yielded as each finishes, so a fan-out can start posting before the slowest shard."""
 
         def shard(n: int) -> list[Target]:
             return list(
@@ -311,8 +312,9 @@ class Registry:
                 )
             )
 
-        for targets in self._shard_pool.map(shard, range(self._shards)):
-            yield from targets
+        futures = [self._shard_pool.submit(shard, n) for n in range(self._shards)]
+        for future in as_completed(futures):
+            yield from future.result()
 
     def _query(self, values: dict[str, Any], **kwargs: Any) -> Iterator[Target]:
         params: dict[str, Any] = {

@@ -21,6 +21,7 @@ keep-alive connections found dead after a thaw are reopened without costing an a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import ssl
@@ -213,10 +214,19 @@ class AsyncConnectionsTransport:
         self, items: Sequence[tuple[str, str]], data: bytes
     ) -> list[HttpResponse | Exception]:
         """POST ``data`` to each ``(endpoint, connection_id)``; results in the same order."""
+        return self.submit_many(items, data).result()
+
+    def submit_many(
+        self, items: Sequence[tuple[str, str]], data: bytes
+    ) -> concurrent.futures.Future[list[HttpResponse | Exception]]:
+        """Start posting and return at once; the future holds the results in order."""
         if not items:
-            return []
-        future = asyncio.run_coroutine_threadsafe(self._post_many(items, data), self._ensure_loop())
-        return future.result()
+            done: concurrent.futures.Future[list[HttpResponse | Exception]] = (
+                concurrent.futures.Future()
+            )
+            done.set_result([])
+            return done
+        return asyncio.run_coroutine_threadsafe(self._post_many(items, data), self._ensure_loop())
 
     def close(self) -> None:
         loop = self._loop

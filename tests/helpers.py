@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -82,6 +82,10 @@ class FakeGateway:
 
     def post_many(self, targets: Sequence[Target], data: bytes) -> list[Outcome]:
         return [self.post(t.connection_id, data, t.endpoint) for t in targets]
+
+    def start_many(self, targets: Sequence[Target], data: bytes) -> Callable[[], list[Outcome]]:
+        outcomes = self.post_many(targets, data)
+        return lambda: outcomes
 
     def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
         self.closed.append(connection_id)

@@ -85,3 +85,37 @@ def test_excluded_and_duplicate_targets_are_skipped() -> None:
         [Target("a"), Target("b"), Target("a"), Target("me")], b"x", exclude="me"
     )
     assert report.recipients == 2 and "me" not in gateway.sent
+
+
+class Overlapping(FakeGateway):
+    """Records when batches start and when the broadcaster waits for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+
+    def start_many(self, targets, data):  # type: ignore[no-untyped-def]
+        n = sum(1 for entry in self.log if entry.startswith("start"))
+        self.log.append(f"start{n}")
+        outcomes = self.post_many(targets, data)
+
+        def wait() -> list[Outcome]:
+            self.log.append(f"wait{n}")
+            return outcomes
+
+        return wait
+
+
+def test_batches_are_started_before_earlier_ones_are_awaited() -> None:
+    gateway = Overlapping()
+    report = Broadcaster(gateway, prune=lambda cid: None, batch_size=10).fan_out(targets(25), b"x")
+    assert gateway.log == ["start0", "start1", "start2", "wait0", "wait1", "wait2"]
+    assert report.delivered == 25
+
+
+def test_batches_in_flight_are_bounded() -> None:
+    gateway = Overlapping()
+    Broadcaster(gateway, prune=lambda cid: None, batch_size=1, max_pending=2).fan_out(
+        targets(5), b"x"
+    )
+    assert gateway.log[:5] == ["start0", "start1", "start2", "wait0", "start3"]
