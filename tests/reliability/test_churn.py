@@ -39,6 +39,7 @@ class Churn:
         self.live = 0
         self.peak = 0
         self.connect_failures: list[str] = []
+        self.problems: list[str] = []  # requests that got no (or a wrong) reply
         self.closes: collections.Counter[str] = collections.Counter()
         self.churn_done = asyncio.Event()
 
@@ -73,15 +74,22 @@ class Churn:
             for room in rng.sample(self.rooms, k=rng.randint(0, min(2, len(self.rooms)))):
                 session.tried_rooms.add(room)
                 reply = await client.request({"action": "join", "room": room}, timeout=15)
-                assert reply and reply.get("joined") is True, reply
-                session.rooms[room] = Clock.now()
+                if reply and reply.get("joined") is True:
+                    session.rooms[room] = Clock.now()
+                else:
+                    self.problems.append(f"{name} join {room}: {reply}")
             await asyncio.sleep(rng.uniform(*SCALE.churn_lifetime))
             if session.rooms and rng.random() < 0.25:
                 room = rng.choice(sorted(session.rooms))
                 session.left[room] = Clock.now()
                 reply = await client.request({"action": "leave", "room": room}, timeout=15)
-                assert reply and reply.get("left") is True, reply
-            session.ended_at = await client.barrier()
+                if not (reply and reply.get("left") is True):
+                    self.problems.append(f"{name} leave {room}: {reply}")
+            try:
+                session.ended_at = await client.barrier()
+            except AssertionError as exc:  # no pong: nothing is known to have been read
+                session.ended_at = session.opened_at
+                self.problems.append(f"{name} barrier: {exc}")
             if style == "abort":
                 await client.abort()
             else:
@@ -181,12 +189,13 @@ def test_churn_loses_nothing_and_leaks_nothing(
             "disconnects": sb.invocations.counts["$disconnect"],
             "disconnect_codes": dict(sb.invocations.disconnect_codes),
             "closes": dict(churn.closes),
+            "unanswered_requests": len(churn.problems),
             "churn_seconds": round(churn_seconds, 1),
             "handler_errors": sb.handler_errors(),
         },
     )
     assert churn.connect_failures == []
-    assert len(churn.sessions) >= SCALE.churn_min_sessions, "churn ended early"
+    assert churn.problems == [], f"{len(churn.problems)} unanswered: {churn.problems[:5]}"
     assert verdict.acked > 0 and verdict.owed > 0
     assert verdict.ok(), verdict.problems
     if not throttle:
@@ -198,3 +207,5 @@ def test_churn_loses_nothing_and_leaks_nothing(
     )
     assert sb.handler_errors() == 0, sb.error_details()
     assert stray == [], stray[:5]
+    # Capacity, last: the deadline may cut the churn short on a slow machine.
+    assert len(churn.sessions) >= SCALE.churn_min_sessions, "churn ended early"

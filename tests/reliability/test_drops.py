@@ -155,15 +155,15 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
     async def scenario() -> tuple[Sender, float, Registry, dict[str, object] | None]:
         sender = await Sender.open(sb)
         keep = {await sender.client.whoami()}
-        clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
-        for client in clients:
-            client.freeze()
-        frozen_at = Clock.now()
         stop = asyncio.Event()
         # The sender stays active with pings; nothing is posted to the frozen clients (traffic
         # either way resets API Gateway's idle timer, so a half-open client that is still
         # being sent to is found by its full buffer, 429, not by the idle timeout).
         sending = asyncio.create_task(sender.loop(stop, pause=0.2, ping=True))
+        clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
+        for client in clients:
+            client.freeze()
+        frozen_at = Clock.now()
         pending = await asyncio.to_thread(sb.wait_for_disconnects, idle + 15, keep)
         converged = Clock.now() - frozen_at
         stop.set()

@@ -107,9 +107,9 @@ async def _send_all(crowd: Crowd, k: int, messages: int, lost_acks: list[Sent]) 
     retries) the handler's log line, which must then say ``reply``."""
     client, session = crowd.senders[k]
     sent: list[Sent] = []
+    lost_seen = 0  # records of this sender's lost acks already matched to a message
     for n in range(messages):
         kind, target, frame = crowd.frame(k, n)
-        seen = len(_fanout_records(crowd.sb, client.connection_id))
         sent_at = Clock.now()
         ref = await client.send(frame)
         reply: dict[str, Any] | None = None
@@ -117,9 +117,13 @@ async def _send_all(crowd: Crowd, k: int, messages: int, lost_acks: list[Sent]) 
             reply = await client.reply(ref, timeout=0.2)
             if reply is not None:
                 break
-            records = _fanout_records(crowd.sb, client.connection_id)
-            if len(records) > seen and "reply" in records[seen]:
-                record = records[seen]
+            # Frames go one at a time, so a new "reply" record is this frame's: earlier
+            # ones were acked or matched already. (Records appear after the ack is posted,
+            # so they are not matched by position.)
+            lost = [r for r in _fanout_records(crowd.sb, client.connection_id) if "reply" in r]
+            if len(lost) > lost_seen:
+                record = lost[lost_seen]
+                lost_seen += 1
                 reply = {"type": "ack", "text": frame["text"], "lost": record["reply"]}
                 reply.update({key: record[key] for key in ("delivered", "failed", "gone")})
                 break
