@@ -44,6 +44,7 @@ class Scale:
     churn_users: int
     churn_rooms: int
     churn_senders: int
+    churn_residents: int  # clients there for the whole churn
     churn_seconds: float
     churn_lifetime: tuple[float, float]
     # abrupt drops
@@ -73,6 +74,7 @@ SCALES = {
         churn_users=30,
         churn_rooms=4,
         churn_senders=2,
+        churn_residents=8,
         churn_seconds=8.0,
         churn_lifetime=(0.2, 1.5),
         drop_clients=60,
@@ -95,6 +97,7 @@ SCALES = {
         churn_users=150,
         churn_rooms=8,
         churn_senders=3,
+        churn_residents=20,
         churn_seconds=90.0,
         churn_lifetime=(0.5, 6.0),
         drop_clients=400,

@@ -1,7 +1,8 @@
 """Churn: hundreds of clients connect and disconnect at random while messages fan out.
 
 Senders (long-lived connections in every room) send to everyone, to rooms and to users, one
-frame at a time, while churning clients connect, join rooms, stay a random while, and leave:
+frame at a time, to a few residents (there all along) and to churning clients that connect,
+join rooms, stay a random while, and leave:
 most with a close handshake, some by vanishing (TCP reset, no close frame), some closing right
 after a join without waiting for its ack (the join races ``$disconnect``). At the end:
 
@@ -125,8 +126,20 @@ class Churn:
             self.sent.append(Sent(session.name, kind, target, sent_at, Clock.now(), reply))
             await asyncio.sleep(rng.uniform(0.0, 0.05))
 
+    async def resident(self, n: int) -> tuple[WsClient, Session]:
+        """A client that stays for the whole churn (owed every message in its scope)."""
+        user = self.users[n % len(self.users)]
+        client = await WsClient.open(self.sb.ws_url, user=user)
+        session = Session(f"resident-{n}", user, client.opened_at)
+        for room in self.rooms[n % len(self.rooms) :][:2]:
+            session.tried_rooms.add(room)
+            reply = await client.request({"action": "join", "room": room})
+            assert reply and reply.get("joined") is True, reply
+            session.rooms[room] = Clock.now()
+        return client, session
+
     async def run(self) -> None:
-        senders: list[tuple[WsClient, Session]] = []
+        stayers: list[tuple[WsClient, Session]] = []
         for k in range(SCALE.churn_senders):
             client = await WsClient.open(self.sb.ws_url, user=f"sender-{k}")
             session = Session(f"sender-{k}", f"sender-{k}", client.opened_at)
@@ -135,8 +148,10 @@ class Churn:
                 reply = await client.request({"action": "join", "room": room})
                 assert reply and reply.get("joined") is True, reply
                 session.rooms[room] = Clock.now()
-            senders.append((client, session))
-            self.sessions.append(session)
+            stayers.append((client, session))
+        senders = list(stayers)
+        stayers += [await self.resident(n) for n in range(SCALE.churn_residents)]
+        self.sessions.extend(session for _, session in stayers)
         deadline = Clock.now() + SCALE.churn_seconds
         sending = [asyncio.create_task(self.sender(k, c, s)) for k, (c, s) in enumerate(senders)]
         await asyncio.gather(
@@ -144,7 +159,7 @@ class Churn:
         )
         self.churn_done.set()
         await asyncio.gather(*sending)
-        for client, session in senders:
+        for client, session in stayers:
             session.ended_at = await client.barrier()
             await client.close()
             session.messages = client.messages
