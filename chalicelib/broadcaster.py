@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,9 @@ from typing import Any, Protocol
 from chalicelib.gateway import Outcome
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
 from chalicelib.registry import Target
+
+
+_log = logging.getLogger("switchboard")
 
 
 class PayloadTooLarge(ValueError):
@@ -121,6 +125,7 @@ class Broadcaster:
         try:
             return self._gateway.start_many(batch, payload)
         except Exception:  # noqa: BLE001 - a broken transport fails this batch, not the caller
+            _log.exception("starting a batch of %d posts failed", len(batch))
             return lambda: [Outcome.FAILED] * len(batch)
 
     def _finish(
@@ -129,6 +134,7 @@ class Broadcaster:
         try:
             outcomes = wait()
         except Exception:  # noqa: BLE001 - as above
+            _log.exception("a batch of %d posts failed", len(batch))
             outcomes = [Outcome.FAILED] * len(batch)
         gone = [t.connection_id for t, o in zip(batch, outcomes, strict=True) if o is Outcome.GONE]
         failed_prunes = sum(1 for ok in self._pool.map(self.prune, gone) if not ok)

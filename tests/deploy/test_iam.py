@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import boto3
@@ -112,6 +112,10 @@ class RecordingGateway:
 
     def post_many(self, targets: Sequence[Target], data: bytes) -> list[Outcome]:
         return [self._record("POST", t.connection_id) for t in targets]
+
+    def start_many(self, targets: Sequence[Target], data: bytes) -> Callable[[], list[Outcome]]:
+        outcomes = self.post_many(targets, data)
+        return lambda: outcomes
 
     def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
         return self._record("DELETE", connection_id)
