@@ -13,7 +13,6 @@ from chalicelib.gateway import Outcome
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
 from chalicelib.registry import Target
 
-
 _log = logging.getLogger("switchboard")
 
 
