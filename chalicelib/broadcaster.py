@@ -84,7 +84,7 @@ class Broadcaster:
         prune: Callable[[str], Any],
         workers: int = 64,
         batch_size: int = 200,
-        max_pending: int = 50,
+        max_pending: int = 10,
     ) -> None:
         self._gateway = gateway
         self._prune = prune
