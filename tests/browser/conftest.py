@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from local_gateway import LocalGateway
+from tests.e2e.helpers import started_gateways
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_DIR = REPO_ROOT / "test-output" / "browser"
@@ -57,21 +58,8 @@ def gateway_factory() -> Iterator[GatewayFactory]:
     Function-scoped: the root conftest resets AWS_* variables around every test, and the
     gateway's environment must be applied after that.
     """
-    started: list[LocalGateway] = []
-
-    def start(**options: Any) -> LocalGateway:
-        options.setdefault("ws_port", 0)
-        options.setdefault("rest_port", 0)
-        options.setdefault("close_timeout", 1.0)
-        options.setdefault("auth_mode", "none")
-        gateway = LocalGateway(str(REPO_ROOT), **options)
-        gateway.start()
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in reversed(started):
-        gateway.stop()
+    with started_gateways() as start:
+        yield lambda **options: start(REPO_ROOT, **{"auth_mode": "none", **options})
 
 
 BrowserFactory = Callable[..., Any]

@@ -25,7 +25,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from local_gateway import LocalGateway
-from tests.e2e.helpers import E2E_DIR, ECHO_APP
+from tests.e2e.helpers import E2E_DIR, ECHO_APP, started_gateways
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,20 +43,8 @@ def gateway_factory() -> Iterator[GatewayFactory]:
 
     Defaults for tests: ephemeral WebSocket and REST ports, short close timeout.
     """
-    started: list[LocalGateway] = []
-
-    def start(project_dir: str | Path, **options: Any) -> LocalGateway:
-        options.setdefault("ws_port", 0)
-        options.setdefault("rest_port", 0)
-        options.setdefault("close_timeout", 1.0)
-        gateway = LocalGateway(str(project_dir), **options)
-        gateway.start()
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in reversed(started):
-        gateway.stop()
+    with started_gateways() as start:
+        yield start
 
 
 @pytest.fixture
