@@ -8,7 +8,7 @@ memory of a 10,000-recipient fan-out.
   before its first handler line;
 - zip: ``python -m deploy.package`` into a temporary folder (offline, no credentials);
 - memory: ``python -m bench.memory`` subprocesses fan one payload out to 10,000 recipients
-  through the real Broadcaster + ManagementGateway, against ``bench.sink`` in another process.
+  through the real Broadcaster + ManagementApi, against ``bench.sink`` in another process.
 """
 
 from __future__ import annotations

@@ -38,11 +38,11 @@ def main() -> None:
 
     from chalicelib import protocol
     from chalicelib.broadcaster import Broadcaster
-    from chalicelib.gateway import ManagementGateway
+    from chalicelib.management_api import ManagementApi
     from chalicelib.registry import Target
 
     session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
-    gateway = ManagementGateway(override=args.url, session=session, transport=args.transport)
+    gateway = ManagementApi(override=args.url, session=session, transport=args.transport)
     broadcaster = Broadcaster(gateway, lambda cid: None, workers=64)
     payload = protocol.encode(protocol.message_frame("bench", "all", "memory " * 10))
 

@@ -58,7 +58,7 @@ CATEGORIES = (
     ),
     (
         "broadcaster + gateway",
-        ("chalicelib/broadcaster.py", "chalicelib/gateway.py", "chalicelib/registry.py"),
+        ("chalicelib/broadcaster.py", "chalicelib/management_api.py", "chalicelib/registry.py"),
     ),
     ("thread hand-off", ("threading.py", "concurrent/futures", "'acquire' of '_thread")),
 )
@@ -108,7 +108,7 @@ def _load_before() -> Any:
 
 @contextmanager
 def _transport_class(cls: Any) -> Iterator[None]:
-    import chalicelib.gateway as gateway_module
+    import chalicelib.management_api as gateway_module
 
     original = gateway_module.AsyncConnectionsTransport
     gateway_module.AsyncConnectionsTransport = cls
@@ -123,11 +123,11 @@ def _run(url: str, recipients: int, rounds: int, transport: str) -> dict[str, An
 
     from chalicelib import protocol
     from chalicelib.broadcaster import Broadcaster
-    from chalicelib.gateway import ManagementGateway
+    from chalicelib.management_api import ManagementApi
     from chalicelib.registry import Target
 
     session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
-    gateway = ManagementGateway(override=url, session=session, transport=transport)
+    gateway = ManagementApi(override=url, session=session, transport=transport)
     broadcaster = Broadcaster(gateway, lambda cid: None, workers=64)
     payload = protocol.encode(protocol.message_frame("bench", "all", "profile"))
     targets = [Target(f"P{i:09d}AAA=", f"u_{i}", None) for i in range(recipients)]

@@ -5,7 +5,7 @@
   client (standard retries, like the Go SDK's default), ``DeleteItem`` on 410.
 - ``SwitchboardPush``: switchboard's own code path for ``POST /broadcast``:
   ``Switchboard.push`` -> ``Registry.all_connections`` (a Query per ALL shard) ->
-  ``Broadcaster.fan_out`` -> ``ManagementGateway.post_many`` with the ``async`` transport
+  ``Broadcaster.fan_out`` -> ``ManagementApi.post_many`` with the ``async`` transport
   (the default) or ``boto3`` (``MANAGEMENT_TRANSPORT=boto3``, the before of the transport).
 - ``RawPoster``: the limit: concurrent raw POSTs to ids known in advance, no registry, no
   signing, requests built beforehand, the same number of keep-alive connections

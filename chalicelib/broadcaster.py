@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chalicelib.gateway import Outcome
+from chalicelib.management_api import Outcome
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
 from chalicelib.registry import Target
 

@@ -42,7 +42,7 @@ class NotConnected(RegistryError):
 
 
 @dataclass(frozen=True)
-class Connection:
+class ConnectionRecord:
     connection_id: str
     user_id: str
     connected_at: int
@@ -137,7 +137,7 @@ class Registry:
         connected_at_ms: int,
         endpoint: str | None = None,
         role: str | None = None,
-    ) -> Connection:
+    ) -> ConnectionRecord:
         ttl = self.expiry_for(connected_at_ms)
         item: dict[str, Any] = {
             "PK": {"S": f"CONN#{connection_id}"},
@@ -163,9 +163,9 @@ class Registry:
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
             raise DuplicateConnection(connection_id) from None
-        return Connection(connection_id, user_id, connected_at_ms, ttl, endpoint, role)
+        return ConnectionRecord(connection_id, user_id, connected_at_ms, ttl, endpoint, role)
 
-    def join(self, conn: Connection, room: str) -> None:
+    def join(self, conn: ConnectionRecord, room: str) -> None:
         """Add a membership item and record the room on the connection, atomically."""
         member: dict[str, Any] = {
             "PK": {"S": f"ROOM#{room}"},
@@ -270,13 +270,13 @@ class Registry:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def get(self, connection_id: str) -> Connection | None:
+    def get(self, connection_id: str) -> ConnectionRecord | None:
         """The live connection, or None if unknown or expired."""
         response = self._ddb.get_item(TableName=self._table, Key=self._conn_key(connection_id))
         item = response.get("Item")
         if not item or _n(item, TTL) <= self._now():
             return None
-        return Connection(
+        return ConnectionRecord(
             connection_id=_s(item, "connectionId") or connection_id,
             user_id=_s(item, "userId") or "",
             connected_at=_n(item, "connectedAt"),

@@ -19,9 +19,15 @@ from chalicelib import log, protocol
 from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import Settings
-from chalicelib.events import WsEvent
-from chalicelib.gateway import ManagementGateway, Outcome
-from chalicelib.registry import Connection, DuplicateConnection, NotConnected, Registry, Target
+from chalicelib.management_api import ManagementApi, Outcome
+from chalicelib.registry import (
+    ConnectionRecord,
+    DuplicateConnection,
+    NotConnected,
+    Registry,
+    Target,
+)
+from chalicelib.ws_event import WsEvent
 
 _THROTTLING = {
     "ProvisionedThroughputExceededException",
@@ -50,7 +56,7 @@ class Switchboard:
         self,
         settings: Settings,
         registry: Registry,
-        gateway: ManagementGateway,
+        gateway: ManagementApi,
         broadcaster: Broadcaster,
     ) -> None:
         self.settings = settings
@@ -75,7 +81,7 @@ class Switchboard:
         registry = Registry(
             ddb, settings.table_name, settings.connection_ttl_seconds, settings.all_shards
         )
-        gateway = ManagementGateway(
+        gateway = ManagementApi(
             override=settings.management_endpoint,
             session=session,
             max_pool_connections=settings.fanout_workers,
@@ -239,7 +245,7 @@ class Switchboard:
             ref, report.delivered, report.failed, report.gone, id=message["id"]
         )
 
-    def _may_broadcast(self, conn: Connection) -> bool:
+    def _may_broadcast(self, conn: ConnectionRecord) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
 
     def _reply(self, event: WsEvent, frame: dict[str, Any], record: dict[str, Any]) -> None:

@@ -9,8 +9,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from local_gateway.emulator import LocalGateway
 from local_gateway.faults import FaultConfig
-from local_gateway.gateway import LocalGateway
 
 
 def _rate(text: str) -> float:

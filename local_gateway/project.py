@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from local_gateway.events import LambdaContext
+from local_gateway.lambda_events import LambdaContext
 
 log = logging.getLogger("local_gateway.lambda")
 

@@ -30,7 +30,15 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from local_gateway.events import (
+from local_gateway.faults import ERROR, THROTTLE, FaultInjector
+from local_gateway.http11 import (
+    HttpError,
+    HttpRequest,
+    build_response,
+    read_body,
+    read_request_head,
+)
+from local_gateway.lambda_events import (
     ABNORMAL_REASON,
     NO_STATUS_REASON,
     ClientInfo,
@@ -41,14 +49,6 @@ from local_gateway.events import (
     message_event,
     new_aws_id,
     now_ms,
-)
-from local_gateway.faults import ERROR, THROTTLE, FaultInjector
-from local_gateway.http11 import (
-    HttpError,
-    HttpRequest,
-    build_response,
-    read_body,
-    read_request_head,
 )
 from local_gateway.project import Invocation, LambdaRuntime
 
@@ -71,7 +71,7 @@ class Limits:
     close_timeout: float = 3.0
 
 
-class Connection:
+class ClientSocket:
     """One open WebSocket and its bookkeeping (touched only on the event loop)."""
 
     def __init__(
@@ -146,7 +146,7 @@ class WebSocketServer:
         self.runtime = runtime  # set once the app is imported (it needs our port first)
         self.connection_id_factory = connection_id_factory
         self.on_invocation = on_invocation
-        self.connections: dict[str, Connection] = {}
+        self.connections: dict[str, ClientSocket] = {}
         self.stats: dict[str, int] = {
             "connects": 0,
             "refused": 0,
@@ -331,7 +331,7 @@ class WebSocketServer:
         if self._stopping:
             writer.write(build_response(503, [], b"", keep_alive=False))
             return
-        conn = Connection(info, proto, writer)
+        conn = ClientSocket(info, proto, writer)
         self.connections[conn.id] = conn
         self.stats["connects"] += 1
         proto.send_response(response)
@@ -385,7 +385,7 @@ class WebSocketServer:
         ]
         return build_response(status, headers, body_bytes, keep_alive=False)
 
-    async def _read_frames(self, conn: Connection, reader: asyncio.StreamReader) -> None:
+    async def _read_frames(self, conn: ClientSocket, reader: asyncio.StreamReader) -> None:
         proto = conn.proto
         while True:
             try:
@@ -405,7 +405,7 @@ class WebSocketServer:
             if proto.close_expected():
                 self._schedule_abort(conn)
 
-    def _on_frame(self, conn: Connection, frame: Frame) -> None:
+    def _on_frame(self, conn: ClientSocket, frame: Frame) -> None:
         conn.touch()  # any frame, control frames included, counts as activity
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
@@ -420,7 +420,7 @@ class WebSocketServer:
                 payload, conn.fragments = b"".join(conn.fragments), None
                 self._deliver(conn, payload, conn.fragments_text)
 
-    def _deliver(self, conn: Connection, payload: bytes, is_text: bool) -> None:
+    def _deliver(self, conn: ClientSocket, payload: bytes, is_text: bool) -> None:
         if not conn.is_open:
             return
         if is_text:
@@ -434,7 +434,7 @@ class WebSocketServer:
         event = message_event(self.context, conn.info, payload, is_text)
         self._spawn(self._dispatch_message(conn, event))
 
-    async def _dispatch_message(self, conn: Connection, event: dict[str, Any]) -> None:
+    async def _dispatch_message(self, conn: ClientSocket, event: dict[str, Any]) -> None:
         assert self.runtime is not None
         request_id = event["requestContext"]["requestId"]
         if not self.runtime.has("$default"):
@@ -457,7 +457,7 @@ class WebSocketServer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _watchdog(self, conn: Connection) -> None:
+    async def _watchdog(self, conn: ClientSocket) -> None:
         """Close with 1001 after the idle timeout or the maximum connection duration."""
         limits = self.limits
         while conn.is_open:
@@ -477,7 +477,7 @@ class WebSocketServer:
                 return
             await asyncio.sleep(delay)
 
-    def send(self, conn: Connection, payload: bytes) -> bool:
+    def send(self, conn: ClientSocket, payload: bytes) -> bool:
         """Send one message: a text frame if the payload is UTF-8, else binary."""
         if not conn.is_open:
             return False
@@ -490,13 +490,13 @@ class WebSocketServer:
         self._flush(conn)
         return True
 
-    def close_connection(self, conn: Connection, code: int, reason: str) -> None:
+    def close_connection(self, conn: ClientSocket, code: int, reason: str) -> None:
         if conn.is_open:
             conn.proto.send_close(code, reason)
             self._flush(conn)
             self._schedule_abort(conn)
 
-    def _schedule_abort(self, conn: Connection) -> None:
+    def _schedule_abort(self, conn: ClientSocket) -> None:
         # The client must answer our close frame (or close TCP) in time; else drop it,
         # which ends the read loop and runs $disconnect.
         if conn.abort_handle is None:
@@ -505,7 +505,7 @@ class WebSocketServer:
                 self.limits.close_timeout, conn.writer.transport.abort
             )
 
-    def _flush(self, conn: Connection) -> None:
+    def _flush(self, conn: ClientSocket) -> None:
         writer = conn.writer
         for chunk in conn.proto.data_to_send():
             if writer.is_closing() or conn.eof_sent:
@@ -523,7 +523,7 @@ class WebSocketServer:
                     writer.close()
 
     @staticmethod
-    def _close_status(conn: Connection) -> tuple[int, str]:
+    def _close_status(conn: ClientSocket) -> tuple[int, str]:
         """disconnectStatusCode/Reason: the code of whoever closed first."""
         proto = conn.proto
         received, sent = proto.close_rcvd, proto.close_sent
@@ -589,7 +589,7 @@ class WebSocketServer:
         return _error(403, "ForbiddenException", "Forbidden", request_id)
 
     def _post(
-        self, conn: Connection | None, body: bytes, request_id: str
+        self, conn: ClientSocket | None, body: bytes, request_id: str
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         self.stats["posts"] += 1
         fault = self.faults.draw_post_fault()

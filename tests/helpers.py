@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 
-from chalicelib.gateway import ConnectionInfo, Outcome
+from chalicelib.management_api import ConnectionInfo, Outcome
 from chalicelib.registry import Target
 
 EVENTS_DIR = os.path.join(os.path.dirname(__file__), "events")

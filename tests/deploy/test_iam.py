@@ -25,7 +25,7 @@ from moto import mock_aws
 
 import app as app_module
 import chalicelib.service as service_module
-from chalicelib.gateway import ConnectionInfo, Outcome
+from chalicelib.management_api import ConnectionInfo, Outcome
 from chalicelib.registry import Target
 from chalicelib.schema import create_table
 from deploy import template
@@ -149,7 +149,7 @@ def recorded() -> dict[str, set[Call]]:
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET"):
         mp.delenv(key, raising=False)
     mp.setattr(botocore.client.BaseClient, "_make_api_call", recording_call)
-    mp.setattr(service_module, "ManagementGateway", lambda *a, **k: gateway)
+    mp.setattr(service_module, "ManagementApi", lambda *a, **k: gateway)
     try:
         with mock_aws():
             create_table(boto3.client("dynamodb", region_name=REGION), STAGE.table_name)

@@ -11,7 +11,7 @@ from chalice.test import Client
 from moto import mock_aws
 
 import app as app_module
-from chalicelib.gateway import Outcome
+from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from tests.conftest import TABLE, make_switchboard

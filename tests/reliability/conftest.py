@@ -25,7 +25,7 @@ from tests.reliability.harness import (
     TABLE,
     AppLog,
     CountingInvocationLog,
-    Switchboard,
+    StackUnderTest,
 )
 
 RELIABILITY_DIR = Path(__file__).resolve().parent
@@ -90,11 +90,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     write(f"(details of every row: {path.relative_to(REPO_ROOT)})")
 
 
-SwitchboardFactory = Callable[..., Switchboard]
+StackFactory = Callable[..., StackUnderTest]
 
 
 @pytest.fixture
-def switchboard_factory() -> Iterator[SwitchboardFactory]:
+def switchboard_factory() -> Iterator[StackFactory]:
     """``switchboard_factory(**LocalGateway options)`` -> the switchboard app on a started
     gateway (ephemeral ports, ``AUTH_MODE=none`` unless given, no REST server unless
     ``rest_port=0``), with a counting invocation log and the app's log captured.
@@ -106,7 +106,7 @@ def switchboard_factory() -> Iterator[SwitchboardFactory]:
     logger = logging.getLogger("switchboard")
     saved = (list(logger.handlers), logger.propagate, logger.level)
 
-    def start(dynamodb_scan_url: str | None = None, **options: Any) -> Switchboard:
+    def start(dynamodb_scan_url: str | None = None, **options: Any) -> StackUnderTest:
         env = {"CONNECTIONS_TABLE": TABLE, "LOG_LEVEL": "INFO", **options.pop("env", {})}
         options.setdefault("ws_port", 0)
         options.setdefault("rest_port", None)
@@ -124,7 +124,7 @@ def switchboard_factory() -> Iterator[SwitchboardFactory]:
         logger.handlers = [app_log]
         started.append(gateway)
         assert gateway.urls is not None
-        return Switchboard(gateway, app_log, dynamodb_scan_url or gateway.urls.dynamodb)
+        return StackUnderTest(gateway, app_log, dynamodb_scan_url or gateway.urls.dynamodb)
 
     try:
         yield start
@@ -137,14 +137,14 @@ def switchboard_factory() -> Iterator[SwitchboardFactory]:
 
 @pytest.fixture
 def throttling_switchboard(
-    switchboard_factory: SwitchboardFactory,
-) -> Iterator[Callable[..., tuple[Switchboard, ThrottlingProxy]]]:
+    switchboard_factory: StackFactory,
+) -> Iterator[Callable[..., tuple[StackUnderTest, ThrottlingProxy]]]:
     """``throttling_switchboard(**options)`` -> (switchboard, proxy): the app's DynamoDB
     endpoint is a ``ThrottlingProxy`` in front of an embedded DynamoDB; the test scans the
     DynamoDB directly."""
-    resources: list[tuple[Switchboard, ThrottlingProxy, EmbeddedDynamoDB]] = []
+    resources: list[tuple[StackUnderTest, ThrottlingProxy, EmbeddedDynamoDB]] = []
 
-    def start(**options: Any) -> tuple[Switchboard, ThrottlingProxy]:
+    def start(**options: Any) -> tuple[StackUnderTest, ThrottlingProxy]:
         dynamodb = EmbeddedDynamoDB(host="127.0.0.1", port=0)
         direct = dynamodb.start()
         proxy = ThrottlingProxy(direct)

@@ -225,7 +225,7 @@ class AppLog(logging.Handler):
             )
 
 
-class Switchboard:
+class StackUnderTest:
     """The switchboard app behind a started LocalGateway, with its accounts."""
 
     def __init__(self, gateway: LocalGateway, app_log: AppLog, dynamodb_url: str) -> None:
@@ -271,8 +271,8 @@ class Switchboard:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
 
-    def registry(self) -> Registry:
-        return Registry.of(self.scan())
+    def registry(self) -> TableSnapshot:
+        return TableSnapshot.of(self.scan())
 
     def wait_for_disconnects(
         self, timeout: float = 30.0, keep: frozenset[str] | set[str] = frozenset()
@@ -286,7 +286,7 @@ class Switchboard:
                 return pending
             time.sleep(0.05)
 
-    def wait_for_registry(self, predicate: Any, timeout: float = 30.0) -> Registry:
+    def wait_for_registry(self, predicate: Any, timeout: float = 30.0) -> TableSnapshot:
         deadline = time.monotonic() + timeout
         while True:
             registry = self.registry()
@@ -296,7 +296,7 @@ class Switchboard:
 
 
 @dataclass
-class Registry:
+class TableSnapshot:
     """A Scan of the table, sorted into connection items and room memberships."""
 
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -304,7 +304,7 @@ class Registry:
     other: int = 0
 
     @classmethod
-    def of(cls, items: list[dict[str, Any]]) -> Registry:
+    def of(cls, items: list[dict[str, Any]]) -> TableSnapshot:
         registry = cls()
         for item in items:
             pk, sk = item["PK"]["S"], item["SK"]["S"]
@@ -326,14 +326,6 @@ class Registry:
 
 
 # --- an asyncio WebSocket client that files what it receives ---------------------------------
-
-
-class Clock:
-    """One monotonic clock for clients and senders (same process, same loop)."""
-
-    @staticmethod
-    def now() -> float:
-        return time.monotonic()
 
 
 class WsClient:
@@ -373,7 +365,7 @@ class WsClient:
             compression=None,
             **kw,
         )
-        return cls(ws, user, Clock.now())
+        return cls(ws, user, time.monotonic())
 
     async def _read(self) -> None:
         try:
@@ -387,7 +379,7 @@ class WsClient:
                     if mid in self.messages:
                         self.duplicates += 1
                     else:
-                        self.messages[mid] = Clock.now()
+                        self.messages[mid] = time.monotonic()
                     if self.keep_frames:
                         self.message_frames.append(frame)
                 elif isinstance(frame, dict) and frame.get("ref") in self._pending:
@@ -401,7 +393,7 @@ class WsClient:
         except ConnectionClosed:
             pass
         finally:
-            self.closed_at = Clock.now()
+            self.closed_at = time.monotonic()
 
     async def request(
         self, frame: dict[str, Any], timeout: float = 30.0, ref: str | int | None = None
@@ -440,7 +432,7 @@ class WsClient:
         """A ping round trip: every frame posted to this socket before the returned time
         has been read when this returns (the pong is posted after them, on the same socket).
         """
-        started = Clock.now()
+        started = time.monotonic()
         reply = await self.request({"action": "ping"}, timeout=timeout)
         assert reply and reply.get("type") == "pong", reply
         return started

@@ -36,8 +36,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.helpers import SECRET, token
-from tests.reliability.conftest import Figures, SwitchboardFactory
-from tests.reliability.harness import SCALE, Switchboard
+from tests.reliability.conftest import Figures, StackFactory
+from tests.reliability.harness import SCALE, StackUnderTest
 
 pytestmark = pytest.mark.timeout(SCALE.timeout)
 
@@ -108,7 +108,7 @@ def hs256_bad_tokens() -> list[tuple[str, str]]:
 class Handshakes:
     """Connect attempts with their outcome: the status of a refusal, or 101."""
 
-    def __init__(self, sb: Switchboard) -> None:
+    def __init__(self, sb: StackUnderTest) -> None:
         self.sb = sb
         self.outcomes: collections.Counter[int] = collections.Counter()
 
@@ -139,7 +139,7 @@ def _quiet(ws: ClientConnection, wait: float = 0.3) -> bool:
 
 
 @pytest.fixture
-def jwt_switchboard(switchboard_factory: SwitchboardFactory) -> Switchboard:
+def jwt_switchboard(switchboard_factory: StackFactory) -> StackUnderTest:
     return switchboard_factory(auth_mode="jwt", env={"JWT_SECRET": SECRET}, rest_port=0)
 
 
@@ -148,7 +148,7 @@ def sockets() -> Iterator[Any]:
     """``sockets(sb, query)`` -> an open sync client, closed at teardown."""
     with contextlib.ExitStack() as stack:
 
-        def open_ws(sb: Switchboard, query: str) -> ClientConnection:
+        def open_ws(sb: StackUnderTest, query: str) -> ClientConnection:
             url = f"{sb.ws_url}?{query}"
             client = connect(url, open_timeout=10, ping_interval=None, proxy=None)
             return stack.enter_context(client)
@@ -157,7 +157,7 @@ def sockets() -> Iterator[Any]:
 
 
 def test_bad_tokens_are_refused_at_the_handshake(
-    jwt_switchboard: Switchboard, figures: Figures
+    jwt_switchboard: StackUnderTest, figures: Figures
 ) -> None:
     sb = jwt_switchboard
     shakes = Handshakes(sb)
@@ -213,7 +213,7 @@ def test_bad_tokens_are_refused_at_the_handshake(
 
 
 def test_algorithm_confusion_is_refused_with_rs256(
-    switchboard_factory: SwitchboardFactory, figures: Figures
+    switchboard_factory: StackFactory, figures: Figures
 ) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -273,7 +273,7 @@ def test_algorithm_confusion_is_refused_with_rs256(
     assert sb.handler_errors() == 0, sb.error_details()
 
 
-def _http(sb: Switchboard, method: str, path: str, auth: str | None, body: Any = None) -> int:
+def _http(sb: StackUnderTest, method: str, path: str, auth: str | None, body: Any = None) -> int:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(sb.rest_url + path, data=data, method=method)
     request.add_header("Content-Type", "application/json")
@@ -287,7 +287,7 @@ def _http(sb: Switchboard, method: str, path: str, auth: str | None, body: Any =
 
 
 def test_http_push_needs_a_valid_admin_token(
-    jwt_switchboard: Switchboard, figures: Figures, sockets: Any
+    jwt_switchboard: StackUnderTest, figures: Figures, sockets: Any
 ) -> None:
     sb = jwt_switchboard
     ws = sockets(sb, f"token={token('u_1')}")
@@ -364,7 +364,7 @@ def test_http_push_needs_a_valid_admin_token(
 
 
 def test_identity_is_the_token_and_broadcast_needs_admin(
-    jwt_switchboard: Switchboard, figures: Figures, sockets: Any
+    jwt_switchboard: StackUnderTest, figures: Figures, sockets: Any
 ) -> None:
     sb = jwt_switchboard
     # ?userId= and ?role= are ignored: the token says who you are.
@@ -422,7 +422,7 @@ ODD_ROOMS = [
 
 
 def test_odd_ids_and_room_names_are_refused(
-    switchboard_factory: SwitchboardFactory, figures: Figures, sockets: Any
+    switchboard_factory: StackFactory, figures: Figures, sockets: Any
 ) -> None:
     sb = switchboard_factory()  # AUTH_MODE=none: ids come from ?userId=
     shakes = Handshakes(sb)
@@ -454,7 +454,7 @@ def test_odd_ids_and_room_names_are_refused(
 
 
 def test_nobody_reads_or_posts_where_they_should_not(
-    jwt_switchboard: Switchboard, figures: Figures, sockets: Any
+    jwt_switchboard: StackUnderTest, figures: Figures, sockets: Any
 ) -> None:
     sb = jwt_switchboard
     alice = sockets(sb, f"token={token('u_alice')}")

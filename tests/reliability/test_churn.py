@@ -17,19 +17,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import time
 from typing import Any
 
 import pytest
 
-from tests.reliability.conftest import Figures, SwitchboardFactory
-from tests.reliability.harness import SCALE, Clock, Switchboard, WsClient, run
+from tests.reliability.conftest import Figures, StackFactory
+from tests.reliability.harness import SCALE, StackUnderTest, WsClient, run
 from tests.reliability.ledger import Sent, Session, check
 
 pytestmark = pytest.mark.timeout(SCALE.timeout)
 
 
 class Churn:
-    def __init__(self, sb: Switchboard, seed: int) -> None:
+    def __init__(self, sb: StackUnderTest, seed: int) -> None:
         self.sb = sb
         self.rng = random.Random(seed)
         self.users = [f"u{n}" for n in range(SCALE.churn_users)]
@@ -46,7 +47,7 @@ class Churn:
 
     async def churner(self, slot: int, deadline: float) -> None:
         rng = random.Random(self.rng.random())
-        while self.remaining > 0 and Clock.now() < deadline:
+        while self.remaining > 0 and time.monotonic() < deadline:
             self.remaining -= 1
             await self.session(f"c{slot}.{self.remaining}", rng)
 
@@ -69,20 +70,20 @@ class Churn:
                 session.tried_rooms.add(room)
                 await client.ws.send(f'{{"action":"join","room":"{room}"}}')
                 await asyncio.sleep(rng.uniform(0, 0.02))
-                session.ended_at = Clock.now() - 1e9  # owed nothing
+                session.ended_at = time.monotonic() - 1e9  # owed nothing
                 await client.close()
                 return
             for room in rng.sample(self.rooms, k=rng.randint(0, min(2, len(self.rooms)))):
                 session.tried_rooms.add(room)
                 reply = await client.request({"action": "join", "room": room}, timeout=15)
                 if reply and reply.get("joined") is True:
-                    session.rooms[room] = Clock.now()
+                    session.rooms[room] = time.monotonic()
                 else:
                     self.problems.append(f"{name} join {room}: {reply}")
             await asyncio.sleep(rng.uniform(*SCALE.churn_lifetime))
             if session.rooms and rng.random() < 0.25:
                 room = rng.choice(sorted(session.rooms))
-                session.left[room] = Clock.now()
+                session.left[room] = time.monotonic()
                 reply = await client.request({"action": "leave", "room": room}, timeout=15)
                 if not (reply and reply.get("left") is True):
                     self.problems.append(f"{name} leave {room}: {reply}")
@@ -121,9 +122,9 @@ class Churn:
             else:
                 target = rng.choice(self.users)
                 frame.update(action="sendMessage", targetUserId=target)
-            sent_at = Clock.now()
+            sent_at = time.monotonic()
             reply = await client.request(frame, timeout=30)
-            self.sent.append(Sent(session.name, kind, target, sent_at, Clock.now(), reply))
+            self.sent.append(Sent(session.name, kind, target, sent_at, time.monotonic(), reply))
             await asyncio.sleep(rng.uniform(0.0, 0.05))
 
     async def resident(self, n: int) -> tuple[WsClient, Session]:
@@ -135,7 +136,7 @@ class Churn:
             session.tried_rooms.add(room)
             reply = await client.request({"action": "join", "room": room})
             assert reply and reply.get("joined") is True, reply
-            session.rooms[room] = Clock.now()
+            session.rooms[room] = time.monotonic()
         return client, session
 
     async def run(self) -> None:
@@ -147,12 +148,12 @@ class Churn:
                 session.tried_rooms.add(room)
                 reply = await client.request({"action": "join", "room": room})
                 assert reply and reply.get("joined") is True, reply
-                session.rooms[room] = Clock.now()
+                session.rooms[room] = time.monotonic()
             stayers.append((client, session))
         senders = list(stayers)
         stayers += [await self.resident(n) for n in range(SCALE.churn_residents)]
         self.sessions.extend(session for _, session in stayers)
-        deadline = Clock.now() + SCALE.churn_seconds
+        deadline = time.monotonic() + SCALE.churn_seconds
         sending = [asyncio.create_task(self.sender(k, c, s)) for k, (c, s) in enumerate(senders)]
         await asyncio.gather(
             *(self.churner(slot, deadline) for slot in range(SCALE.churn_concurrency))
@@ -173,15 +174,15 @@ class Churn:
     ids=["no-faults", "throttled-5pct"],
 )
 def test_churn_loses_nothing_and_leaks_nothing(
-    switchboard_factory: SwitchboardFactory, figures: Figures, throttle: float
+    switchboard_factory: StackFactory, figures: Figures, throttle: float
 ) -> None:
     sb = switchboard_factory(env={"MANAGEMENT_MAX_ATTEMPTS": "5"} if throttle else {})
     if throttle:
         sb.gateway.set_faults(throttle_rate=throttle, seed=5)
     churn = Churn(sb, seed=8)
-    started = Clock.now()
+    started = time.monotonic()
     run(churn.run())
-    churn_seconds = Clock.now() - started
+    churn_seconds = time.monotonic() - started
 
     pending = sb.wait_for_disconnects(timeout=30)
     registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)

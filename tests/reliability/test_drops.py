@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
-from tests.reliability.conftest import Figures, SwitchboardFactory
+from tests.reliability.conftest import Figures, StackFactory
 from tests.reliability.ddb_faults import ThrottlingProxy
 from tests.reliability.harness import (
     SCALE,
-    Clock,
-    Registry,
-    Switchboard,
+    StackUnderTest,
+    TableSnapshot,
     WsClient,
     open_many,
     run,
@@ -42,12 +42,12 @@ class Sender:
         self.sent: list[Sent] = []
 
     @classmethod
-    async def open(cls, sb: Switchboard) -> Sender:
+    async def open(cls, sb: StackUnderTest) -> Sender:
         client = await WsClient.open(sb.ws_url, user="sender")
         reply = await client.request({"action": "join", "room": ROOM})
         assert reply and reply.get("joined") is True, reply
         sender = cls(client)
-        sender.session.rooms[ROOM] = Clock.now()
+        sender.session.rooms[ROOM] = time.monotonic()
         return sender
 
     async def send(self, scope: str) -> dict[str, object] | None:
@@ -55,10 +55,10 @@ class Sender:
             frame = {"action": "broadcastAll", "text": "to everyone"}
         else:
             frame = {"action": "sendRoom", "room": ROOM, "text": "to the room"}
-        sent_at = Clock.now()
+        sent_at = time.monotonic()
         reply = await self.client.request(frame, timeout=30)
         target = None if scope == "all" else ROOM
-        self.sent.append(Sent(self.session.name, scope, target, sent_at, Clock.now(), reply))
+        self.sent.append(Sent(self.session.name, scope, target, sent_at, time.monotonic(), reply))
         return reply
 
     async def loop(self, stop: asyncio.Event, pause: float = 0.02, ping: bool = False) -> None:
@@ -85,7 +85,7 @@ def _session(client: WsClient, name: str, joined_at: float) -> Session:
 
 
 def test_reset_connections_are_removed_by_disconnect(
-    switchboard_factory: SwitchboardFactory, figures: Figures
+    switchboard_factory: StackFactory, figures: Figures
 ) -> None:
     """Clients vanish (TCP reset) at random moments while messages fan out to them."""
     sb = switchboard_factory()
@@ -99,11 +99,11 @@ def test_reset_connections_are_removed_by_disconnect(
         await client.abort()
         session.messages, session.duplicates = client.messages, client.duplicates
 
-    async def scenario() -> tuple[Sender, Registry, dict[str, object] | None]:
+    async def scenario() -> tuple[Sender, TableSnapshot, dict[str, object] | None]:
         sender = await Sender.open(sb)
         keep = {await sender.client.whoami()}
         clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
-        joined = Clock.now()
+        joined = time.monotonic()
         stop = asyncio.Event()
         sending = asyncio.create_task(sender.loop(stop))
         pairs = [(c, _session(c, f"d{n}", joined)) for n, c in enumerate(clients)]
@@ -145,14 +145,14 @@ def test_reset_connections_are_removed_by_disconnect(
 
 
 def test_half_open_clients_are_closed_by_the_idle_timeout(
-    switchboard_factory: SwitchboardFactory, figures: Figures
+    switchboard_factory: StackFactory, figures: Figures
 ) -> None:
     """Clients stop reading and never close (half-open): only the idle timeout notices them."""
     idle = 2.0
     sb = switchboard_factory(idle_timeout=idle, close_timeout=1.0)
     users = [f"h{n}" for n in range(SCALE.frozen_clients)]
 
-    async def scenario() -> tuple[Sender, float, Registry, dict[str, object] | None]:
+    async def scenario() -> tuple[Sender, float, TableSnapshot, dict[str, object] | None]:
         sender = await Sender.open(sb)
         keep = {await sender.client.whoami()}
         stop = asyncio.Event()
@@ -163,9 +163,9 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
         clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
         for client in clients:
             client.freeze()
-        frozen_at = Clock.now()
+        frozen_at = time.monotonic()
         pending = await asyncio.to_thread(sb.wait_for_disconnects, idle + 15, keep)
-        converged = Clock.now() - frozen_at
+        converged = time.monotonic() - frozen_at
         stop.set()
         await sending
         assert pending == set(), f"{len(pending)} half-open connections never closed"
@@ -225,8 +225,8 @@ def test_lost_disconnects_are_pruned_on_the_next_send(
         proxy.throttle({op: 1.0 for op in throttled})
         for n, client in enumerate(clients):
             await (client.abort() if n % 2 else client.close())
-        deadline = Clock.now() + 60
-        while len(sb.invocations.disconnected) < len(clients) and Clock.now() < deadline:
+        deadline = time.monotonic() + 60
+        while len(sb.invocations.disconnected) < len(clients) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         proxy.throttle({})
         replies = [await sender.send("room"), await sender.send("all")]

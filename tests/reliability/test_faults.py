@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import time
 from typing import Any
 
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.reliability.conftest import Figures, SwitchboardFactory
+from tests.reliability.conftest import Figures, StackFactory
 from tests.reliability.ddb_faults import ThrottlingProxy
-from tests.reliability.harness import SCALE, Clock, Switchboard, WsClient, open_many, run
+from tests.reliability.harness import SCALE, StackUnderTest, WsClient, open_many, run
 from tests.reliability.ledger import Sent, Session, check
 
 pytestmark = pytest.mark.timeout(SCALE.timeout + 60)
@@ -35,7 +36,7 @@ FANOUT_ACTIONS = ("BroadcastAll", "SendRoom", "SendMessage")
 class Crowd:
     """Recipients in rooms (some users with two connections) and senders in every room."""
 
-    def __init__(self, sb: Switchboard, clients: int, senders: int) -> None:
+    def __init__(self, sb: StackUnderTest, clients: int, senders: int) -> None:
         self.sb = sb
         self.n_clients = clients
         self.n_senders = senders
@@ -56,7 +57,7 @@ class Crowd:
                 if n % (i + 2) == 0:
                     reply = await client.request({"action": "join", "room": room})
                     assert reply and reply.get("joined") is True, reply
-                    session.rooms[room] = Clock.now()
+                    session.rooms[room] = time.monotonic()
                     session.tried_rooms.add(room)
             self.recipients.append((client, session))
         names = [f"s{k}" for k in range(self.n_senders)]
@@ -65,7 +66,7 @@ class Crowd:
             await client.whoami()
             client.keep_frames = True
             session = Session(name, name, client.opened_at, tried_rooms=set(ROOMS))
-            session.rooms = dict.fromkeys(ROOMS, Clock.now())
+            session.rooms = dict.fromkeys(ROOMS, time.monotonic())
             self.senders.append((client, session))
 
     def frame(self, k: int, n: int) -> tuple[str, str | None, dict[str, Any]]:
@@ -94,7 +95,7 @@ class Crowd:
         }
 
 
-def _fanout_records(sb: Switchboard, connection_id: str | None) -> list[dict[str, Any]]:
+def _fanout_records(sb: StackUnderTest, connection_id: str | None) -> list[dict[str, Any]]:
     return [
         m
         for m in list(sb.app_log.messages)
@@ -110,7 +111,7 @@ async def _send_all(crowd: Crowd, k: int, messages: int, lost_acks: list[Sent]) 
     lost_seen = 0  # records of this sender's lost acks already matched to a message
     for n in range(messages):
         kind, target, frame = crowd.frame(k, n)
-        sent_at = Clock.now()
+        sent_at = time.monotonic()
         ref = await client.send(frame)
         reply: dict[str, Any] | None = None
         for _ in range(600):  # at most 120 s, in 0.2 s steps
@@ -127,7 +128,7 @@ async def _send_all(crowd: Crowd, k: int, messages: int, lost_acks: list[Sent]) 
                 reply = {"type": "ack", "text": frame["text"], "lost": record["reply"]}
                 reply.update({key: record[key] for key in ("delivered", "failed", "gone")})
                 break
-        message = Sent(session.name, kind, target, sent_at, Clock.now(), reply)
+        message = Sent(session.name, kind, target, sent_at, time.monotonic(), reply)
         sent.append(message)
         if reply is not None and "lost" in reply:
             lost_acks.append(message)
@@ -136,7 +137,7 @@ async def _send_all(crowd: Crowd, k: int, messages: int, lost_acks: list[Sent]) 
 
 @pytest.mark.parametrize("attempts", [10, 3], ids=["attempts-10", "attempts-3"])
 def test_connections_faults(
-    switchboard_factory: SwitchboardFactory, figures: Figures, attempts: int
+    switchboard_factory: StackFactory, figures: Figures, attempts: int
 ) -> None:
     sb = switchboard_factory(env={"MANAGEMENT_MAX_ATTEMPTS": str(attempts)})
     crowd = Crowd(sb, SCALE.fault_clients, SCALE.fault_senders)
@@ -155,9 +156,9 @@ def test_connections_faults(
         await crowd.close()
         return list(itertools.chain.from_iterable(batches))
 
-    started = Clock.now()
+    started = time.monotonic()
     sent = run(scenario())
-    seconds = Clock.now() - started
+    seconds = time.monotonic() - started
     ids = crowd.ids_by_text()
     for message in lost_acks:  # the message id, from whoever received it
         assert message.reply is not None
@@ -243,7 +244,7 @@ def test_dynamodb_throttling_gets_the_sender_an_error_frame(
             frame = {"action": kind, "room": room}
         else:
             frame = {"action": kind}
-        sent_at = Clock.now()
+        sent_at = time.monotonic()
         reply = await client.request(frame, timeout=60)
         replies.append((kind, frame, reply))
         outcome = None if reply is None else reply.get("code") or reply.get("type")
@@ -254,7 +255,7 @@ def test_dynamodb_throttling_gets_the_sender_an_error_frame(
         if reply and reply.get("left"):
             held.discard(room)
         if kind in ("all", "room", "user"):
-            return Sent(session.name, kind, target, sent_at, Clock.now(), reply)
+            return Sent(session.name, kind, target, sent_at, time.monotonic(), reply)
         return None
 
     async def phase(kinds: tuple[str, ...], allowed: set[str], rounds: int) -> list[Sent]:

@@ -22,7 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from chalicelib import protocol
 from tests.helpers import SECRET, token
-from tests.reliability.conftest import Figures, SwitchboardFactory
+from tests.reliability.conftest import Figures, StackFactory
 from tests.reliability.harness import SCALE
 
 pytestmark = pytest.mark.timeout(SCALE.timeout)
@@ -126,7 +126,7 @@ def _recv_reply(ws: ClientConnection, seen: collections.Counter[str]) -> dict[st
 
 
 def test_fuzzed_frames_get_error_frames_and_change_nothing(
-    switchboard_factory: SwitchboardFactory, figures: Figures
+    switchboard_factory: StackFactory, figures: Figures
 ) -> None:
     sb = switchboard_factory(auth_mode="jwt", env={"JWT_SECRET": SECRET})
     url = sb.ws_url

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chalicelib import protocol
-from chalicelib.gateway import Outcome
+from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from local_gateway import EmbeddedDynamoDB, ensure_table, load_table_schema

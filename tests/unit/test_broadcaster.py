@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge
-from chalicelib.gateway import Outcome
+from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
 from tests.helpers import FakeGateway
 

@@ -12,7 +12,7 @@ from unittest import mock
 import boto3
 import pytest
 
-from chalicelib.gateway import ManagementGateway, Outcome
+from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.registry import Target
 
 
@@ -116,8 +116,8 @@ def server() -> Iterator[ScriptedServer]:
     srv.stop()
 
 
-def make_gateway(url: str, pool: int = 16, attempts: int = 3) -> ManagementGateway:
-    return ManagementGateway(
+def make_gateway(url: str, pool: int = 16, attempts: int = 3) -> ManagementApi:
+    return ManagementApi(
         override=url,
         session=boto3.session.Session(),
         max_pool_connections=pool,
@@ -204,7 +204,7 @@ def test_unreachable_endpoint_is_failed_not_raised() -> None:
 
 
 def test_boto3_transport_gives_the_same_outcomes(server: ScriptedServer) -> None:
-    gateway = ManagementGateway(override=server.url, transport="boto3", max_attempts=1)
+    gateway = ManagementApi(override=server.url, transport="boto3", max_attempts=1)
     ids = ["ok", "gone2", "big2", "forbidden2"]
     outcomes = gateway.post_many([Target(i) for i in ids], b"x")
     assert outcomes == [Outcome.DELIVERED, Outcome.GONE, Outcome.TOO_LARGE, Outcome.FORBIDDEN]
@@ -212,4 +212,4 @@ def test_boto3_transport_gives_the_same_outcomes(server: ScriptedServer) -> None
 
 def test_unknown_transport_is_refused() -> None:
     with pytest.raises(ValueError, match="transport"):
-        ManagementGateway(transport="carrier-pigeon")
+        ManagementApi(transport="carrier-pigeon")

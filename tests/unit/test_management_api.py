@@ -6,14 +6,14 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.gateway import ConnectionInfo, ManagementGateway, NoEndpoint, Outcome
+from chalicelib.management_api import ConnectionInfo, ManagementApi, NoEndpoint, Outcome
 
 ENDPOINT = "https://abc123def4.execute-api.us-east-1.amazonaws.com/api"
 
 
 @pytest.fixture
-def gateway() -> ManagementGateway:
-    return ManagementGateway(
+def gateway() -> ManagementApi:
+    return ManagementApi(
         override=None, session=boto3.session.Session(), max_attempts=1, transport="boto3"
     )
 
@@ -29,7 +29,7 @@ def gateway() -> ManagementGateway:
     ],
 )
 def test_post_maps_management_errors_to_outcomes(
-    gateway: ManagementGateway, code: str, status: int, outcome: Outcome
+    gateway: ManagementApi, code: str, status: int, outcome: Outcome
 ) -> None:
     client = gateway.client(ENDPOINT)
     with Stubber(client) as stub:
@@ -39,7 +39,7 @@ def test_post_maps_management_errors_to_outcomes(
         assert gateway.post("R1kmxc2VNjMCFIA=", b"{}", ENDPOINT) is outcome
 
 
-def test_post_sends_the_exact_request(gateway: ManagementGateway) -> None:
+def test_post_sends_the_exact_request(gateway: ManagementApi) -> None:
     client = gateway.client(ENDPOINT)
     with Stubber(client) as stub:
         stub.add_response("post_to_connection", {}, {"ConnectionId": "abc=", "Data": b"hello"})
@@ -47,37 +47,37 @@ def test_post_sends_the_exact_request(gateway: ManagementGateway) -> None:
         stub.assert_no_pending_responses()
 
 
-def test_oversize_post_is_refused_without_a_request(gateway: ManagementGateway) -> None:
+def test_oversize_post_is_refused_without_a_request(gateway: ManagementApi) -> None:
     with Stubber(gateway.client(ENDPOINT)):
         assert gateway.post("abc=", b"x" * 131073, ENDPOINT) is Outcome.TOO_LARGE
 
 
-def test_clients_are_built_once_per_endpoint(gateway: ManagementGateway) -> None:
+def test_clients_are_built_once_per_endpoint(gateway: ManagementApi) -> None:
     assert gateway.client(ENDPOINT) is gateway.client(ENDPOINT)
     assert gateway.client(ENDPOINT) is not gateway.client("http://127.0.0.1:8001/api")
 
 
 def test_override_endpoint_wins() -> None:
-    gateway = ManagementGateway(override="http://127.0.0.1:8001/api")
+    gateway = ManagementApi(override="http://127.0.0.1:8001/api")
     assert gateway.endpoint_for(ENDPOINT) == "http://127.0.0.1:8001/api"
 
 
 def test_no_endpoint_is_a_clear_error_and_a_failed_outcome() -> None:
-    gateway = ManagementGateway()
+    gateway = ManagementApi()
     with pytest.raises(NoEndpoint):
         gateway.endpoint_for(None)
     assert gateway.post("abc=", b"x") is Outcome.FAILED
-    assert ManagementGateway(transport="boto3").post("abc=", b"x") is Outcome.FAILED
+    assert ManagementApi(transport="boto3").post("abc=", b"x") is Outcome.FAILED
 
 
 def test_client_uses_standard_retries_and_a_sized_pool() -> None:
-    gateway = ManagementGateway(max_pool_connections=99, max_attempts=4)
+    gateway = ManagementApi(max_pool_connections=99, max_attempts=4)
     config = gateway.client(ENDPOINT).meta.config
     assert config.max_pool_connections == 99
     assert config.retries == {"mode": "standard", "total_max_attempts": 4}
 
 
-def test_info_reads_connection_details(gateway: ManagementGateway) -> None:
+def test_info_reads_connection_details(gateway: ManagementApi) -> None:
     when = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
     with Stubber(gateway.client(ENDPOINT)) as stub:
         stub.add_response(

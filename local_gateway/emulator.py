@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from local_gateway.dynamodb import EmbeddedDynamoDB, ensure_table, load_table_schema
-from local_gateway.events import new_api_id, new_aws_id
 from local_gateway.faults import FaultConfig, FaultInjector
+from local_gateway.lambda_events import new_api_id, new_aws_id
 from local_gateway.project import ChaliceProject, Invocation, LambdaRuntime, import_app
 from local_gateway.server import Limits, WebSocketServer
 

@@ -87,7 +87,7 @@ class NoEndpoint(ValueError):
     """No management endpoint is configured or known for a connection."""
 
 
-class ManagementGateway:
+class ManagementApi:
     """``apigatewaymanagementapi`` clients, one per endpoint, built once and shared by threads.
 
     The endpoint is ``APIGW_MANAGEMENT_ENDPOINT`` when set (``override``), else the one the
