@@ -3,7 +3,7 @@
 Reuse for any Chalice project:
 
     def test_something(gateway_factory, ws_connect):
-        gw = gateway_factory(REPO_ROOT, auth_mode="off")      # started; stopped at teardown
+        gw = gateway_factory(REPO_ROOT, auth_mode="none")      # started; stopped at teardown
         ws = ws_connect(gw, "userId=u_1")                     # websockets sync client
         ws.send(json.dumps({"action": "ping"}))
         assert json.loads(ws.recv(timeout=5))["type"] == "pong"
