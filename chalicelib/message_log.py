@@ -1,0 +1,234 @@
+"""The message log: every message of a stream, numbered, kept for replay and history.
+
+A stream is ``room:<name>``, ``user:<userId>`` (direct messages to that user) or ``all``.
+In the one table (``schema.json``), a stream is one partition:
+
+- the head ``PK=STREAM#<stream> SK=HEAD`` holds ``last`` (the last seq allocated) and ``at``
+  (ms, when it was allocated). It has no ttl: a stream's numbering never restarts, or a client
+  holding seq 40 would skip the first 40 messages of the new numbering;
+- one item per message ``PK=STREAM#<stream> SK=SEQ#<seq, 20 digits>`` with ``seq``, ``frame``
+  (the JSON the clients receive), ``at`` and ``ttl`` (retention, ``HISTORY_TTL_SECONDS``).
+
+``append`` allocates the next seq with an atomic ``UpdateItem ADD`` (one write, no read, no
+transaction: DynamoDB serialises updates of one item, so seqs are unique and increase in the
+order the log accepted them), then puts the message item. If that put fails, a tombstone
+(``skipped``) is written in its place (best effort) and the caller sends nothing. A seq whose
+writer died between the two writes leaves a hole: a hole followed by a message written more
+than ``settle_seconds`` ago (or with the head older than that) can no longer fill, and readers
+report it as skipped; a younger hole may be a write still in flight, and a read stops before
+it (``next`` points at it), so a client never waits forever and never skips a live message.
+
+Reads are Queries on the stream's partition (``SK BETWEEN``), oldest first; DynamoDB's TTL
+deletes only eventually, so expired items are dropped here too. Cost: ``append`` is two
+writes (1 WCU each for messages up to 1 KB, one more per extra KB); a read of ``n`` messages
+is one Query of ``n`` items (0.5 RCU per 4 KB, eventually consistent) plus one GetItem of the
+head (0.5 RCU).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.schema import ttl_attribute
+
+TTL = ttl_attribute()
+_SEQ_DIGITS = 20
+_HEAD = "HEAD"
+
+
+class LogWriteError(Exception):
+    """The message could not be logged; it must not be sent."""
+
+
+def stream_key(stream: str) -> dict[str, Any]:
+    return {"S": f"STREAM#{stream}"}
+
+
+def _sk(seq: int) -> str:
+    return f"SEQ#{seq:0{_SEQ_DIGITS}d}"
+
+
+@dataclass(frozen=True)
+class Page:
+    """Messages of one stream after a given seq, oldest first.
+
+    ``messages`` are the frames as clients receive them (with ``stream`` and ``seq``);
+    ``skipped`` lists seqs in the page's range that will never hold a message; ``last`` is the
+    stream's last allocated seq; ``oldest`` the oldest seq still held (None when none is);
+    ``truncated`` is True when seqs after ``after`` are gone for good (past retention);
+    ``next`` is the seq to ask for next (pass ``next - 1`` as ``after``), None when the page
+    reached ``last``.
+    """
+
+    stream: str
+    after: int
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    last: int = 0
+    oldest: int | None = None
+    truncated: bool = False
+    next: int | None = None
+
+
+class MessageLog:
+    """Append and read the numbered messages of streams, over a low-level DynamoDB client."""
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        ttl_seconds: int = 86400,
+        clock: Callable[[], float] = time.time,
+        settle_seconds: float = 30.0,
+    ) -> None:
+        self._ddb = client
+        self._table = table_name
+        self._ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._settle_ms = int(settle_seconds * 1000)
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def append(self, stream: str, frame: dict[str, Any]) -> dict[str, Any]:
+        """Number ``frame`` in ``stream`` and store it; the stored frame (with ``stream`` and
+        ``seq``). Raises ``LogWriteError`` when it could not be stored: send nothing then."""
+        now_ms = int(self._clock() * 1000)
+        try:
+            seq = self._allocate(stream, now_ms)
+        except Exception as exc:  # noqa: BLE001 - any failure means: not logged, send nothing
+            raise LogWriteError(f"allocating a seq in {stream} failed: {exc}") from exc
+        logged = {**frame, "stream": stream, "seq": seq}
+        item = self._item(stream, seq, now_ms)
+        item["frame"] = {"S": json.dumps(logged, ensure_ascii=False, separators=(",", ":"))}
+        try:
+            self._ddb.put_item(TableName=self._table, Item=item)
+        except Exception as exc:  # noqa: BLE001 - as above; the seq is marked skipped
+            self._mark_skipped(stream, seq, now_ms)
+            raise LogWriteError(f"storing seq {seq} of {stream} failed: {exc}") from exc
+        return logged
+
+    def _allocate(self, stream: str, now_ms: int) -> int:
+        response = self._ddb.update_item(
+            TableName=self._table,
+            Key={"PK": stream_key(stream), "SK": {"S": _HEAD}},
+            UpdateExpression="ADD #last :one SET #at = :at",
+            ExpressionAttributeNames={"#last": "last", "#at": "at"},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":at": {"N": str(now_ms)}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["last"]["N"])
+
+    def _item(self, stream: str, seq: int, now_ms: int) -> dict[str, Any]:
+        return {
+            "PK": stream_key(stream),
+            "SK": {"S": _sk(seq)},
+            "seq": {"N": str(seq)},
+            "at": {"N": str(now_ms)},
+            TTL: {"N": str(now_ms // 1000 + self._ttl_seconds)},
+        }
+
+    def _mark_skipped(self, stream: str, seq: int, now_ms: int) -> None:
+        item = self._item(stream, seq, now_ms)
+        item["skipped"] = {"BOOL": True}
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(PK)",
+            )
+        except Exception:  # noqa: BLE001 - best effort: the hole settles as skipped later
+            pass
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def last_seq(self, stream: str) -> tuple[int, int]:
+        """The last allocated seq of ``stream`` and when (ms); (0, 0) for a new stream."""
+        item = self._ddb.get_item(
+            TableName=self._table, Key={"PK": stream_key(stream), "SK": {"S": _HEAD}}
+        ).get("Item")
+        if not item:
+            return 0, 0
+        return int(item["last"]["N"]), int(item.get("at", {}).get("N", "0"))
+
+    def read(self, stream: str, after: int, limit: int) -> Page:
+        """Up to ``limit`` messages of ``stream`` with seq > ``after``, oldest first."""
+        after = max(0, after)
+        last, head_at = self.last_seq(stream)
+        if after >= last:
+            return Page(stream, after, last=last)
+        now_ms = int(self._clock() * 1000)
+        now_s = now_ms // 1000
+        messages: list[dict[str, Any]] = []
+        skipped: list[int] = []
+        expected = after + 1  # the next seq this page must account for
+        oldest: int | None = None
+        truncated = False
+        stop: int | None = None  # a young hole: a write that may still be in flight
+        # The read starts at ``after`` itself when there is one: if that item is still held,
+        # a hole right after it is a skipped seq, not the end of retention.
+        anchored = False
+        for item in self._items(stream, max(after, 1), last, limit):
+            seq = int(item["seq"]["N"])
+            at = int(item.get("at", {}).get("N", "0"))
+            if seq == after:
+                anchored = int(item.get(TTL, {}).get("N", "0")) > now_s
+                continue
+            if int(item.get(TTL, {}).get("N", "0")) <= now_s:
+                # Past retention (TTL deletes eventually): gone for good, like a deleted one.
+                truncated = truncated or not (messages or skipped or anchored)
+                expected = seq + 1
+                continue
+            if seq > expected:
+                if at > now_ms - self._settle_ms:
+                    stop = expected
+                    break
+                if oldest is None and not anchored:
+                    truncated = True  # the start is gone: retention (or a long-dead write)
+                else:
+                    skipped.extend(range(expected, seq))
+            if oldest is None:
+                oldest = seq
+            if item.get("skipped", {}).get("BOOL"):
+                skipped.append(seq)
+            else:
+                messages.append(json.loads(item["frame"]["S"]))
+            expected = seq + 1
+            if len(messages) >= limit:
+                break
+        else:
+            if expected <= last:  # holes at the end, up to the head
+                if head_at > now_ms - self._settle_ms:
+                    stop = expected
+                elif oldest is None and not anchored:
+                    truncated = True
+                    expected = last + 1
+                else:
+                    skipped.extend(range(expected, last + 1))
+                    expected = last + 1
+        nxt = stop if stop is not None else (expected if expected <= last else None)
+        return Page(stream, after, messages, skipped, last, oldest, truncated, nxt)
+
+    def _items(self, stream: str, first: int, last: int, limit: int) -> Any:
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            # Pages about the size asked for (plus a few tombstones or expired items), rather
+            # than DynamoDB's 1 MB default: a history page never reads far past its limit.
+            "Limit": limit + 9,
+            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {
+                ":pk": stream_key(stream),
+                ":lo": {"S": _sk(first)},
+                ":hi": {"S": _sk(last)},
+            },
+        }
+        while True:
+            response = self._ddb.query(**params)
+            yield from response.get("Items", [])
+            key = response.get("LastEvaluatedKey")
+            if not key:
+                return
+            params["ExclusiveStartKey"] = key
