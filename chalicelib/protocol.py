@@ -79,7 +79,50 @@ class WhoAmI:
     ref: Ref = None
 
 
-Command = SendMessage | BroadcastAll | Join | Leave | SendRoom | Ping | WhoAmI
+@dataclass(frozen=True)
+class Resume:
+    """Replay every logged message after the given seq of each stream."""
+
+    streams: tuple[tuple[str, int], ...]
+    ref: Ref = None
+
+
+@dataclass(frozen=True)
+class History:
+    """One page of a stream's logged messages after ``after``."""
+
+    stream: str
+    after: int
+    limit: int
+    ref: Ref = None
+
+
+Command = SendMessage | BroadcastAll | Join | Leave | SendRoom | Ping | WhoAmI | Resume | History
+
+# A stream is where a message is logged: a room, a user's direct messages, or everyone.
+MAX_RESUME_STREAMS = 100
+MAX_SEQ = 2**53  # JSON numbers above this lose precision in JavaScript clients
+HISTORY_DEFAULT_LIMIT = 50
+HISTORY_MAX_LIMIT = 100
+
+
+def stream_name(scope: str, name: str | None = None) -> str:
+    """``room:<name>``, ``user:<userId>`` or ``all``."""
+    return "all" if scope == "all" else f"{scope}:{name}"
+
+
+def parse_stream(value: object) -> tuple[str, str | None] | None:
+    """``(scope, name)`` of a valid stream name, else None."""
+    if value == "all":
+        return ("all", None)
+    if not isinstance(value, str):
+        return None
+    scope, _, name = value.partition(":")
+    if scope == "room" and valid_room(name):
+        return ("room", name)
+    if scope == "user" and valid_user_id(name):
+        return ("user", name)
+    return None
 
 
 @dataclass(frozen=True)
@@ -175,6 +218,36 @@ def _user(obj: dict[str, Any]) -> str:
     return str(user)
 
 
+def _seq(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise _Invalid("bad_request", f"{field} must be an integer seq >= 0")
+    return value
+
+
+def _stream(value: object) -> str:
+    if parse_stream(value) is None:
+        raise _Invalid("bad_request", "a stream is 'room:<room>', 'user:<userId>' or 'all'")
+    return str(value)
+
+
+def _resume(obj: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    streams = obj.get("streams")
+    if not isinstance(streams, dict) or not streams:
+        raise _Invalid(
+            "bad_request", "'streams' must be an object of stream -> last seq, e.g. {\"all\": 3}"
+        )
+    if len(streams) > MAX_RESUME_STREAMS:
+        raise _Invalid("bad_request", f"at most {MAX_RESUME_STREAMS} streams per resume")
+    return tuple((_stream(k), _seq(v, f"'streams[{k}]'")) for k, v in streams.items())
+
+
+def _history(obj: dict[str, Any], ref: Ref) -> History:
+    limit = obj.get("limit", HISTORY_DEFAULT_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise _Invalid("bad_request", f"'limit' must be an integer from 1 to {HISTORY_MAX_LIMIT}")
+    return History(_stream(obj.get("stream")), _seq(obj.get("after", 0), "'after'"), limit, ref)
+
+
 def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command | ProtocolError:
     """Turn one client frame into a command, or a ProtocolError. Never raises."""
     try:
@@ -209,6 +282,10 @@ def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command 
             return Ping(ref)
         if action == "whoami":
             return WhoAmI(ref)
+        if action == "resume":
+            return Resume(_resume(obj), ref)
+        if action == "history":
+            return _history(obj, ref)
         shown = action if len(action) <= 32 else action[:32] + "..."
         raise _Invalid(
             "unknown_action",
@@ -218,7 +295,17 @@ def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command 
         return ProtocolError(exc.code, exc.message, ref)
 
 
-ACTIONS = ("sendMessage", "broadcastAll", "join", "leave", "sendRoom", "ping", "whoami")
+ACTIONS = (
+    "sendMessage",
+    "broadcastAll",
+    "join",
+    "leave",
+    "sendRoom",
+    "ping",
+    "whoami",
+    "resume",
+    "history",
+)
 
 
 # --- server frames -------------------------------------------------------------------------
@@ -274,6 +361,21 @@ def identity_frame(
     }
     if role:
         frame["role"] = role
+    return _with_ref(frame, ref)
+
+
+def resumed_frame(ref: Ref, streams: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return _with_ref({"type": "resumed", "streams": streams}, ref)
+
+
+def history_frame(
+    ref: Ref,
+    stream: str,
+    messages: list[dict[str, Any]],
+    next_seq: int | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    frame = {"type": "history", "stream": stream, "messages": messages, "next": next_seq, **extra}
     return _with_ref(frame, ref)
 
 

@@ -140,3 +140,58 @@ def test_parser_returns_a_command_or_an_error_for_any_input(raw: object) -> None
         json.dumps(result.frame())
     else:
         assert type(result) in (SendMessage, BroadcastAll, Join, Leave, SendRoom, Ping, WhoAmI)
+
+
+# --- resume and history (streams and seqs) -------------------------------------------------
+
+
+def test_parses_resume_with_every_kind_of_stream() -> None:
+    frame = {"action": "resume", "streams": {"room:lobby": 41, "user:u_123": 7, "all": 3}, "ref": 1}
+    assert parse_frame(json.dumps(frame)) == protocol.Resume(
+        (("room:lobby", 41), ("user:u_123", 7), ("all", 3)), 1
+    )
+
+
+def test_parses_history_with_defaults() -> None:
+    assert parse_frame('{"action":"history","stream":"room:lobby"}') == protocol.History(
+        "room:lobby", 0, protocol.HISTORY_DEFAULT_LIMIT
+    )
+    assert parse_frame(
+        '{"action":"history","stream":"all","after":41,"limit":50,"ref":2}'
+    ) == protocol.History("all", 41, 50, 2)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"action": "resume"},
+        {"action": "resume", "streams": {}},
+        {"action": "resume", "streams": []},
+        {"action": "resume", "streams": {"lobby": 1}},
+        {"action": "resume", "streams": {"room:a#b": 1}},
+        {"action": "resume", "streams": {"user:": 1}},
+        {"action": "resume", "streams": {"all": -1}},
+        {"action": "resume", "streams": {"all": 1.5}},
+        {"action": "resume", "streams": {"all": True}},
+        {"action": "resume", "streams": {"all": "3"}},
+        {"action": "resume", "streams": {"all": 2**60}},
+        {"action": "resume", "streams": {f"room:r{i}": 0 for i in range(101)}},
+        {"action": "history"},
+        {"action": "history", "stream": "everyone"},
+        {"action": "history", "stream": "all", "limit": 0},
+        {"action": "history", "stream": "all", "limit": 101},
+        {"action": "history", "stream": "all", "after": "x"},
+    ],
+)
+def test_bad_resume_and_history_frames_are_bad_requests(frame: dict) -> None:
+    result = parse_frame(json.dumps(frame))
+    assert isinstance(result, ProtocolError) and result.code == "bad_request", result
+
+
+def test_stream_names_round_trip() -> None:
+    assert protocol.stream_name("room", "lobby") == "room:lobby"
+    assert protocol.stream_name("user", "u_1") == "user:u_1"
+    assert protocol.stream_name("all") == "all"
+    for name in ("room:lobby", "user:u_1", "all"):
+        scope, value = protocol.parse_stream(name)  # type: ignore[misc]
+        assert protocol.stream_name(scope, value) == name
