@@ -40,6 +40,10 @@ class Settings:
     max_attempts: int = 3
     management_transport: str = "async"
     log_level: str = "INFO"
+    # The message log (resume and history): retention, and how many messages one resume replays
+    # per stream before it answers truncated (the client pages the rest with history).
+    history_ttl_seconds: int = 86400
+    history_max_replay: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +95,8 @@ class Settings:
             max_attempts=_int(env, "MANAGEMENT_MAX_ATTEMPTS", 3, 1, 10),
             management_transport=transport,
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            history_ttl_seconds=_int(env, "HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400),
+            history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
         )
 
 
