@@ -1,10 +1,13 @@
 """Least-privilege IAM for switchboard: what each Lambda calls, written down once.
 
-Two renderings of the same table (``FUNCTIONS``):
+Two renderings of the same table (``FUNCTIONS``), both one policy per function:
 
-- ``.chalice/policy-<stage>.json`` for ``chalice deploy`` (``autogen_policy: false``): one
-  document for every function of the stage, on the stage's table by name. The API id is not
-  known before the first deploy, so ``@connections`` is limited to the stage path and methods.
+- ``.chalice/policy-<stage>-<function>.json`` for ``chalice deploy`` (``autogen_policy:
+  false``; config.json points each function of each stage at its file): the stage's table by
+  name, the function's own log group by name. The WebSocket API id is not known before the
+  first deploy, so ``@connections`` is limited to the stage path and methods; every stage has
+  its own API Gateway stage name (``api_gateway_stage``), so no stage can reach another's
+  connections.
 - per-function role policies in the merge template (``deploy/template.py``): the table and
   indexes by ``Fn::GetAtt``, ``@connections`` of this stack's WebSocket API only, the
   function's own log group.
@@ -26,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from deploy.project import CHALICE_DIR, Stage, index_names, stage, stages
+from deploy.project import CHALICE_DIR, Stage, iam_policy_file, index_names, stage, stages
 
 
 @dataclass(frozen=True)
@@ -95,27 +98,6 @@ def function(name: str) -> FunctionAccess:
         if name in (access.chalice_name, access.logical_id):
             return access
     raise KeyError(name)
-
-
-def union() -> FunctionAccess:
-    """Everything any function may do: the one document ``chalice deploy`` attaches to all."""
-
-    def merged(attr: str) -> tuple[str, ...]:
-        out: list[str] = []
-        for access in FUNCTIONS:
-            for item in getattr(access, attr):
-                if item not in out:
-                    out.append(item)
-        return tuple(out)
-
-    return FunctionAccess(
-        "*",
-        "*",
-        "*",
-        table_actions=merged("table_actions"),
-        index_actions=merged("index_actions"),
-        connection_methods=merged("connection_methods"),
-    )
 
 
 @dataclass(frozen=True)
@@ -195,14 +177,15 @@ def _parameter_arn_suffix(name: str) -> str:
     return name if name.startswith("/") else "/" + name
 
 
-def static_arns(s: Stage) -> Arns:
-    """ARNs for ``chalice deploy``: any region and account, but this stage's names only."""
+def static_arns(s: Stage, access: FunctionAccess) -> Arns:
+    """ARNs for ``chalice deploy``: any region and account, this stage's names only."""
     table = f"arn:aws:dynamodb:*:*:table/{s.table_name}"
-    # Chalice names every function "<app>-<stage>-<function>" (api_handler, websocket_*).
-    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{s.app_name}-{s.name}-*"
+    # Chalice names every function "<app>-<stage>-<function>", its log group after it.
+    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{s.app_name}-{s.name}-{access.chalice_name}"
     return Arns(
         table=table,
         index=lambda name: f"{table}/index/{name}",
+        # "*" is the API id (unknown before the first deploy); the stage name tells stages apart.
         connections=lambda method: (
             f"arn:aws:execute-api:*:*:*/{s.api_gateway_stage}/{method}/@connections/*"
         ),
@@ -212,10 +195,45 @@ def static_arns(s: Stage) -> Arns:
     )
 
 
-def stage_policy(name: str) -> dict[str, Any]:
-    """The contents of ``.chalice/policy-<stage>.json``."""
-    s = stage(name)
-    return document(statements(union(), static_arns(s), index_names()))
+def policy_file(stage_name: str, access: FunctionAccess) -> str:
+    """The file name of one function's policy for ``chalice deploy``."""
+    return f"policy-{stage_name}-{access.chalice_name}.json"
+
+
+def function_policy(stage_name: str, access: FunctionAccess) -> dict[str, Any]:
+    """The contents of ``.chalice/policy-<stage>-<function>.json``."""
+    s = stage(stage_name)
+    return document(statements(access, static_arns(s, access), index_names()))
+
+
+def problems() -> list[str]:
+    """What keeps ``chalice deploy`` from getting the generated policies, besides stale files."""
+    out = []
+    generated = {policy_file(n, a) for n in stages() for a in FUNCTIONS}
+    for name in stages():
+        for access in FUNCTIONS:
+            wanted = policy_file(name, access)
+            used = iam_policy_file(name, access.chalice_name)
+            if used != wanted:
+                out.append(
+                    f"config.json: stage {name!r} function {access.chalice_name!r} uses "
+                    f"{used}, not {wanted} (set stages.{name}.lambda_functions."
+                    f"{access.chalice_name}.iam_policy_file)"
+                )
+    by_path: dict[str, list[str]] = {}
+    for name in stages():
+        by_path.setdefault(stage(name).api_gateway_stage, []).append(name)
+    for path_name, shared in sorted(by_path.items()):
+        if len(shared) > 1:
+            # The @connections grants tell stages apart by this path only.
+            out.append(
+                f"config.json: stages {', '.join(shared)} share api_gateway_stage "
+                f"{path_name!r}: each could post to the other's connections"
+            )
+    for path in sorted(CHALICE_DIR.glob("policy-*.json")):
+        if path.name not in generated:
+            out.append(f"{path.relative_to(CHALICE_DIR.parent)} is not generated: remove it")
+    return out
 
 
 def render(policy: dict[str, Any]) -> str:
@@ -228,20 +246,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for name in stages():
-        path = CHALICE_DIR / stage(name).policy_file
-        wanted = render(stage_policy(name))
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == wanted:
-            continue
-        if args.check:
-            stale.append(str(path.relative_to(CHALICE_DIR.parent)))
-        else:
-            path.write_text(wanted, encoding="utf-8")
-            print(f"wrote {path.relative_to(CHALICE_DIR.parent)}")
+        for access in FUNCTIONS:
+            path = CHALICE_DIR / policy_file(name, access)
+            wanted = render(function_policy(name, access))
+            current = path.read_text(encoding="utf-8") if path.exists() else None
+            if current == wanted:
+                continue
+            if args.check:
+                stale.append(str(path.relative_to(CHALICE_DIR.parent)))
+            else:
+                path.write_text(wanted, encoding="utf-8")
+                print(f"wrote {path.relative_to(CHALICE_DIR.parent)}")
+    wrong = problems()
+    for problem in wrong:
+        print(problem, file=sys.stderr)
     if stale:
         print(f"out of date (run python -m deploy.policy): {', '.join(stale)}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from chalice.config import Config
+
 from chalicelib.schema import load_schema
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -34,7 +36,6 @@ class Stage:
     app_name: str
     api_gateway_stage: str
     environment: dict[str, str]
-    policy_file: str
 
     @property
     def table_name(self) -> str:
@@ -64,12 +65,21 @@ def stage(name: str) -> Stage:
             stage_config.get("api_gateway_stage", config.get("api_gateway_stage", "api"))
         ),
         environment=env,
-        policy_file=str(
-            stage_config.get(
-                "iam_policy_file", config.get("iam_policy_file", f"policy-{name}.json")
-            )
-        ),
     )
+
+
+def iam_policy_file(stage_name: str, function_name: str) -> str | None:
+    """The policy file ``chalice deploy`` attaches to one function's role, as Chalice reads it.
+
+    Chalice's own lookup (``chalice.config.Config``): a stage's ``iam_policy_file`` wins over
+    the top-level ``lambda_functions`` one, so per-function files belong under
+    ``stages.<stage>.lambda_functions.<function>``.
+    """
+    config = Config(
+        chalice_stage=stage_name, function_name=function_name, config_from_disk=chalice_config()
+    )
+    name = config.iam_policy_file
+    return None if name is None else str(name)
 
 
 def index_names() -> list[str]:

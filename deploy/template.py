@@ -13,10 +13,15 @@ this template into it key by key; lists are replaced whole. It adds:
   ``JWT_SECRET_PARAMETER = !Ref JwtSecretParameterName``, and a log group with a retention;
   the REST handler also gets ``WEBSOCKET_URL`` (this stack's wss:// URL, for the demo page);
 - for every role: the function's own least-privilege policy (``deploy/policy.py``), on this
-  stack's table, this stack's WebSocket API ``@connections`` and this function's log group.
+  stack's table, this stack's WebSocket API ``@connections`` and this function's log group;
+- throttling on both API stages (``WebsocketAPIStage`` default route settings, ``RestAPI``
+  method settings), from stack parameters (``THROTTLING`` has the defaults), so that one
+  tenant's flood is refused by API Gateway before it reaches Lambda.
 
-Memory and timeout per function live in .chalice/config.json (``lambda_functions``), so that
-``chalice deploy`` gets them too.
+Memory, timeout and the message function's reserved concurrency live in .chalice/config.json
+(``lambda_functions``), so that ``chalice deploy`` gets them too; Chalice writes them into the
+template as ``MemorySize``, ``Timeout`` and ``ReservedConcurrentExecutions``. Stage
+throttling has no ``chalice deploy`` setting.
 
     python -m deploy.template --stage dev -o build/merge-template-dev.json
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,54 @@ SUPPORTED_RUNTIMES = ("python3.12", "python3.13")
 LOG_RETENTION_DAYS = 30
 TABLE_ID = "ConnectionsTable"
 WEBSOCKET_API_ID = "WebsocketAPI"  # Chalice's logical id for the WebSocket API
+WEBSOCKET_STAGE_ID = "WebsocketAPIStage"  # ... for its AWS::ApiGatewayV2::Stage
+REST_API_ID = "RestAPI"  # ... for the REST API (AWS::Serverless::Api)
 SECRET_PARAMETER_ID = "JwtSecretParameterName"
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Stage-wide API Gateway throttling, as two stack parameters with defaults."""
+
+    api: str  # "Websocket" or "Rest": the parameters are <api>ThrottlingRateLimit / ...BurstLimit
+    rate: int  # steady requests (WebSocket: messages and connects) per second
+    burst: int  # token bucket size
+
+    @property
+    def rate_parameter(self) -> str:
+        return f"{self.api}ThrottlingRateLimit"
+
+    @property
+    def burst_parameter(self) -> str:
+        return f"{self.api}ThrottlingBurstLimit"
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            self.rate_parameter: {
+                "Type": "Number",
+                "Default": self.rate,
+                "MinValue": 1,
+                "Description": f"{self.api} API stage: steady requests per second.",
+            },
+            self.burst_parameter: {
+                "Type": "Number",
+                "Default": self.burst,
+                "MinValue": 1,
+                "Description": f"{self.api} API stage: burst (token bucket size).",
+            },
+        }
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "ThrottlingRateLimit": {"Ref": self.rate_parameter},
+            "ThrottlingBurstLimit": {"Ref": self.burst_parameter},
+        }
+
+
+# Below the account's API Gateway quota (10,000 rps, burst 5,000, shared by every API in
+# the region), so one stage under a flood leaves room for the others. The REST API is the
+# admin push API: a handful of callers.
+THROTTLING = (Throttle("Websocket", rate=500, burst=1000), Throttle("Rest", rate=50, burst=100))
 
 # schema.json keys that CloudFormation's AWS::DynamoDB::Table takes as they are.
 _TABLE_KEYS = (
@@ -150,8 +203,24 @@ def merge_template(stage_name: str) -> dict[str, Any]:
                 ]
             }
         }
+    websocket_throttle, rest_throttle = THROTTLING
+    # Chalice merges these into its own resources key by key.
+    resources[WEBSOCKET_STAGE_ID] = {
+        "Properties": {"DefaultRouteSettings": websocket_throttle.settings()}
+    }
+    resources[REST_API_ID] = {
+        "Properties": {
+            "MethodSettings": [
+                {"ResourcePath": "/*", "HttpMethod": "*", **rest_throttle.settings()}
+            ]
+        }
+    }
+    parameters: dict[str, Any] = {}
+    for throttle in THROTTLING:
+        parameters.update(throttle.parameters())
     return {
         "Parameters": {
+            **parameters,
             SECRET_PARAMETER_ID: {
                 "Type": "String",
                 "Default": s.secret_parameter,
@@ -161,7 +230,7 @@ def merge_template(stage_name: str) -> dict[str, Any]:
                     "key or PEM public key). Create it before deploying; the functions read "
                     "it at cold start, so it never appears in the template or their settings."
                 ),
-            }
+            },
         },
         "Resources": resources,
         "Outputs": {

@@ -30,7 +30,8 @@ from chalicelib.registry import Target
 from chalicelib.schema import create_table
 from deploy import template
 from deploy.policy import FUNCTIONS, FunctionAccess
-from deploy.project import CHALICE_DIR, stage
+from deploy.project import CHALICE_DIR, iam_policy_file, stage
+from tests.deploy.iam_eval import allowed, arn_glob
 from tests.helpers import SECRET, connect_event, disconnect_event, message_event, token
 
 REGION = "us-east-1"
@@ -228,23 +229,6 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
 # --- policy evaluation ------------------------------------------------------------------------
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(
-        "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-        + r"\Z"
-    )
-
-
-def allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
-    for st in statements:
-        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
-        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-        if st["Effect"] == "Allow" and any(a.lower() == action.lower() for a in actions):
-            if any(_glob(r).match(resource) for r in resources):
-                return True
-    return False
-
-
 def resolve(value: Any) -> str | None:
     """A template ARN with this test's account, region, API id and table; None for logs."""
     names = {
@@ -277,46 +261,55 @@ def template_statements(access: FunctionAccess) -> list[dict[str, Any]]:
     return out
 
 
-def stage_file_statements() -> list[dict[str, Any]]:
-    with open(CHALICE_DIR / STAGE.policy_file, encoding="utf-8") as fh:
+def file_statements(access: FunctionAccess) -> list[dict[str, Any]]:
+    """The policy ``chalice deploy`` attaches to the function's role (config.json decides)."""
+    name = iam_policy_file(STAGE.name, access.chalice_name)
+    assert name, f"config.json gives {access.chalice_name} no iam_policy_file"
+    with open(CHALICE_DIR / name, encoding="utf-8") as fh:
         statements: list[dict[str, Any]] = json.load(fh)["Statement"]
     return statements
 
 
-@pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
-def test_template_role_allows_every_call_of_its_function(
-    recorded: dict[str, set[Call]], access: FunctionAccess
-) -> None:
-    calls = recorded.get(access.logical_id)
-    assert calls, f"the scenario never ran {access.logical_id}"
-    statements = template_statements(access)
-    denied = sorted(c for c in calls if not allowed(statements, *c))
-    assert denied == [], f"{access.logical_id} would be denied: {denied}"
-
-
-@pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
-def test_template_role_grants_nothing_its_function_does_not_use(
-    recorded: dict[str, set[Call]], access: FunctionAccess
-) -> None:
-    used = recorded[access.logical_id]
+def unused_grants(statements: list[dict[str, Any]], used: set[Call]) -> list[tuple[str, str]]:
+    """(action, resource) grants no recorded call needed; the runtime's log writes aside."""
     unused = []
-    for st in template_statements(access):
-        if st["Sid"] == "Logs":  # the Lambda runtime writes logs, not the code
+    for st in statements:
+        if st["Sid"] in ("Logs", "LogGroup"):  # the Lambda runtime writes logs, not the code
             continue
         for action in st["Action"]:
             for resource in st["Resource"]:
-                pattern = _glob(resource)
+                pattern = arn_glob(resource)
                 if not any(a == action and pattern.match(r) for a, r in used):
                     unused.append((action, resource))
-    assert unused == [], f"{access.logical_id} is granted more than it uses: {unused}"
+    return unused
 
 
-def test_stage_policy_file_allows_every_call(recorded: dict[str, set[Call]]) -> None:
-    statements = stage_file_statements()
-    denied = sorted(
-        (fn, c) for fn, calls in recorded.items() for c in calls if not allowed(statements, *c)
-    )
-    assert denied == [], f"chalice deploy's policy would deny: {denied}"
+# The template's role (``chalice package``) and the policy file (``chalice deploy``).
+POLICIES: dict[str, Callable[[FunctionAccess], list[dict[str, Any]]]] = {
+    "template": template_statements,
+    "file": file_statements,
+}
+
+
+@pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
+@pytest.mark.parametrize("source", POLICIES)
+def test_policy_allows_every_call_of_its_function(
+    recorded: dict[str, set[Call]], source: str, access: FunctionAccess
+) -> None:
+    calls = recorded.get(access.logical_id)
+    assert calls, f"the scenario never ran {access.logical_id}"
+    statements = POLICIES[source](access)
+    denied = sorted(c for c in calls if not allowed(statements, *c))
+    assert denied == [], f"{source}: {access.logical_id} would be denied: {denied}"
+
+
+@pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
+@pytest.mark.parametrize("source", POLICIES)
+def test_policy_grants_nothing_its_function_does_not_use(
+    recorded: dict[str, set[Call]], source: str, access: FunctionAccess
+) -> None:
+    unused = unused_grants(POLICIES[source](access), recorded[access.logical_id])
+    assert unused == [], f"{source}: {access.logical_id} is granted more than it uses: {unused}"
 
 
 def test_every_function_reads_the_secret_and_only_senders_post(

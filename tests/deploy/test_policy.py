@@ -1,7 +1,9 @@
-"""The committed .chalice/policy-<stage>.json files: generated, current, no wildcard actions."""
+"""The committed .chalice/policy-<stage>-<function>.json files: generated, current, attached
+by config.json to their function, no wildcard actions, no reach into another stage."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import cache
 from pathlib import Path
@@ -9,9 +11,13 @@ from typing import Any
 
 import cfnlint
 import pytest
+from chalice.config import Config
 
 from deploy import policy, template
-from deploy.project import CHALICE_DIR, stage, stages
+from deploy.project import CHALICE_DIR, chalice_config, stage, stages
+from tests.deploy.iam_eval import allowed
+
+METHODS = ("POST", "DELETE", "GET")  # @connections: send, close, info
 
 
 @cache
@@ -22,11 +28,29 @@ def known_actions() -> dict[str, set[str]]:
     return {prefix: set(service["Actions"]) for prefix, service in data.items()}
 
 
+def attached_statements(stage_name: str, function_name: str) -> list[dict[str, Any]]:
+    """What ``chalice deploy`` attaches to the function's role: Chalice's own config lookup."""
+    config = Config(
+        chalice_stage=stage_name, function_name=function_name, config_from_disk=chalice_config()
+    )
+    path = CHALICE_DIR / (config.iam_policy_file or f"policy-{stage_name}.json")
+    statements: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["Statement"]
+    return statements
+
+
 def all_statements(stage_name: str) -> list[dict[str, Any]]:
-    out = list(policy.stage_policy(stage_name)["Statement"])
+    out = []
     for access in policy.FUNCTIONS:
+        out += attached_statements(stage_name, access.chalice_name)
         out += template.role_policy(access, stage(stage_name))["Statement"]
     return out
+
+
+def connection_arn(stage_name: str, method: str) -> str:
+    """A concrete @connections ARN of the stage's WebSocket API (any API id would do)."""
+    api_stage = stage(stage_name).api_gateway_stage
+    api = "arn:aws:execute-api:us-east-1:123456789012:abc123def4"
+    return f"{api}/{api_stage}/{method}/@connections/Rk1xc2VNjMCFIA="
 
 
 def test_policy_files_are_current() -> None:
@@ -34,14 +58,70 @@ def test_policy_files_are_current() -> None:
 
 
 @pytest.mark.parametrize("stage_name", stages())
-def test_stage_file_is_the_stage_and_config_points_at_it(stage_name: str) -> None:
+@pytest.mark.parametrize("access", policy.FUNCTIONS, ids=lambda f: f.chalice_name)
+def test_each_function_gets_its_own_generated_file(
+    stage_name: str, access: policy.FunctionAccess
+) -> None:
     s = stage(stage_name)
-    text = (CHALICE_DIR / s.policy_file).read_text(encoding="utf-8")
-    assert json.loads(text) == policy.stage_policy(stage_name)
+    config = Config(
+        chalice_stage=stage_name,
+        function_name=access.chalice_name,
+        config_from_disk=chalice_config(),
+    )
+    assert config.iam_policy_file == policy.policy_file(stage_name, access)
+    text = (CHALICE_DIR / config.iam_policy_file).read_text(encoding="utf-8")
+    assert json.loads(text) == policy.function_policy(stage_name, access)
     assert f"table/{s.table_name}" in text
     assert f"parameter{s.secret_parameter}" in text
+    assert f"log-group:/aws/lambda/{s.app_name}-{stage_name}-{access.chalice_name}" in text
     others = [stage(o).table_name for o in stages() if o != stage_name]
     assert not any(other in text for other in others)
+
+
+@pytest.mark.parametrize("stage_name", stages())
+@pytest.mark.parametrize("access", policy.FUNCTIONS, ids=lambda f: f.chalice_name)
+def test_connections_only_for_what_the_function_sends_on_its_own_stage(
+    stage_name: str, access: policy.FunctionAccess
+) -> None:
+    statements = attached_statements(stage_name, access.chalice_name)
+    action = "execute-api:ManageConnections"
+    own = {m for m in METHODS if allowed(statements, action, connection_arn(stage_name, m))}
+    assert own == set(access.connection_methods)
+    for other in stages():
+        if stage(other).api_gateway_stage == stage(stage_name).api_gateway_stage:
+            continue
+        reach = [m for m in METHODS if allowed(statements, action, connection_arn(other, m))]
+        assert reach == [], f"{stage_name} {access.chalice_name} reaches {other}'s connections"
+
+
+@pytest.mark.parametrize("stage_name", stages())
+@pytest.mark.parametrize("function_name", ["websocket_connect", "websocket_disconnect"])
+def test_connect_and_disconnect_get_no_execute_api(stage_name: str, function_name: str) -> None:
+    for st in attached_statements(stage_name, function_name):
+        assert not any(a.startswith("execute-api:") for a in st["Action"]), st
+
+
+def test_stages_have_their_own_api_gateway_stage() -> None:
+    # The chalice deploy grants tell stages apart by this path: it must differ.
+    names = [stage(s).api_gateway_stage for s in stages()]
+    assert len(set(names)) == len(names) >= 2, names
+    assert policy.problems() == []
+
+
+def test_check_reports_a_shared_stage_path_a_wrong_pointer_and_a_stray_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real_stage = stage
+    monkeypatch.setattr(
+        policy, "stage", lambda name: dataclasses.replace(real_stage(name), api_gateway_stage="api")
+    )
+    monkeypatch.setattr(policy, "iam_policy_file", lambda s, f: f"policy-{s}.json")
+    (tmp_path / "policy-old.json").write_text("{}", encoding="utf-8")
+    monkeypatch.setattr(policy, "CHALICE_DIR", tmp_path)
+    found = "\n".join(policy.problems())
+    assert "share api_gateway_stage 'api'" in found
+    assert "uses policy-dev.json, not policy-dev-websocket_connect.json" in found
+    assert "policy-old.json is not generated" in found
 
 
 @pytest.mark.parametrize("stage_name", stages())

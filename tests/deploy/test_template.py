@@ -207,3 +207,42 @@ def test_deployment_zip_is_small_and_complete(packaged: Packager) -> None:
     assert not any(n.startswith(("boto3/", "botocore/")) for n in names)  # the runtime has them
     assert not any(n.startswith(("tests/", "local_gateway/", "deploy/", "bench/")) for n in names)
     assert not any(n.endswith((".so", ".pyd")) for n in names)
+
+
+@pytest.mark.parametrize("stage_name", stages())
+def test_both_api_stages_are_throttled_from_stack_parameters(
+    packaged: Packager, stage_name: str
+) -> None:
+    tpl = load_template(packaged(stage_name))
+    websocket, rest = template.THROTTLING
+
+    def limits(settings: dict[str, Any], throttle: template.Throttle) -> tuple[int, int]:
+        assert settings["ThrottlingRateLimit"] == {"Ref": throttle.rate_parameter}
+        assert settings["ThrottlingBurstLimit"] == {"Ref": throttle.burst_parameter}
+        parameters = tpl["Parameters"]
+        return (
+            parameters[throttle.rate_parameter]["Default"],
+            parameters[throttle.burst_parameter]["Default"],
+        )
+
+    (ws_stage,) = resources(tpl, "AWS::ApiGatewayV2::Stage").values()
+    assert limits(ws_stage["Properties"]["DefaultRouteSettings"], websocket) == (500, 1000)
+    (rest_api,) = resources(tpl, "AWS::Serverless::Api").values()
+    (everything,) = rest_api["Properties"]["MethodSettings"]
+    assert (everything["ResourcePath"], everything["HttpMethod"]) == ("/*", "*")
+    assert limits(everything, rest) == (50, 100)
+    # Below the account's shared API Gateway quota (10,000 rps, burst 5,000).
+    for throttle in template.THROTTLING:
+        assert 0 < throttle.rate <= throttle.burst <= 5000
+
+
+@pytest.mark.parametrize("stage_name", stages())
+def test_message_function_has_reserved_concurrency_from_config(
+    packaged: Packager, stage_name: str
+) -> None:
+    functions = resources(load_template(packaged(stage_name)), *FUNCTION_TYPES)
+    configured = chalice_config()["lambda_functions"]["websocket_message"]["reserved_concurrency"]
+    reserved = functions["WebsocketMessage"]["Properties"]["ReservedConcurrentExecutions"]
+    assert reserved == configured == 100
+    # Lambda keeps 100 of the account's (default 1,000) unreserved: leave room for the rest.
+    assert reserved <= 400
