@@ -12,6 +12,7 @@ Both then answer JSON commands on stdin (see ``command_loop``) until ``quit`` or
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from typing import Any
 
@@ -36,7 +37,7 @@ def run_dynamodb(exact_moto: bool = False) -> None:
 
 
 def run_gateway(dynamodb_url: str, workers: int) -> None:
-    from local_gateway import LocalGateway
+    from local_gateway import Limits, LocalGateway
 
     raise_nofile(20000)
     gateway = LocalGateway(
@@ -51,8 +52,7 @@ def run_gateway(dynamodb_url: str, workers: int) -> None:
         workers=workers,
         invocation_log_size=64,
         # A benchmark run is long: nothing may time out under it.
-        idle_timeout=3600.0,
-        close_timeout=2.0,
+        limits=Limits(idle_timeout=3600.0, close_timeout=2.0),
     )
     urls = gateway.start()
 
@@ -64,7 +64,7 @@ def run_gateway(dynamodb_url: str, workers: int) -> None:
         if cmd == "ids":
             return {"ids": gateway.connection_ids()}
         if cmd == "stats":
-            return {"stats": gateway.stats()}
+            return {"stats": dataclasses.asdict(gateway.stats())}
         return {"error": f"unknown command {cmd!r}"}
 
     emit(

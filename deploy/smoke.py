@@ -74,7 +74,7 @@ def _child(unpacked: str) -> dict[str, Any]:
     import boto3
     from websockets.sync.client import connect
 
-    from local_gateway import LocalGateway
+    from local_gateway import Limits, LocalGateway
 
     started = time.monotonic()
     gateway = LocalGateway(
@@ -83,7 +83,7 @@ def _child(unpacked: str) -> dict[str, Any]:
         rest_port=None,  # Chalice's local REST server is not in the zip, only chalice.app
         auth_mode="none",
         env={"CONNECTIONS_TABLE": TABLE, "LOG_LEVEL": "WARNING"},
-        close_timeout=1.0,
+        limits=Limits(close_timeout=1.0),
     )
     with gateway:
         urls = gateway.urls

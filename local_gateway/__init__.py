@@ -59,14 +59,15 @@ Python API (tests and benchmarks)
 ---------------------------------
 ::
 
-    from local_gateway import FaultConfig, LocalGateway
+    from local_gateway import FaultConfig, Limits, LocalGateway
 
-    with LocalGateway(".", ws_port=0, rest_port=0, auth_mode="none") as gw:
+    limits = Limits(idle_timeout=5.0)  # API Gateway's quotas, shrunk for a test
+    with LocalGateway(".", ws_port=0, rest_port=0, auth_mode="none", limits=limits) as gw:
         gw.urls.websocket   # ws://127.0.0.1:PORT/api   (also .management, .rest, .dynamodb)
         client = gw.management_client(max_pool_connections=64)
         gw.set_faults(throttle_rate=0.1, seed=1)
         gw.invocations.wait_for("$disconnect", connection_id, timeout=5)
-        gw.connection_ids(); gw.stats()
+        gw.connection_ids(); gw.stats().posts_ok
 
 ``EmbeddedDynamoDB(port=0).start()`` runs the DynamoDB alone. ``tests/e2e/conftest.py``
 provides ``gateway_factory`` and ``ws_connect`` fixtures.
@@ -114,13 +115,15 @@ from __future__ import annotations
 from local_gateway.dynamodb import EmbeddedDynamoDB, ensure_table, load_table_schema
 from local_gateway.emulator import GatewayURLs, InvocationLog, LocalGateway
 from local_gateway.faults import FaultConfig, FaultInjector
+from local_gateway.limits import Limits
 from local_gateway.project import Invocation
-from local_gateway.server import Limits
+from local_gateway.stats import GatewayStats
 
 __all__ = [
     "EmbeddedDynamoDB",
     "FaultConfig",
     "FaultInjector",
+    "GatewayStats",
     "GatewayURLs",
     "Invocation",
     "InvocationLog",

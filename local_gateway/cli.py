@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from local_gateway.emulator import LocalGateway
 from local_gateway.faults import FaultConfig
+from local_gateway.limits import Limits
 
 
 def _rate(text: str) -> float:
@@ -193,10 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         region=args.region,
         auth_mode=args.auth_mode,
         env=dict(args.env),
-        idle_timeout=args.idle_timeout,
-        max_duration=args.max_duration,
-        integration_timeout=args.integration_timeout,
-        send_buffer_limit=args.send_buffer_limit,
+        limits=Limits(
+            idle_timeout=args.idle_timeout,
+            max_duration=args.max_duration,
+            integration_timeout=args.integration_timeout,
+            send_buffer_limit=args.send_buffer_limit,
+        ),
         workers=args.workers,
         faults=FaultConfig(
             latency_ms=args.latency_ms,

@@ -23,8 +23,10 @@ from typing import Any, TypeVar
 from local_gateway.dynamodb import EmbeddedDynamoDB, ensure_table, load_table_schema
 from local_gateway.faults import FaultConfig, FaultInjector
 from local_gateway.lambda_events import new_api_id, new_aws_id
+from local_gateway.limits import Limits
 from local_gateway.project import ChaliceProject, Invocation, LambdaRuntime, import_app
-from local_gateway.server import Limits, WebSocketServer
+from local_gateway.server import WebSocketServer
+from local_gateway.stats import GatewayStats
 
 log = logging.getLogger("local_gateway")
 
@@ -138,6 +140,7 @@ class LocalGateway:
     Ports default to the documented 8001/8000; pass 0 for ephemeral ports (tests).
     ``rest_port=None`` skips the REST server. ``schema_path=None`` uses
     ``chalicelib/schema.json`` if the project has one, ``""`` creates no table.
+    ``limits`` are API Gateway's quotas (``Limits()``: AWS's defaults).
     The gateway sets process environment variables while it runs (the app reads them at
     import and call time) and restores them on ``stop()``, so run one gateway at a time
     per process.
@@ -157,13 +160,7 @@ class LocalGateway:
         region: str | None = None,
         auth_mode: str | None = None,
         env: dict[str, str] | None = None,
-        idle_timeout: float = 600.0,
-        max_duration: float = 7200.0,
-        integration_timeout: float = 29.0,
-        max_message_bytes: int = 128 * 1024,
-        max_frame_bytes: int = 32 * 1024,
-        send_buffer_limit: int = 1024 * 1024,
-        close_timeout: float = 3.0,
+        limits: Limits | None = None,
         faults: FaultConfig | FaultInjector | None = None,
         workers: int = 64,
         connection_id_factory: Callable[[], str] = new_aws_id,
@@ -186,15 +183,7 @@ class LocalGateway:
         )
         self.auth_mode = auth_mode
         self.extra_env = dict(env or {})
-        self.limits = Limits(
-            max_message_bytes=max_message_bytes,
-            max_frame_bytes=max_frame_bytes,
-            idle_timeout=idle_timeout,
-            max_duration=max_duration,
-            integration_timeout=integration_timeout,
-            send_buffer_limit=send_buffer_limit,
-            close_timeout=close_timeout,
-        )
+        self.limits = limits or Limits()
         self.faults = faults if isinstance(faults, FaultInjector) else FaultInjector(faults)
         self.workers = workers
         self.connection_id_factory = connection_id_factory
@@ -288,7 +277,8 @@ class LocalGateway:
     def connection_ids(self) -> list[str]:
         return self._call(self._list_ids())
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> GatewayStats:
+        """A snapshot of the gateway's counters (see ``GatewayStats``)."""
         return self._call(self._stats())
 
     def management_client(
@@ -329,9 +319,9 @@ class LocalGateway:
         assert self._server is not None
         return list(self._server.connections)
 
-    async def _stats(self) -> dict[str, int]:
+    async def _stats(self) -> GatewayStats:
         assert self._server is not None
-        return {**self._server.stats, "open_connections": len(self._server.connections)}
+        return self._server.stats_snapshot()
 
     def _resolve_schema(self) -> str | None:
         if self.schema_path is None:

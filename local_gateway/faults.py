@@ -7,6 +7,7 @@ throttles: added latency on every @connections call, and a share of POSTs answer
 
 from __future__ import annotations
 
+import enum
 import random
 import threading
 from dataclasses import dataclass, replace
@@ -38,8 +39,11 @@ class FaultConfig:
         return bool(self.latency_ms or self.throttle_rate or self.error_rate)
 
 
-THROTTLE = "throttle"
-ERROR = "error"
+class PostFault(enum.Enum):
+    """What an injected fault does to one @connections POST."""
+
+    THROTTLE = "throttle"  # 429 LimitExceededException
+    ERROR = "error"  # 500 InternalServerErrorException
 
 
 class FaultInjector:
@@ -66,15 +70,15 @@ class FaultInjector:
     def latency_seconds(self) -> float:
         return self._config.latency_ms / 1000.0
 
-    def draw_post_fault(self) -> str | None:
-        """THROTTLE, ERROR or None for one POST."""
+    def draw_post_fault(self) -> PostFault | None:
+        """The fault for one POST, or None to answer it normally."""
         config = self._config
         if not (config.throttle_rate or config.error_rate):
             return None
         with self._lock:
             r = self._rng.random()
         if r < config.throttle_rate:
-            return THROTTLE
+            return PostFault.THROTTLE
         if r < config.throttle_rate + config.error_rate:
-            return ERROR
+            return PostFault.ERROR
         return None

@@ -10,7 +10,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection
 
-from local_gateway import LocalGateway
+from local_gateway import Limits, LocalGateway
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parents[1]
@@ -45,7 +45,7 @@ def started_gateways() -> Iterator[Callable[..., LocalGateway]]:
         options.setdefault("ws_port", 0)
         options.setdefault("rest_port", 0)
         options.setdefault("close_timeout", 1.0)
-        gateway = LocalGateway(str(project_dir), **options)
+        gateway = LocalGateway(str(project_dir), limits=Limits.pop_from(options), **options)
         gateway.start()
         started.append(gateway)
         return gateway

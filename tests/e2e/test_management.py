@@ -183,7 +183,7 @@ def test_standard_retries_ride_through_throttling(
     for i in range(6):
         client.post_to_connection(ConnectionId=cid, Data=b"r%d" % i)
     assert [ws.recv(timeout=5) for _ in range(6)] == [f"r{i}" for i in range(6)]
-    assert gw.stats()["throttled"] == 1
+    assert gw.stats().throttled == 1
 
 
 @pytest.mark.timeout(60)
@@ -201,4 +201,4 @@ def test_full_client_buffer_answers_429(
     with pytest.raises(client.exceptions.LimitExceededException):
         for _ in range(2000):  # kernel socket buffers absorb some MB first
             client.post_to_connection(ConnectionId=cid, Data=chunk)
-    assert gw.stats()["throttled"] == 1
+    assert gw.stats().throttled == 1

@@ -45,4 +45,4 @@ def test_thousand_concurrent_posts(echo_gateway: LocalGateway, ws_connect: WsCon
     got = {ws.recv(timeout=10) for _ in range(CONCURRENCY)}
     assert got == {f"m{i}" for i in range(CONCURRENCY)}
     assert elapsed < 15, f"{CONCURRENCY} concurrent POSTs took {elapsed:.1f}s"
-    assert echo_gateway.stats()["posts_ok"] >= CONCURRENCY
+    assert echo_gateway.stats().posts_ok >= CONCURRENCY

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from local_gateway import EmbeddedDynamoDB, LocalGateway
+from local_gateway import EmbeddedDynamoDB, Limits, LocalGateway
 from tests.reliability.ddb_faults import ThrottlingProxy
 from tests.reliability.harness import (
     REPO_ROOT,
@@ -112,7 +112,7 @@ def switchboard_factory() -> Iterator[StackFactory]:
         options.setdefault("rest_port", None)
         options.setdefault("close_timeout", 1.0)
         options.setdefault("auth_mode", "none")
-        gateway = LocalGateway(str(REPO_ROOT), env=env, **options)
+        gateway = LocalGateway(str(REPO_ROOT), env=env, limits=Limits.pop_from(options), **options)
         gateway.invocations = CountingInvocationLog()
         # The app's log goes to our counter only (log.configure adds its own handler only
         # when the logger has none).

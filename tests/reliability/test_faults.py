@@ -175,9 +175,9 @@ def test_connections_faults(
             "messages": verdict.acked,
             "faults": f"20% 429 + 5% 500 on every @connections POST; {attempts} attempts",
             "leaked": registry.items,
-            "posts": stats["posts"],
-            "injected_429": stats["throttled"],
-            "injected_500": stats["injected_errors"],
+            "posts": stats.posts,
+            "injected_429": stats.throttled,
+            "injected_500": stats.injected_errors,
             "acks_lost_and_logged": len(lost_acks),
             "fanout_seconds": round(seconds, 1),
             "handler_errors": sb.handler_errors(),
@@ -188,7 +188,7 @@ def test_connections_faults(
     # Every recipient that did not get a message is one the report counted failed, and back.
     assert verdict.missing == verdict.failed_reported
     assert verdict.received == verdict.delivered_reported
-    assert stats["throttled"] > 0 and stats["injected_errors"] > 0
+    assert stats.throttled > 0 and stats.injected_errors > 0
     if attempts == 10:
         # 0.25**10 per post: a failure here is a one-in-a-million event per post.
         assert verdict.failed_reported + len(lost_acks) <= 1, verdict.as_dict()
