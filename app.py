@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -10,9 +12,11 @@ from chalice import Chalice, Response
 from chalice.app import WebsocketEvent
 
 from chalicelib import web
-from chalicelib.auth import AuthError
+from chalicelib.auth import AuthError, Identity
 from chalicelib.config import ConfigError, Settings
+from chalicelib.protocol import Scope
 from chalicelib.service import BadRequest, HttpResult, NotFound, Switchboard
+from chalicelib.wiring import build_switchboard
 
 app = Chalice(app_name="switchboard")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -27,7 +31,7 @@ def get_switchboard() -> Switchboard:
     if _switchboard is None:
         with _lock:
             if _switchboard is None:
-                _switchboard = Switchboard.from_settings(Settings.from_env())
+                _switchboard = build_switchboard(Settings.from_env())
     return _switchboard
 
 
@@ -66,33 +70,53 @@ def disconnect(event: WebsocketEvent) -> dict[str, Any]:
 # --- HTTP API ------------------------------------------------------------------------------
 
 
-def _http(call: Any, admin: bool = True) -> Response:
-    """Run a route body with auth and map the service's errors onto HTTP statuses."""
-    try:
-        switchboard = get_switchboard()
-        caller = None
-        if admin:
-            caller = switchboard.authorize_http(app.current_request.headers.get("authorization"))
-        status, body = call(switchboard, caller)
-    except AuthError as exc:
-        return _error(exc.status, str(exc))
-    except BadRequest as exc:
-        return _error(400, str(exc))
-    except NotFound as exc:
-        return _error(404, str(exc))
-    except ConfigError as exc:
-        app.log.error("configuration error: %s", exc)
-        return _error(500, "server misconfigured")
-    except Exception:  # noqa: BLE001 - a clear 502/500, never a stack trace to the caller
-        app.log.exception("route failed")
-        return _error(502, "upstream error; see the function's logs")
-    if status == 204:
-        return Response(body="", status_code=204)
-    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
+# A route body gets the switchboard, the caller (an admin, or None on a public route) and the
+# path parameters, and returns the JSON answer.
+RouteBody = Callable[..., Any]
 
 
-# Path parameters may arrive percent-encoded (connection ids end in "="); ids and room names
-# never contain "%", so decoding an already decoded one changes nothing.
+def http_route(
+    admin: bool = True, status: int = 200
+) -> Callable[[RouteBody], Callable[..., Response]]:
+    """Run a route body with auth and map the service's errors onto HTTP statuses.
+
+    ``admin`` routes need ``Authorization: Bearer <token>`` with the admin role. A ``status``
+    of 204 answers with an empty body. Path parameters may arrive percent-encoded (connection
+    ids end in "="); ids and room names never contain "%", so decoding an already decoded one
+    changes nothing.
+    """
+
+    def decorate(body: RouteBody) -> Callable[..., Response]:
+        @functools.wraps(body)
+        def route(**params: str) -> Response:
+            try:
+                switchboard = get_switchboard()
+                caller = None
+                if admin:
+                    headers = app.current_request.headers
+                    caller = switchboard.authorize_http(headers.get("authorization"))
+                answer = body(switchboard, caller, **{k: unquote(v) for k, v in params.items()})
+            except AuthError as exc:
+                return _error(exc.status, str(exc))
+            except BadRequest as exc:
+                return _error(400, str(exc))
+            except NotFound as exc:
+                return _error(404, str(exc))
+            except ConfigError as exc:
+                app.log.error("configuration error: %s", exc)
+                return _error(500, "server misconfigured")
+            except Exception:  # noqa: BLE001 - a clear 502, never a stack trace to the caller
+                app.log.exception("route failed")
+                return _error(502, "upstream error; see the function's logs")
+            if status == 204:
+                return Response(body="", status_code=204)
+            return Response(
+                body=answer, status_code=status, headers={"Content-Type": "application/json"}
+            )
+
+        return route
+
+    return decorate
 
 
 def _error(status: int, message: str) -> Response:
@@ -107,35 +131,39 @@ def _json_body() -> Any:
 
 
 @app.route("/health", methods=["GET"])
-def health() -> Response:
-    return _http(
-        lambda sb, _: (200, {"status": "ok", "table": sb.settings.table_name}), admin=False
-    )
+@http_route(admin=False)
+def health(switchboard: Switchboard, caller: None) -> Any:
+    return {"status": "ok", "table": switchboard.settings.table_name}
 
 
 @app.route("/broadcast", methods=["POST"])
-def broadcast() -> Response:
-    return _http(lambda sb, who: (200, sb.push("all", None, _json_body(), who)))
+@http_route(admin=True)
+def broadcast(switchboard: Switchboard, caller: Identity) -> Any:
+    return switchboard.push(Scope.ALL, None, _json_body(), caller)
 
 
 @app.route("/users/{user_id}/messages", methods=["POST"])
-def push_user(user_id: str) -> Response:
-    return _http(lambda sb, who: (200, sb.push("user", unquote(user_id), _json_body(), who)))
+@http_route(admin=True)
+def push_user(switchboard: Switchboard, caller: Identity, user_id: str) -> Any:
+    return switchboard.push(Scope.USER, user_id, _json_body(), caller)
 
 
 @app.route("/rooms/{room}/messages", methods=["POST"])
-def push_room(room: str) -> Response:
-    return _http(lambda sb, who: (200, sb.push("room", unquote(room), _json_body(), who)))
+@http_route(admin=True)
+def push_room(switchboard: Switchboard, caller: Identity, room: str) -> Any:
+    return switchboard.push(Scope.ROOM, room, _json_body(), caller)
 
 
 @app.route("/connections", methods=["GET"])
-def list_connections() -> Response:
-    return _http(lambda sb, _: (200, sb.connections()))
+@http_route(admin=True)
+def list_connections(switchboard: Switchboard, caller: Identity) -> Any:
+    return switchboard.connections()
 
 
 @app.route("/connections/{connection_id}", methods=["DELETE"])
-def kick(connection_id: str) -> Response:
-    return _http(lambda sb, _: (204, sb.kick(unquote(connection_id))))
+@http_route(admin=True, status=204)
+def kick(switchboard: Switchboard, caller: Identity, connection_id: str) -> Any:
+    switchboard.kick(connection_id)
 
 
 @app.route("/", methods=["GET"])

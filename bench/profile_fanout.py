@@ -129,7 +129,7 @@ def _run(url: str, recipients: int, rounds: int, transport: str) -> dict[str, An
     session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
     gateway = ManagementApi(override=url, session=session, transport=transport)
     broadcaster = Broadcaster(gateway, lambda cid: None, workers=64)
-    payload = protocol.encode(protocol.message_frame("bench", "all", "profile"))
+    payload = protocol.encode(protocol.message_frame("bench", protocol.Scope.ALL, "profile"))
     targets = [Target(f"P{i:09d}AAA=", f"u_{i}", None) for i in range(recipients)]
     warm = broadcaster.fan_out(targets, payload)  # warm: connections, loop, caches
     if warm.delivered != recipients:  # a broken variant must not pass for a fast one

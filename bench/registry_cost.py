@@ -172,8 +172,7 @@ def _timed(fn: Any, reps: int) -> tuple[Any, float]:
     return result, median(times)
 
 
-def _read(registry: Any, fn: Any) -> dict[str, Any]:
-    stats = registry.stats
+def _read(stats: Any, fn: Any) -> dict[str, Any]:
     before = (stats.queries, stats.items_examined, stats.items_returned, stats.capacity_units)
     targets = sum(1 for _ in fn())
     return {
@@ -196,8 +195,9 @@ def _one_size(live: int, reps: int, check: bool) -> tuple[dict[str, Any], bool |
     import boto3
     from moto import mock_aws
 
+    from bench.readstats import StatsClient
     from chalicelib.registry import Registry
-    from chalicelib.schema import create_table
+    from deploy.create_table import create_table
 
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
@@ -207,7 +207,8 @@ def _one_size(live: int, reps: int, check: bool) -> tuple[dict[str, Any], bool |
         started = time.perf_counter()
         _load(client, items)
         load_s = time.perf_counter() - started
-        registry = Registry(client, TABLE, all_shards=SHARDS, clock=lambda: now)
+        reads = StatsClient(client)
+        registry = Registry(reads, TABLE, all_shards=SHARDS, clock=lambda: now)
         by_user: dict[str, list[int]] = defaultdict(list)
         by_shard: dict[str, list[int]] = defaultdict(list)
         for item in items:
@@ -215,10 +216,10 @@ def _one_size(live: int, reps: int, check: bool) -> tuple[dict[str, Any], bool |
                 by_user[item["GSI1PK"]["S"]].append(item_size(item, INDEX_ATTRS["GSI1"]))
                 by_shard[item["GSI2PK"]["S"]].append(item_size(item, INDEX_ATTRS["GSI2"]))
         user, user_s = _timed(
-            lambda: _read(registry, lambda: registry.user_connections("u_target")), reps
+            lambda: _read(reads.stats, lambda: registry.user_connections("u_target")), reps
         )
         user["rcu"] = modelled_rcu(by_user["USER#u_target"])
-        everyone, everyone_s = _timed(lambda: _read(registry, registry.all_connections), reps)
+        everyone, everyone_s = _timed(lambda: _read(reads.stats, registry.all_connections), reps)
         everyone["rcu"] = sum(modelled_rcu(sizes) for sizes in by_shard.values())
         scan, scan_s = _timed(lambda: _seed_scan(client), reps)
         scan["rcu"] = modelled_rcu([item_size(item) for item in items])

@@ -125,9 +125,10 @@ class SwitchboardPush:
         shards: int = 8,
     ) -> None:
         # Imported here: the app's modules read nothing at import, but keep bench imports light.
+        from bench.readstats import StatsSession
         from chalicelib.auth import Identity
         from chalicelib.config import Settings
-        from chalicelib.service import Switchboard
+        from chalicelib.wiring import build_switchboard
 
         self.name = "switchboard" if transport == "async" else "switchboard-boto3"
         settings = Settings(
@@ -139,22 +140,26 @@ class SwitchboardPush:
             management_transport=transport,
             log_level="WARNING",
         )
-        # DynamoDB's endpoint comes from AWS_ENDPOINT_URL_DYNAMODB, as in the app.
-        self.switchboard = Switchboard.from_settings(settings, session=session())
+        # DynamoDB's endpoint comes from AWS_ENDPOINT_URL_DYNAMODB, as in the app. The session
+        # wraps the registry's client so that its reads report what they cost.
+        boto3_session = StatsSession(session())
+        self.read_stats = boto3_session.stats
+        self.switchboard = build_switchboard(settings, session=boto3_session)
         self.sender = Identity("bench-admin", role="admin")
 
     def read_registry(self) -> tuple[int, float, dict[str, Any]]:
         """One broadcast's registry read alone: (targets, seconds, stats delta)."""
         registry = self.switchboard.registry
-        before = (registry.stats.queries, registry.stats.items_examined)
+        stats = self.read_stats
+        before = (stats.queries, stats.items_examined)
         started = time.monotonic()
         count = sum(1 for _ in registry.all_connections())
         seconds = time.monotonic() - started
-        stats = {
-            "queries": registry.stats.queries - before[0],
-            "scanned": registry.stats.items_examined - before[1],
+        delta = {
+            "queries": stats.queries - before[0],
+            "scanned": stats.items_examined - before[1],
         }
-        return count, seconds, stats
+        return count, seconds, delta
 
     def run(self, number: int) -> dict[str, Any]:
         report = self.switchboard.push("all", None, {"text": tag(number)}, self.sender)
@@ -194,7 +199,9 @@ class RawPoster:
     def payload(self, number: int) -> bytes:
         from chalicelib import protocol
 
-        return protocol.encode(protocol.message_frame("bench-admin", "all", tag(number)))
+        return protocol.encode(
+            protocol.message_frame("bench-admin", protocol.Scope.ALL, tag(number))
+        )
 
     def run(self, number: int, timeout: float = 120.0) -> dict[str, Any]:
         data = self.payload(number)

@@ -107,6 +107,8 @@ def read_secret_parameter(name: str) -> str:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from chalicelib.aws_errors import error_code
+
     client = boto3.client(
         "ssm",
         config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"}),
@@ -114,8 +116,9 @@ def read_secret_parameter(name: str) -> str:
     try:
         response = client.get_parameter(Name=name, WithDecryption=True)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {code}") from None
+        raise ConfigError(
+            f"JWT_SECRET_PARAMETER {name!r} could not be read: {error_code(exc)}"
+        ) from None
     except BotoCoreError as exc:
         raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {exc}") from None
     value = str(response["Parameter"]["Value"])

@@ -1,4 +1,4 @@
-"""The API Gateway management API (``@connections``): send, close and inspect connections.
+"""The API Gateway management API (``@connections``): send to and close connections.
 
 Every call returns a typed outcome instead of raising, so a fan-out can count results. Retries
 of throttling (``LimitExceededException``, 429) and transient 5xx errors are botocore's
@@ -15,13 +15,13 @@ import enum
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.aws_errors import error_code
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
 from chalicelib.registry import Target
 from chalicelib.transport import AsyncConnectionsTransport, HttpResponse
@@ -64,7 +64,7 @@ def outcome_of(code: str | None, status: int) -> Outcome:
 
 
 def classify(error: ClientError) -> Outcome:
-    code = error.response.get("Error", {}).get("Code", "")
+    code = error_code(error)
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return outcome_of(code, status or 500)
 
@@ -73,14 +73,6 @@ def _response_outcome(result: HttpResponse | Exception) -> Outcome:
     if isinstance(result, HttpResponse):
         return outcome_of(result.error_code(), result.status_code)
     return Outcome.FAILED
-
-
-@dataclass(frozen=True)
-class ConnectionInfo:
-    connected_at: str
-    last_active_at: str
-    source_ip: str | None
-    user_agent: str | None
 
 
 class NoEndpoint(ValueError):
@@ -219,21 +211,6 @@ class ManagementApi:
 
     def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
         return self._call("delete_connection", endpoint, ConnectionId=connection_id)
-
-    def info(self, connection_id: str, endpoint: str | None = None) -> ConnectionInfo | Outcome:
-        try:
-            response = self.client(endpoint).get_connection(ConnectionId=connection_id)
-        except ClientError as exc:
-            return classify(exc)
-        except (BotoCoreError, NoEndpoint):
-            return Outcome.FAILED
-        identity = response.get("Identity", {})
-        return ConnectionInfo(
-            connected_at=str(response.get("ConnectedAt", "")),
-            last_active_at=str(response.get("LastActiveAt", "")),
-            source_ip=identity.get("SourceIp"),
-            user_agent=identity.get("UserAgent"),
-        )
 
     def _call(self, method: str, endpoint: str | None, **kwargs: Any) -> Outcome:
         try:

@@ -7,6 +7,7 @@ handler dispatches itself). Server frames are JSON objects with a ``type``.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import time
@@ -35,6 +36,15 @@ ERROR_CODES = (
 )
 
 Ref = str | int | None
+
+
+class Scope(enum.StrEnum):
+    """Who a message is for: one user's connections, a room's members, or everyone. A message
+    frame carries it as ``scope``; ``Scope(value)`` raises ValueError for anything else."""
+
+    USER = "user"
+    ROOM = "room"
+    ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -322,13 +332,13 @@ def _with_ref(frame: dict[str, Any], ref: Ref) -> dict[str, Any]:
 
 
 def message_frame(
-    sender: str, scope: str, text: str, room: str | None = None, sent_at: int | None = None
+    sender: str, scope: Scope, text: str, room: str | None = None, sent_at: int | None = None
 ) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "type": "message",
         "id": uuid.uuid4().hex,
         "from": sender,
-        "scope": scope,
+        "scope": str(scope),
         "text": text,
         "sentAt": now_ms() if sent_at is None else sent_at,
     }

@@ -15,12 +15,11 @@ filters ``ttl > now``, and every Query pages through ``LastEvaluatedKey``.
 
 from __future__ import annotations
 
-import threading
 import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.schema import ttl_attribute
@@ -61,26 +60,6 @@ class Target:
     endpoint: str | None = None
 
 
-@dataclass
-class ReadStats:
-    """What the registry's reads cost: items DynamoDB examined and read capacity consumed."""
-
-    queries: int = 0
-    items_examined: int = 0
-    items_returned: int = 0
-    capacity_units: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, response: dict[str, Any]) -> None:
-        with self._lock:
-            self.queries += 1
-            self.items_examined += int(response.get("ScannedCount", response.get("Count", 0)))
-            self.items_returned += int(response.get("Count", 0))
-            self.capacity_units += float(
-                response.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0)
-            )
-
-
 def shard_of(connection_id: str, shards: int) -> int:
     return zlib.crc32(connection_id.encode("utf-8")) % shards
 
@@ -109,15 +88,12 @@ class Registry:
         ttl_seconds: int = 7500,
         all_shards: int = 8,
         clock: Any = time.time,
-        page_size: int | None = None,
     ) -> None:
         self._ddb = client
         self._table = table_name
         self._ttl_seconds = ttl_seconds
         self._shards = all_shards
         self._clock = clock
-        self._page_size = page_size
-        self.stats = ReadStats()
         # Shard queries of a broadcast run side by side; a pool of their own so they never
         # wait behind the posts of the fan-out pool.
         self._shard_pool = ThreadPoolExecutor(
@@ -323,14 +299,10 @@ class Registry:
             "ProjectionExpression": _TARGET_PROJECTION,
             "ExpressionAttributeNames": {"#ttl": TTL},
             "ExpressionAttributeValues": {**values, ":now": {"N": str(self._now())}},
-            "ReturnConsumedCapacity": "TOTAL",
             **kwargs,
         }
-        if self._page_size:
-            params["Limit"] = self._page_size
         while True:
             response = self._ddb.query(**params)
-            self.stats.add(response)
             for item in response.get("Items", []):
                 cid = _s(item, "connectionId")
                 if cid:

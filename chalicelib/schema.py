@@ -1,4 +1,8 @@
-"""The connections table definition, loaded from schema.json (its one source)."""
+"""The connections table definition, loaded from schema.json (its one source).
+
+The registry reads its TTL attribute here; the deploy tooling (deploy/create_table.py,
+deploy/template.py) builds the table from the same definition.
+"""
 
 from __future__ import annotations
 
@@ -25,29 +29,3 @@ def load_schema() -> dict[str, Any]:
 
 def ttl_attribute() -> str:
     return str(_load()["TimeToLiveAttribute"])
-
-
-def create_table_kwargs(table_name: str) -> dict[str, Any]:
-    """Arguments for DynamoDB ``CreateTable`` built from the schema."""
-    schema = load_schema()
-    schema.pop("TimeToLiveAttribute")
-    return {"TableName": table_name, **schema}
-
-
-def create_table(client: Any, table_name: str, wait: bool = True) -> bool:
-    """Create the table (and enable TTL) if it does not exist. Returns True if created."""
-    try:
-        client.describe_table(TableName=table_name)
-        return False
-    except client.exceptions.ResourceNotFoundException:
-        pass
-    client.create_table(**create_table_kwargs(table_name))
-    if wait:
-        client.get_waiter("table_exists").wait(
-            TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
-    client.update_time_to_live(
-        TableName=table_name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute()},
-    )
-    return True

@@ -1,7 +1,8 @@
 """switchboard's behaviour: the three WebSocket events and the HTTP push API.
 
 app.py only wires Chalice's decorators to these methods; everything here takes its
-collaborators (registry, gateway, broadcaster) in the constructor so tests can pass fakes.
+collaborators (registry, gateway, broadcaster) in the constructor so tests can pass fakes
+(``wiring.build_switchboard`` builds the real ones).
 """
 
 from __future__ import annotations
@@ -9,17 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import log, protocol
 from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
+from chalicelib.aws_errors import error_code, is_throttling
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import Settings
 from chalicelib.management_api import ManagementApi, Outcome
+from chalicelib.protocol import Scope
 from chalicelib.registry import (
     ConnectionRecord,
     DuplicateConnection,
@@ -29,12 +30,7 @@ from chalicelib.registry import (
 )
 from chalicelib.ws_event import WsEvent
 
-_THROTTLING = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "LimitExceededException",
-}
+Frame = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -64,35 +60,6 @@ class Switchboard:
         self.gateway = gateway
         self.broadcaster = broadcaster
 
-    @classmethod
-    def from_settings(cls, settings: Settings, session: Any = None) -> Switchboard:
-        """Build the real collaborators; called once per Lambda container."""
-        log.configure(settings.log_level)
-        session = session or boto3.session.Session()
-        ddb = session.client(
-            "dynamodb",
-            config=Config(
-                retries={"mode": "standard"},
-                max_pool_connections=settings.fanout_workers,
-                connect_timeout=settings.http_connect_timeout,
-                read_timeout=settings.http_read_timeout,
-            ),
-        )
-        registry = Registry(
-            ddb, settings.table_name, settings.connection_ttl_seconds, settings.all_shards
-        )
-        gateway = ManagementApi(
-            override=settings.management_endpoint,
-            session=session,
-            max_pool_connections=settings.fanout_workers,
-            connect_timeout=settings.http_connect_timeout,
-            read_timeout=settings.http_read_timeout,
-            max_attempts=settings.max_attempts,
-            transport=settings.management_transport,
-        )
-        broadcaster = Broadcaster(gateway, registry.remove, settings.fanout_workers)
-        return cls(settings, registry, gateway, broadcaster)
-
     # --- WebSocket events -----------------------------------------------------------------
 
     def on_connect(self, raw_event: dict[str, Any]) -> HttpResult:
@@ -119,7 +86,7 @@ class Switchboard:
                 record.update(outcome="duplicate", status=409)
                 return HttpResult(409, {"message": "connection already registered"})
             except (ClientError, BotoCoreError) as exc:
-                record.update(outcome="registry_error", status=500, error=_error_code(exc))
+                record.update(outcome="registry_error", status=500, error=error_code(exc))
                 return HttpResult(500, {"message": "could not register the connection"})
             return HttpResult(200)
 
@@ -136,7 +103,7 @@ class Switchboard:
                 record["existed"] = self.registry.remove(event.connection_id)
             except (ClientError, BotoCoreError) as exc:
                 # TTL reaps what we could not delete, and every read filters expired items.
-                record.update(outcome="registry_error", error=_error_code(exc))
+                record.update(outcome="registry_error", error=error_code(exc))
             return HttpResult(200)
 
     def on_message(self, raw_event: dict[str, Any]) -> HttpResult:
@@ -158,10 +125,11 @@ class Switchboard:
                 frame = protocol.error_frame(
                     "not_found", "this connection is not registered; reconnect", command.ref
                 )
+            except PayloadTooLarge as exc:
+                frame = protocol.error_frame("too_large", str(exc), command.ref)
             except (ClientError, BotoCoreError) as exc:
-                code = _error_code(exc)
-                throttled = code in _THROTTLING
-                record.update(outcome="registry_error", error=code)
+                throttled = is_throttling(exc)
+                record.update(outcome="registry_error", error=error_code(exc))
                 frame = protocol.error_frame(
                     "rate_limited" if throttled else "internal",
                     "the service is busy, retry shortly"
@@ -173,77 +141,120 @@ class Switchboard:
                 logging.getLogger("switchboard").exception("unhandled error in message handler")
                 record.update(outcome="internal_error", error=type(exc).__name__)
                 frame = protocol.error_frame("internal", "internal error", command.ref)
-            if frame is not None:
-                self._reply(event, frame, record)
+            self._reply(event, frame, record)
             return HttpResult(200)
 
-    def _dispatch(
-        self, event: WsEvent, command: protocol.Command, record: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        ref = command.ref
-        if isinstance(command, protocol.Ping):
-            return protocol.pong_frame(ref)
+    def _dispatch(self, event: WsEvent, command: protocol.Command, record: dict[str, Any]) -> Frame:
+        """One command's reply frame. Every command but ping acts for a registered connection;
+        a send's ``PayloadTooLarge`` and registry errors are left to ``on_message``."""
+        if isinstance(command, protocol.Ping):  # no registry read: answered even when expired
+            return protocol.pong_frame(command.ref)
         conn = self.registry.get(event.connection_id)
         if conn is None:
             record["outcome"] = "not_registered"
             return protocol.error_frame(
-                "not_found", "this connection is not registered (expired?); reconnect", ref
+                "not_found", "this connection is not registered (expired?); reconnect", command.ref
             )
         record["userId"] = conn.user_id
-        if isinstance(command, protocol.WhoAmI):
-            return protocol.identity_frame(
-                conn.connection_id, conn.user_id, list(conn.rooms), ref, conn.role
-            )
-        if isinstance(command, protocol.Join):
-            if command.room not in conn.rooms:
-                if len(conn.rooms) >= self.settings.max_rooms_per_connection:
-                    return protocol.error_frame(
-                        "forbidden",
-                        f"at most {self.settings.max_rooms_per_connection} rooms per connection",
-                        ref,
-                    )
-                self.registry.join(conn, command.room)
-            return protocol.ack_frame(ref, 0, 0, room=command.room, joined=True)
-        if isinstance(command, protocol.Leave):
-            if command.room not in conn.rooms:
-                return protocol.error_frame("not_found", f"not a member of {command.room!r}", ref)
-            self.registry.leave(conn.connection_id, command.room)
-            return protocol.ack_frame(ref, 0, 0, room=command.room, left=True)
-        if isinstance(command, protocol.SendMessage):
-            message = protocol.message_frame(conn.user_id, "user", command.text)
-            targets: Iterable[Target] = self.registry.user_connections(command.target_user_id)
-        elif isinstance(command, protocol.SendRoom):
-            if command.room not in conn.rooms:
-                return protocol.error_frame(
-                    "forbidden", f"join {command.room!r} before sending to it", ref
+        match command:
+            case protocol.WhoAmI():
+                return protocol.identity_frame(
+                    conn.connection_id, conn.user_id, list(conn.rooms), command.ref, conn.role
                 )
-            message = protocol.message_frame(conn.user_id, "room", command.text, command.room)
-            targets = self.registry.room_members(command.room)
-        elif isinstance(command, protocol.BroadcastAll):
-            if not self._may_broadcast(conn):
-                return protocol.error_frame("forbidden", "broadcastAll needs the admin role", ref)
-            message = protocol.message_frame(conn.user_id, "all", command.text)
-            targets = self.registry.all_connections()
-        else:  # pragma: no cover - parse_frame only returns the commands above
-            raise AssertionError(command)
-        try:
-            report = self.broadcaster.fan_out(
-                targets, protocol.encode(message), exclude=conn.connection_id
-            )
-        except PayloadTooLarge as exc:
-            return protocol.error_frame("too_large", str(exc), ref)
-        record.update(report.as_dict())
-        if (
-            isinstance(command, protocol.SendMessage)
-            and report.recipients == 0
-            and command.target_user_id != conn.user_id  # only this very connection: fine
-        ):
+            case protocol.Join():
+                return self._join(conn, command)
+            case protocol.Leave():
+                return self._leave(conn, command)
+            case protocol.SendMessage():
+                return self._send_message(conn, command, record)
+            case protocol.SendRoom():
+                return self._send_room(conn, command, record)
+            case protocol.BroadcastAll():
+                return self._broadcast_all(conn, command, record)
+            case _:
+                assert_never(command)
+
+    def _join(self, conn: ConnectionRecord, command: protocol.Join) -> Frame:
+        if command.room not in conn.rooms:
+            limit = self.settings.max_rooms_per_connection
+            if len(conn.rooms) >= limit:
+                return protocol.error_frame(
+                    "forbidden", f"at most {limit} rooms per connection", command.ref
+                )
+            self.registry.join(conn, command.room)
+        return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
+
+    def _leave(self, conn: ConnectionRecord, command: protocol.Leave) -> Frame:
+        if command.room not in conn.rooms:
             return protocol.error_frame(
-                "not_found", f"user {command.target_user_id!r} has no live connections", ref
+                "not_found", f"not a member of {command.room!r}", command.ref
             )
-        return protocol.ack_frame(
-            ref, report.delivered, report.failed, report.gone, id=message["id"]
+        self.registry.leave(conn.connection_id, command.room)
+        return protocol.ack_frame(command.ref, 0, 0, room=command.room, left=True)
+
+    def _send_message(
+        self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]
+    ) -> Frame:
+        target = command.target_user_id
+        message, report = self._send(conn, Scope.USER, target, command.text, record)
+        if report.recipients == 0 and target != conn.user_id:  # only this very connection: fine
+            return protocol.error_frame(
+                "not_found", f"user {target!r} has no live connections", command.ref
+            )
+        return _ack(command.ref, message, report)
+
+    def _send_room(
+        self, conn: ConnectionRecord, command: protocol.SendRoom, record: dict[str, Any]
+    ) -> Frame:
+        if command.room not in conn.rooms:
+            return protocol.error_frame(
+                "forbidden", f"join {command.room!r} before sending to it", command.ref
+            )
+        message, report = self._send(conn, Scope.ROOM, command.room, command.text, record)
+        return _ack(command.ref, message, report)
+
+    def _broadcast_all(
+        self, conn: ConnectionRecord, command: protocol.BroadcastAll, record: dict[str, Any]
+    ) -> Frame:
+        if not self._may_broadcast(conn):
+            return protocol.error_frame(
+                "forbidden", "broadcastAll needs the admin role", command.ref
+            )
+        message, report = self._send(conn, Scope.ALL, None, command.text, record)
+        return _ack(command.ref, message, report)
+
+    def _send(
+        self,
+        conn: ConnectionRecord,
+        scope: Scope,
+        name: str | None,
+        text: str,
+        record: dict[str, Any],
+    ) -> tuple[Frame, Report]:
+        """Fan a client's message out to its audience, except the sending connection itself."""
+        targets, message = self._audience(scope, name, conn.user_id, text)
+        report = self.broadcaster.fan_out(
+            targets, protocol.encode(message), exclude=conn.connection_id
         )
+        record.update(report.as_dict())
+        return message, report
+
+    def _audience(
+        self, scope: Scope, name: str | None, sender: str, text: str
+    ) -> tuple[Iterable[Target], Frame]:
+        """Who a message goes to (read lazily, as the fan-out iterates) and its frame. ``name``
+        is the user id or room; checking it and the sender's rights is the caller's policy."""
+        match scope:
+            case Scope.USER:
+                targets = self.registry.user_connections(str(name))
+                return targets, protocol.message_frame(sender, scope, text)
+            case Scope.ROOM:
+                targets = self.registry.room_members(str(name))
+                return targets, protocol.message_frame(sender, scope, text, str(name))
+            case Scope.ALL:
+                return self.registry.all_connections(), protocol.message_frame(sender, scope, text)
+            case _:
+                assert_never(scope)
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
@@ -261,29 +272,27 @@ class Switchboard:
     def authorize_http(self, authorization: str | None) -> Identity:
         return require_admin_bearer(authorization, self.settings)
 
-    def push(self, scope: str, name: str | None, body: Any, sender: Identity) -> dict[str, Any]:
-        """POST /broadcast, /users/{userId}/messages, /rooms/{room}/messages."""
+    def push(
+        self, scope: Scope | str, name: str | None, body: Any, sender: Identity
+    ) -> dict[str, Any]:
+        """POST /broadcast, /users/{userId}/messages, /rooms/{room}/messages.
+
+        An unknown ``scope`` raises ValueError before anything is read or sent (a misspelled
+        scope must never mean "everyone").
+        """
+        scope = Scope(scope)
         if not isinstance(body, dict):
             raise BadRequest('body must be a JSON object like {"text": "hello"}')
         try:
             text = protocol.validate_text(body.get("text"), self.settings.max_text_chars)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        targets: Iterable[Target]
-        if scope == "user":
-            if not protocol.valid_user_id(name):
-                raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
-            targets = self.registry.user_connections(str(name))
-            message = protocol.message_frame(sender.user_id, "user", text)
-        elif scope == "room":
-            if not protocol.valid_room(name):
-                raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
-            targets = self.registry.room_members(str(name))
-            message = protocol.message_frame(sender.user_id, "room", text, str(name))
-        else:
-            targets = self.registry.all_connections()
-            message = protocol.message_frame(sender.user_id, "all", text)
-        with log.event_log(event="http_push", scope=scope) as record:
+        if scope is Scope.USER and not protocol.valid_user_id(name):
+            raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
+        if scope is Scope.ROOM and not protocol.valid_room(name):
+            raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        targets, message = self._audience(scope, name, sender.user_id, text)
+        with log.event_log(event="http_push", scope=scope.value) as record:
             report: Report = self.broadcaster.fan_out(targets, protocol.encode(message))
             record.update(report.as_dict())
         return {"id": message["id"], **report.as_dict()}
@@ -313,10 +322,8 @@ class Switchboard:
             raise RuntimeError(f"closing the connection failed: {outcome.value}")
 
 
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
+def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
+    return protocol.ack_frame(ref, report.delivered, report.failed, report.gone, id=message["id"])
 
 
-__all__ = ["BadRequest", "HttpResult", "NotConnected", "NotFound", "Switchboard"]
+__all__ = ["BadRequest", "HttpResult", "NotConnected", "NotFound", "Scope", "Switchboard"]

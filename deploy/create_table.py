@@ -3,8 +3,8 @@
     python -m deploy.create_table --stage dev [--region eu-west-1] [--endpoint-url URL]
 
 The table name is the stage's ``CONNECTIONS_TABLE`` in .chalice/config.json and the definition
-is chalicelib/schema.json (through ``chalicelib.schema.create_table``: the same keys, indexes,
-on-demand billing and TTL as the template). Point-in-time recovery is switched on like in the
+is chalicelib/schema.json (``create_table`` below, also used by the tests and benchmarks: the
+same keys, indexes, on-demand billing and TTL as the template). Point-in-time recovery is switched on like in the
 template (``--no-pitr`` to skip it, e.g. for DynamoDB Local). Running it again is harmless:
 an existing table is left as it is, and TTL / point-in-time recovery are (re)applied.
 """
@@ -15,8 +15,34 @@ import argparse
 import sys
 from typing import Any
 
-from chalicelib.schema import create_table, ttl_attribute
+from chalicelib.schema import load_schema, ttl_attribute
 from deploy.project import stage, stages
+
+
+def create_table_kwargs(table_name: str) -> dict[str, Any]:
+    """Arguments for DynamoDB ``CreateTable`` built from the schema."""
+    schema = load_schema()
+    schema.pop("TimeToLiveAttribute")
+    return {"TableName": table_name, **schema}
+
+
+def create_table(client: Any, table_name: str, wait: bool = True) -> bool:
+    """Create the table (and enable TTL) if it does not exist. Returns True if created."""
+    try:
+        client.describe_table(TableName=table_name)
+        return False
+    except client.exceptions.ResourceNotFoundException:
+        pass
+    client.create_table(**create_table_kwargs(table_name))
+    if wait:
+        client.get_waiter("table_exists").wait(
+            TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+    client.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute()},
+    )
+    return True
 
 
 def ensure_table(client: Any, table_name: str, pitr: bool = True) -> bool:

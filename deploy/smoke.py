@@ -30,7 +30,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = "switchboard-smoke-connections"
 # Modules that must come from the zip (what Lambda imports from /var/task).
-FROM_ZIP = ("app", "chalicelib", "chalicelib.schema", "chalicelib.auth", "chalice", "jwt")
+FROM_ZIP = (
+    "app",
+    "chalicelib",
+    "chalicelib.wiring",
+    "chalicelib.schema",
+    "chalicelib.auth",
+    "chalice",
+    "jwt",
+)
 
 
 class SmokeError(RuntimeError):

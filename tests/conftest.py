@@ -12,8 +12,8 @@ from moto import mock_aws
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import Settings
 from chalicelib.registry import Registry
-from chalicelib.schema import create_table
 from chalicelib.service import Switchboard
+from deploy.create_table import create_table
 from tests.helpers import SECRET, FakeGateway
 
 TABLE = "test-connections"

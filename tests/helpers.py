@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 
-from chalicelib.management_api import ConnectionInfo, Outcome
+from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
 
 EVENTS_DIR = os.path.join(os.path.dirname(__file__), "events")
@@ -90,9 +90,6 @@ class FakeGateway:
     def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
         self.closed.append(connection_id)
         return self.outcomes.get(connection_id, Outcome.DELIVERED)
-
-    def info(self, connection_id: str, endpoint: str | None = None) -> ConnectionInfo | Outcome:
-        return ConnectionInfo("2026-11-25T12:00:00Z", "2026-11-25T12:00:00Z", "127.0.0.1", "test")
 
     def frames(self, connection_id: str) -> list[dict[str, Any]]:
         return [json.loads(d) for d in self.sent.get(connection_id, [])]

@@ -24,11 +24,11 @@ from chalice.test import Client
 from moto import mock_aws
 
 import app as app_module
-import chalicelib.service as service_module
-from chalicelib.management_api import ConnectionInfo, Outcome
+import chalicelib.wiring as wiring_module
+from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
-from chalicelib.schema import create_table
 from deploy import template
+from deploy.create_table import create_table
 from deploy.policy import FUNCTIONS, FunctionAccess
 from deploy.project import CHALICE_DIR, iam_policy_file, stage
 from tests.deploy.iam_eval import allowed, arn_glob
@@ -94,7 +94,7 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterat
 
 
 class RecordingGateway:
-    """The management API as IAM sees it: post -> POST, close -> DELETE, info -> GET."""
+    """The management API as IAM sees it: post -> POST, close -> DELETE."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
@@ -121,10 +121,6 @@ class RecordingGateway:
     def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
         return self._record("DELETE", connection_id)
 
-    def info(self, connection_id: str, endpoint: str | None = None) -> ConnectionInfo | Outcome:
-        self._record("GET", connection_id)
-        return ConnectionInfo("2026-11-25T12:00:00Z", "2026-11-25T12:00:00Z", None, None)
-
 
 @pytest.fixture(scope="module")
 def recorded() -> dict[str, set[Call]]:
@@ -150,7 +146,7 @@ def recorded() -> dict[str, set[Call]]:
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET"):
         mp.delenv(key, raising=False)
     mp.setattr(botocore.client.BaseClient, "_make_api_call", recording_call)
-    mp.setattr(service_module, "ManagementApi", lambda *a, **k: gateway)
+    mp.setattr(wiring_module, "ManagementApi", lambda *a, **k: gateway)
     try:
         with mock_aws():
             create_table(boto3.client("dynamodb", region_name=REGION), STAGE.table_name)

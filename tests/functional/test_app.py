@@ -11,6 +11,7 @@ from chalice.test import Client
 from moto import mock_aws
 
 import app as app_module
+from chalicelib.auth import Identity
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
@@ -312,6 +313,20 @@ def test_http_push_routes_deliver_and_report(harness: Harness) -> None:
     assert [m["text"] for m in harness.inbox("b")] == ["to ops", "to all"]
 
 
+@pytest.mark.parametrize("scope", ["everyone", "users", "", "ALL"])
+def test_push_to_an_unknown_scope_raises_and_sends_nothing(
+    harness: Harness, switchboard: Switchboard, scope: str
+) -> None:
+    harness.connect("a", userId="u1")
+    harness.connect("b", userId="u2")
+    admin = Identity("ops", role="admin")
+    with pytest.raises(ValueError, match="Scope"):
+        switchboard.push(scope, "u1", {"text": "to whom?"}, admin)
+    assert harness.inbox("a") == harness.inbox("b") == []
+    # The same push with a real scope reaches everyone: nothing above was filtered otherwise.
+    assert switchboard.push("all", None, {"text": "to all"}, admin)["delivered"] == 2
+
+
 @pytest.mark.parametrize(
     ("path", "body", "words"),
     [
@@ -377,7 +392,7 @@ def test_table_name_comes_from_the_stage(monkeypatch: pytest.MonkeyPatch) -> Non
         raise RuntimeError("stop here")
 
     app_module.reset_switchboard(None)
-    monkeypatch.setattr(Switchboard, "from_settings", staticmethod(fake_build))
+    monkeypatch.setattr(app_module, "build_switchboard", fake_build)
     monkeypatch.setenv("JWT_SECRET", "x")
     with Client(app_module.app) as client, pytest.raises(RuntimeError):
         client.lambda_.invoke("disconnect", disconnect_event("a"))

@@ -6,7 +6,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.management_api import ConnectionInfo, ManagementApi, NoEndpoint, Outcome
+from chalicelib.management_api import ManagementApi, NoEndpoint, Outcome
 
 ENDPOINT = "https://abc123def4.execute-api.us-east-1.amazonaws.com/api"
 
@@ -77,7 +77,9 @@ def test_client_uses_standard_retries_and_a_sized_pool() -> None:
     assert config.retries == {"mode": "standard", "total_max_attempts": 4}
 
 
-def test_info_reads_connection_details(gateway: ManagementApi) -> None:
+def test_endpoint_client_reads_connection_details(gateway: ManagementApi) -> None:
+    # No production code reads a connection (the functions' roles grant no GET): the client
+    # for an endpoint still answers GetConnection, e.g. for an operator's script.
     when = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
     with Stubber(gateway.client(ENDPOINT)) as stub:
         stub.add_response(
@@ -88,5 +90,5 @@ def test_info_reads_connection_details(gateway: ManagementApi) -> None:
                 "Identity": {"SourceIp": "203.0.113.7", "UserAgent": "ua"},
             },
         )
-        info = gateway.info("abc=", ENDPOINT)
-    assert isinstance(info, ConnectionInfo) and info.source_ip == "203.0.113.7"
+        info = gateway.client(ENDPOINT).get_connection(ConnectionId="abc=")
+    assert info["Identity"]["SourceIp"] == "203.0.113.7" and info["ConnectedAt"] == when

@@ -1,0 +1,50 @@
+"""Build the real collaborators of a ``Switchboard``: boto3 clients, botocore configs.
+
+Called once per Lambda container (app.py's ``get_switchboard``). Kept apart from service.py
+so the behaviour there takes its collaborators and never builds an AWS client itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from chalicelib import log
+from chalicelib.broadcaster import Broadcaster
+from chalicelib.config import Settings
+from chalicelib.management_api import ManagementApi
+from chalicelib.registry import Registry
+from chalicelib.service import Switchboard
+
+
+def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
+    """A ``Switchboard`` over DynamoDB and the management API, from ``session`` (a boto3
+    session; a new default one if None). The DynamoDB endpoint comes from the environment
+    (``AWS_ENDPOINT_URL_DYNAMODB`` locally), as boto3 reads it."""
+    log.configure(settings.log_level)
+    session = session or boto3.session.Session()
+    ddb = session.client(
+        "dynamodb",
+        config=Config(
+            retries={"mode": "standard"},
+            max_pool_connections=settings.fanout_workers,
+            connect_timeout=settings.http_connect_timeout,
+            read_timeout=settings.http_read_timeout,
+        ),
+    )
+    registry = Registry(
+        ddb, settings.table_name, settings.connection_ttl_seconds, settings.all_shards
+    )
+    gateway = ManagementApi(
+        override=settings.management_endpoint,
+        session=session,
+        max_pool_connections=settings.fanout_workers,
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        max_attempts=settings.max_attempts,
+        transport=settings.management_transport,
+    )
+    broadcaster = Broadcaster(gateway, registry.remove, settings.fanout_workers)
+    return Switchboard(settings, registry, gateway, broadcaster)
