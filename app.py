@@ -14,6 +14,7 @@ from chalice.app import WebsocketEvent
 from chalicelib import web
 from chalicelib.auth import AuthError, Identity
 from chalicelib.config import ConfigError, Settings
+from chalicelib.message_log import LogWriteError
 from chalicelib.protocol import Scope
 from chalicelib.service import BadRequest, HttpResult, NotFound, Switchboard
 from chalicelib.wiring import build_switchboard
@@ -105,6 +106,9 @@ def http_route(
             except ConfigError as exc:
                 app.log.error("configuration error: %s", exc)
                 return _error(500, "server misconfigured")
+            except LogWriteError:
+                app.log.exception("message log write failed")
+                return _error(503, "the message could not be logged; nothing was sent")
             except Exception:  # noqa: BLE001 - a clear 502, never a stack trace to the caller
                 app.log.exception("route failed")
                 return _error(502, "upstream error; see the function's logs")
@@ -152,6 +156,23 @@ def push_user(switchboard: Switchboard, caller: Identity, user_id: str) -> Any:
 @http_route(admin=True)
 def push_room(switchboard: Switchboard, caller: Identity, room: str) -> Any:
     return switchboard.push(Scope.ROOM, room, _json_body(), caller)
+
+
+@app.route("/rooms/{room}/messages", methods=["GET"])
+@http_route(admin=True)
+def room_history(switchboard: Switchboard, caller: Identity, room: str) -> Any:
+    return switchboard.history(Scope.ROOM, room, *_page_params())
+
+
+@app.route("/users/{user_id}/messages", methods=["GET"])
+@http_route(admin=True)
+def user_history(switchboard: Switchboard, caller: Identity, user_id: str) -> Any:
+    return switchboard.history(Scope.USER, user_id, *_page_params())
+
+
+def _page_params() -> tuple[str | None, str | None]:
+    query = app.current_request.query_params or {}
+    return query.get("after"), query.get("limit")
 
 
 @app.route("/connections", methods=["GET"])

@@ -20,6 +20,7 @@ from chalicelib.aws_errors import error_code, is_throttling
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import Settings
 from chalicelib.management_api import ManagementApi, Outcome
+from chalicelib.message_log import LogWriteError, MessageLog
 from chalicelib.protocol import Scope
 from chalicelib.registry import (
     ConnectionRecord,
@@ -28,6 +29,7 @@ from chalicelib.registry import (
     Registry,
     Target,
 )
+from chalicelib.replay import Replayer, page_fields
 from chalicelib.ws_event import WsEvent
 
 Frame = dict[str, Any]
@@ -54,11 +56,14 @@ class Switchboard:
         registry: Registry,
         gateway: ManagementApi,
         broadcaster: Broadcaster,
+        message_log: MessageLog,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.gateway = gateway
         self.broadcaster = broadcaster
+        self.message_log = message_log
+        self.replayer = Replayer(message_log, settings.history_max_replay)
 
     # --- WebSocket events -----------------------------------------------------------------
 
@@ -127,6 +132,16 @@ class Switchboard:
                 )
             except PayloadTooLarge as exc:
                 frame = protocol.error_frame("too_large", str(exc), command.ref)
+            except LogWriteError as exc:
+                # Logged before sent: a message the log could not take is not sent at all.
+                cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+                throttled = is_throttling(cause)
+                record.update(outcome="log_error", error=error_code(cause))
+                frame = protocol.error_frame(
+                    "rate_limited" if throttled else "internal",
+                    "the message could not be logged; nothing was sent, retry shortly",
+                    command.ref,
+                )
             except (ClientError, BotoCoreError) as exc:
                 throttled = is_throttling(exc)
                 record.update(outcome="registry_error", error=error_code(exc))
@@ -141,10 +156,13 @@ class Switchboard:
                 logging.getLogger("switchboard").exception("unhandled error in message handler")
                 record.update(outcome="internal_error", error=type(exc).__name__)
                 frame = protocol.error_frame("internal", "internal error", command.ref)
-            self._reply(event, frame, record)
+            if frame is not None:
+                self._reply(event, frame, record)
             return HttpResult(200)
 
-    def _dispatch(self, event: WsEvent, command: protocol.Command, record: dict[str, Any]) -> Frame:
+    def _dispatch(
+        self, event: WsEvent, command: protocol.Command, record: dict[str, Any]
+    ) -> Frame | None:
         """One command's reply frame. Every command but ping acts for a registered connection;
         a send's ``PayloadTooLarge`` and registry errors are left to ``on_message``."""
         if isinstance(command, protocol.Ping):  # no registry read: answered even when expired
@@ -171,6 +189,10 @@ class Switchboard:
                 return self._send_room(conn, command, record)
             case protocol.BroadcastAll():
                 return self._broadcast_all(conn, command, record)
+            case protocol.Resume():
+                return self._resume(event, conn, command, record)
+            case protocol.History():
+                return self.replayer.history(command, conn.user_id, conn.rooms)
             case _:
                 assert_never(command)
 
@@ -192,15 +214,37 @@ class Switchboard:
         self.registry.leave(conn.connection_id, command.room)
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, left=True)
 
+    def _resume(
+        self,
+        event: WsEvent,
+        conn: ConnectionRecord,
+        command: protocol.Resume,
+        record: dict[str, Any],
+    ) -> Frame | None:
+        def post(data: bytes) -> Outcome:
+            return self.gateway.post(conn.connection_id, data, event.endpoint)
+
+        frame = self.replayer.resume(command, conn.user_id, conn.rooms, post)
+        if frame is None:
+            record["outcome"] = "gone_during_resume"
+            self.broadcaster.prune(conn.connection_id)
+            return None
+        record["replayed"] = sum(s.get("replayed", 0) for s in frame["streams"].values())
+        return frame
+
     def _send_message(
         self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]
     ) -> Frame:
         target = command.target_user_id
-        message, report = self._send(conn, Scope.USER, target, command.text, record)
-        if report.recipients == 0 and target != conn.user_id:  # only this very connection: fine
-            return protocol.error_frame(
-                "not_found", f"user {target!r} has no live connections", command.ref
-            )
+        # A user has a handful of connections: read them before logging, so a message to a
+        # user with none is refused (not logged) rather than kept for nobody.
+        targets = list(self.registry.user_connections(target))
+        if not [t for t in targets if t.connection_id != conn.connection_id]:
+            if target != conn.user_id:  # only this very connection: fine
+                return protocol.error_frame(
+                    "not_found", f"user {target!r} has no live connections", command.ref
+                )
+        message, report = self._send(conn, Scope.USER, target, command.text, record, targets)
         return _ack(command.ref, message, report)
 
     def _send_room(
@@ -230,11 +274,16 @@ class Switchboard:
         name: str | None,
         text: str,
         record: dict[str, Any],
+        targets: Iterable[Target] | None = None,
     ) -> tuple[Frame, Report]:
-        """Fan a client's message out to its audience, except the sending connection itself."""
-        targets, message = self._audience(scope, name, conn.user_id, text)
+        """Log a client's message in its stream, then fan it out to its audience, except the
+        sending connection itself."""
+        audience, message = self._audience(scope, name, conn.user_id, text)
+        message = self._log(scope, name, message, record)
         report = self.broadcaster.fan_out(
-            targets, protocol.encode(message), exclude=conn.connection_id
+            audience if targets is None else targets,
+            protocol.encode(message),
+            exclude=conn.connection_id,
         )
         record.update(report.as_dict())
         return message, report
@@ -255,6 +304,13 @@ class Switchboard:
                 return self.registry.all_connections(), protocol.message_frame(sender, scope, text)
             case _:
                 assert_never(scope)
+
+    def _log(self, scope: Scope, name: str | None, message: Frame, record: dict[str, Any]) -> Frame:
+        """Store ``message`` in its stream before anyone gets it; the frame as logged, with
+        ``stream`` and ``seq``. Raises ``LogWriteError``: then nothing may be sent."""
+        logged = self.message_log.append(protocol.stream_name(scope, name), message)
+        record.update(stream=logged["stream"], seq=logged["seq"])
+        return logged
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
@@ -293,9 +349,30 @@ class Switchboard:
             raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
         targets, message = self._audience(scope, name, sender.user_id, text)
         with log.event_log(event="http_push", scope=scope.value) as record:
+            message = self._log(scope, name, message, record)
             report: Report = self.broadcaster.fan_out(targets, protocol.encode(message))
             record.update(report.as_dict())
-        return {"id": message["id"], **report.as_dict()}
+        return {
+            "id": message["id"],
+            "stream": message["stream"],
+            "seq": message["seq"],
+            **report.as_dict(),
+        }
+
+    def history(self, scope: Scope | str, name: str, after: Any, limit: Any) -> dict[str, Any]:
+        """GET /rooms/{room}/messages and /users/{userId}/messages (admin: any stream)."""
+        scope = Scope(scope)
+        if scope is Scope.USER and not protocol.valid_user_id(name):
+            raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
+        if scope is Scope.ROOM and not protocol.valid_room(name):
+            raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        after_seq = _query_int(after, "after", 0, 0, protocol.MAX_SEQ)
+        page_limit = _query_int(
+            limit, "limit", protocol.HISTORY_DEFAULT_LIMIT, 1, protocol.HISTORY_MAX_LIMIT
+        )
+        stream = protocol.stream_name(scope, name)
+        page = self.message_log.read(stream, after_seq, page_limit)
+        return {"stream": stream, "messages": page.messages, "next": page.next, **page_fields(page)}
 
     def connections(self) -> dict[str, Any]:
         """GET /connections: how many live connections, by user (an index Query, no Scan)."""
@@ -323,7 +400,27 @@ class Switchboard:
 
 
 def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
-    return protocol.ack_frame(ref, report.delivered, report.failed, report.gone, id=message["id"])
+    return protocol.ack_frame(
+        ref,
+        report.delivered,
+        report.failed,
+        report.gone,
+        id=message["id"],
+        stream=message["stream"],
+        seq=message["seq"],
+    )
+
+
+def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
 
 
 __all__ = ["BadRequest", "HttpResult", "NotConnected", "NotFound", "Scope", "Switchboard"]

@@ -15,6 +15,7 @@ from chalicelib import log
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import Settings
 from chalicelib.management_api import ManagementApi
+from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 
@@ -47,4 +48,5 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         transport=settings.management_transport,
     )
     broadcaster = Broadcaster(gateway, registry.remove, settings.fanout_workers)
-    return Switchboard(settings, registry, gateway, broadcaster)
+    message_log = MessageLog(ddb, settings.table_name, settings.history_ttl_seconds)
+    return Switchboard(settings, registry, gateway, broadcaster, message_log)

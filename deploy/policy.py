@@ -82,8 +82,9 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "api_handler",
         "APIHandler",
         "ApiHandlerRole",
-        # push to user/room/all, list, kick (get + remove), prune on 410.
-        table_actions=("GetItem", "Query", "BatchWriteItem", "DeleteItem"),
+        # push to user/room/all (logged first: seq by UpdateItem, message by PutItem), history
+        # (Query + GetItem of the stream head), list, kick (get + remove), prune on 410.
+        table_actions=("GetItem", "PutItem", "UpdateItem", "Query", "BatchWriteItem", "DeleteItem"),
         index_actions=("Query",),
         connection_methods=("POST", "DELETE"),
     ),

@@ -132,8 +132,13 @@ def _child(unpacked: str) -> dict[str, Any]:
             assert item(bob_id) is not None
         gateway.invocations.wait_for("$disconnect", connection_id=bob_id, timeout=10)
         assert item(bob_id) is None
-        remaining = ddb.scan(TableName=TABLE, ConsistentRead=True)["Count"]
-        assert remaining == 0, f"{remaining} registry items left after both disconnected"
+        # The message log keeps the stream (its head and the message) by design; connection
+        # and membership items must all be gone.
+        items = ddb.scan(TableName=TABLE, ConsistentRead=True)["Items"]
+        remaining = [i for i in items if not i["PK"]["S"].startswith("STREAM#")]
+        assert not remaining, f"{len(remaining)} registry items left after both disconnected"
+        logged = [i for i in items if i["SK"]["S"].startswith("SEQ#")]
+        assert len(logged) == 1, f"expected the one message in the log, found {len(logged)}"
 
     root = os.path.realpath(unpacked) + os.sep
     origins = {name: getattr(sys.modules.get(name), "__file__", None) for name in FROM_ZIP}
@@ -145,7 +150,8 @@ def _child(unpacked: str) -> dict[str, Any]:
         "ok": True,
         "delivered": delivered["text"],
         "ack": {k: ack[k] for k in ("delivered", "failed")},
-        "registry_items_left": remaining,
+        "registry_items_left": len(remaining),
+        "logged_messages": len(logged),
         "modules_from_zip": sorted(origins),
         "seconds": round(time.monotonic() - started, 2),
     }

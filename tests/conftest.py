@@ -11,6 +11,7 @@ from moto import mock_aws
 
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import Settings
+from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from deploy.create_table import create_table
@@ -71,7 +72,8 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
         base.setdefault("jwt_secret", SECRET)
     config = Settings(**base)
     broadcaster = Broadcaster(gateway, registry.remove, workers=config.fanout_workers)
-    return Switchboard(config, registry, gateway, broadcaster)  # type: ignore[arg-type]
+    message_log = MessageLog(registry._ddb, TABLE, config.history_ttl_seconds)
+    return Switchboard(config, registry, gateway, broadcaster, message_log)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ def test_packaged_zip_runs_the_chat_flow(packaged: Packager) -> None:
     assert report["delivered"] == "hi from the zip"
     assert report["ack"] == {"delivered": 1, "failed": 0}
     assert report["registry_items_left"] == 0
+    assert report["logged_messages"] == 1
     assert set(report["modules_from_zip"]) == set(FROM_ZIP)
 
 

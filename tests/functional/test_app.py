@@ -95,7 +95,16 @@ def test_seed_send_message_frame_reaches_every_connection_of_the_user(harness: H
     ack = harness.send(
         "alice", {"action": "sendMessage", "targetUserId": "u_456", "text": "hi", "ref": 1}
     )
-    assert ack == {"type": "ack", "ref": 1, "delivered": 2, "failed": 0, "gone": 0, "id": ack["id"]}
+    assert ack == {
+        "type": "ack",
+        "ref": 1,
+        "delivered": 2,
+        "failed": 0,
+        "gone": 0,
+        "id": ack["id"],
+        "stream": "user:u_456",
+        "seq": 1,
+    }
     for cid in ("bob-phone", "bob-laptop"):
         [msg] = harness.inbox(cid)
         assert (msg["from"], msg["scope"], msg["text"], msg["id"]) == (
