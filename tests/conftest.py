@@ -1,13 +1,28 @@
-"""Shared fixtures: fake AWS credentials, a moto DynamoDB table, a switchboard wired to fakes."""
+"""Shared fixtures: fake AWS credentials, a moto DynamoDB table, a switchboard wired to fakes;
+for the suites on a real LocalGateway, started gateways and WebSocket clients.
+
+    def test_something(gateway_factory, ws_connect):
+        gw = gateway_factory(REPO_ROOT, auth_mode="off")      # started; stopped at teardown
+        ws = ws_connect(gw, "userId=u_1")                     # websockets sync client
+        ws.send(json.dumps({"action": "ping"}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "pong"
+        gw.invocations.wait_for("$disconnect", timeout=5)     # after ws.close()
+
+Gateways are function-scoped on purpose: the autouse ``aws_env`` fixture resets AWS_* variables
+(it deletes AWS_ENDPOINT_URL_DYNAMODB) around every test, and the gateway's environment must be
+applied after it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from websockets.sync.client import ClientConnection
 
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import Settings
@@ -15,7 +30,10 @@ from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from deploy.create_table import create_table
+from local_gateway import LocalGateway
+from tests.gateways import GatewayFactory, started_gateways
 from tests.helpers import SECRET, FakeGateway
+from tests.wsclient import WsConnect, open_ws
 
 TABLE = "test-connections"
 
@@ -79,3 +97,27 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
 @pytest.fixture
 def switchboard(registry: Registry, gateway: FakeGateway) -> Switchboard:
     return make_switchboard(registry, gateway)
+
+
+@pytest.fixture
+def gateway_factory() -> Iterator[GatewayFactory]:
+    """``gateway_factory(project_dir, **LocalGateway options)`` -> a started gateway, stopped
+    at teardown. Defaults for tests: ephemeral WebSocket and REST ports, short close timeout.
+    """
+    with started_gateways() as start:
+        yield start
+
+
+@pytest.fixture
+def ws_connect() -> Iterator[WsConnect]:
+    """``ws_connect(gateway_or_url, query="", **websockets options)`` -> an open client, closed
+    at teardown (``tests.wsclient.open_ws`` defaults: pings off, no proxy)."""
+    with contextlib.ExitStack() as stack:
+
+        def open_client(
+            target: LocalGateway | str, query: str = "", **options: Any
+        ) -> ClientConnection:
+            client: ClientConnection = stack.enter_context(open_ws(target, query, **options))
+            return client
+
+        yield open_client

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from local_gateway import LocalGateway
-from tests.e2e.helpers import started_gateways
+from tests.gateways import GatewayFactory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_DIR = REPO_ROOT / "test-output" / "browser"
@@ -47,19 +47,16 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-GatewayFactory = Callable[..., LocalGateway]
+SwitchboardGateway = Callable[..., LocalGateway]
 
 
 @pytest.fixture
-def gateway_factory() -> Iterator[GatewayFactory]:
-    """``gateway_factory(**LocalGateway options)`` -> the switchboard app behind a started
-    local gateway on ephemeral ports (WebSocket + @connections, REST with the page, DynamoDB).
-
-    Function-scoped: the root conftest resets AWS_* variables around every test, and the
-    gateway's environment must be applied after that.
+def switchboard_gateway(gateway_factory: GatewayFactory) -> SwitchboardGateway:
+    """``switchboard_gateway(**LocalGateway options)`` -> the switchboard app behind a started
+    local gateway on ephemeral ports (WebSocket + @connections, REST with the page, DynamoDB),
+    ``AUTH_MODE=none`` unless given; stopped at teardown by ``gateway_factory``.
     """
-    with started_gateways() as start:
-        yield lambda **options: start(REPO_ROOT, **{"auth_mode": "none", **options})
+    return lambda **options: gateway_factory(REPO_ROOT, **{"auth_mode": "none", **options})
 
 
 BrowserFactory = Callable[..., Any]

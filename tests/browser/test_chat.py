@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from chalicelib import web
 from local_gateway import LocalGateway
-from tests.browser.conftest import BrowserFactory, GatewayFactory, screenshot
+from tests.browser.conftest import BrowserFactory, SwitchboardGateway, screenshot
 from tests.helpers import SECRET, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -157,9 +157,9 @@ def console_errors(driver: WebDriver) -> list[str]:
 
 
 def test_two_people_chat_in_a_room_directly_and_to_everyone(
-    browser: BrowserFactory, gateway_factory: GatewayFactory
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = gateway_factory()
+    gateway = switchboard_gateway()
     alice = ChatPage.open(browser("alice"), page_url(gateway))
     bob = ChatPage.open(browser("bob"), page_url(gateway))
     # The page got the gateway's WebSocket URL from the server, and shows the local-mode banner.
@@ -202,9 +202,9 @@ def test_two_people_chat_in_a_room_directly_and_to_everyone(
 
 
 def test_page_reconnects_with_backoff_after_the_gateway_drops_it_and_rejoins_its_rooms(
-    browser: BrowserFactory, gateway_factory: GatewayFactory
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = gateway_factory()
+    gateway = switchboard_gateway()
     alice = ChatPage.open(browser("alice"), page_url(gateway))
     bob = ChatPage.open(browser("bob"), page_url(gateway))
     first = alice.connect("u_alice")
@@ -241,10 +241,10 @@ def test_page_reconnects_with_backoff_after_the_gateway_drops_it_and_rejoins_its
 
 
 def test_keepalive_pings_hold_an_idle_connection_open_past_the_idle_timeout(
-    browser: BrowserFactory, gateway_factory: GatewayFactory
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
     # The gateway closes a connection idle for 2.5 s (10 min on AWS); ?ping=1 pings every second.
-    gateway = gateway_factory(idle_timeout=2.5)
+    gateway = switchboard_gateway(idle_timeout=2.5)
     pinging = ChatPage.open(browser("pinging"), page_url(gateway, "ping=1"))
     silent = ChatPage.open(browser("silent"), page_url(gateway))  # pings every 5 minutes
     kept = pinging.connect("u_pinging")
@@ -261,9 +261,9 @@ def test_keepalive_pings_hold_an_idle_connection_open_past_the_idle_timeout(
 
 
 def test_error_frames_and_the_size_check_are_shown_to_the_person(
-    browser: BrowserFactory, gateway_factory: GatewayFactory
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = gateway_factory(env={"MAX_TEXT_CHARS": "20000"})
+    gateway = switchboard_gateway(env={"MAX_TEXT_CHARS": "20000"})
     page = ChatPage.open(browser("alice"), page_url(gateway))
     page.connect("u_alice")
 
@@ -289,9 +289,9 @@ def test_error_frames_and_the_size_check_are_shown_to_the_person(
 
 
 def test_with_auth_on_the_page_asks_for_a_token_and_reports_a_refused_one(
-    browser: BrowserFactory, gateway_factory: GatewayFactory
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = gateway_factory(auth_mode="jwt", env={"JWT_SECRET": SECRET})
+    gateway = switchboard_gateway(auth_mode="jwt", env={"JWT_SECRET": SECRET})
     page = ChatPage.open(browser("carol"), page_url(gateway))
     assert page.find("#token-field").is_displayed()
     assert not page.find("#user-field").is_displayed()
@@ -311,7 +311,7 @@ def test_with_auth_on_the_page_asks_for_a_token_and_reports_a_refused_one(
 
 
 def test_without_a_configured_url_the_page_says_so_and_ws_overrides_it(
-    browser: BrowserFactory, gateway_factory: GatewayFactory, tmp_path: Path
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway, tmp_path: Path
 ) -> None:
     # The page as a stage with no WEBSOCKET_URL renders it, opened from a file.
     path = tmp_path / "index.html"
@@ -322,7 +322,7 @@ def test_without_a_configured_url_the_page_says_so_and_ws_overrides_it(
     page.find("#connect").click()
     assert "No WebSocket URL" in page.wait_error("config").text
 
-    gateway = gateway_factory()
+    gateway = switchboard_gateway()
     url = gateway.urls.websocket.replace("127.0.0.1", "localhost")  # type: ignore[union-attr]
     page = ChatPage.open(driver, f"{path.as_uri()}?ws={url}&userId=u_alice")
     assert page.find("#ws-url").get_attribute("value") == url

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from websockets.sync.client import ClientConnection
-
-from local_gateway import Limits, LocalGateway
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parents[1]
@@ -28,30 +22,3 @@ def connection_id(ws: ClientConnection) -> str:
     reply = ws.recv(timeout=5)
     assert isinstance(reply, str)
     return reply
-
-
-def recv_json(ws: ClientConnection, timeout: float = 5) -> Any:
-    return json.loads(ws.recv(timeout=timeout))
-
-
-@contextlib.contextmanager
-def started_gateways() -> Iterator[Callable[..., LocalGateway]]:
-    """Yield ``start(project_dir, **LocalGateway options)``; every gateway it started is stopped
-    (newest first) on exit. Test defaults: ephemeral WebSocket and REST ports, short close
-    timeout."""
-    started: list[LocalGateway] = []
-
-    def start(project_dir: str | Path, **options: Any) -> LocalGateway:
-        options.setdefault("ws_port", 0)
-        options.setdefault("rest_port", 0)
-        options.setdefault("close_timeout", 1.0)
-        gateway = LocalGateway(str(project_dir), limits=Limits.pop_from(options), **options)
-        gateway.start()
-        started.append(gateway)
-        return gateway
-
-    try:
-        yield start
-    finally:
-        for gateway in reversed(started):
-            gateway.stop()

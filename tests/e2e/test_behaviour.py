@@ -9,8 +9,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from local_gateway import LocalGateway
-from tests.e2e.conftest import GatewayFactory, WsConnect
-from tests.e2e.helpers import ECHO_APP, connection_id, recv_json
+from tests.e2e.helpers import ECHO_APP, connection_id
+from tests.gateways import GatewayFactory
+from tests.wsclient import WsConnect, recv_json
 
 SCHEMA = str(ECHO_APP / "schema.json")
 

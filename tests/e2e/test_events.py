@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 import socket
 import time
-import urllib.request
 
 import pytest
 
 from local_gateway import EmbeddedDynamoDB, LocalGateway
-from tests.e2e.conftest import GatewayFactory, WsConnect
 from tests.e2e.helpers import AWS_ID_PATTERN, BARE_APP, ECHO_APP, connection_id
+from tests.gateways import GatewayFactory, http
+from tests.wsclient import WsConnect
 
 REQUEST_TIME = re.compile(r"^\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000$")
 COMMON_CONTEXT_KEYS = {
@@ -170,12 +169,12 @@ def test_rest_routes_and_table_share_the_stack(
     echo_gateway: LocalGateway, ws_connect: WsConnect
 ) -> None:
     """The connect handler wrote to the embedded table; a REST route reads it back."""
-    assert echo_gateway.urls is not None and echo_gateway.urls.rest is not None
     cid = connection_id(ws_connect(echo_gateway))
-    with urllib.request.urlopen(echo_gateway.urls.rest + "/connections", timeout=5) as resp:
-        assert json.loads(resp.read())["ids"] == [cid]
-    with urllib.request.urlopen(echo_gateway.urls.rest + "/", timeout=5) as resp:
-        assert json.loads(resp.read()) == {"fixture": "echo", "top": "top", "override": "dev"}
+    status, listing = http(echo_gateway, "GET", "/connections")
+    assert status == 200 and listing["ids"] == [cid]
+    assert http(echo_gateway, "GET", "/") == (
+        200, {"fixture": "echo", "top": "top", "override": "dev"},
+    )  # fmt: skip
 
 
 @pytest.mark.timeout(30)

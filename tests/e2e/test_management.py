@@ -13,8 +13,9 @@ from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
 
 from local_gateway import FaultConfig, LocalGateway
-from tests.e2e.conftest import GatewayFactory, WsConnect
 from tests.e2e.helpers import ECHO_APP, connection_id
+from tests.gateways import GatewayFactory
+from tests.wsclient import WsConnect
 
 NO_RETRY = {"mode": "standard", "total_max_attempts": 1}
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
 import urllib.request
 from typing import Any
 
-import boto3
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
 
 from local_gateway import LocalGateway
-from tests.e2e.helpers import REPO_ROOT, recv_json
+from tests.e2e.helpers import REPO_ROOT
+from tests.gateways import http, table_items, wait_until
 from tests.helpers import SECRET, token
+from tests.wsclient import recv_json, send
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,39 +22,8 @@ def gw(gateway_factory: Any) -> LocalGateway:
     return gateway_factory(REPO_ROOT, auth_mode="none")
 
 
-def send(ws: ClientConnection, frame: dict[str, Any]) -> dict[str, Any]:
-    ws.send(json.dumps(frame))
-    return recv_json(ws)  # type: ignore[no-any-return]
-
-
-def http(
-    gw: LocalGateway, method: str, path: str, body: Any = None, auth: str | None = None
-) -> tuple[int, Any]:
-    assert gw.urls is not None and gw.urls.rest is not None
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(gw.urls.rest + path, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if auth:
-        request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
 def registry_items(gw: LocalGateway) -> int:
-    assert gw.urls is not None and gw.table_name is not None
-    ddb = boto3.client("dynamodb", endpoint_url=gw.urls.dynamodb, region_name=gw.region)
-    return int(ddb.scan(TableName=gw.table_name, Select="COUNT")["Count"])  # a test may Scan
-
-
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+    return len(table_items(gw))
 
 
 def test_two_users_exchange_the_seed_frame(gw: LocalGateway, ws_connect: Any) -> None:
@@ -122,7 +88,7 @@ def test_http_push_connections_and_kick(gw: LocalGateway, ws_connect: Any) -> No
     )
     with pytest.raises(ConnectionClosed):
         a.recv(timeout=5)
-    wait_for(lambda: http(gw, "GET", "/connections")[1]["count"] == 1)
+    wait_until(lambda: http(gw, "GET", "/connections")[1]["count"] == 1)
 
 
 def test_closing_cleans_the_registry_and_later_sends_are_410_free(
@@ -135,11 +101,11 @@ def test_closing_cleans_the_registry_and_later_sends_are_410_free(
     assert registry_items(gw) == 4  # two connections, two memberships
     b.close()
     gw.invocations.wait_for("$disconnect", timeout=5)
-    wait_for(lambda: registry_items(gw) == 2)
+    wait_until(lambda: registry_items(gw) == 2)
     ack = send(a, {"action": "sendRoom", "room": "r", "text": "anyone?"})
     assert (ack["delivered"], ack["gone"], ack["failed"]) == (0, 0, 0)
     a.close()
-    wait_for(lambda: registry_items(gw) == 0)
+    wait_until(lambda: registry_items(gw) == 0)
 
 
 def test_jwt_mode_refuses_bad_tokens_at_the_handshake(

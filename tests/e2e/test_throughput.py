@@ -9,8 +9,8 @@ from urllib.parse import quote
 import pytest
 
 from local_gateway import LocalGateway
-from tests.e2e.conftest import WsConnect
 from tests.e2e.helpers import connection_id
+from tests.wsclient import WsConnect
 
 CONCURRENCY = 1000
 

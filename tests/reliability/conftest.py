@@ -1,7 +1,7 @@
 """Fixtures for the reliability tests: the switchboard app on a real LocalGateway, counted.
 
 Scale: ``RELIABILITY_SCALE=small`` (the default, part of ``make test``) or ``soak``
-(``make soak``); see ``harness.SCALES``. Tests marked ``soak`` run only at soak scale.
+(``make soak``); see ``scale.SCALES``. Tests marked ``soak`` run only at soak scale.
 Every test records its figures (``figures.record(...)``); they are printed as a table at the
 end of the run and written to ``test-output/reliability/figures-<scale>.json``.
 """
@@ -17,16 +17,12 @@ from typing import Any
 
 import pytest
 
-from local_gateway import EmbeddedDynamoDB, Limits, LocalGateway
+from local_gateway import EmbeddedDynamoDB, LocalGateway
+from tests.gateways import started_gateways
+from tests.reliability.applog import AppLog, CountingInvocationLog
 from tests.reliability.ddb_faults import ThrottlingProxy
-from tests.reliability.harness import (
-    REPO_ROOT,
-    SCALE,
-    TABLE,
-    AppLog,
-    CountingInvocationLog,
-    StackUnderTest,
-)
+from tests.reliability.scale import SCALE
+from tests.reliability.stack import REPO_ROOT, TABLE, StackUnderTest
 
 RELIABILITY_DIR = Path(__file__).resolve().parent
 OUTPUT_DIR = REPO_ROOT / "test-output" / "reliability"
@@ -102,35 +98,33 @@ def switchboard_factory() -> Iterator[StackFactory]:
     ``dynamodb_scan_url`` names the DynamoDB the test scans when the app's endpoint is a
     fault proxy. Function-scoped: the root conftest resets AWS_* variables around every test.
     """
-    started: list[LocalGateway] = []
     logger = logging.getLogger("switchboard")
     saved = (list(logger.handlers), logger.propagate, logger.level)
 
-    def start(dynamodb_scan_url: str | None = None, **options: Any) -> StackUnderTest:
-        env = {"CONNECTIONS_TABLE": TABLE, "LOG_LEVEL": "INFO", **options.pop("env", {})}
-        options.setdefault("ws_port", 0)
-        options.setdefault("rest_port", None)
-        options.setdefault("close_timeout", 1.0)
-        options.setdefault("auth_mode", "none")
-        gateway = LocalGateway(str(REPO_ROOT), env=env, limits=Limits.pop_from(options), **options)
-        gateway.invocations = CountingInvocationLog()
-        # The app's log goes to our counter only (log.configure adds its own handler only
-        # when the logger has none).
-        app_log = AppLog()
-        logger.handlers = [app_log]
-        logger.propagate = False
-        gateway.start()
-        # Importing app.py gave Chalice's app.log (the same logger) a stdout handler.
-        logger.handlers = [app_log]
-        started.append(gateway)
-        assert gateway.urls is not None
-        return StackUnderTest(gateway, app_log, dynamodb_scan_url or gateway.urls.dynamodb)
-
     try:
-        yield start
+        with started_gateways() as start_gateway:
+
+            def start(dynamodb_scan_url: str | None = None, **options: Any) -> StackUnderTest:
+                env = {"CONNECTIONS_TABLE": TABLE, "LOG_LEVEL": "INFO", **options.pop("env", {})}
+                options.setdefault("rest_port", None)
+                options.setdefault("auth_mode", "none")
+                app_log = AppLog()
+
+                def count(gateway: LocalGateway) -> None:
+                    gateway.invocations = CountingInvocationLog()
+                    # The app's log goes to our counter only (log.configure adds its own
+                    # handler only when the logger has none).
+                    logger.handlers = [app_log]
+                    logger.propagate = False
+
+                gateway = start_gateway(REPO_ROOT, before_start=count, env=env, **options)
+                # Importing app.py gave Chalice's app.log (the same logger) a stdout handler.
+                logger.handlers = [app_log]
+                assert gateway.urls is not None
+                return StackUnderTest(gateway, app_log, dynamodb_scan_url or gateway.urls.dynamodb)
+
+            yield start
     finally:
-        for gateway in reversed(started):
-            gateway.stop()
         logger.handlers, logger.propagate, level = saved
         logger.setLevel(level)
 

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextlib
+import functools
 import hashlib
 import hmac
 import json
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -33,11 +30,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
-from websockets.sync.client import ClientConnection, connect
 
+from tests.gateways import http
 from tests.helpers import SECRET, token
 from tests.reliability.conftest import Figures, StackFactory
-from tests.reliability.harness import SCALE, StackUnderTest
+from tests.reliability.scale import SCALE
+from tests.reliability.stack import StackUnderTest
+from tests.wsclient import WsConnect, open_ws, quiet, recv_json, send
 
 pytestmark = pytest.mark.timeout(SCALE.timeout)
 
@@ -113,9 +112,8 @@ class Handshakes:
         self.outcomes: collections.Counter[int] = collections.Counter()
 
     def status(self, query: str = "", **options: Any) -> int:
-        url = self.sb.ws_url + (f"?{query}" if query else "")
         try:
-            with connect(url, open_timeout=10, ping_interval=None, proxy=None, **options):
+            with open_ws(self.sb.gateway, query, **options):
                 status = 101
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -124,36 +122,12 @@ class Handshakes:
         return status
 
 
-def _send(ws: ClientConnection, frame: dict[str, Any]) -> dict[str, Any]:
-    ws.send(json.dumps(frame))
-    reply: dict[str, Any] = json.loads(ws.recv(timeout=10))
-    return reply
-
-
-def _quiet(ws: ClientConnection, wait: float = 0.3) -> bool:
-    try:
-        ws.recv(timeout=wait)
-    except TimeoutError:
-        return True
-    return False
+_send = functools.partial(send, timeout=10)
 
 
 @pytest.fixture
 def jwt_switchboard(switchboard_factory: StackFactory) -> StackUnderTest:
     return switchboard_factory(auth_mode="jwt", env={"JWT_SECRET": SECRET}, rest_port=0)
-
-
-@pytest.fixture
-def sockets() -> Iterator[Any]:
-    """``sockets(sb, query)`` -> an open sync client, closed at teardown."""
-    with contextlib.ExitStack() as stack:
-
-        def open_ws(sb: StackUnderTest, query: str) -> ClientConnection:
-            url = f"{sb.ws_url}?{query}"
-            client = connect(url, open_timeout=10, ping_interval=None, proxy=None)
-            return stack.enter_context(client)
-
-        yield open_ws
 
 
 def test_bad_tokens_are_refused_at_the_handshake(
@@ -248,12 +222,7 @@ def test_algorithm_confusion_is_refused_with_rs256(
         "RS256, tampered sub": tampered(jwt.encode(claims(), private, "RS256"), sub="ops"),
     }
     statuses = {name: shakes.status(f"token={quote(t, safe='')}") for name, t in attacks.items()}
-    with connect(
-        f"{sb.ws_url}?token={jwt.encode(claims('u_rsa'), private, 'RS256')}",
-        open_timeout=10,
-        ping_interval=None,
-        proxy=None,
-    ) as ws:
+    with open_ws(sb.gateway, f"token={jwt.encode(claims('u_rsa'), private, 'RS256')}") as ws:
         identity = _send(ws, {"action": "whoami"})
     sb.wait_for_disconnects(timeout=15)
     leaked = sb.wait_for_registry(lambda r: r.items == 0, timeout=15).items
@@ -274,23 +243,14 @@ def test_algorithm_confusion_is_refused_with_rs256(
 
 
 def _http(sb: StackUnderTest, method: str, path: str, auth: str | None, body: Any = None) -> int:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(sb.rest_url + path, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if auth is not None:
-        request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+    return http(sb.gateway, method, path, body, auth)[0]
 
 
 def test_http_push_needs_a_valid_admin_token(
-    jwt_switchboard: StackUnderTest, figures: Figures, sockets: Any
+    jwt_switchboard: StackUnderTest, figures: Figures, ws_connect: WsConnect
 ) -> None:
     sb = jwt_switchboard
-    ws = sockets(sb, f"token={token('u_1')}")
+    ws = ws_connect(sb.gateway, f"token={token('u_1')}")
     cid = _send(ws, {"action": "whoami"})["connectionId"]
     admin = token("ops", role="admin")
     text = {"text": "from the back end"}
@@ -326,7 +286,7 @@ def test_http_push_needs_a_valid_admin_token(
         statuses[status] += 1
         if status != 403:
             wrong.append(f"{method} {path} as non-admin: {status}")
-    delivered_before_admin = _quiet(ws)
+    delivered_before_admin = quiet(ws)
     for method, path, body, ok in routes:
         status = _http(sb, method, path, f"Bearer {admin}", body)
         if status != ok:
@@ -364,22 +324,22 @@ def test_http_push_needs_a_valid_admin_token(
 
 
 def test_identity_is_the_token_and_broadcast_needs_admin(
-    jwt_switchboard: StackUnderTest, figures: Figures, sockets: Any
+    jwt_switchboard: StackUnderTest, figures: Figures, ws_connect: WsConnect
 ) -> None:
     sb = jwt_switchboard
     # ?userId= and ?role= are ignored: the token says who you are.
-    mallory = sockets(sb, f"token={token('u_mallory')}&userId=ops&role=admin")
-    alice = sockets(sb, f"token={token('u_alice')}")
-    ops = sockets(sb, f"token={token('ops', role='admin')}")
+    mallory = ws_connect(sb.gateway, f"token={token('u_mallory')}&userId=ops&role=admin")
+    alice = ws_connect(sb.gateway, f"token={token('u_alice')}")
+    ops = ws_connect(sb.gateway, f"token={token('ops', role='admin')}")
     me = _send(mallory, {"action": "whoami"})
     assert (me["userId"], me.get("role")) == ("u_mallory", None)
     refused = _send(mallory, {"action": "broadcastAll", "text": "hi all", "role": "admin"})
     assert (refused["type"], refused["code"]) == ("error", "forbidden")
-    assert _quiet(alice) and _quiet(ops)
+    assert quiet(alice) and quiet(ops)
     ack = _send(ops, {"action": "broadcastAll", "text": "maintenance"})
     assert ack["delivered"] == 2
-    assert json.loads(alice.recv(timeout=10))["from"] == "ops"
-    assert json.loads(mallory.recv(timeout=10))["from"] == "ops"
+    assert recv_json(alice, timeout=10)["from"] == "ops"
+    assert recv_json(mallory, timeout=10)["from"] == "ops"
     figures.record(
         "auth: identity and broadcast",
         clients=3,
@@ -422,12 +382,12 @@ ODD_ROOMS = [
 
 
 def test_odd_ids_and_room_names_are_refused(
-    switchboard_factory: StackFactory, figures: Figures, sockets: Any
+    switchboard_factory: StackFactory, figures: Figures, ws_connect: WsConnect
 ) -> None:
     sb = switchboard_factory()  # AUTH_MODE=none: ids come from ?userId=
     shakes = Handshakes(sb)
     statuses = {u: shakes.status(f"userId={quote(u, safe='')}") for u in ODD_IDS if u}
-    ws = sockets(sb, "userId=u_1")
+    ws = ws_connect(sb.gateway, "userId=u_1")
     replies: list[tuple[str, str, dict[str, Any]]] = []
     for room in ODD_ROOMS:
         for action in ("join", "leave", "sendRoom"):
@@ -454,13 +414,13 @@ def test_odd_ids_and_room_names_are_refused(
 
 
 def test_nobody_reads_or_posts_where_they_should_not(
-    jwt_switchboard: StackUnderTest, figures: Figures, sockets: Any
+    jwt_switchboard: StackUnderTest, figures: Figures, ws_connect: WsConnect
 ) -> None:
     sb = jwt_switchboard
-    alice = sockets(sb, f"token={token('u_alice')}")
-    bob = sockets(sb, f"token={token('u_bob')}")
-    carol = sockets(sb, f"token={token('u_carol')}")
-    dave = sockets(sb, f"token={token('u_alice2')}")
+    alice = ws_connect(sb.gateway, f"token={token('u_alice')}")
+    bob = ws_connect(sb.gateway, f"token={token('u_bob')}")
+    carol = ws_connect(sb.gateway, f"token={token('u_carol')}")
+    dave = ws_connect(sb.gateway, f"token={token('u_alice2')}")
     alice_id = _send(alice, {"action": "whoami"})["connectionId"]
     checks: list[str] = []
 
@@ -480,7 +440,7 @@ def test_nobody_reads_or_posts_where_they_should_not(
     # Other rooms, look-alike names and prefixes are other partitions.
     expect(_send(bob, {"action": "sendRoom", "room": "private:x", "text": "x"}), delivered=0)
     expect(_send(alice, {"action": "sendRoom", "room": "private", "text": "members"}), delivered=1)
-    room_message = json.loads(dave.recv(timeout=10))
+    room_message = recv_json(dave, timeout=10)
     expect(room_message, room="private", text="members", **{"from": "u_alice"})
     # Direct messages reach that user only, from whoever really sent them.
     expect(
@@ -489,12 +449,12 @@ def test_nobody_reads_or_posts_where_they_should_not(
         ),
         delivered=1,
     )
-    expect(json.loads(alice.recv(timeout=10)), **{"from": "u_bob", "text": "hi"})
+    expect(recv_json(alice, timeout=10), **{"from": "u_bob", "text": "hi"})
     expect(
         _send(alice, {"action": "sendMessage", "targetUserId": "u_ali", "text": "x"}),
         code="not_found",
     )
-    quiet = {name: _quiet(ws) for name, ws in (("bob", bob), ("carol", carol), ("dave", dave))}
+    silent = {name: quiet(ws) for name, ws in (("bob", bob), ("carol", carol), ("dave", dave))}
     figures.record(
         "auth: room and user isolation",
         clients=4,
@@ -505,5 +465,5 @@ def test_nobody_reads_or_posts_where_they_should_not(
         handler_errors=sb.handler_errors(),
     )
     assert checks == []
-    assert quiet == {"bob": True, "carol": True, "dave": True}
+    assert silent == {"bob": True, "carol": True, "dave": True}
     assert sb.handler_errors() == 0, sb.error_details()

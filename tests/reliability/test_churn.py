@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 
 from tests.reliability.conftest import Figures, StackFactory
-from tests.reliability.harness import SCALE, StackUnderTest, WsClient, run
 from tests.reliability.ledger import Sent, Session, check
+from tests.reliability.scale import SCALE, run
+from tests.reliability.stack import StackUnderTest
+from tests.wsclient import WsClient
 
 pytestmark = pytest.mark.timeout(SCALE.timeout)
 

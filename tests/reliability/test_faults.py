@@ -25,8 +25,10 @@ from websockets.exceptions import InvalidStatus
 
 from tests.reliability.conftest import Figures, StackFactory
 from tests.reliability.ddb_faults import ThrottlingProxy
-from tests.reliability.harness import SCALE, StackUnderTest, WsClient, open_many, run
 from tests.reliability.ledger import Sent, Session, check
+from tests.reliability.scale import SCALE, run
+from tests.reliability.stack import StackUnderTest
+from tests.wsclient import WsClient, open_many
 
 pytestmark = pytest.mark.timeout(SCALE.timeout + 60)
 ROOMS = ("alpha", "beta")

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from chalicelib import protocol
 from tests.helpers import SECRET, token
 from tests.reliability.conftest import Figures, StackFactory
-from tests.reliability.harness import SCALE
+from tests.reliability.scale import SCALE
+from tests.wsclient import open_ws, send
 
 pytestmark = pytest.mark.timeout(SCALE.timeout)
 MAX_FRAME = 32 * 1024  # API Gateway closes a bigger frame with 1009: by design, not fuzzed
@@ -129,26 +130,21 @@ def test_fuzzed_frames_get_error_frames_and_change_nothing(
     switchboard_factory: StackFactory, figures: Figures
 ) -> None:
     sb = switchboard_factory(auth_mode="jwt", env={"JWT_SECRET": SECRET})
-    url = sb.ws_url
     tag = secrets.token_hex(4)
     room = f"lobby-{tag}"
 
-    def open_ws(user: str) -> ClientConnection:
-        return connect(
-            f"{url}?token={token(user)}", open_timeout=10, ping_interval=None, proxy=None
-        )
+    def open_as(user: str) -> ClientConnection:
+        return open_ws(sb.gateway, f"token={token(user)}")
 
     tally: collections.Counter[str] = collections.Counter()
     fuzzer_rooms: set[str] = set()
     with (
-        open_ws("fuzzer") as ws,
-        open_ws(f"bystander-{tag}") as bystander,
-        open_ws(f"other-{tag}") as other,
+        open_as("fuzzer") as ws,
+        open_as(f"bystander-{tag}") as bystander,
+        open_as(f"other-{tag}") as other,
     ):
-        bystander.send(json.dumps({"action": "join", "room": room}))
-        assert json.loads(bystander.recv(timeout=10))["joined"] is True
-        ws.send(json.dumps({"action": "whoami"}))
-        fuzzer_id = json.loads(ws.recv(timeout=10))["connectionId"]
+        assert send(bystander, {"action": "join", "room": room}, timeout=10)["joined"] is True
+        fuzzer_id = send(ws, {"action": "whoami"}, timeout=10)["connectionId"]
         before = sb.registry()
 
         @settings(
@@ -185,8 +181,7 @@ def test_fuzzed_frames_get_error_frames_and_change_nothing(
         for client in (bystander, other):
             with pytest.raises(TimeoutError):
                 client.recv(timeout=0.3)  # nothing reached the bystanders
-            client.send(json.dumps({"action": "ping"}))
-            assert json.loads(client.recv(timeout=10))["type"] == "pong"
+            assert send(client, {"action": "ping"}, timeout=10)["type"] == "pong"
 
     expected = before.memberships | {(r, fuzzer_id) for r in fuzzer_rooms}
     sb.wait_for_disconnects(timeout=30)

@@ -16,15 +16,16 @@ from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from local_gateway import EmbeddedDynamoDB, ensure_table, load_table_schema
+from tests.gateways import scan_items
 from tests.helpers import FakeGateway, connect_event, message_event
-from tests.reliability.harness import REPO_ROOT, AppLog
+from tests.reliability.applog import AppLog
+from tests.reliability.stack import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def _scan(ddb: Any, table: str) -> list[tuple[str, str]]:
-    items = ddb.scan(TableName=table, ConsistentRead=True)["Items"]
-    return sorted((i["PK"]["S"], i["SK"]["S"]) for i in items)
+    return sorted((i["PK"]["S"], i["SK"]["S"]) for i in scan_items(ddb, table))
 
 
 # --- registry: a join that commits while remove() runs ----------------------------------------
