@@ -54,7 +54,8 @@ def test_csp_allows_only_the_inline_script_and_style_and_websockets(client: Clie
     body = response.body.decode("utf-8")
     csp = csp_directives(response.headers["Content-Security-Policy"])
     assert csp["default-src"] == ["'none'"]
-    assert csp["connect-src"] == ["ws:", "wss:"]
+    # The dev stage (auth on) configures no WebSocket URL here: the page may connect nowhere.
+    assert csp["connect-src"] == ["'none'"]
     (script,) = re.findall(r"<script>(.*?)</script>", body, flags=re.DOTALL)
     (style,) = re.findall(r"<style>(.*?)</style>", body, flags=re.DOTALL)
     # The hashes are of the page as served: rendering must not touch the script or the style.
@@ -148,3 +149,93 @@ def test_the_page_renders_without_any_table_or_secret_configured(
         monkeypatch.delenv(name, raising=False)
     with Client(app_module.app) as client:
         assert client.http.get("/").status_code == 200
+
+
+# --- where the page may connect (issue 12: a ?ws= link must not collect the token) -------------
+
+
+def test_with_auth_on_connect_src_names_only_the_configured_origin(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBSOCKET_URL", "wss://abc123.execute-api.eu-west-1.amazonaws.com/api")
+    monkeypatch.delenv("WEBSOCKET_URL_ALLOWLIST", raising=False)
+    response = client.http.get("/")
+    csp = csp_directives(response.headers["Content-Security-Policy"])
+    assert csp["connect-src"] == ["wss://abc123.execute-api.eu-west-1.amazonaws.com"]
+    assert meta(response.body.decode("utf-8"), "websocket-allowlist") == ""
+
+
+def test_with_auth_on_connect_src_adds_the_allow_listed_origins_only(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBSOCKET_URL", "wss://abc123.execute-api.eu-west-1.amazonaws.com/api")
+    monkeypatch.setenv(
+        "WEBSOCKET_URL_ALLOWLIST",
+        " wss://Chat.Example.com:443 , ws://127.0.0.1:9001/api,https://web.example,bogus,,"
+        "wss://abc123.execute-api.eu-west-1.amazonaws.com",
+    )
+    response = client.http.get("/")
+    csp = csp_directives(response.headers["Content-Security-Policy"])
+    assert csp["connect-src"] == [
+        "wss://abc123.execute-api.eu-west-1.amazonaws.com",
+        "wss://chat.example.com",
+        "ws://127.0.0.1:9001",
+    ]
+    # The page's script checks ?ws= against the same list.
+    assert meta(response.body.decode("utf-8"), "websocket-allowlist") == (
+        "wss://chat.example.com ws://127.0.0.1:9001 wss://abc123.execute-api.eu-west-1.amazonaws.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "connect_src"),
+    [
+        ({"AUTH_MODE": "jwt"}, ["'none'"]),
+        (
+            {"AUTH_MODE": "jwt", "APIGW_MANAGEMENT_ENDPOINT": "http://127.0.0.1:8001/api"},
+            ["ws://127.0.0.1:8001"],
+        ),
+        ({"AUTH_MODE": "jwt", "WEBSOCKET_URL": "ws://h.example:80/api"}, ["ws://h.example"]),
+        ({"AUTH_MODE": "none"}, ["ws://127.0.0.1:*", "ws://localhost:*"]),
+        (
+            {"AUTH_MODE": "none", "WEBSOCKET_URL": "wss://chat.example/api"},
+            ["ws://127.0.0.1:*", "ws://localhost:*", "wss://chat.example"],
+        ),
+        # A value that would smuggle a directive into the header is not a URL the page dials.
+        (
+            {
+                "AUTH_MODE": "jwt",
+                "WEBSOCKET_URL": "wss://x.example;script-src 'unsafe-inline'/api",
+                "WEBSOCKET_URL_ALLOWLIST": "wss://y.example;connect-src *,ws://a b",
+            },
+            ["'none'"],
+        ),
+    ],
+)
+def test_connect_src_is_exactly_where_the_page_may_dial(
+    env: dict[str, str], connect_src: list[str]
+) -> None:
+    header = web.index_page(env)["headers"]["Content-Security-Policy"]
+    assert csp_directives(header)["connect-src"] == connect_src
+    assert "unsafe-inline" not in header
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        (
+            "wss://ABC.execute-api.eu-west-1.amazonaws.com/api",
+            "wss://abc.execute-api.eu-west-1.amazonaws.com",
+        ),
+        ("wss://h.example:443/api", "wss://h.example"),
+        ("wss://h.example:8443/api?x=1", "wss://h.example:8443"),
+        ("ws://user:pass@127.0.0.1:8001/api", "ws://127.0.0.1:8001"),
+        ("ws://h.example:99999/api", None),
+        ("ws://[::1]:8001/api", None),
+        ("https://h.example/api", None),
+        ("wss:///api", None),
+        ("", None),
+    ],
+)
+def test_websocket_origin_is_written_as_a_browser_writes_it(url: str, origin: str | None) -> None:
+    assert web.websocket_origin(url) == origin
