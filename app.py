@@ -108,9 +108,7 @@ def _json_body() -> Any:
 
 @app.route("/health", methods=["GET"])
 def health() -> Response:
-    return _http(
-        lambda sb, _: (200, {"status": "ok", "table": sb.settings.table_name}), admin=False
-    )
+    return _http(lambda sb, _: (200, {"status": "ok"}), admin=False)
 
 
 @app.route("/broadcast", methods=["POST"])
