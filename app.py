@@ -137,7 +137,7 @@ def _json_body() -> Any:
 @app.route("/health", methods=["GET"])
 @http_route(admin=False)
 def health(switchboard: Switchboard, caller: None) -> Any:
-    return {"status": "ok", "table": switchboard.settings.table_name}
+    return {"status": "ok"}  # nothing about the deployment (no table name)
 
 
 @app.route("/broadcast", methods=["POST"])

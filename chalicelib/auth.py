@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,9 @@ import jwt
 
 from chalicelib.config import Settings
 from chalicelib.protocol import valid_user_id
+
+# Clock skew tolerated between the token issuer and Lambda, for ``iat`` and ``nbf`` in the future.
+CLOCK_SKEW_SECONDS = 60
 
 
 class AuthError(Exception):
@@ -25,18 +29,21 @@ class Identity:
     user_id: str
     role: str | None = None
     anonymous: bool = False
+    # The token's ``exp`` (epoch seconds); None without a token (AUTH_MODE=none).
+    expires_at: int | None = None
 
     def is_admin(self, admin_role: str) -> bool:
         return self.role == admin_role
 
 
 def verify_token(token: str, settings: Settings) -> Identity:
-    """Verify a JWT: the pinned algorithm only, ``exp`` and ``sub`` required."""
+    """Verify a JWT: the pinned algorithm only; ``exp``, ``iat`` and ``sub`` required; ``iat`` not
+    in the future (beyond the clock skew) and ``exp - iat`` at most ``jwt_max_lifetime_seconds``."""
     if not token:
         raise AuthError("missing token")
     if settings.jwt_secret is None:
         raise AuthError("token verification is not configured")
-    options: Any = {"require": ["exp", "sub"]}
+    options: Any = {"require": ["exp", "iat", "sub"]}
     try:
         claims = jwt.decode(
             token,
@@ -45,15 +52,27 @@ def verify_token(token: str, settings: Settings) -> Identity:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             options=options,
+            leeway=CLOCK_SKEW_SECONDS,
         )
     except jwt.ExpiredSignatureError:
         raise AuthError("token expired") from None
     except jwt.PyJWTError:
         raise AuthError("invalid token") from None
+    # PyJWT has validated both as integers. Its leeway also stretches exp; the skew is for
+    # iat/nbf only, so a token is never honoured past its own exp.
+    expires_at, issued_at = int(claims["exp"]), int(claims["iat"])
+    if expires_at <= time.time():
+        raise AuthError("token expired")
+    if expires_at - issued_at > settings.jwt_max_lifetime_seconds:
+        raise AuthError(
+            f"token lifetime exceeds {settings.jwt_max_lifetime_seconds} seconds (exp - iat)"
+        )
     sub = claims.get("sub")
     if not valid_user_id(sub):
         raise AuthError("token subject is not a valid user id")
-    return Identity(user_id=str(sub), role=_role(claims, settings.admin_role))
+    return Identity(
+        user_id=str(sub), role=_role(claims, settings.admin_role), expires_at=expires_at
+    )
 
 
 def _role(claims: dict[str, Any], admin_role: str) -> str | None:

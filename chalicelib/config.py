@@ -13,6 +13,10 @@ from dataclasses import dataclass
 AUTH_MODES = ("jwt", "none")
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
+# RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. A shorter shared
+# secret can be brute-forced offline from any one token. (RS/ES take a PEM public key, not a secret.)
+HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 class ConfigError(ValueError):
@@ -27,6 +31,8 @@ class Settings:
     jwt_algorithm: str = "HS256"
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # The longest a token may live (exp - iat): a leaked token is useful for at most this long.
+    jwt_max_lifetime_seconds: int = 86400
     admin_role: str = "admin"
     # Connect time + 2 h API Gateway maximum + 5 min margin.
     connection_ttl_seconds: int = 7500
@@ -56,6 +62,15 @@ class Settings:
             raise ConfigError(
                 f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {auth_mode!r}"
             )
+        # Lambda sets AWS_LAMBDA_FUNCTION_NAME in every function's environment (docs:
+        # https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html, "Defined runtime
+        # environment variables"); the local gateway and chalice.test.Client do not set it. Not
+        # AWS_EXECUTION_ENV: Chalice itself sets that to "AWS_Lambda aws-chalice/<version>" on
+        # import when it is unset, so it is present locally too.
+        if auth_mode == "none" and env.get("AWS_LAMBDA_FUNCTION_NAME"):
+            raise ConfigError(
+                "AUTH_MODE=none is for the local gateway only; deployed functions must use jwt"
+            )
         algorithm = env.get("JWT_ALGORITHM", "HS256").strip()
         if algorithm not in JWT_ALGORITHMS:
             raise ConfigError(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
@@ -68,14 +83,18 @@ class Settings:
         if transport not in ("async", "boto3"):
             raise ConfigError(f"MANAGEMENT_TRANSPORT must be async or boto3, got {transport!r}")
         secret = env.get("JWT_SECRET") or None
+        source = "JWT_SECRET"
         parameter = (env.get("JWT_SECRET_PARAMETER") or "").strip()
         if auth_mode == "jwt" and not secret and parameter:
             secret = read_secret_parameter(parameter)
+            source = f"the secret in JWT_SECRET_PARAMETER {parameter!r}"
         if auth_mode == "jwt" and not secret:
             raise ConfigError(
                 "AUTH_MODE=jwt needs JWT_SECRET (an HMAC secret or a PEM public key) "
                 "or JWT_SECRET_PARAMETER (the name of an SSM SecureString holding it)"
             )
+        if auth_mode == "jwt" and secret and algorithm in HMAC_MIN_SECRET_BYTES:
+            _check_secret_length(secret, algorithm, source)
         return cls(
             table_name=table,
             auth_mode=auth_mode,
@@ -83,6 +102,7 @@ class Settings:
             jwt_algorithm=algorithm,
             jwt_issuer=env.get("JWT_ISSUER") or None,
             jwt_audience=env.get("JWT_AUDIENCE") or None,
+            jwt_max_lifetime_seconds=_int(env, "JWT_MAX_LIFETIME_SECONDS", 86400, 60, 30 * 86400),
             admin_role=env.get("ADMIN_ROLE", "admin"),
             connection_ttl_seconds=_int(env, "CONNECTION_TTL_SECONDS", 7500, 60, 30 * 86400),
             management_endpoint=(env.get("APIGW_MANAGEMENT_ENDPOINT") or "").rstrip("/") or None,
@@ -125,6 +145,16 @@ def read_secret_parameter(name: str) -> str:
     if not value.strip():
         raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} is empty")
     return value
+
+
+def _check_secret_length(secret: str, algorithm: str, source: str) -> None:
+    size = len(secret.encode("utf-8"))
+    minimum = HMAC_MIN_SECRET_BYTES[algorithm]
+    if size < minimum:
+        raise ConfigError(
+            f"{source} must be at least {minimum} bytes for {algorithm} (got {size}); "
+            f"generate one with `{GENERATE_SECRET}`"
+        )
 
 
 def _has_crypto() -> bool:

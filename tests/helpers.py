@@ -56,7 +56,8 @@ def disconnect_event(connection_id: str, code: int = 1001) -> dict[str, Any]:
 
 
 def token(sub: str = "u_123", role: str | None = None, exp_in: int = 3600, **claims: Any) -> str:
-    payload: dict[str, Any] = {"sub": sub, "exp": int(time.time()) + exp_in, **claims}
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + exp_in, **claims}
     if role:
         payload["role"] = role
     return jwt.encode(payload, SECRET, algorithm="HS256")

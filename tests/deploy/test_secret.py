@@ -12,6 +12,7 @@ from moto import mock_aws
 from chalicelib.config import ConfigError, Settings
 
 PARAM = "/switchboard/test/jwt-secret"
+VALUE = "s3cret-value-from-ssm-" + "x" * 16  # 38 bytes: HS256 needs at least 32
 
 
 @pytest.fixture
@@ -25,8 +26,18 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def test_reads_the_secure_string(ssm: Any) -> None:
+    ssm.put_parameter(Name=PARAM, Value=VALUE, Type="SecureString")
+    assert Settings.from_env(env(JWT_SECRET_PARAMETER=PARAM)).jwt_secret == VALUE
+
+
+def test_a_short_secret_in_the_parameter_is_refused_naming_it(ssm: Any) -> None:
     ssm.put_parameter(Name=PARAM, Value="s3cret-value", Type="SecureString")
-    assert Settings.from_env(env(JWT_SECRET_PARAMETER=PARAM)).jwt_secret == "s3cret-value"
+    with pytest.raises(
+        ConfigError,
+        match="JWT_SECRET_PARAMETER '/switchboard/test/jwt-secret' must be at least 32 bytes "
+        "for HS256 \\(got 12\\)",
+    ):
+        Settings.from_env(env(JWT_SECRET_PARAMETER=PARAM))
 
 
 def test_missing_parameter_is_a_config_error_naming_it(ssm: Any) -> None:
@@ -41,8 +52,9 @@ def test_an_explicit_secret_wins_and_ssm_is_not_called(monkeypatch: pytest.Monke
         raise AssertionError("SSM must not be called")
 
     monkeypatch.setattr(config, "read_secret_parameter", boom)
-    settings = Settings.from_env(env(JWT_SECRET="direct", JWT_SECRET_PARAMETER=PARAM))
-    assert settings.jwt_secret == "direct"
+    direct = "direct-" + "d" * 32
+    settings = Settings.from_env(env(JWT_SECRET=direct, JWT_SECRET_PARAMETER=PARAM))
+    assert settings.jwt_secret == direct
     local = Settings.from_env(
         {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "JWT_SECRET_PARAMETER": PARAM}
     )

@@ -16,7 +16,14 @@ from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from tests.conftest import TABLE, make_switchboard
-from tests.helpers import FakeGateway, connect_event, disconnect_event, message_event, token
+from tests.helpers import (
+    SECRET,
+    FakeGateway,
+    connect_event,
+    disconnect_event,
+    message_event,
+    token,
+)
 
 
 class Harness:
@@ -301,6 +308,9 @@ def _post(client: Client, path: str, body: Any, auth: str | None = None) -> Any:
 def test_health(harness: Harness) -> None:
     response = harness.client.http.get("/health")
     assert response.status_code == 200 and response.json_body["status"] == "ok"
+    # Unauthenticated: it says the function is up and nothing about the deployment.
+    assert response.json_body == {"status": "ok"}
+    assert TABLE not in response.body.decode()
 
 
 def test_http_push_routes_deliver_and_report(harness: Harness) -> None:
@@ -391,6 +401,18 @@ def test_misconfigured_stage_refuses_connections_clearly(monkeypatch: pytest.Mon
     app_module.reset_switchboard(None)
 
 
+def test_a_stage_with_a_short_secret_refuses_connections(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app_module.reset_switchboard(None)
+    monkeypatch.setenv("JWT_SECRET", "too-short")
+    with Client(app_module.app) as client:
+        payload = client.lambda_.invoke("connect", connect_event("a", {"token": token()})).payload
+    assert payload["statusCode"] == 500
+    assert "JWT_SECRET must be at least 32 bytes for HS256 (got 9)" in caplog.text
+    app_module.reset_switchboard(None)
+
+
 def test_table_name_comes_from_the_stage(monkeypatch: pytest.MonkeyPatch) -> None:
     from chalicelib.config import Settings
 
@@ -402,7 +424,7 @@ def test_table_name_comes_from_the_stage(monkeypatch: pytest.MonkeyPatch) -> Non
 
     app_module.reset_switchboard(None)
     monkeypatch.setattr(app_module, "build_switchboard", fake_build)
-    monkeypatch.setenv("JWT_SECRET", "x")
+    monkeypatch.setenv("JWT_SECRET", SECRET)
     with Client(app_module.app) as client, pytest.raises(RuntimeError):
         client.lambda_.invoke("disconnect", disconnect_event("a"))
     assert seen["table"] == "switchboard-dev-connections"

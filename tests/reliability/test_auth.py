@@ -2,9 +2,10 @@
 
 - Tokens that must be refused at the handshake with 401: missing, garbage, expired, signed
   with another secret, ``alg: none`` (any spelling), a tampered ``sub`` or ``role`` with the
-  original signature, another HMAC algorithm, no ``exp``, no ``sub``, a future ``nbf``, a
-  ``sub`` that is not a valid user id, a stripped signature, the token in a header instead of
-  the query, and hypothesis-generated garbage; with RS256 configured, HS256 signed with the
+  original signature, another HMAC algorithm, no ``exp``, no ``sub``, no ``iat``, a future
+  ``nbf`` or ``iat``, a lifetime (``exp - iat``) over the 24 h maximum, a ``sub`` that is not
+  a valid user id, a stripped signature, the token in a header instead of the query, and
+  hypothesis-generated garbage; with RS256 configured, HS256 signed with the
   RSA public key (algorithm confusion) and RS256 from another key pair.
 - Identity comes from the token only (``?userId=``/``?role=`` are ignored); a non-admin
   ``broadcastAll`` is forbidden; the HTTP push routes answer 401 without a valid token and
@@ -56,7 +57,12 @@ def hs(
 
 
 def claims(sub: Any = "u_1", exp_in: int = 3600, **extra: Any) -> dict[str, Any]:
-    return {"sub": sub, "exp": int(time.time()) + exp_in, **extra}
+    now = int(time.time())
+    return {"sub": sub, "iat": now, "exp": now + exp_in, **extra}
+
+
+def without(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    return {key: value for key, value in payload.items() if key != name}
 
 
 def unsigned(alg: str, payload: dict[str, Any]) -> str:
@@ -86,8 +92,11 @@ def hs256_bad_tokens() -> list[tuple[str, str]]:
         ("tampered exp", tampered(token("u_1", exp_in=-60), exp=int(time.time()) + 3600)),
         ("HS512, same secret", hs({"alg": "HS512"}, claims(), SECRET.encode(), hashlib.sha512)),
         ("HS384, same secret", hs({"alg": "HS384"}, claims(), SECRET.encode(), hashlib.sha384)),
-        ("no exp", jwt.encode({"sub": "u_1"}, SECRET, "HS256")),
-        ("no sub", jwt.encode({"exp": int(time.time()) + 3600}, SECRET, "HS256")),
+        ("no exp", jwt.encode({"sub": "u_1", "iat": int(time.time())}, SECRET, "HS256")),
+        ("no sub", jwt.encode(without(claims(), "sub"), SECRET, "HS256")),
+        ("no iat", jwt.encode(without(claims(), "iat"), SECRET, "HS256")),
+        ("iat in the future", jwt.encode(claims(iat=int(time.time()) + 600), SECRET, "HS256")),
+        ("lifetime over 24 h", jwt.encode(claims(exp_in=86400 + 60), SECRET, "HS256")),
         ("future nbf", jwt.encode(claims(nbf=int(time.time()) + 3600), SECRET, "HS256")),
         ("sub with #", jwt.encode(claims(sub="u#1"), SECRET, "HS256")),
         ("sub USER#", jwt.encode(claims(sub="USER#u_1"), SECRET, "HS256")),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import Any
 
 import jwt
 import pytest
@@ -24,25 +25,34 @@ def _b64(obj: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
 
+def _claims(drop: str = "", **changes: Any) -> dict[str, Any]:
+    """Valid claims (sub, iat, exp) with one dropped or changed: each bad token has one flaw."""
+    now = int(time.time())
+    claims = {"sub": "u_1", "iat": now, "exp": now + 60, **changes}
+    claims.pop(drop, None)
+    return claims
+
+
+def _hs(claims: dict[str, Any], algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, SECRET, algorithm=algorithm)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         "",
         "garbage",
         token(exp_in=-10),
-        jwt.encode(
-            {"sub": "u_1", "exp": int(time.time()) + 60},
-            "another-secret-of-sufficient-length!!",
-            algorithm="HS256",
-        ),
-        jwt.encode({"sub": "u_1"}, SECRET, algorithm="HS256"),  # no exp
-        jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256"),  # no sub
-        jwt.encode({"sub": "u#1", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"),
-        _b64({"alg": "none", "typ": "JWT"})
-        + "."
-        + _b64({"sub": "u_1", "exp": int(time.time()) + 60})
-        + ".",
-        jwt.encode({"sub": "u_1", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512"),
+        jwt.encode(_claims(), "another-secret-of-sufficient-length!!", algorithm="HS256"),
+        _hs(_claims(drop="exp")),
+        _hs(_claims(drop="sub")),
+        _hs(_claims(sub="u#1")),
+        _b64({"alg": "none", "typ": "JWT"}) + "." + _b64(_claims()) + ".",
+        _hs(_claims(), algorithm="HS512"),
+        _hs(_claims(drop="iat")),
+        _hs(_claims(iat=int(time.time()) + 600)),
+        _hs(_claims(iat="yesterday")),
+        token(exp_in=86400 + 60),
     ],
     ids=[
         "empty",
@@ -54,12 +64,43 @@ def _b64(obj: dict) -> str:
         "bad-sub",
         "alg-none",
         "other-alg",
+        "no-iat",
+        "future-iat",
+        "non-numeric-iat",
+        "lifetime-over-24h",
     ],
 )
 def test_bad_tokens_are_refused_with_401(bad: str) -> None:
     with pytest.raises(AuthError) as info:
         connect_identity({"token": bad}, JWT)
     assert info.value.status == 401
+
+
+def test_token_lifetime_is_capped_by_the_setting() -> None:
+    short = Settings(
+        table_name="t", auth_mode="jwt", jwt_secret=SECRET, jwt_max_lifetime_seconds=600
+    )
+    assert verify_token(token(exp_in=600), short).user_id == "u_123"
+    with pytest.raises(AuthError, match="token lifetime exceeds 600 seconds") as info:
+        verify_token(token(exp_in=601), short)
+    assert info.value.status == 401
+    # The lifetime is exp - iat as issued, not what is left of it.
+    with pytest.raises(AuthError, match="lifetime"):
+        verify_token(token(exp_in=60, iat=int(time.time()) - 3600), short)
+
+
+def test_clock_skew_is_allowed_for_iat_but_never_stretches_exp() -> None:
+    skewed = token(iat=int(time.time()) + 30)
+    assert verify_token(skewed, JWT).user_id == "u_123"
+    with pytest.raises(AuthError, match="expired"):
+        verify_token(token(exp_in=-5, iat=int(time.time()) - 60), JWT)
+
+
+def test_identity_carries_the_token_expiry() -> None:
+    expires_at = int(time.time()) + 900
+    identity = verify_token(_hs(_claims(exp=expires_at)), JWT)
+    assert identity.expires_at == expires_at
+    assert connect_identity({"userId": "u_1"}, NONE).expires_at is None
 
 
 def test_tampered_subject_is_refused() -> None:

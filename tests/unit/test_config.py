@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from chalicelib.config import ConfigError, Settings
+from tests.helpers import SECRET
 
 
 def test_defaults() -> None:
     settings = Settings.from_env({"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"})
     assert settings.connection_ttl_seconds == 7500
     assert settings.fanout_workers == 64 and settings.management_endpoint is None
+    assert settings.jwt_max_lifetime_seconds == 86400
 
 
 def test_reads_every_setting() -> None:
@@ -16,7 +20,8 @@ def test_reads_every_setting() -> None:
         {
             "CONNECTIONS_TABLE": "t",
             "AUTH_MODE": "jwt",
-            "JWT_SECRET": "s",
+            "JWT_SECRET": SECRET,
+            "JWT_MAX_LIFETIME_SECONDS": "3600",
             "APIGW_MANAGEMENT_ENDPOINT": "http://127.0.0.1:8001/api/",
             "FANOUT_WORKERS": "128",
             "CONNECTION_TTL_SECONDS": "7300",
@@ -24,6 +29,7 @@ def test_reads_every_setting() -> None:
     )
     assert settings.management_endpoint == "http://127.0.0.1:8001/api"
     assert settings.fanout_workers == 128 and settings.connection_ttl_seconds == 7300
+    assert settings.jwt_max_lifetime_seconds == 3600
 
 
 @pytest.mark.parametrize(
@@ -37,6 +43,14 @@ def test_reads_every_setting() -> None:
             "FANOUT_WORKERS",
         ),
         ({"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_WORKERS": "0"}, "between"),
+        (
+            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "JWT_MAX_LIFETIME_SECONDS": "a day"},
+            "JWT_MAX_LIFETIME_SECONDS",
+        ),
+        (
+            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "JWT_MAX_LIFETIME_SECONDS": "0"},
+            "JWT_MAX_LIFETIME_SECONDS must be between",
+        ),
         (
             {
                 "CONNECTIONS_TABLE": "t",
@@ -68,3 +82,51 @@ def test_asymmetric_algorithms_need_cryptography(monkeypatch: pytest.MonkeyPatch
         config.Settings.from_env(env)
     monkeypatch.setattr(config, "_has_crypto", lambda: True)
     assert config.Settings.from_env(env).jwt_algorithm == "RS256"
+
+
+def jwt_env(secret: str, algorithm: str = "HS256") -> dict[str, str]:
+    return {
+        "CONNECTIONS_TABLE": "t",
+        "AUTH_MODE": "jwt",
+        "JWT_SECRET": secret,
+        "JWT_ALGORITHM": algorithm,
+    }
+
+
+@pytest.mark.parametrize(("algorithm", "minimum"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
+def test_short_hmac_secrets_are_refused(algorithm: str, minimum: int) -> None:
+    short = "k" * (minimum - 1)
+    message = (
+        f"JWT_SECRET must be at least {minimum} bytes for {algorithm} (got {minimum - 1}); "
+        "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env(jwt_env(short, algorithm))
+    assert Settings.from_env(jwt_env(short + "k", algorithm)).jwt_secret == short + "k"
+
+
+def test_secret_length_counts_bytes_not_characters() -> None:
+    with pytest.raises(ConfigError, match="got 30"):
+        Settings.from_env(jwt_env("é" * 15))  # 15 characters, 30 bytes in UTF-8
+    assert Settings.from_env(jwt_env("é" * 16)).jwt_secret == "é" * 16
+
+
+def test_a_public_key_is_not_held_to_the_secret_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import config
+
+    monkeypatch.setattr(config, "_has_crypto", lambda: True)
+    assert config.Settings.from_env(jwt_env("pem", "ES256")).jwt_secret == "pem"
+
+
+def test_no_auth_is_refused_inside_lambda() -> None:
+    local = {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"}
+    deployed = {**local, "AWS_LAMBDA_FUNCTION_NAME": "switchboard-dev-connect"}
+    with pytest.raises(
+        ConfigError,
+        match="AUTH_MODE=none is for the local gateway only; deployed functions must use jwt",
+    ):
+        Settings.from_env(deployed)
+    assert Settings.from_env(local).auth_mode == "none"
+    assert (
+        Settings.from_env({**deployed, "AUTH_MODE": "jwt", "JWT_SECRET": SECRET}).auth_mode == "jwt"
+    )
