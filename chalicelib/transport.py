@@ -14,8 +14,15 @@ algorithm, checked against it byte for byte), the retry policy (``StandardRetryC
 one client hammering a failing service; in a fan-out it would let a burst of throttles on some
 recipients starve the retries of all the others.
 
-The loop runs in a daemon thread per container; a Lambda freeze pauses it with the process, and
-keep-alive connections found dead after a thaw are reopened without costing an attempt.
+HTTP/1.1 framing is h11's (one ``h11.Connection`` per pooled socket): a 1xx is not the answer,
+a connection goes back to the pool only when h11 says the exchange is complete and keep-alive,
+and a response body over ``MAX_RESPONSE_BODY`` fails the post instead of filling memory.
+
+The loop runs in a daemon thread per container; a Lambda freeze pauses it with the process.
+A keep-alive connection found dead (closed or reset before any byte of the answer was read)
+is retried on a new connection without costing an attempt, once per post: that failure also
+looks like a server that took the post and closed without answering, so a post arrives at
+most once more than its attempts. Any other failure after the request was sent is an attempt.
 """
 
 from __future__ import annotations
