@@ -444,8 +444,10 @@ class AsyncConnectionsTransport:
             # asyncio.timeout, not wait_for: wait_for wraps the exchange in a Task of its own.
             async with asyncio.timeout(self._read_timeout):
                 await connection.writer.drain()
+                # Nothing of this answer can be buffered yet (a pooled connection has no
+                # trailing bytes): read first, then ask h11 for events.
+                event: h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED] = h11.NEED_DATA
                 while True:
-                    event = http.next_event()
                     if event is h11.NEED_DATA:
                         chunk = await reader.read(READ_CHUNK)
                         if not chunk and not received:
@@ -465,6 +467,7 @@ class AsyncConnectionsTransport:
                         # A 1xx (an unasked-for "100 Continue") is not the answer, but the
                         # answer follows it; ConnectionClosed or PAUSED here means it never will.
                         raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")
+                    event = http.next_event()
         except TimeoutError:  # before OSError: TimeoutError is one
             connection.writer.close()
             raise ReadTimeoutError(endpoint_url=endpoint.url) from None
