@@ -402,9 +402,10 @@ class AsyncConnectionsTransport:
     def _take_idle(endpoint: _Endpoint) -> _Connection | None:
         while endpoint.idle:
             connection = endpoint.idle.pop()
-            # Closed by the server while idle (its FIN already read by the loop): no need to
+            # Closed or reset by the server while idle (already seen by the loop): no need to
             # spend a request, or the post's one free retry, to find out.
-            if not connection.reader.at_eof():
+            reader = connection.reader
+            if not reader.at_eof() and reader.exception() is None:
                 return connection
             connection.writer.close()
         return None
