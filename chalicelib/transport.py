@@ -14,8 +14,15 @@ algorithm, checked against it byte for byte), the retry policy (``StandardRetryC
 one client hammering a failing service; in a fan-out it would let a burst of throttles on some
 recipients starve the retries of all the others.
 
-The loop runs in a daemon thread per container; a Lambda freeze pauses it with the process, and
-keep-alive connections found dead after a thaw are reopened without costing an attempt.
+HTTP/1.1 framing is h11's (one ``h11.Connection`` per pooled socket): a 1xx is not the answer,
+a connection goes back to the pool only when h11 says the exchange is complete and keep-alive,
+and a response body over ``MAX_RESPONSE_BODY`` fails the post instead of filling memory.
+
+The loop runs in a daemon thread per container; a Lambda freeze pauses it with the process.
+A keep-alive connection found dead (closed or reset before any byte of the answer was read)
+is retried on a new connection without costing an attempt, once per post: that failure also
+looks like a server that took the post and closed without answering, so a post arrives at
+most once more than its attempts. Any other failure after the request was sent is an attempt.
 """
 
 from __future__ import annotations
@@ -31,10 +38,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import h11
 from botocore import auth as botocore_auth
 from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from botocore.loaders import create_loader
 from botocore.model import ServiceModel
 from botocore.retries.standard import (
@@ -46,7 +58,19 @@ from botocore.retries.standard import (
 )
 from botocore.utils import normalize_url_path
 
-MAX_HEADER_LINES = 100
+# API Gateway's error bodies are a one-line JSON message; a body past this is not an answer
+# from @connections, and buffering it would let one response take the container's memory.
+MAX_RESPONSE_BODY = 64 * 1024
+READ_CHUNK = 64 * 1024
+
+
+class ResponseTooLarge(Exception):
+    """A response body over ``MAX_RESPONSE_BODY``: the post fails, and is not retried (it is
+    none of botocore's retryable errors; the post may well have arrived)."""
+
+    def __init__(self, endpoint_url: str, size: int) -> None:
+        super().__init__(f"response from {endpoint_url} exceeds {MAX_RESPONSE_BODY} bytes")
+        self.size = size
 
 
 @dataclass
@@ -76,8 +100,18 @@ class _Endpoint:
     host_header: str
     origin: str
     region: str | None
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
+    idle: list[_Connection] = field(default_factory=list)
     slots: asyncio.Semaphore | None = None
+
+
+@dataclass
+class _Connection:
+    """One pooled socket and the HTTP/1.1 state machine (h11) that frames what crosses it."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    http: h11.Connection = field(default_factory=lambda: h11.Connection(our_role=h11.CLIENT))
+    reused: bool = False  # it has carried a full exchange and sat idle in the pool since
 
 
 def _region_from_host(host: str) -> str | None:
@@ -89,7 +123,7 @@ def _region_from_host(host: str) -> str | None:
 
 
 class _StaleConnection(Exception):
-    """A reused keep-alive connection was closed by the server before answering."""
+    """A reused keep-alive connection failed before any byte of the answer was read."""
 
 
 def post_operation_model() -> Any:
@@ -270,14 +304,28 @@ class AsyncConnectionsTransport:
         endpoint = self._endpoint(endpoint_url)
         path = f"{endpoint.base_path}/@connections/{quote(connection_id, safe='')}"
         attempt = 0
+        free_retry = True
+        fresh = False
         while True:
-            attempt += 1
             response: HttpResponse | None = None
             error: Exception | None = None
             try:
-                response = await self._send(endpoint, "POST", path, data, frozen)
+                response = await self._send(endpoint, "POST", path, data, frozen, fresh)
+            except _StaleConnection as exc:
+                # A keep-alive connection the server closed while it sat idle (after a Lambda
+                # thaw, all of them): once per post, on a new connection, without an attempt.
+                # Indistinguishable from a server that took the post and closed without a
+                # word, hence once: a post arrives at most once more than its attempts.
+                if free_retry:
+                    free_retry = False
+                    fresh = True
+                    continue
+                error = ConnectionClosedError(endpoint_url=endpoint.url)
+                error.__cause__ = exc.__cause__
             except Exception as exc:  # noqa: BLE001 - judged by botocore's retry conditions
                 error = exc
+            attempt += 1
+            fresh = False
             code = response.error_code() if response is not None else None
             context = RetryContext(
                 attempt_number=attempt,
@@ -325,36 +373,51 @@ class AsyncConnectionsTransport:
         return self._signer.headers(frozen, region, method, endpoint.host_header, path, data)
 
     async def _send(
-        self, endpoint: _Endpoint, method: str, path: str, data: bytes, frozen: Any
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        path: str,
+        data: bytes,
+        frozen: Any,
+        fresh: bool = False,
     ) -> HttpResponse:
         assert endpoint.slots is not None
         async with endpoint.slots:
             # Signed only once a connection slot is ours: signing every queued post up front
             # would spend the CPU of the whole fan-out before the first answer is read.
-            headers = self._sign(endpoint, method, path, data, frozen)
-            head = [f"{method} {path} HTTP/1.1", f"Host: {endpoint.host_header}"]
-            head += [
-                f"{name}: {value}" for name, value in headers.items() if name.lower() != "host"
+            headers = [("Host", endpoint.host_header)]
+            headers += [
+                (name, value)
+                for name, value in self._sign(endpoint, method, path, data, frozen).items()
+                if name.lower() != "host"
             ]
-            head.append(f"Content-Length: {len(data)}")
-            payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
-            while endpoint.idle:
-                reader, writer = endpoint.idle.pop()
-                try:
-                    return await self._exchange(endpoint, reader, writer, payload, reused=True)
-                except _StaleConnection:
-                    continue
-            reader, writer = await self._open(endpoint)
-            return await self._exchange(endpoint, reader, writer, payload, reused=False)
+            headers.append(("Content-Length", str(len(data))))
+            request = h11.Request(method=method, target=path, headers=headers)
+            connection = None if fresh else self._take_idle(endpoint)
+            if connection is None:
+                connection = await self._open(endpoint)
+            return await self._exchange(endpoint, connection, request, data)
 
-    async def _open(self, endpoint: _Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    @staticmethod
+    def _take_idle(endpoint: _Endpoint) -> _Connection | None:
+        while endpoint.idle:
+            connection = endpoint.idle.pop()
+            # Closed or reset by the server while idle (already seen by the loop): no need to
+            # spend a request, or the post's one free retry, to find out.
+            reader = connection.reader
+            if not reader.at_eof() and reader.exception() is None:
+                return connection
+            connection.writer.close()
+        return None
+
+    async def _open(self, endpoint: _Endpoint) -> _Connection:
         context = None
         if endpoint.tls:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
         try:
-            return await asyncio.wait_for(
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     endpoint.host,
                     endpoint.port,
@@ -365,69 +428,70 @@ class AsyncConnectionsTransport:
             )
         except OSError as exc:  # TimeoutError included
             raise EndpointConnectionError(endpoint_url=endpoint.url, error=exc) from None
+        return _Connection(reader, writer)
 
     async def _exchange(
-        self,
-        endpoint: _Endpoint,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        payload: bytes,
-        reused: bool,
+        self, endpoint: _Endpoint, connection: _Connection, request: h11.Request, data: bytes
     ) -> HttpResponse:
+        http = connection.http
+        reader = connection.reader
+        response: h11.Response | None = None
+        body = bytearray()
+        received = False  # no byte of the answer read: the request may never have arrived
         try:
-            writer.write(payload)
-            await writer.drain()
-            # asyncio.timeout, not wait_for: wait_for wraps each read in a Task of its own.
+            connection.writer.write(
+                http.send(request) + http.send(h11.Data(data=data)) + http.send(h11.EndOfMessage())
+            )
+            # asyncio.timeout, not wait_for: wait_for wraps the exchange in a Task of its own.
             async with asyncio.timeout(self._read_timeout):
-                status_line = await reader.readline()
-            if not status_line:
-                raise ConnectionResetError("connection closed before the response")
-            async with asyncio.timeout(self._read_timeout):
-                response = await self._read_rest(reader, status_line)
+                await connection.writer.drain()
+                # Nothing of this answer can be buffered yet (a pooled connection has no
+                # trailing bytes): read first, then ask h11 for events.
+                event: h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED] = h11.NEED_DATA
+                while True:
+                    if event is h11.NEED_DATA:
+                        chunk = await reader.read(READ_CHUNK)
+                        if not chunk and not received:
+                            raise ConnectionResetError("closed before the answer")
+                        received = True
+                        # b"" is EOF: h11 ends a close-delimited body with it, or raises.
+                        http.receive_data(chunk)
+                    elif isinstance(event, h11.Response):
+                        response = event
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                        if len(body) > MAX_RESPONSE_BODY:
+                            raise ResponseTooLarge(endpoint_url=endpoint.url, size=len(body))
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    elif not isinstance(event, h11.InformationalResponse):
+                        # A 1xx (an unasked-for "100 Continue") is not the answer, but the
+                        # answer follows it; ConnectionClosed or PAUSED here means it never will.
+                        raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")
+                    event = http.next_event()
         except TimeoutError:  # before OSError: TimeoutError is one
-            writer.close()
+            connection.writer.close()
             raise ReadTimeoutError(endpoint_url=endpoint.url) from None
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            writer.close()
-            if reused:
+        except OSError as exc:
+            connection.writer.close()
+            if connection.reused and not received:
                 raise _StaleConnection() from exc
-            raise EndpointConnectionError(endpoint_url=endpoint.url, error=exc) from None
-        if response.headers.get("connection", "").lower() == "close":
-            writer.close()
-        else:
-            endpoint.idle.append((reader, writer))
-        return response
-
-    @staticmethod
-    async def _read_rest(reader: asyncio.StreamReader, status_line: bytes) -> HttpResponse:
-        parts = status_line.decode("latin-1").split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x response: {status_line[:40]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for _ in range(MAX_HEADER_LINES):
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            raise ValueError("too many response headers")
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = bytearray()
-            while True:
-                size = int((await reader.readline()).split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    await reader.readline()
-                    break
-                body += await reader.readexactly(size)
-                await reader.readexactly(2)
-            return HttpResponse(status, headers, bytes(body))
-        if "content-length" in headers:
-            length = int(headers["content-length"])
-            content = await reader.readexactly(length) if length else b""
-        elif headers.get("connection", "").lower() == "close" and status not in (204, 304):
-            content = await reader.read()
-        else:
-            content = b""
-        return HttpResponse(status, headers, content)
+            raise ConnectionClosedError(endpoint_url=endpoint.url) from exc
+        except h11.RemoteProtocolError as exc:  # truncated or malformed: it may have arrived
+            connection.writer.close()
+            raise ConnectionClosedError(endpoint_url=endpoint.url) from exc
+        except ResponseTooLarge:
+            connection.writer.close()
+            raise
+        assert response is not None  # h11 ends a message only after its head
+        if http.their_state is h11.DONE and not http.trailing_data[0]:
+            http.start_next_cycle()
+            connection.reused = True
+            endpoint.idle.append(connection)
+        else:  # "Connection: close", or bytes past the answer that belong to no request
+            connection.writer.close()
+        return HttpResponse(
+            response.status_code,
+            {name.decode("latin-1"): value.decode("latin-1") for name, value in response.headers},
+            bytes(body),
+        )

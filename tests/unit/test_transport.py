@@ -14,6 +14,9 @@ import pytest
 
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.registry import Target
+from chalicelib.transport import MAX_RESPONSE_BODY
+
+HUGE_BODY_SENT = 32 << 20
 
 
 class ScriptedServer:
@@ -76,16 +79,41 @@ class ScriptedServer:
                 self.peak = max(self.peak, self.active)
                 await asyncio.sleep(self.latency)
                 self.active -= 1
-                writer.write(self._answer(path.rsplit("/", 1)[-1]))
+                cid = path.rsplit("/", 1)[-1]
+                if cid.startswith("huge"):
+                    await self._stream_huge_body(cid, writer)
+                    return
+                writer.write(self._answer(cid))
                 await writer.drain()
-                if self.close_after_each:
+                if self.close_after_each or cid.startswith(("drop", "truncated")):
                     writer.close()
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
 
+    async def _stream_huge_body(self, cid: str, writer: asyncio.StreamWriter) -> None:
+        """Claims a 400 MB error body and sends up to HUGE_BODY_SENT of it, then closes."""
+        self.attempts[cid] = self.attempts.get(cid, 0) + 1
+        writer.write(
+            b"HTTP/1.1 500 X\r\nx-amzn-ErrorType: InternalServerErrorException\r\n"
+            b"Content-Length: 400000000\r\n\r\n"
+        )
+        chunk = bytes(1 << 20)
+        try:
+            for _ in range(HUGE_BODY_SENT >> 20):
+                writer.write(chunk)
+                await writer.drain()
+        finally:
+            writer.close()
+
     def _answer(self, cid: str) -> bytes:
         n = self.attempts[cid] = self.attempts.get(cid, 0) + 1
+        if cid.startswith("drop"):
+            return b""  # took the post, closes without a word
+        if cid.startswith("truncated"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+        if cid.startswith("continue"):  # an unasked-for 1xx, then the answer
+            return b"HTTP/1.1 100 Continue\r\n\r\n" + _error(410, "GoneException")
         if cid.startswith("gone"):
             return _error(410, "GoneException")
         if cid.startswith("big"):
@@ -213,3 +241,61 @@ def test_boto3_transport_gives_the_same_outcomes(server: ScriptedServer) -> None
 def test_unknown_transport_is_refused() -> None:
     with pytest.raises(ValueError, match="transport"):
         ManagementApi(transport="carrier-pigeon")
+
+
+def _warm_pool(server: ScriptedServer, size: int, attempts: int) -> ManagementApi:
+    """A gateway with ``size`` idle keep-alive connections to ``server``."""
+    server.latency = 0.05  # all ``size`` posts in flight at once: one connection each
+    gateway = make_gateway(server.url, pool=size, attempts=attempts)
+    warm = gateway.post_many([Target(f"warm{i}") for i in range(size)], b"x")
+    assert warm == [Outcome.DELIVERED] * size and server.connections == size
+    server.latency = 0.0
+    return gateway
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_a_post_taken_then_dropped_arrives_at_most_once_more_than_its_attempts(
+    server: ScriptedServer, attempts: int
+) -> None:
+    # The server takes the post and closes without answering. On a reused connection that
+    # looks exactly like a keep-alive connection closed while idle (no byte of an answer), so
+    # the post gets its one free retry on a new connection; every failure after that counts.
+    # Twenty idle connections must not mean twenty free retries.
+    gateway = _warm_pool(server, 20, attempts)
+    with mock.patch("botocore.retries.standard.ExponentialBackoff.delay_amount", return_value=0):
+        assert gateway.post_many([Target("drop1")], b"x") == [Outcome.FAILED]
+    assert server.attempts["drop1"] == attempts + 1
+
+
+def test_a_truncated_answer_counts_as_an_attempt(server: ScriptedServer) -> None:
+    # Part of an answer was read: the post arrived, and a retry is an attempt like any other
+    # (botocore retries a connection closed mid-answer), never a free one.
+    gateway = _warm_pool(server, 20, attempts=3)
+    with mock.patch("botocore.retries.standard.ExponentialBackoff.delay_amount", return_value=0):
+        assert gateway.post_many([Target("truncated1")], b"x") == [Outcome.FAILED]
+    assert server.attempts["truncated1"] == 3
+
+
+def test_a_1xx_answer_is_skipped_and_the_next_post_reads_its_own(server: ScriptedServer) -> None:
+    gateway = make_gateway(server.url, pool=1)
+    assert gateway.post_many([Target("continue1")], b"x") == [Outcome.GONE]
+    assert gateway.post_many([Target("ok")], b"x") == [Outcome.DELIVERED]
+    assert server.connections == 1 and server.attempts == {"continue1": 1, "ok": 1}
+
+
+def test_a_huge_response_body_is_not_read_past_the_cap(server: ScriptedServer) -> None:
+    read = [0]
+    feed_data = asyncio.StreamReader.feed_data
+
+    def counting_feed_data(self: asyncio.StreamReader, data: bytes) -> None:
+        # What the transport's streams take off its sockets (they stop reading the socket
+        # while 128 KiB sit unconsumed), not the scripted server's.
+        if threading.current_thread().name == "connections-transport":
+            read[0] += len(data)
+        feed_data(self, data)
+
+    gateway = make_gateway(server.url, attempts=3)
+    with mock.patch.object(asyncio.StreamReader, "feed_data", counting_feed_data):
+        assert gateway.post_many([Target("huge1")], b"x") == [Outcome.FAILED]
+    assert 0 < read[0] <= MAX_RESPONSE_BODY + (512 << 10) < HUGE_BODY_SENT
+    assert server.attempts == {"huge1": 1}  # refused, not retried: it may have arrived
