@@ -61,6 +61,16 @@ log = logging.getLogger("local_gateway")
 BINARY_FRAME_REASON = "Binary frames are not supported"
 
 
+def _gateway_refusal(status: int, message: str) -> bytes:
+    """A handshake refused by the gateway itself (not by the handler's own answer)."""
+    return build_response(
+        status,
+        [("Content-Type", "application/json")],
+        json_body({"message": message}),
+        keep_alive=False,
+    )
+
+
 class ClientKind(enum.Enum):
     """What a client TCP connection turned out to be; stop() waits for WebSockets."""
 
@@ -310,33 +320,16 @@ class WebSocketServer:
 
     def _connect_refusal(self, record: Invocation) -> bytes | None:
         """The HTTP response refusing the handshake, or None to accept it."""
-        json_headers = [("Content-Type", "application/json")]
         if record.timed_out:
-            return build_response(
-                504,
-                json_headers,
-                json_body({"message": "Endpoint request timed out"}),
-                keep_alive=False,
-            )
+            return _gateway_refusal(504, "Endpoint request timed out")
         result = record.result
         status = result.get("statusCode") if isinstance(result, dict) else None
         if record.error:
-            # A raising $connect handler refuses the handshake with 502 on AWS (captured
-            # with wscat: "error: Unexpected server response: 502"), as a failed Lambda
-            # integration does in every API Gateway API.
-            return build_response(
-                502,
-                json_headers,
-                json_body({"message": "Internal server error"}),
-                keep_alive=False,
-            )
+            # A raising $connect handler refuses the handshake with 502 on AWS (a public
+            # wscat capture: "error: Unexpected server response: 502"; issue #17).
+            return _gateway_refusal(502, "Internal server error")
         if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-            return build_response(
-                500,
-                json_headers,
-                json_body({"message": "Internal server error"}),
-                keep_alive=False,
-            )
+            return _gateway_refusal(500, "Internal server error")
         if 200 <= status <= 299:
             return None
         assert isinstance(result, dict)
