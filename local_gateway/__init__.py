@@ -75,15 +75,19 @@ provides ``gateway_factory`` and ``ws_connect`` fixtures.
 What is copied from AWS
 -----------------------
 * ``$connect`` runs before the handshake completes; a non-2xx ``statusCode`` refuses it with
-  that status and body; a raising/invalid handler refuses with 500, a slow one with 504.
-* A raising ``$default`` handler sends ``{"message": "Internal server error", "connectionId",
-  "requestId"}`` and keeps the socket open (``Endpoint request timed out`` on timeout;
-  ``Forbidden`` when the app has no message handler).
-* Events carry every API Gateway field; binary frames arrive base64 with
-  ``isBase64Encoded: true``; ids look like ``R1kmxc2VNjMCFIA=`` (11 random bytes, standard
-  base64: they can contain ``+`` and ``/``, so URL-encode them).
-* @connections: POST delivers a text frame (binary if not UTF-8); GET returns
-  ConnectedAt/LastActiveAt/Identity; DELETE closes the socket (1000) and answers 204.
+  that status and body; a raising handler refuses with 502 (an invalid result with 500), a
+  slow one with 504.
+* A raising ``$default`` handler sends AWS's exact bytes ``{"message": "Internal server
+  error", "connectionId":"...", "requestId":"..."}`` and keeps the socket open (``Endpoint
+  request timed out`` on timeout; ``Forbidden`` when the app has no message handler).
+* A binary frame from a client closes the socket with 1003; no handler sees it.
+* Events carry API Gateway's fields and leave out the ones AWS leaves out (query maps without
+  a query string, ``identity.userAgent`` without a User-Agent); ``$connect`` headers carry no
+  Connection/Upgrade, ``$disconnect`` has AWS's fixed four headers. Ids look like
+  ``JC1dgf9yoAMCK-g=`` (11 random bytes, URL-safe base64; URL-encode the ``=``).
+* @connections: POST delivers a text message (binary if not UTF-8) in frames of at most 32 KB;
+  GET returns ConnectedAt/LastActiveAt/Identity; DELETE closes the socket (1000 "Connection
+  Closed Normally") and answers 204.
   Errors carry ``x-amzn-ErrorType`` so boto3 raises ``GoneException`` (410: unknown or closed
   id), ``PayloadTooLargeException`` (413: over 131072 bytes), ``ForbiddenException`` (403:
   unsigned request or unknown path), ``LimitExceededException`` (429: client not reading and
@@ -102,7 +106,8 @@ Differences from AWS
   authorizers, no API keys, no permessage-deflate.
 * Not enforced: 500 new connections/s, the account's 10,000 rps, per-connection rates.
   Use the fault flags to simulate throttling.
-* Idle time counts frames in both directions (pings included).
+* Idle time counts frames in both directions (pings included). See README's "Where it
+  differs from AWS" for the rest.
 * Handlers run as threads in one process: module globals are shared by concurrent
   invocations (a real Lambda container runs one at a time), there are no cold starts, and a
   timed-out handler keeps running. The environment is process-wide: per-function

@@ -42,12 +42,15 @@ class ClientSocket:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         close_timeout: float,
+        *,
+        max_frame_bytes: int | None = None,
     ) -> None:
         self.info = info
         self.proto = proto
         self.reader = reader
         self.writer = writer
         self.close_timeout = close_timeout
+        self.max_frame_bytes = max_frame_bytes
         self.opened_mono = time.monotonic()
         self.last_active_mono = self.opened_mono
         self.last_active_ms = info.connected_at_ms
@@ -80,14 +83,32 @@ class ClientSocket:
         self.flush()
 
     def send(self, payload: bytes) -> bool:
-        """Send one message: a text frame if the payload is UTF-8, else binary."""
+        """Send one message: text if the payload is UTF-8, else binary.
+
+        A message over ``max_frame_bytes`` goes out as a fragmented message whose frames
+        are at most that size: "a message larger than 32 KB must be split into multiple
+        frames, each 32 KB or smaller. This applies to @connections commands" (footnote to
+        "Quotas for configuring and running a WebSocket API in API Gateway"). Clients
+        reassemble fragments, so a client that chokes on 32 KB+ frames fails here as on AWS.
+        """
         if not self.is_open:
             return False
         try:
             payload.decode("utf-8")
-            self.proto.send_text(payload)
+            is_text = True
         except UnicodeDecodeError:
-            self.proto.send_binary(payload)
+            is_text = False
+        size = self.max_frame_bytes or len(payload) or 1
+        chunks = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+        for index, chunk in enumerate(chunks):
+            fin = index == len(chunks) - 1
+            if index:
+                self.proto.send_continuation(chunk, fin=fin)
+            elif is_text:
+                # Fragments may split a UTF-8 sequence: only the whole message must decode.
+                self.proto.send_text(chunk, fin=fin)
+            else:
+                self.proto.send_binary(chunk, fin=fin)
         self.touch()
         self.flush()
         return True

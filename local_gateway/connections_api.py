@@ -29,6 +29,10 @@ from local_gateway.stats import GatewayStats
 
 JSON = "application/json"
 
+# The close reason (and so $disconnect's disconnectReason) after DeleteConnection on AWS,
+# as observed by the audit in this project's issue #17 (public captures).
+DELETE_CLOSE_REASON = "Connection Closed Normally"
+
 
 class Connection(Protocol):
     """What the management API needs of an open WebSocket (``ClientSocket`` in the server)."""
@@ -182,7 +186,7 @@ class ConnectionsApi:
         self.stats.deletes += 1
         if conn is None or not conn.is_open:
             return self.gone(request_id)
-        conn.close(1000, "")
+        conn.close(1000, DELETE_CLOSE_REASON)
         return Response(204, [("x-amzn-RequestId", request_id)])
 
     def gone(self, request_id: str) -> Response:

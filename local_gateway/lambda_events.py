@@ -7,6 +7,7 @@ Lambda function, so handlers run locally exactly as they would behind AWS.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import string
@@ -22,15 +23,25 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 NO_STATUS_REASON = "Client-side close frame status not set"
 ABNORMAL_REASON = "Connection was closed abnormally"
 
+# API Gateway consumes the upgrade: its $connect events carry no Connection or Upgrade
+# header (aws-lambda-go events/testdata/apigw-websocket-request.json lists Host,
+# Sec-WebSocket-*, X-Amzn-Trace-Id and X-Forwarded-*).
+HOP_BY_HOP_HEADERS = frozenset({"connection", "upgrade"})
+
+# The fixed header set of every $disconnect event, as captured in aws-lambda-go
+# events/testdata/apigw-websocket-request-disconnect.json: only Host carries a value.
+DISCONNECT_HEADER_NAMES = ("Host", "x-api-key", "X-Forwarded-For", "x-restapi")
+
 
 def new_aws_id() -> str:
     """An id in the style API Gateway uses for connectionId/requestId/messageId.
 
-    Real ids are 11 bytes in standard base64 (16 characters ending in '='), e.g.
-    ``R1kmxc2VNjMCFIA=``. Like on AWS they may contain '+' and '/', so callers must
-    URL-encode them when they put one in a path.
+    Real ids are 11 bytes in URL-safe base64 (16 characters ending in '='), e.g.
+    ``R1kmxc2VNjMCFIA=``; they hold '-' and '_', never '+' or '/' (captured ids:
+    ``VNRXVFJOywMF3-Q=`` in aws-samples/simple-websockets-chat-app issue #42,
+    ``HXT_RfBnPHcCIIg=``, ``eHrdFcnvvHcCE-w=``). The '=' still needs URL-encoding in a path.
     """
-    return base64.b64encode(os.urandom(11)).decode("ascii")
+    return base64.urlsafe_b64encode(os.urandom(11)).decode("ascii")
 
 
 def new_api_id() -> str:
@@ -88,6 +99,10 @@ def _request_context(
     request_ms: int,
 ) -> dict[str, Any]:
     request_id = new_aws_id()
+    identity = {"sourceIp": client.source_ip}
+    if client.user_agent is not None:
+        # AWS leaves userAgent out, rather than null, for a client that sent no User-Agent.
+        identity["userAgent"] = client.user_agent
     return {
         "routeKey": route_key,
         "eventType": event_type,
@@ -97,7 +112,7 @@ def _request_context(
         "stage": ctx.stage,
         "connectedAt": client.connected_at_ms,
         "requestTimeEpoch": request_ms,
-        "identity": {"sourceIp": client.source_ip, "userAgent": client.user_agent},
+        "identity": identity,
         "requestId": request_id,
         "domainName": ctx.domain_name,
         "connectionId": client.connection_id,
@@ -111,6 +126,8 @@ def _header_maps(
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {}
     for name, value in client.headers:
+        if name.lower() in HOP_BY_HOP_HEADERS:
+            continue
         # API Gateway keeps the last value in the single-valued map.
         single[name] = value
         multi.setdefault(name, []).append(value)
@@ -130,36 +147,30 @@ def _header_maps(
 
 def connect_event(ctx: EventContext, client: ClientInfo, port: int) -> dict[str, Any]:
     single, multi = _header_maps(client, ctx, port)
+    event: dict[str, Any] = {"headers": single, "multiValueHeaders": multi}
     pairs = parse_qsl(client.query_string, keep_blank_values=True)
-    query: dict[str, str] | None = None
-    multi_query: dict[str, list[str]] | None = None
     if pairs:
-        query, multi_query = {}, {}
+        # Without a query string AWS leaves both keys out (not null): code that indexes
+        # event["queryStringParameters"] raises KeyError there, so it must here too.
+        query: dict[str, str] = {}
+        multi_query: dict[str, list[str]] = {}
         for name, value in pairs:
             query[name] = value  # last value wins, as in API Gateway
             multi_query.setdefault(name, []).append(value)
-    return {
-        "headers": single,
-        "multiValueHeaders": multi,
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": multi_query,
-        "requestContext": _request_context(
-            ctx, client, "$connect", "CONNECT", client.connected_at_ms
-        ),
-        "isBase64Encoded": False,
-    }
+        event["queryStringParameters"] = query
+        event["multiValueQueryStringParameters"] = multi_query
+    event["requestContext"] = _request_context(
+        ctx, client, "$connect", "CONNECT", client.connected_at_ms
+    )
+    event["isBase64Encoded"] = False
+    return event
 
 
-def message_event(
-    ctx: EventContext, client: ClientInfo, payload: bytes, is_text: bool
-) -> dict[str, Any]:
+def message_event(ctx: EventContext, client: ClientInfo, body: str) -> dict[str, Any]:
+    """A text message; binary frames never reach a handler (the gateway closes with 1003)."""
     request_context = _request_context(ctx, client, "$default", "MESSAGE", now_ms())
     request_context["messageId"] = new_aws_id()
-    if is_text:
-        body = payload.decode("utf-8")
-    else:
-        body = base64.b64encode(payload).decode("ascii")
-    return {"requestContext": request_context, "body": body, "isBase64Encoded": not is_text}
+    return {"requestContext": request_context, "body": body, "isBase64Encoded": False}
 
 
 def disconnect_event(
@@ -173,13 +184,30 @@ def disconnect_event(
     # On AWS both fields live inside requestContext.
     request_context["disconnectStatusCode"] = status_code
     request_context["disconnectReason"] = reason
-    headers = {"Host": ctx.domain_name, "X-Forwarded-For": client.source_ip}
+    headers = dict.fromkeys(DISCONNECT_HEADER_NAMES, "")
+    headers["Host"] = ctx.domain_name
     return {
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
         "requestContext": request_context,
         "isBase64Encoded": False,
     }
+
+
+def gateway_error_frame(message: str, connection_id: str, request_id: str) -> bytes:
+    """The frame API Gateway sends when it cannot deliver a message to the integration.
+
+    Byte for byte AWS's formatting, which is neither compact nor ``json.dumps``' default:
+    a space after the first colon and after each comma, none after the later colons.
+    Captured: ``{"message": "Internal server error", "connectionId":"VNRUSeldSwMCIRQ=",
+    "requestId":"VNRXVFJOywMF3-Q="}`` (aws-samples/simple-websockets-chat-app issue #42,
+    nearst/laconia issue #41) and ``{"message": "Forbidden", "connectionId":"...", ...}``
+    (aws-samples/simple-websockets-chat-app issue #24).
+    """
+    return (
+        f'{{"message": {json.dumps(message)}, "connectionId":{json.dumps(connection_id)}, '
+        f'"requestId":{json.dumps(request_id)}}}'
+    ).encode()
 
 
 class LambdaContext:

@@ -13,7 +13,8 @@ this module decides what a message or a close means (invocations, timeouts, stat
 Everything socket-related runs on one event loop; only handler invocations go to the
 thread pool, so thousands of concurrent @connections POSTs cost no thread each.
 WebSocket framing uses the sans-I/O protocol of the websockets library, which also
-enforces the message (128 KB) and frame (32 KB) limits with close code 1009.
+enforces the message (128 KB) and frame (32 KB) limits with close code 1009. A binary
+frame from a client closes the socket with 1003, as on AWS.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from local_gateway.lambda_events import (
     EventContext,
     connect_event,
     disconnect_event,
+    gateway_error_frame,
     message_event,
     new_aws_id,
     now_ms,
@@ -54,6 +56,19 @@ from local_gateway.project import Invocation, LambdaRuntime
 from local_gateway.stats import GatewayStats
 
 log = logging.getLogger("local_gateway")
+
+# AWS documents the code (1003), not the reason text; this one is ours.
+BINARY_FRAME_REASON = "Binary frames are not supported"
+
+
+def _gateway_refusal(status: int, message: str) -> bytes:
+    """A handshake refused by the gateway itself (not by the handler's own answer)."""
+    return build_response(
+        status,
+        [("Content-Type", "application/json")],
+        json_body({"message": message}),
+        keep_alive=False,
+    )
 
 
 class ClientKind(enum.Enum):
@@ -276,7 +291,14 @@ class WebSocketServer:
         if self._stopping:
             writer.write(build_response(503, [], b"", keep_alive=False))
             return
-        conn = ClientSocket(info, proto, reader, writer, self.limits.close_timeout)
+        conn = ClientSocket(
+            info,
+            proto,
+            reader,
+            writer,
+            self.limits.close_timeout,
+            max_frame_bytes=self.limits.max_frame_bytes,
+        )
         self.connections[conn.id] = conn
         self.stats.connects += 1
         conn.accept(response)
@@ -298,28 +320,16 @@ class WebSocketServer:
 
     def _connect_refusal(self, record: Invocation) -> bytes | None:
         """The HTTP response refusing the handshake, or None to accept it."""
-        json_headers = [("Content-Type", "application/json")]
         if record.timed_out:
-            return build_response(
-                504,
-                json_headers,
-                json_body({"message": "Endpoint request timed out"}),
-                keep_alive=False,
-            )
+            return _gateway_refusal(504, "Endpoint request timed out")
         result = record.result
         status = result.get("statusCode") if isinstance(result, dict) else None
-        if (
-            record.error
-            or not isinstance(status, int)
-            or isinstance(status, bool)
-            or not 100 <= status <= 599
-        ):
-            return build_response(
-                500,
-                json_headers,
-                json_body({"message": "Internal server error"}),
-                keep_alive=False,
-            )
+        if record.error:
+            # A raising $connect handler refuses the handshake with 502 on AWS (a public
+            # wscat capture: "error: Unexpected server response: 502"; issue #17).
+            return _gateway_refusal(502, "Internal server error")
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            return _gateway_refusal(500, "Internal server error")
         if 200 <= status <= 299:
             return None
         assert isinstance(result, dict)
@@ -333,8 +343,16 @@ class WebSocketServer:
         return build_response(status, headers, body_bytes, keep_alive=False)
 
     def _deliver(self, conn: ClientSocket, message: Message) -> None:
+        if not message.is_text:
+            # "API Gateway WebSocket APIs don't currently support binary frames in incoming
+            # message payloads. If a client app sends a binary frame, API Gateway rejects it
+            # and disconnects the client with code 1003." ("Binary media types for WebSocket
+            # APIs in API Gateway", API Gateway developer guide). No handler runs for it.
+            log.info("closing %s: binary frame", conn.id)
+            conn.close(1003, BINARY_FRAME_REASON)
+            return
         self.stats.messages_in += 1
-        event = message_event(self.context, conn.info, message.payload, message.is_text)
+        event = message_event(self.context, conn.info, message.payload.decode("utf-8"))
         self._spawn(self._dispatch_message(conn, event))
 
     async def _dispatch_message(self, conn: ClientSocket, event: dict[str, Any]) -> None:
@@ -351,7 +369,7 @@ class WebSocketServer:
                 message = "Internal server error"
             else:
                 return
-        conn.send(json_body({"message": message, "connectionId": conn.id, "requestId": request_id}))
+        conn.send(gateway_error_frame(message, conn.id, request_id))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)

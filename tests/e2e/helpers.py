@@ -12,8 +12,8 @@ FIXTURE_APPS = E2E_DIR / "fixture_apps"
 ECHO_APP = FIXTURE_APPS / "echo"
 BARE_APP = FIXTURE_APPS / "bare"
 
-# 11 random bytes in standard base64, like API Gateway's ids.
-AWS_ID_PATTERN = r"^[A-Za-z0-9+/]{15}=$"
+# 11 random bytes in URL-safe base64, like API Gateway's ids (e.g. ``VNRXVFJOywMF3-Q=``).
+AWS_ID_PATTERN = r"^[A-Za-z0-9_-]{15}=$"
 
 
 def connection_id(ws: ClientConnection) -> str:

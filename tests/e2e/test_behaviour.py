@@ -43,12 +43,13 @@ def test_connect_refused_with_handler_status(
 
 
 @pytest.mark.timeout(30)
-def test_connect_handler_error_refuses_with_500(
+def test_connect_handler_error_refuses_with_502(
     echo_gateway: LocalGateway, ws_connect: WsConnect
 ) -> None:
+    """AWS answers a raising $connect with 502 (wscat: "Unexpected server response: 502")."""
     with pytest.raises(InvalidStatus) as refused:
         ws_connect(echo_gateway, "raise=1")
-    assert refused.value.response.status_code == 500
+    assert refused.value.response.status_code == 502
     assert json.loads(refused.value.response.body) == {"message": "Internal server error"}
     assert "connect failed on purpose" in (echo_gateway.invocations.find("$connect")[0].error or "")
 
@@ -73,15 +74,17 @@ def test_message_handler_error_sends_internal_server_error_frame(
     ws = ws_connect(echo_gateway)
     cid = connection_id(ws)
     ws.send("raise")
-    frame = recv_json(ws)
+    frame = ws.recv(timeout=5)
     records = echo_gateway.invocations.wait_for("$default", cid, count=2)
     [record] = [r for r in records if r.event["body"] == "raise"]  # log order = finish order
     assert record.error and "message failed on purpose" in record.error
-    assert frame == {
-        "message": "Internal server error",
-        "connectionId": cid,
-        "requestId": record.event["requestContext"]["requestId"],
-    }
+    request_id = record.event["requestContext"]["requestId"]
+    # Byte for byte AWS's frame, as captured with wscat (aws-samples/simple-websockets-chat-app
+    # issue #42): a space after the first colon and after the commas only.
+    assert frame == (
+        f'{{"message": "Internal server error", "connectionId":"{cid}", '
+        f'"requestId":"{request_id}"}}'
+    )
     ws.send("still open")  # the socket survives a failing handler
     assert ws.recv(timeout=5) == "still open"
 
@@ -94,6 +97,22 @@ def test_message_handler_timeout_frame(
     ws = ws_connect(gw)
     ws.send("sleep:0.8")
     assert recv_json(ws)["message"] == "Endpoint request timed out"
+
+
+@pytest.mark.timeout(30)
+def test_binary_frame_closes_with_1003_and_runs_no_handler(
+    echo_gateway: LocalGateway, ws_connect: WsConnect
+) -> None:
+    """AWS: "If a client app sends a binary frame, API Gateway rejects it and disconnects the
+    client with code 1003" (developer guide, binary media types for WebSocket APIs)."""
+    ws = ws_connect(echo_gateway)
+    cid = connection_id(ws)
+    ws.send(bytes(range(256)))
+    closed = _closed(ws)
+    assert closed.rcvd is not None and closed.rcvd.code == 1003
+    ctx = echo_gateway.invocations.wait_for("$disconnect", cid)[0].event["requestContext"]
+    assert ctx["disconnectStatusCode"] == 1003
+    assert [r.event["body"] for r in echo_gateway.invocations.find("$default", cid)] == ["whoami"]
 
 
 @pytest.mark.timeout(30)

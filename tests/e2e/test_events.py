@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import socket
 import time
@@ -57,6 +56,9 @@ def test_connect_event_has_every_field(echo_gateway: LocalGateway, ws_connect: W
     assert event["headers"]["X-Custom"] == "yes"
     assert event["headers"]["Host"] == f"127.0.0.1:{echo_gateway.ws_port_bound}"
     assert "Sec-WebSocket-Key" in event["headers"]
+    # API Gateway consumes the upgrade: no Connection/Upgrade header reaches $connect.
+    for headers in (event["headers"], event["multiValueHeaders"]):
+        assert {name.lower() for name in headers} & {"connection", "upgrade"} == set()
     assert event["headers"]["X-Forwarded-For"] == "127.0.0.1"
     assert event["multiValueHeaders"]["X-Custom"] == ["yes"]
     assert event["isBase64Encoded"] is False
@@ -66,34 +68,39 @@ def test_connect_event_has_every_field(echo_gateway: LocalGateway, ws_connect: W
 
 
 @pytest.mark.timeout(30)
-def test_connect_without_query_has_null_query_maps(
+def test_connect_without_query_or_user_agent_leaves_the_keys_out(
     echo_gateway: LocalGateway, ws_connect: WsConnect
 ) -> None:
-    cid = connection_id(ws_connect(echo_gateway))
-    event = echo_gateway.invocations.find("$connect", cid)[0].event
-    assert event["queryStringParameters"] is None
-    assert event["multiValueQueryStringParameters"] is None
+    """AWS omits these keys (not null): event["queryStringParameters"] raises KeyError there."""
+    cid = connection_id(ws_connect(echo_gateway, user_agent_header=None))
+    records = [echo_gateway.invocations.find("$connect", cid)[0]]
+    records += echo_gateway.invocations.wait_for("$default", cid)
+    event = records[0].event
+    assert "queryStringParameters" not in event
+    assert "multiValueQueryStringParameters" not in event
+    assert "User-Agent" not in event["headers"]
+    for record in records:
+        assert record.event["requestContext"]["identity"] == {"sourceIp": "127.0.0.1"}
 
 
 @pytest.mark.timeout(30)
-def test_message_events_text_and_binary(echo_gateway: LocalGateway, ws_connect: WsConnect) -> None:
+def test_message_events(echo_gateway: LocalGateway, ws_connect: WsConnect) -> None:
+    """Text messages only: a binary frame never reaches a handler (see test_behaviour)."""
     ws = ws_connect(echo_gateway, user_agent_header="switchboard-e2e/1.0")
     cid = connection_id(ws)
     ws.send("héllo")
     assert ws.recv(timeout=5) == "héllo"
-    payload = bytes(range(256))
-    ws.send(payload)
-    assert ws.recv(timeout=5) == payload  # echoed as a binary frame
+    ws.send('{"action": "x"}')
+    assert ws.recv(timeout=5) == '{"action": "x"}'
     records = echo_gateway.invocations.wait_for("$default", cid, count=3)
-    text_event = next(r.event for r in records if r.event["body"] == "héllo")
-    binary_event = next(r.event for r in records if r.event["isBase64Encoded"])
-    for event in (text_event, binary_event):
+    for record in records:
+        event = record.event
         ctx = event["requestContext"]
         _check_common(ctx, echo_gateway, cid, "$default", "MESSAGE")
         assert re.match(AWS_ID_PATTERN, ctx["messageId"])
         assert "headers" not in event
-    assert text_event["isBase64Encoded"] is False
-    assert base64.b64decode(binary_event["body"]) == payload
+        assert event["isBase64Encoded"] is False
+    assert {r.event["body"] for r in records} == {"whoami", "héllo", '{"action": "x"}'}
     ids = {r.event["requestContext"]["messageId"] for r in records}
     assert len(ids) == 3
 
@@ -110,6 +117,11 @@ def test_disconnect_event_after_client_close(
     _check_common(ctx, echo_gateway, cid, "$disconnect", "DISCONNECT")
     assert ctx["disconnectStatusCode"] == 4001
     assert ctx["disconnectReason"] == "bye now"
+    # AWS's fixed $disconnect header set (aws-lambda-go apigw-websocket-request-disconnect.json).
+    host = f"127.0.0.1:{echo_gateway.ws_port_bound}"
+    headers = {"Host": host, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""}
+    assert record.event["headers"] == headers
+    assert record.event["multiValueHeaders"] == {k: [v] for k, v in headers.items()}
     assert cid not in echo_gateway.connection_ids()
 
 

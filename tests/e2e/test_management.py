@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +11,11 @@ from typing import Any
 import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from local_gateway import FaultConfig, LocalGateway
 from tests.e2e.helpers import ECHO_APP, connection_id
@@ -44,7 +49,11 @@ def test_post_get_delete_then_gone(echo_gateway: LocalGateway, ws_connect: WsCon
         ws.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
     ctx = echo_gateway.invocations.wait_for("$disconnect", cid)[0].event["requestContext"]
-    assert ctx["disconnectStatusCode"] == 1000
+    # AWS's $disconnect after DeleteConnection (issue #17's audit of public captures).
+    assert (ctx["disconnectStatusCode"], ctx["disconnectReason"]) == (
+        1000,
+        "Connection Closed Normally",
+    )
 
     with pytest.raises(client.exceptions.GoneException):
         client.post_to_connection(ConnectionId=cid, Data=b"too late")
@@ -86,6 +95,40 @@ def test_post_payload_limit_413(echo_gateway: LocalGateway, ws_connect: WsConnec
     with pytest.raises(client.exceptions.PayloadTooLargeException) as err:
         client.post_to_connection(ConnectionId=cid, Data=b"a" * 131073)
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+
+
+def _frames_until_fin(sock: socket.socket, proto: ClientProtocol) -> list[Frame]:
+    frames: list[Frame] = []
+    while not frames or not frames[-1].fin:
+        data = sock.recv(65536)
+        assert data, "the gateway closed the socket"
+        proto.receive_data(data)
+        frames += [e for e in proto.events_received() if isinstance(e, Frame)]
+    return frames
+
+
+@pytest.mark.timeout(30)
+def test_post_over_32kb_arrives_in_frames_of_at_most_32kb(echo_gateway: LocalGateway) -> None:
+    """Quotas page: a message over 32 KB "must be split into multiple frames, each 32 KB or
+    smaller. This applies to @connections commands"."""
+    assert echo_gateway.urls is not None
+    proto = ClientProtocol(parse_uri(echo_gateway.urls.websocket))
+    with socket.create_connection(("127.0.0.1", echo_gateway.ws_port_bound), timeout=5) as sock:
+        proto.send_request(proto.connect())
+        sock.sendall(b"".join(proto.data_to_send()))
+        while not any(isinstance(e, Response) for e in proto.events_received()):
+            proto.receive_data(sock.recv(65536))
+        proto.send_text(b"whoami")
+        sock.sendall(b"".join(proto.data_to_send()))
+        cid = b"".join(f.data for f in _frames_until_fin(sock, proto)).decode()
+        payload = ("é" * 50_000).encode()  # 100,000 bytes; 2-byte characters straddle frames
+        _client(echo_gateway).post_to_connection(ConnectionId=cid, Data=payload)
+        frames = _frames_until_fin(sock, proto)
+    assert len(frames) == 4
+    assert all(len(f.data) <= 32 * 1024 for f in frames)
+    assert frames[0].opcode is Opcode.TEXT
+    assert all(f.opcode is Opcode.CONT for f in frames[1:])
+    assert b"".join(f.data for f in frames) == payload
 
 
 @pytest.mark.timeout(30)

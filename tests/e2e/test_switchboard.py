@@ -23,7 +23,8 @@ def gw(gateway_factory: Any) -> LocalGateway:
 
 
 def registry_items(gw: LocalGateway) -> int:
-    return len(table_items(gw))
+    """Connection and membership items (the message log's streams stay by design)."""
+    return sum(1 for i in table_items(gw) if not i["PK"]["S"].startswith("STREAM#"))
 
 
 def test_two_users_exchange_the_seed_frame(gw: LocalGateway, ws_connect: Any) -> None:
@@ -58,12 +59,28 @@ def test_bad_frames_get_error_frames_and_the_socket_stays_up(
     assert send(ws, {"action": "fly"})["code"] == "unknown_action"
     ws.send("{{{")
     assert recv_json(ws)["code"] == "bad_json"
-    ws.send(b"\x00\xff binary")
-    assert recv_json(ws)["code"] == "bad_json"
     assert send(ws, {"action": "ping", "ref": "still-here"}) == {
         "type": "pong",
         "ref": "still-here",
     }
+
+
+def test_a_binary_frame_closes_with_1003_and_cleans_the_registry(
+    gw: LocalGateway, ws_connect: Any
+) -> None:
+    """API Gateway rejects binary frames and disconnects with 1003 (developer guide, binary
+    media types for WebSocket APIs); $disconnect runs with that code and cleans up."""
+    ws = ws_connect(gw, "userId=u1")
+    send(ws, {"action": "join", "room": "r"})
+    cid = send(ws, {"action": "whoami"})["connectionId"]
+    assert registry_items(gw) == 2  # the connection and its membership
+    ws.send(b"\x00\xff binary")
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
+    [record] = gw.invocations.wait_for("$disconnect", cid, timeout=5)
+    assert record.event["requestContext"]["disconnectStatusCode"] == 1003
+    wait_until(lambda: registry_items(gw) == 0)
 
 
 def test_http_push_connections_and_kick(gw: LocalGateway, ws_connect: Any) -> None:

@@ -138,6 +138,30 @@ def test_send_picks_text_or_binary_and_close_waits_for_the_client() -> None:
     assert pair.socket.close_status() == (1001, "Going away")
 
 
+def test_a_message_over_the_frame_limit_is_sent_in_frames_of_at_most_that_size() -> None:
+    # Quotas page: a message over 32 KB "must be split into multiple frames, each 32 KB or
+    # smaller. This applies to @connections commands".
+    async def scenario() -> list[Frame]:
+        pair = Pair()
+        pair.socket.max_frame_bytes = 4
+        assert pair.socket.send("héllo wörld".encode())  # 13 bytes, multi-byte characters
+        assert pair.socket.send(b"\xff\x00\xff\x00\xff")
+        assert pair.socket.send(b"four")  # exactly the limit: one frame
+        return list(pair.frames_from_server())
+
+    frames = asyncio.run(scenario())
+    assert [(f.opcode, f.fin, len(f.data)) for f in frames] == [
+        (Opcode.TEXT, False, 4),
+        (Opcode.CONT, False, 4),
+        (Opcode.CONT, False, 4),
+        (Opcode.CONT, True, 1),
+        (Opcode.BINARY, False, 4),
+        (Opcode.CONT, True, 1),
+        (Opcode.TEXT, True, 4),
+    ]
+    assert b"".join(f.data for f in frames[:4]).decode() == "héllo wörld"
+
+
 def test_close_status_is_the_clients_when_it_closed_first() -> None:
     async def scenario() -> Pair:
         pair = Pair()

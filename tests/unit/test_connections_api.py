@@ -198,7 +198,8 @@ def test_delete_closes_with_1000_and_answers_204() -> None:
     assert response.status == 204
     assert response.body == b""
     assert response.header("x-amzn-RequestId") == "req-1"
-    assert conn.closed == [(1000, "")]
+    # AWS's $disconnect after DeleteConnection: 1000, "Connection Closed Normally".
+    assert conn.closed == [(1000, "Connection Closed Normally")]
     assert api.stats.deletes == 1
     assert_error(call(api, "DELETE"), 410, "GoneException", "")
 
@@ -235,7 +236,8 @@ def test_other_methods_are_forbidden() -> None:
 
 
 def test_the_connection_id_is_url_decoded() -> None:
-    # Ids are standard base64 and may hold '+', '/' and '=': clients percent-encode them.
+    # AWS's ids are URL-safe base64 but end in '='; '+' and '/' stay as an explicit edge
+    # case: whatever a client percent-encodes is decoded.
     conn = FakeConnection()
     conn.info.connection_id = "a+b/c="
     api = make_api(conn)
