@@ -236,15 +236,21 @@ class Switchboard:
         self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]
     ) -> Frame:
         target = command.target_user_id
-        # A user has a handful of connections: read them before logging, so a message to a
-        # user with none is refused (not logged) rather than kept for nobody.
-        targets = list(self.registry.user_connections(target))
-        if not [t for t in targets if t.connection_id != conn.connection_id]:
-            if target != conn.user_id:  # only this very connection: fine
-                return protocol.error_frame(
-                    "not_found", f"user {target!r} has no live connections", command.ref
-                )
-        message, report = self._send(conn, Scope.USER, target, command.text, record, targets)
+        message, report = self._send(conn, Scope.USER, target, command.text, record)
+        if report.recipients == 0 and target != conn.user_id:  # only this very connection: fine
+            # Logged all the same: the user gets it when they connect and resume.
+            frame = protocol.error_frame(
+                "not_found",
+                f"user {target!r} has no live connections; the message is kept "
+                f"{self.settings.history_ttl_seconds} s for their resume",
+                command.ref,
+            )
+            return {
+                **frame,
+                "id": message["id"],
+                "stream": message["stream"],
+                "seq": message["seq"],
+            }
         return _ack(command.ref, message, report)
 
     def _send_room(
@@ -274,14 +280,13 @@ class Switchboard:
         name: str | None,
         text: str,
         record: dict[str, Any],
-        targets: Iterable[Target] | None = None,
     ) -> tuple[Frame, Report]:
         """Log a client's message in its stream, then fan it out to its audience, except the
         sending connection itself."""
         audience, message = self._audience(scope, name, conn.user_id, text)
         message = self._log(scope, name, message, record)
         report = self.broadcaster.fan_out(
-            audience if targets is None else targets,
+            audience,
             protocol.encode(message),
             exclude=conn.connection_id,
         )

@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request
 
-from tests.browser.conftest import BrowserFactory, GatewayFactory
+from tests.browser.conftest import BrowserFactory, SwitchboardGateway
 from tests.browser.test_chat import ChatPage, page_url
 from tests.helpers import SECRET, token
 
@@ -79,14 +79,14 @@ def attacker() -> Iterator[RecordingServer]:
         server.stop()
 
 
-def jwt_gateway(gateway_factory: GatewayFactory, **env: str) -> Any:
-    return gateway_factory(auth_mode="jwt", env={"JWT_SECRET": SECRET, **env})
+def jwt_gateway(switchboard_gateway: SwitchboardGateway, **env: str) -> Any:
+    return switchboard_gateway(auth_mode="jwt", env={"JWT_SECRET": SECRET, **env})
 
 
 def test_with_auth_on_a_ws_link_is_refused_and_the_token_goes_only_to_the_stage(
-    browser: BrowserFactory, gateway_factory: GatewayFactory, attacker: RecordingServer
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway, attacker: RecordingServer
 ) -> None:
-    gateway = jwt_gateway(gateway_factory)
+    gateway = jwt_gateway(switchboard_gateway)
     page = ChatPage.open(browser("victim"), page_url(gateway, f"ws={attacker.origin}/api"))
     refused = page.find("#ws-refused")
     assert refused.is_displayed()
@@ -103,9 +103,9 @@ def test_with_auth_on_a_ws_link_is_refused_and_the_token_goes_only_to_the_stage(
 
 
 def test_a_bypassed_script_still_cannot_reach_the_attacker_past_the_csp(
-    browser: BrowserFactory, gateway_factory: GatewayFactory, attacker: RecordingServer
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway, attacker: RecordingServer
 ) -> None:
-    gateway = jwt_gateway(gateway_factory)
+    gateway = jwt_gateway(switchboard_gateway)
     page = ChatPage.open(browser("victim"), page_url(gateway))
     secret = token("u_victim")
 
@@ -135,12 +135,12 @@ def test_a_bypassed_script_still_cannot_reach_the_attacker_past_the_csp(
 
 
 def test_an_allow_listed_server_may_be_chosen_with_ws(
-    browser: BrowserFactory, gateway_factory: GatewayFactory, attacker: RecordingServer
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway, attacker: RecordingServer
 ) -> None:
     # A second recording server stands in for another server the stage trusts.
     trusted = RecordingServer().start()
     try:
-        gateway = jwt_gateway(gateway_factory, WEBSOCKET_URL_ALLOWLIST=trusted.origin)
+        gateway = jwt_gateway(switchboard_gateway, WEBSOCKET_URL_ALLOWLIST=trusted.origin)
         page = ChatPage.open(browser("victim"), page_url(gateway, f"ws={trusted.origin}/api"))
         assert trusted.origin in page.find("#ws-override").text
         assert not page.all("#ws-refused")

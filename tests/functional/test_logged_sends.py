@@ -1,0 +1,142 @@
+"""Sends are logged before they are fanned out: the Chalice handlers on moto, end to end.
+
+The issue this covers: alice drops, bob sends to the room and to her, alice reconnects,
+rejoins, resumes, and gets both (at most once before: nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chalicelib.management_api import Outcome
+from chalicelib.message_log import MessageLog
+from chalicelib.service import Switchboard
+from tests.functional import test_app
+from tests.functional.test_app import Harness
+from tests.helpers import message_event
+
+harness = test_app.harness  # the same fixture: the handlers over moto and a fake gateway
+
+
+def send_raw(harness: Harness, cid: str, frame: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every frame posted to ``cid`` while it sends ``frame``."""
+    before = len(harness.gateway.frames(cid))
+    harness.client.lambda_.invoke("message", message_event(cid, frame))
+    return harness.gateway.frames(cid)[before:]
+
+
+def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: Harness) -> None:
+    harness.connect("alice-1", userId="alice")
+    harness.connect("bob", userId="bob")
+    harness.send("alice-1", {"action": "join", "room": "lobby"})
+    harness.send("bob", {"action": "join", "room": "lobby"})
+    first = harness.send("bob", {"action": "sendRoom", "room": "lobby", "text": "before"})
+    assert (first["stream"], first["seq"]) == ("room:lobby", 1)
+    [seen] = harness.inbox("alice-1")
+    assert (seen["stream"], seen["seq"]) == ("room:lobby", 1)
+    dm_before = harness.send("bob", {"action": "sendMessage", "targetUserId": "alice", "text": "x"})
+    assert (dm_before["stream"], dm_before["seq"]) == ("user:alice", 1)
+
+    # alice vanishes without a $disconnect: her connection is pruned by the next send's 410.
+    harness.gateway.outcomes["alice-1"] = Outcome.GONE
+    missed_room = harness.send("bob", {"action": "sendRoom", "room": "lobby", "text": "while away"})
+    missed_dm = harness.send(
+        "bob", {"action": "sendMessage", "targetUserId": "alice", "text": "are you there?"}
+    )
+    assert missed_room["seq"] == 2, missed_room
+    # Nobody is connected as alice now: the sender is told, and the message is logged anyway.
+    assert missed_dm["code"] == "not_found" and missed_dm["seq"] == 2, missed_dm
+
+    harness.connect("alice-2", userId="alice")
+    harness.send("alice-2", {"action": "join", "room": "lobby"})
+    frames = send_raw(
+        harness,
+        "alice-2",
+        {"action": "resume", "streams": {"room:lobby": 1, "user:alice": 1, "all": 0}, "ref": 9},
+    )
+    replayed, resumed = frames[:-1], frames[-1]
+    assert [(f["stream"], f["seq"], f["text"]) for f in replayed] == [
+        ("room:lobby", 2, "while away"),
+        ("user:alice", 2, "are you there?"),
+    ]
+    assert all(f["replayed"] is True for f in replayed)
+    assert resumed["type"] == "resumed" and resumed["ref"] == 9
+    assert resumed["streams"]["room:lobby"]["replayed"] == 1
+    assert resumed["streams"]["all"] == {"after": 0, "last": 0, "replayed": 0, "truncated": False}
+
+
+def test_resume_of_a_room_not_rejoined_or_another_user_is_refused(harness: Harness) -> None:
+    harness.connect("a", userId="alice")
+    frames = send_raw(
+        harness, "a", {"action": "resume", "streams": {"room:lobby": 0, "user:bob": 0, "all": 0}}
+    )
+    [resumed] = frames
+    assert "refused" in resumed["streams"]["room:lobby"]
+    assert "refused" in resumed["streams"]["user:bob"]
+    assert "refused" not in resumed["streams"]["all"]
+
+
+def test_history_over_http_and_websocket_pages_the_same_log(harness: Harness) -> None:
+    harness.connect("a", userId="alice")
+    harness.send("a", {"action": "join", "room": "lobby"})
+    for i in range(7):
+        harness.send("a", {"action": "sendRoom", "room": "lobby", "text": f"m{i}"})
+    page = harness.send(
+        "a", {"action": "history", "stream": "room:lobby", "after": 2, "limit": 3, "ref": 1}
+    )
+    assert [m["seq"] for m in page["messages"]] == [3, 4, 5] and page["next"] == 6
+    http = harness.client.http.get("/rooms/lobby/messages?after=2&limit=3").json_body
+    assert http["messages"] == page["messages"] and http["next"] == 6
+    assert harness.client.http.get("/rooms/lobby/messages?after=5").json_body["next"] is None
+    users = harness.client.http.get("/users/alice/messages").json_body
+    assert users["messages"] == [] and users["stream"] == "user:alice"
+    for bad in ("?after=-1", "?limit=0", "?limit=101", "?after=x"):
+        response = harness.client.http.get(f"/rooms/lobby/messages{bad}")
+        assert response.status_code == 400, bad
+    assert harness.client.http.get("/rooms/no%23pe/messages").status_code == 400
+
+
+def test_http_push_answers_with_stream_and_seq(harness: Harness) -> None:
+    harness.connect("a", userId="alice")
+    response = harness.client.http.post(
+        "/users/alice/messages",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps({"text": "hi"}),
+    )
+    body = response.json_body
+    assert (body["stream"], body["seq"], body["delivered"]) == ("user:alice", 1, 1)
+    [msg] = harness.inbox("a")
+    assert (msg["stream"], msg["seq"], msg["id"]) == ("user:alice", 1, body["id"])
+
+
+@pytest.fixture
+def broken_log(switchboard: Switchboard, monkeypatch: pytest.MonkeyPatch) -> None:
+    ddb = switchboard.message_log._ddb
+    real = ddb.update_item
+
+    def update_item(**kwargs: Any) -> Any:
+        if kwargs["Key"]["PK"]["S"].startswith("STREAM#"):
+            raise RuntimeError("the log's partition is unavailable")
+        return real(**kwargs)
+
+    monkeypatch.setattr(ddb, "update_item", update_item)
+    assert isinstance(switchboard.message_log, MessageLog)
+
+
+def test_a_message_the_log_cannot_take_is_not_sent(harness: Harness, broken_log: None) -> None:
+    harness.connect("a", userId="alice")
+    harness.connect("b", userId="bob")
+    harness.send("a", {"action": "join", "room": "lobby"})
+    harness.send("b", {"action": "join", "room": "lobby"})
+    reply = harness.send("a", {"action": "sendRoom", "room": "lobby", "text": "lost?", "ref": 4})
+    assert reply["type"] == "error" and reply["code"] == "internal" and reply["ref"] == 4
+    assert "nothing was sent" in reply["message"]
+    assert harness.inbox("b") == []
+    response = harness.client.http.post(
+        "/broadcast", headers={"Content-Type": "application/json"}, body='{"text":"x"}'
+    )
+    assert response.status_code == 503 and "nothing was sent" in response.json_body["error"]
+    assert harness.inbox("b") == []
