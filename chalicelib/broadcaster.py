@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chalicelib import log
 from chalicelib.management_api import Outcome
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
 from chalicelib.registry import Target
@@ -30,7 +32,9 @@ class Report:
 
     ``delivered`` connections accepted the message; ``gone`` ones were closed (410) and have been
     pruned from the registry; ``failed`` ones were not reached after retries (throttled, too
-    large, forbidden, 5xx, network). ``failed_ids`` lists up to 100 of the failures.
+    large, forbidden, 5xx, network) or not attempted before the fan-out's deadline (counted in
+    ``outcomes["deadline"]``, with ``stopped_early`` set). ``failed_ids`` lists up to 100 of
+    the failures.
     """
 
     recipients: int = 0
@@ -39,13 +43,21 @@ class Report:
     failed: int = 0
     failed_ids: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False
 
     def add(self, connection_id: str, outcome: Outcome) -> None:
+        self._count(connection_id, outcome.value)
+
+    def add_unattempted(self, connection_id: str, reason: str = "deadline") -> None:
+        """A target read but never posted to: a failure with ``reason`` as its outcome."""
+        self._count(connection_id, reason)
+
+    def _count(self, connection_id: str, reason: str) -> None:
         self.recipients += 1
-        self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
-        if outcome is Outcome.DELIVERED:
+        self.outcomes[reason] = self.outcomes.get(reason, 0) + 1
+        if reason == Outcome.DELIVERED.value:
             self.delivered += 1
-        elif outcome is Outcome.GONE:
+        elif reason == Outcome.GONE.value:
             self.gone += 1
         else:
             self.failed += 1
@@ -53,12 +65,16 @@ class Report:
                 self.failed_ids.append(connection_id)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        counts: dict[str, Any] = {
             "recipients": self.recipients,
             "delivered": self.delivered,
             "gone": self.gone,
             "failed": self.failed,
         }
+        if self.stopped_early:
+            # Targets not yet read when the deadline passed are in no count: unknown.
+            counts["stoppedEarly"] = True
+        return counts
 
 
 class Broadcaster:
@@ -76,6 +92,16 @@ class Broadcaster:
     waiting for earlier batches (they share the gateway's bounded connection pool), so the
     first posts go out while later pages and shards are still being read; at most
     ``max_pending`` batches are in flight, so a huge room is never held in memory at once.
+
+    Every fan-out has a deadline (``deadline_seconds`` from its start, 25 s by default: under
+    API Gateway's 29 s integration timeout, so a sender never sees "Endpoint request timed out"
+    and retries a message that went out). Once it has passed, checked as each target is read and
+    before each batch starts, no new batch starts: the batches in flight are waited for, and the
+    targets read but not started are reported as failed, reason ``deadline``, with
+    ``stopped_early`` set. Targets not yet read are not counted at all (counting them would read
+    the rest of the registry): how many there were is unknown. A registry page that is slow to
+    arrive is not interrupted; the check runs when it has. A log line marks the start of every
+    fan-out and one more an early stop.
     """
 
     def __init__(
@@ -85,20 +111,36 @@ class Broadcaster:
         workers: int = 64,
         batch_size: int = 200,
         max_pending: int = 10,
+        deadline_seconds: float = 25.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._gateway = gateway
         self._prune = prune
         self._batch_size = batch_size
         self._max_pending = max_pending
+        self._deadline_seconds = deadline_seconds
+        self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=min(workers, 32), thread_name_prefix="prune")
 
     def fan_out(
-        self, targets: Iterable[Target], payload: bytes, exclude: str | None = None
+        self,
+        targets: Iterable[Target],
+        payload: bytes,
+        exclude: str | None = None,
+        scope: str | None = None,
+        deadline: float | None = None,
     ) -> Report:
+        """Send ``payload`` to every distinct target but ``exclude``; ``deadline`` is a point
+        on the broadcaster's clock (``time.monotonic``), by default ``deadline_seconds`` from
+        now. ``scope`` only labels the log lines."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLarge(
                 f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
             )
+        started = self._clock()
+        if deadline is None:
+            deadline = started + self._deadline_seconds
+        log.emit(event="fanout_start", scope=scope, deadlineSeconds=round(deadline - started, 3))
         report = Report()
         seen: set[str] = set()
         batch: list[Target] = []
@@ -109,16 +151,37 @@ class Broadcaster:
                 continue
             seen.add(cid)
             batch.append(target)
+            if self._clock() >= deadline:
+                break
             if len(batch) >= self._batch_size:
                 pending.append((batch, self._start(batch, payload)))
                 batch = []
                 if len(pending) > self._max_pending:
                     self._finish(*pending.popleft(), report)
-        if batch:
+        if batch and self._clock() < deadline:
             pending.append((batch, self._start(batch, payload)))
+            batch = []
         while pending:
             self._finish(*pending.popleft(), report)
+        if batch:
+            self._stop_early(batch, report, scope, started)
         return report
+
+    def _stop_early(
+        self, unstarted: list[Target], report: Report, scope: str | None, started: float
+    ) -> None:
+        attempted = report.recipients
+        for target in unstarted:
+            report.add_unattempted(target.connection_id, "deadline")
+        report.stopped_early = True
+        log.emit(
+            logging.WARNING,
+            event="fanout_deadline",
+            scope=scope,
+            attempted=attempted,
+            notStarted=len(unstarted),
+            elapsedMs=round((self._clock() - started) * 1000, 2),
+        )
 
     def _start(self, batch: list[Target], payload: bytes) -> Callable[[], list[Outcome]]:
         try:

@@ -38,6 +38,9 @@ class Settings:
     connection_ttl_seconds: int = 7500
     management_endpoint: str | None = None
     fanout_workers: int = 64
+    # A fan-out stops starting posts after this long: under API Gateway's 29 s integration
+    # timeout, so the sender gets its ack instead of "Endpoint request timed out".
+    fanout_deadline_seconds: float = 25.0
     all_shards: int = 8
     max_text_chars: int = 8192
     max_rooms_per_connection: int = 50
@@ -107,6 +110,7 @@ class Settings:
             connection_ttl_seconds=_int(env, "CONNECTION_TTL_SECONDS", 7500, 60, 30 * 86400),
             management_endpoint=(env.get("APIGW_MANAGEMENT_ENDPOINT") or "").rstrip("/") or None,
             fanout_workers=_int(env, "FANOUT_WORKERS", 64, 1, 1024),
+            fanout_deadline_seconds=_float(env, "FANOUT_DEADLINE_SECONDS", 25.0, 0.1, 900.0),
             all_shards=_int(env, "ALL_SHARDS", 8, 1, 256),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 8192, 1, 32768),
             max_rooms_per_connection=_int(env, "MAX_ROOMS_PER_CONNECTION", 50, 1, 1000),
@@ -178,7 +182,13 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    low: float | None = None,
+    high: float | None = None,
+) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -186,6 +196,9 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
+    if low is not None and high is not None and not low <= value <= high:
+        # "not low <= value" also refuses nan, which compares false with everything.
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    if not value > 0:
         raise ConfigError(f"{name} must be positive, got {value}")
     return value

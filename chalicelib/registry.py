@@ -3,7 +3,7 @@
 One table (``CONNECTIONS_TABLE``, defined once in schema.json):
 
 - connection ``PK=CONN#<id> SK=CONN`` with connectionId, connectedAt (ms), ttl, userId, role,
-  endpoint, rooms (a string set) and two index keys: ``GSI1PK=USER#<userId>`` (a user's
+  tokenExp (the connect token's exp, epoch seconds; absent without a token), endpoint, rooms (a string set) and two index keys: ``GSI1PK=USER#<userId>`` (a user's
   connections) and ``GSI2PK=ALL#<shard>`` (every connection, sharded so that neither the writes
   nor a broadcast's reads hit one hot partition);
 - membership ``PK=ROOM#<room> SK=CONN#<id>`` with connectionId, userId, ttl, endpoint.
@@ -49,6 +49,11 @@ class ConnectionRecord:
     endpoint: str | None = None
     role: str | None = None
     rooms: frozenset[str] = frozenset()
+    # The connect token's exp (epoch seconds): the rights it granted end then. None: no token.
+    token_expires_at: int | None = None
+
+    def token_expired(self, now: float) -> bool:
+        return self.token_expires_at is not None and self.token_expires_at <= now
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class Registry:
         connected_at_ms: int,
         endpoint: str | None = None,
         role: str | None = None,
+        token_expires_at: int | None = None,
     ) -> ConnectionRecord:
         ttl = self.expiry_for(connected_at_ms)
         item: dict[str, Any] = {
@@ -131,6 +137,8 @@ class Registry:
             item["endpoint"] = {"S": endpoint}
         if role:
             item["role"] = {"S": role}
+        if token_expires_at is not None:
+            item["tokenExp"] = {"N": str(token_expires_at)}
         try:
             self._ddb.put_item(
                 TableName=self._table,
@@ -139,7 +147,15 @@ class Registry:
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
             raise DuplicateConnection(connection_id) from None
-        return ConnectionRecord(connection_id, user_id, connected_at_ms, ttl, endpoint, role)
+        return ConnectionRecord(
+            connection_id,
+            user_id,
+            connected_at_ms,
+            ttl,
+            endpoint,
+            role,
+            token_expires_at=token_expires_at,
+        )
 
     def join(self, conn: ConnectionRecord, room: str) -> None:
         """Add a membership item and record the room on the connection, atomically."""
@@ -260,6 +276,7 @@ class Registry:
             endpoint=_s(item, "endpoint"),
             role=_s(item, "role"),
             rooms=frozenset(item.get("rooms", {}).get("SS", [])),
+            token_expires_at=_n(item, "tokenExp") if "tokenExp" in item else None,
         )
 
     def user_connections(self, user_id: str) -> Iterator[Target]:
@@ -311,6 +328,10 @@ class Registry:
             if not last:
                 return
             params["ExclusiveStartKey"] = last
+
+    def now(self) -> float:
+        """The registry's clock (epoch seconds): what ttl and token expiry are compared with."""
+        return float(self._clock())
 
     def _now(self) -> int:
         return int(self._clock())

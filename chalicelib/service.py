@@ -86,6 +86,7 @@ class Switchboard:
                     event.connected_at or protocol.now_ms(),
                     endpoint=event.endpoint,
                     role=identity.role,
+                    token_expires_at=identity.expires_at,
                 )
             except DuplicateConnection:
                 record.update(outcome="duplicate", status=409)
@@ -165,9 +166,15 @@ class Switchboard:
     ) -> Frame | None:
         """One command's reply frame. Every command but ping acts for a registered connection;
         a send's ``PayloadTooLarge`` and registry errors are left to ``on_message``."""
-        if isinstance(command, protocol.Ping):  # no registry read: answered even when expired
+        # Without auth there is no token to expire: a ping needs no registry read then.
+        if isinstance(command, protocol.Ping) and self.settings.auth_mode == "none":
             return protocol.pong_frame(command.ref)
         conn = self.registry.get(event.connection_id)
+        if conn is not None and conn.token_expired(self.registry.now()):
+            self._expire(event, conn, command, record)
+            return None
+        if isinstance(command, protocol.Ping):
+            return protocol.pong_frame(command.ref)
         if conn is None:
             record["outcome"] = "not_registered"
             return protocol.error_frame(
@@ -195,6 +202,23 @@ class Switchboard:
                 return self.replayer.history(command, conn.user_id, conn.rooms)
             case _:
                 assert_never(command)
+
+    def _expire(
+        self,
+        event: WsEvent,
+        conn: ConnectionRecord,
+        command: protocol.Command,
+        record: dict[str, Any],
+    ) -> None:
+        """The token the connection was made with has expired: its rights end with it (as
+        Ably and Pusher end sessions). Tell the client, then close the socket and forget it."""
+        record.update(userId=conn.user_id, outcome="token_expired")
+        frame = protocol.error_frame(
+            "forbidden", "token expired; reconnect with a fresh token", command.ref
+        )
+        self._reply(event, frame, record)  # before the close: a closed socket gets nothing
+        record["close"] = self.gateway.close(conn.connection_id, event.endpoint).value
+        self.registry.remove(conn.connection_id)
 
     def _join(self, conn: ConnectionRecord, command: protocol.Join) -> Frame:
         if command.room not in conn.rooms:
@@ -289,6 +313,7 @@ class Switchboard:
             audience,
             protocol.encode(message),
             exclude=conn.connection_id,
+            scope=scope.value,
         )
         record.update(report.as_dict())
         return message, report
@@ -355,7 +380,9 @@ class Switchboard:
         targets, message = self._audience(scope, name, sender.user_id, text)
         with log.event_log(event="http_push", scope=scope.value) as record:
             message = self._log(scope, name, message, record)
-            report: Report = self.broadcaster.fan_out(targets, protocol.encode(message))
+            report: Report = self.broadcaster.fan_out(
+                targets, protocol.encode(message), scope=scope.value
+            )
             record.update(report.as_dict())
         return {
             "id": message["id"],

@@ -47,6 +47,11 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         max_attempts=settings.max_attempts,
         transport=settings.management_transport,
     )
-    broadcaster = Broadcaster(gateway, registry.remove, settings.fanout_workers)
+    broadcaster = Broadcaster(
+        gateway,
+        registry.remove,
+        settings.fanout_workers,
+        deadline_seconds=settings.fanout_deadline_seconds,
+    )
     message_log = MessageLog(ddb, settings.table_name, settings.history_ttl_seconds)
     return Switchboard(settings, registry, gateway, broadcaster, message_log)

@@ -89,7 +89,12 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
     if base["auth_mode"] == "jwt":
         base.setdefault("jwt_secret", SECRET)
     config = Settings(**base)
-    broadcaster = Broadcaster(gateway, registry.remove, workers=config.fanout_workers)
+    broadcaster = Broadcaster(
+        gateway,
+        registry.remove,
+        workers=config.fanout_workers,
+        deadline_seconds=config.fanout_deadline_seconds,
+    )
     message_log = MessageLog(registry._ddb, TABLE, config.history_ttl_seconds)
     return Switchboard(config, registry, gateway, broadcaster, message_log)  # type: ignore[arg-type]
 

@@ -443,8 +443,11 @@ def test_one_json_log_line_per_event_without_tokens_or_texts(
     jwt_harness.disconnect("a")
     lines = [r.getMessage() for r in caplog.records if r.name == "switchboard"]
     records = [json.loads(line) for line in lines]
-    assert [r["event"] for r in records] == ["connect", "connect", "message", "disconnect"]
-    message = records[2]
+    # The fan-out logs its start too: a fan-out cut short still leaves a line.
+    events = [r["event"] for r in records]
+    assert events == ["connect", "connect", "fanout_start", "message", "disconnect"]
+    assert records[2]["scope"] == "user" and records[2]["deadlineSeconds"] == 25.0
+    message = records[3]
     assert message["action"] == "SendMessage" and message["delivered"] == 1
     assert {"connectionId", "requestId", "outcome", "durationMs"} <= set(message)
     assert all(secret_token not in line and "top secret" not in line for line in lines)

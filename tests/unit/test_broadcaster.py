@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
+
 import pytest
 
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge
@@ -119,3 +123,98 @@ def test_batches_in_flight_are_bounded() -> None:
         targets(5), b"x"
     )
     assert gateway.log[:5] == ["start0", "start1", "start2", "wait0", "start3"]
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowBatches(FakeGateway):
+    """Each batch takes ``seconds`` of the fake clock to start (its posts), as a slow one would."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.seconds = seconds
+        self.started: list[list[str]] = []
+        self.waited = 0
+
+    def start_many(self, targets, data):  # type: ignore[no-untyped-def]
+        self.started.append([t.connection_id for t in targets])
+        self.clock.now += self.seconds
+        wait = super().start_many(targets, data)
+
+        def finish() -> list[Outcome]:
+            self.waited += 1
+            return wait()
+
+        return finish
+
+
+def test_a_fan_out_past_its_deadline_starts_no_new_batch_and_reports_the_rest_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    gateway = SlowBatches(clock, seconds=10.0)
+    broadcaster = Broadcaster(
+        gateway, prune=lambda cid: None, batch_size=10, deadline_seconds=25.0, clock=clock
+    )
+    caplog.set_level("INFO", logger="switchboard")
+    report = broadcaster.fan_out(targets(100), b"x", scope="all")
+    # Batches start at 0 s, 10 s and 20 s; at 30 s the deadline (25 s) has passed.
+    assert len(gateway.started) == 3 and gateway.waited == 3
+    assert (report.recipients, report.delivered, report.failed) == (31, 30, 1)
+    assert report.outcomes == {"delivered": 30, "deadline": 1}
+    assert report.failed_ids == ["c30"] and "c30" not in gateway.sent
+    assert report.stopped_early and report.as_dict()["stoppedEarly"] is True
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "switchboard"]
+    assert [line["event"] for line in lines] == ["fanout_start", "fanout_deadline"]
+    assert lines[0] == {"event": "fanout_start", "scope": "all", "deadlineSeconds": 25.0}
+    assert lines[1]["attempted"] == 30 and lines[1]["notStarted"] == 1
+
+
+def test_targets_read_but_not_started_at_the_deadline_are_failed_with_reason_deadline() -> None:
+    clock = FakeClock()
+
+    def slow_reads() -> Iterator[Target]:
+        for target in targets(30):
+            clock.now += 1.0  # one second per target read: a slow registry
+            yield target
+
+    gateway = SlowBatches(clock, seconds=0.0)
+    report = Broadcaster(gateway, prune=lambda cid: None, batch_size=10, clock=clock).fan_out(
+        slow_reads(), b"x", deadline=clock.now + 15.5
+    )
+    # c0..c9 went out at 10 s; c10..c15 were read by 16 s, past the deadline, never posted;
+    # c16.. were never read, so they are in no count.
+    assert gateway.started == [[f"c{i}" for i in range(10)]]
+    assert (report.recipients, report.delivered, report.failed) == (16, 10, 6)
+    assert report.outcomes["deadline"] == 6 and report.stopped_early
+
+
+def test_a_fan_out_within_its_deadline_is_not_stopped_early() -> None:
+    clock = FakeClock()
+    gateway = SlowBatches(clock, seconds=1.0)
+    report = Broadcaster(
+        gateway, prune=lambda cid: None, batch_size=10, deadline_seconds=25.0, clock=clock
+    ).fan_out(targets(100), b"x")
+    assert report.delivered == 100 and not report.stopped_early
+    assert "stoppedEarly" not in report.as_dict()
+
+
+def test_a_tiny_real_deadline_stops_a_fan_out_of_slow_batches() -> None:
+    class Sleepy(FakeGateway):
+        def start_many(self, targets, data):  # type: ignore[no-untyped-def]
+            time.sleep(0.05)
+            return super().start_many(targets, data)
+
+    broadcaster = Broadcaster(Sleepy(), prune=lambda cid: None, batch_size=1, deadline_seconds=0.5)
+    result = broadcaster.fan_out(targets(50), b"x")
+    assert result.stopped_early and 0 < result.delivered < 50
+    assert result.delivered + result.outcomes["deadline"] == result.recipients

@@ -13,6 +13,7 @@ def test_defaults() -> None:
     assert settings.connection_ttl_seconds == 7500
     assert settings.fanout_workers == 64 and settings.management_endpoint is None
     assert settings.jwt_max_lifetime_seconds == 86400
+    assert settings.fanout_deadline_seconds == 25.0
 
 
 def test_reads_every_setting() -> None:
@@ -25,11 +26,13 @@ def test_reads_every_setting() -> None:
             "APIGW_MANAGEMENT_ENDPOINT": "http://127.0.0.1:8001/api/",
             "FANOUT_WORKERS": "128",
             "CONNECTION_TTL_SECONDS": "7300",
+            "FANOUT_DEADLINE_SECONDS": "12.5",
         }
     )
     assert settings.management_endpoint == "http://127.0.0.1:8001/api"
     assert settings.fanout_workers == 128 and settings.connection_ttl_seconds == 7300
     assert settings.jwt_max_lifetime_seconds == 3600
+    assert settings.fanout_deadline_seconds == 12.5
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,18 @@ def test_reads_every_setting() -> None:
         (
             {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "JWT_MAX_LIFETIME_SECONDS": "0"},
             "JWT_MAX_LIFETIME_SECONDS must be between",
+        ),
+        (
+            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_DEADLINE_SECONDS": "soon"},
+            "FANOUT_DEADLINE_SECONDS must be a number",
+        ),
+        (
+            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_DEADLINE_SECONDS": "0.05"},
+            "FANOUT_DEADLINE_SECONDS must be between 0.1 and 900",
+        ),
+        (
+            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_DEADLINE_SECONDS": "nan"},
+            "FANOUT_DEADLINE_SECONDS must be between",
         ),
         (
             {

@@ -24,3 +24,9 @@ def test_build_switchboard_sizes_the_clients_from_the_settings(aws_env: None) ->
     assert config.retries == {"mode": "standard"}
     management = switchboard.gateway.client("https://abc.execute-api.us-east-1.amazonaws.com/api")
     assert management.meta.config.max_pool_connections == 12
+
+
+def test_build_switchboard_gives_the_broadcaster_the_fan_out_deadline(aws_env: None) -> None:
+    settings = Settings(table_name="t", auth_mode="none", fanout_deadline_seconds=7.5)
+    switchboard = build_switchboard(settings, session=boto3.session.Session())
+    assert switchboard.broadcaster._deadline_seconds == 7.5
