@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, fanout, profile_fanout, registry_cost, report
+from bench import coldstart, fanout, profile_fanout, registry_cost, report, resume_cost
 from bench.common import PROJECT_DIR, RESULTS_DIR, load, machine
 
-PARTS = ("fanout", "registry", "coldstart", "profile")
+PARTS = ("fanout", "registry", "coldstart", "profile", "resume")
 
 QUICK = {
     "fanout": fanout.FanoutPlan(sizes=[100, 1000], reps=3, seed_budget_s=60.0),
@@ -86,11 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     if "profile" in parts:
         print("profile: 1,000 recipients, 0 ms")
         results["profile"] = profile_fanout.profile()
+    if "resume" in parts:
+        print("resume cost (moto)")
+        results["resume"] = resume_cost.measure()
     results["load_after"] = load()
     results["seconds"] = time.monotonic() - started
     paths = report.write(results, out_dir)
     print()
     print(report.markdown(results))
+    if "resume" in results:
+        print(resume_cost.markdown(results["resume"]))
     print(
         "written: "
         + ", ".join(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import coldstart, fanout, profile_fanout, registry_cost, report
+from bench import coldstart, fanout, profile_fanout, registry_cost, report, resume_cost
 from bench.common import load, machine
 
 pytestmark = pytest.mark.timeout(120)
@@ -69,3 +69,17 @@ def test_profile_and_report(results: dict, tmp_path: Path) -> None:
         assert heading in text
     paths = report.write(results, tmp_path)
     assert paths["json"].exists() and paths["md"].exists()
+
+
+def test_resume_cost_replays_every_missed_message_and_times_the_log() -> None:
+    out = resume_cost.measure(
+        sizes=(3, 7), recipients=5, appends=3, reps=1, progress=lambda _: None
+    )
+    assert [row["missed"] for row in out["replay"]] == [3, 7]
+    for row in out["replay"]:
+        assert row["requests"] == 2  # the stream head, then one Query
+        assert row["items"] == row["missed"] + 1
+        assert row["modelled_rcu"] == 1.0  # 0.5 per request: small items
+    assert out["append_ms"] > 0 and out["fanout_ms"] > 0
+    text = resume_cost.markdown(out)
+    assert "## Resume cost" in text and "| 7 |" in text
