@@ -84,6 +84,7 @@ class WsClient:
         self._pending: dict[str | int, asyncio.Future[dict[str, Any]]] = {}
         self.closed_at: float | None = None
         self.keep_frames = False
+        self._keepalive: asyncio.Task[None] | None = None
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -174,12 +175,34 @@ class WsClient:
         assert reply and reply.get("type") == "pong", reply
         return started
 
+    def keep_alive(self, interval: float) -> None:
+        """Send a WebSocket ping every ``interval`` seconds until ``stop_keeping_alive``,
+        ``freeze``, ``close`` or ``abort``: the gateway counts control frames as activity, so
+        a client waiting for the others to be set up is not closed by a short idle timeout."""
+        self.stop_keeping_alive()
+        self._keepalive = asyncio.create_task(self._ping_every(interval))
+
+    def stop_keeping_alive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+
+    async def _ping_every(self, interval: float) -> None:
+        try:
+            while True:
+                await self.ws.ping()  # no wait for the pong: sending is the activity
+                await asyncio.sleep(interval)
+        except ConnectionClosed:
+            pass
+
     async def close(self, code: int = 1000) -> None:
+        self.stop_keeping_alive()
         await self.ws.close(code)
         await self._finish()
 
     async def abort(self) -> None:
         """Vanish without a close frame: the TCP connection is reset."""
+        self.stop_keeping_alive()
         transport = self.ws.transport
         if transport is not None:
             transport.abort()
@@ -187,6 +210,7 @@ class WsClient:
 
     def freeze(self) -> None:
         """Stop reading and never answer: a half-open client (only an idle timeout notices)."""
+        self.stop_keeping_alive()
         transport = self.ws.transport
         if transport is not None:
             transport.pause_reading()
@@ -199,14 +223,23 @@ class WsClient:
 
 
 async def open_many(
-    url: str, users: list[str], concurrency: int = 32, rooms: tuple[str, ...] = ()
+    url: str,
+    users: list[str],
+    concurrency: int = 32,
+    rooms: tuple[str, ...] = (),
+    keep_alive: float | None = None,
 ) -> list[WsClient]:
-    """Connect one client per user (``concurrency`` handshakes at a time), joined to ``rooms``."""
+    """Connect one client per user (``concurrency`` handshakes at a time), joined to ``rooms``.
+    With ``keep_alive``, each client pings at that interval from its opening on (see
+    ``WsClient.keep_alive``): set-up then takes as long as the machine needs, whatever the
+    gateway's idle timeout."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(user: str) -> WsClient:
         async with gate:
             client = await WsClient.open(url, user=user)
+            if keep_alive is not None:
+                client.keep_alive(keep_alive)
             for room in rooms:
                 reply = await client.request({"action": "join", "room": room}, timeout=30)
                 assert reply and reply.get("joined") is True, reply

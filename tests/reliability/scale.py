@@ -28,6 +28,10 @@ class Scale:
     drop_clients: int
     frozen_clients: int
     ghost_clients: int
+    # reconnecting clients (drop, come back, resume)
+    reconnect_clients: int
+    reconnect_seconds: float  # how long the senders send
+    reconnect_pause: tuple[float, float]  # away for, and connected for, between drops
     # @connections faults
     fault_clients: int
     fault_senders: int
@@ -57,6 +61,9 @@ SCALES = {
         drop_clients=60,
         frozen_clients=20,
         ghost_clients=20,
+        reconnect_clients=12,
+        reconnect_seconds=6.0,
+        reconnect_pause=(0.2, 1.5),
         fault_clients=16,
         fault_senders=4,
         fault_messages=3,
@@ -80,6 +87,9 @@ SCALES = {
         drop_clients=400,
         frozen_clients=100,
         ghost_clients=200,
+        reconnect_clients=60,
+        reconnect_seconds=45.0,
+        reconnect_pause=(0.2, 5.0),
         fault_clients=100,
         fault_senders=8,
         fault_messages=10,

@@ -147,15 +147,20 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
     sb = switchboard_factory(idle_timeout=idle, close_timeout=1.0)
     users = [f"h{n}" for n in range(SCALE.frozen_clients)]
 
-    async def scenario() -> tuple[Sender, float, TableSnapshot, dict[str, object] | None]:
+    async def scenario() -> tuple[Sender, float, TableSnapshot, dict[str, object] | None, float]:
         sender = await Sender.open(sb)
         keep = {await sender.client.whoami()}
         stop = asyncio.Event()
         # The sender stays active with pings; nothing is posted to the frozen clients (traffic
         # either way resets API Gateway's idle timer, so a half-open client that is still
         # being sent to is found by its full buffer, 429, not by the idle timeout).
-        sending = asyncio.create_task(sender.loop(stop, pause=0.2, ping=True))
-        clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
+        sending = asyncio.create_task(sender.loop(stop, pause=idle / 10, ping=True))
+        # Set-up may take longer than the idle timeout on a slow machine: every client pings
+        # until all are open and joined, then all go silent together; the idle clock of each
+        # starts at its last ping, just before ``frozen_at``.
+        opening = time.monotonic()
+        clients = await open_many(sb.ws_url, users, rooms=(ROOM,), keep_alive=idle / 4)
+        setup_seconds = time.monotonic() - opening
         for client in clients:
             client.freeze()
         frozen_at = time.monotonic()
@@ -169,9 +174,9 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
         await sender.close()
         for client in clients:
             await client.abort()
-        return sender, converged, registered, last
+        return sender, converged, registered, last, setup_seconds
 
-    sender, converged, registered, last = run(scenario())
+    sender, converged, registered, last, setup_seconds = run(scenario())
     sb.wait_for_disconnects(timeout=30)
     registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)
     figures.record(
@@ -182,6 +187,7 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
         leaked=registry.items,
         lost="n/a (nobody reads)",
         converged_seconds=round(converged, 1),
+        setup_seconds=round(setup_seconds, 1),
         disconnect_codes=dict(sb.invocations.disconnect_codes),
         handler_errors=sb.handler_errors(),
     )

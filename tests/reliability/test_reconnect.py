@@ -1,0 +1,239 @@
+"""Reconnecting clients: they drop abruptly, come back, rejoin and resume; nothing is lost.
+
+Two senders keep sending to a room (and DMs to the reconnecting users) for a bounded time.
+Each reconnecting client stays a random while, vanishes (TCP reset, no close frame), stays
+away a random while, reconnects, rejoins the room and resumes every stream from the last seq
+up to which it holds everything. At the end every client resumes once more, and the ledger:
+
+- every message acked to a sender and owed to a client (a room message sent after the client
+  first joined; a DM to its user) was received, live or replayed: lost = 0;
+- duplicates (live and replayed both) and out-of-order arrivals are counted, not errors;
+- the registry is empty once everyone closed, and no handler failed.
+
+A DM sent while its user has no live connection is refused (``not_found``, not logged): not
+owed. Owed room messages start after a ``history`` read that follows the first join, so their
+seqs are above the stream's ``last`` that read returned (the client's starting point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.reliability.conftest import Figures, StackFactory
+from tests.reliability.ledger import Sent
+from tests.reliability.scale import SCALE, run
+from tests.reliability.stack import StackUnderTest
+from tests.wsclient import WsClient
+
+pytestmark = pytest.mark.timeout(SCALE.timeout)
+ROOM = "lobby"
+ROOM_STREAM = f"room:{ROOM}"
+
+
+@dataclass
+class Reconnector:
+    """One user that keeps dropping and coming back; what it got, over all its connections."""
+
+    user: str
+    joined_at: float = 0.0  # owed room messages sent after this
+    start: dict[str, int] = field(default_factory=dict)  # stream -> seq it started after
+    seqs: dict[str, set[int]] = field(default_factory=dict)  # stream -> seqs received
+    highest: dict[str, int] = field(default_factory=dict)  # stream -> highest seq so far
+    ids: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    out_of_order: int = 0
+    replayed: int = 0  # message frames that came from a resume
+    connections: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def streams(self) -> tuple[str, str]:
+        return ROOM_STREAM, f"user:{self.user}"
+
+    def resume_from(self) -> dict[str, int]:
+        """Per stream, the last seq up to which every seq has been received."""
+        points: dict[str, int] = {}
+        for stream, first in self.start.items():
+            seqs, seq = self.seqs.get(stream, set()), first
+            while seq + 1 in seqs:
+                seq += 1
+            points[stream] = seq
+        return points
+
+    def fold(self, client: WsClient) -> None:
+        """File the message frames one connection received, in arrival order."""
+        for frame in client.message_frames:
+            mid, stream, seq = str(frame.get("id")), str(frame.get("stream")), frame.get("seq")
+            self.replayed += frame.get("replayed") is True
+            if mid in self.ids:
+                self.duplicates += 1
+                continue
+            self.ids.add(mid)
+            if not isinstance(seq, int):
+                self.problems.append(f"{self.user}: message without a seq: {frame}")
+                continue
+            self.seqs.setdefault(stream, set()).add(seq)
+            if seq < self.highest.get(stream, 0):
+                self.out_of_order += 1
+            self.highest[stream] = max(seq, self.highest.get(stream, 0))
+        client.message_frames = []
+
+    def owed(self, sent: Sent) -> bool:
+        if sent.scope == "room":
+            return sent.sent_at > self.joined_at
+        return sent.target == self.user
+
+
+class Reconnecting:
+    def __init__(self, sb: StackUnderTest, seed: int) -> None:
+        self.sb = sb
+        self.rng = random.Random(seed)
+        self.clients = [Reconnector(f"r{n}") for n in range(SCALE.reconnect_clients)]
+        self.sent: list[Sent] = []
+        self.started = asyncio.Event()  # every client has its starting points
+        self.sending_done = asyncio.Event()
+        self.resumes = 0
+
+    async def connect(self, who: Reconnector) -> WsClient:
+        client = await WsClient.open(self.sb.ws_url, user=who.user)
+        client.keep_frames = True
+        who.connections += 1
+        reply = await client.request({"action": "join", "room": ROOM}, timeout=15)
+        assert reply and reply.get("joined") is True, reply
+        if not who.start:  # first time: where each stream stands now
+            for stream in who.streams:
+                page = await client.request({"action": "history", "stream": stream, "limit": 1})
+                assert page and page.get("type") == "history", page
+                who.start[stream] = int(page["last"])
+            who.joined_at = time.monotonic()
+        return client
+
+    async def resume(self, who: Reconnector, client: WsClient) -> None:
+        """Resume every stream, again while a resume stops short (``max_replay``)."""
+        for _ in range(100):
+            self.resumes += 1
+            reply = await client.request(
+                {"action": "resume", "streams": who.resume_from()}, timeout=60
+            )
+            assert reply and reply.get("type") == "resumed", reply
+            who.fold(client)
+            summaries = reply["streams"].values()
+            refused = [s for s in summaries if "refused" in s]
+            assert not refused, f"{who.user}: {refused}"
+            if not any(s.get("truncated") for s in summaries):
+                return
+        who.problems.append(f"{who.user}: resume never caught up")
+
+    async def reconnector(self, who: Reconnector, rng: random.Random) -> None:
+        client = await self.connect(who)
+        while not self.sending_done.is_set():
+            await asyncio.sleep(rng.uniform(*SCALE.reconnect_pause))
+            await client.abort()
+            who.fold(client)
+            await asyncio.sleep(rng.uniform(*SCALE.reconnect_pause))
+            client = await self.connect(who)
+            await self.resume(who, client)
+        await self.sending_done.wait()
+        await self.resume(who, client)  # the last one, after every send was acked
+        await client.barrier()
+        await client.close()
+        who.fold(client)
+
+    async def sender(self, name: str, deadline: float) -> None:
+        rng = random.Random(self.rng.random())
+        client = await WsClient.open(self.sb.ws_url, user=name)
+        reply = await client.request({"action": "join", "room": ROOM})
+        assert reply and reply.get("joined") is True, reply
+        await self.started.wait()
+        for n in range(100_000):
+            if time.monotonic() > deadline:
+                break
+            frame: dict[str, Any] = {"text": f"{name} #{n}"}
+            if rng.random() < 0.75:
+                scope, target = "room", ROOM
+                frame.update(action="sendRoom", room=ROOM)
+            else:
+                scope, target = "user", rng.choice(self.clients).user
+                frame.update(action="sendMessage", targetUserId=target)
+            sent_at = time.monotonic()
+            reply = await client.request(frame, timeout=30)
+            self.sent.append(Sent(name, scope, target, sent_at, time.monotonic(), reply))
+            await asyncio.sleep(rng.uniform(0.0, 0.05))
+        await client.close()
+
+    async def run(self) -> None:
+        firsts = [asyncio.create_task(self.connect(who)) for who in self.clients]
+        clients = await asyncio.gather(*firsts)
+        for client, who in zip(clients, self.clients, strict=True):
+            await client.close()  # the first session only fixed the starting points
+            who.fold(client)
+        deadline = time.monotonic() + SCALE.reconnect_seconds
+        senders = [asyncio.create_task(self.sender(f"sender-{k}", deadline)) for k in range(2)]
+        self.started.set()
+        cycling = [
+            asyncio.create_task(self.reconnector(who, random.Random(self.rng.random())))
+            for who in self.clients
+        ]
+        await asyncio.gather(*senders)
+        self.sending_done.set()
+        await asyncio.gather(*cycling)
+
+
+def test_reconnecting_clients_resume_everything_they_missed(
+    switchboard_factory: StackFactory, figures: Figures
+) -> None:
+    sb = switchboard_factory()
+    scenario = Reconnecting(sb, seed=13)
+    run(scenario.run())
+    sb.wait_for_disconnects(timeout=30)
+    registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)
+
+    acked = [s for s in scenario.sent if s.id is not None]
+    unanswered = [s for s in scenario.sent if s.reply is None]
+    refused = [s.reply for s in scenario.sent if s.reply is not None and s.id is None]
+    owed = missing = 0
+    problems: list[str] = []
+    for who in scenario.clients:
+        for message in acked:
+            if who.owed(message):
+                owed += 1
+                if message.id not in who.ids:
+                    missing += 1
+                    if len(problems) < 20:
+                        problems.append(f"{who.user} never got {message.scope} {message.id}")
+        problems.extend(who.problems)
+    clients = scenario.clients
+    figures.record(
+        "reconnecting",
+        clients=len(clients),
+        messages=len(acked),
+        faults=f"clients reset TCP and come back after {SCALE.reconnect_pause[0]}-"
+        f"{SCALE.reconnect_pause[1]}s, rejoin, resume",
+        leaked=registry.items,
+        lost=missing,
+        owed=owed,
+        room_messages=sum(1 for s in acked if s.scope == "room"),
+        dms=sum(1 for s in acked if s.scope == "user"),
+        dms_refused=len(refused),
+        connections=sum(c.connections for c in clients),
+        resumes=scenario.resumes,
+        replayed=sum(c.replayed for c in clients),
+        duplicates=sum(c.duplicates for c in clients),
+        out_of_order=sum(c.out_of_order for c in clients),
+        disconnect_codes=dict(sb.invocations.disconnect_codes),
+        handler_errors=sb.handler_errors(),
+    )
+    assert unanswered == []
+    assert all(r.get("code") == "not_found" for r in refused), refused[:5]
+    assert acked and owed > 0
+    assert missing == 0, problems
+    assert problems == []
+    assert sum(c.connections for c in clients) > 2 * len(clients)  # they did come back
+    assert registry.items == 0, registry
+    assert sb.handler_errors() == 0, sb.error_details()
