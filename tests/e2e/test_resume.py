@@ -60,8 +60,7 @@ def test_a_dropped_client_resumes_what_it_missed(gw: LocalGateway, ws_connect: A
     alice.close()
     gw.invocations.wait_for("$disconnect", timeout=5)
     room_ack = send(bob, {"action": "sendRoom", "room": "lobby", "text": "while away"})
-    # A WebSocket DM to a user with no connection is refused (see the xfail test below); the
-    # back end's push is logged whoever is connected.
+    # A back end's push is logged whoever is connected (a WebSocket DM too: see the next test).
     status, dm_ack = http(gw, "POST", f"/users/{ALICE}/messages", {"text": "while away"})
     assert status == 200, dm_ack
     assert room_ack["delivered"] == dm_ack["delivered"] == 0  # nobody to hear them live
@@ -94,16 +93,13 @@ def test_a_dropped_client_resumes_what_it_missed(gw: LocalGateway, ws_connect: A
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: sendMessage to a user with no live connection answers not_found and is "
-    "not logged (service._send_message), so a DM sent while the target is away cannot be "
-    "resumed; issue #13's scenario expects it to be",
-)
 def test_a_dm_sent_while_the_target_is_away_is_resumed(gw: LocalGateway, ws_connect: Any) -> None:
     bob = ws_connect(gw, f"userId={BOB}")
     ack = send(bob, {"action": "sendMessage", "targetUserId": ALICE, "text": "while away"})
-    assert (ack["type"], ack["stream"], ack["delivered"]) == ("ack", f"user:{ALICE}", 0), ack
+    # The sender is told nobody is connected, and the message is logged for her resume.
+    assert (ack["type"], ack["code"], ack["stream"], ack["seq"]) == (
+        "error", "not_found", f"user:{ALICE}", 1,
+    ), ack  # fmt: skip
     alice = ws_connect(gw, f"userId={ALICE}")
     alice.send(json.dumps({"action": "resume", "streams": {f"user:{ALICE}": 0}}))
     replayed, _ = until_reply(alice, "resumed")
