@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-
 from switchboard_client import (
     Backoff,
     Client,
@@ -26,6 +25,7 @@ from switchboard_client import (
     StateChange,
     SwitchboardError,
 )
+
 from tests.clients.python.fakes import FakeServer
 
 pytestmark = pytest.mark.timeout(30)
