@@ -1,0 +1,117 @@
+"""A fake switchboard for the client's state machine: sockets are queues, the server answers
+whoami, join, leave, resume, history, ping and sends from an in-memory log, and tests steer it
+(close a socket, hold acks, mute pongs, refuse connections)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from switchboard_client import ConnectionLost
+
+
+class FakeSocket:
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+        self.closed = False
+
+    async def send(self, data: str) -> None:
+        if self.closed:
+            raise ConnectionLost("closed")
+        frame = json.loads(data)
+        self.sent.append(frame)
+        self.server.handle(self, frame)
+
+    async def recv(self) -> str:
+        item = await self.inbox.get()
+        if item is None:
+            raise ConnectionLost("closed")
+        return item
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.inbox.put_nowait(None)
+
+    def push(self, frame: dict[str, Any]) -> None:
+        if not self.closed:
+            self.inbox.put_nowait(json.dumps(frame))
+
+    def actions(self) -> list[str]:
+        return [str(f.get("action")) for f in self.sent]
+
+
+class FakeServer:
+    def __init__(self, user: str = "u_1") -> None:
+        self.user = user
+        self.sockets: list[FakeSocket] = []
+        self.log: dict[str, list[dict[str, Any]]] = {}
+        self.refuse = 0  # connection attempts to refuse
+        self.hold_acks = False  # sends are logged but never answered
+        self.mute_pongs = False
+        self.errors: dict[str, str] = {}  # action -> error code to answer with
+        self.replay_limit = 500
+        self.connected = asyncio.Event()
+
+    async def connect(self, url: str) -> FakeSocket:
+        if self.refuse > 0:
+            self.refuse -= 1
+            raise OSError("connection refused")
+        socket = FakeSocket(self)
+        self.sockets.append(socket)
+        self.connected.set()
+        return socket
+
+    @property
+    def socket(self) -> FakeSocket:
+        return self.sockets[-1]
+
+    def append(self, stream: str, text: str) -> dict[str, Any]:
+        messages = self.log.setdefault(stream, [])
+        seq = len(messages) + 1
+        frame = {"type": "message", "id": f"{stream}-{seq}", "from": "x", "scope": "room"}
+        frame.update(text=text, stream=stream, seq=seq, sentAt=0)
+        messages.append(frame)
+        return frame
+
+    def handle(self, socket: FakeSocket, frame: dict[str, Any]) -> None:
+        action, ref = frame.get("action"), frame.get("ref")
+        if action in self.errors:
+            socket.push({"type": "error", "code": self.errors[action], "message": "no", "ref": ref})
+        elif action == "whoami":
+            cid = f"c{len(self.sockets)}"
+            socket.push({"type": "identity", "connectionId": cid, "userId": self.user, "ref": ref})
+        elif action in ("join", "leave"):
+            socket.push({"type": "ack", "ref": ref, "room": frame["room"]})
+        elif action == "ping":
+            if not self.mute_pongs:
+                socket.push({"type": "pong", "ref": ref})
+        elif action == "resume":
+            streams = {}
+            for stream, after in frame["streams"].items():
+                page = self.log.get(stream, [])[after : after + self.replay_limit]
+                for message in page:
+                    socket.push({**message, "replayed": True})
+                last = len(self.log.get(stream, []))
+                summary: dict[str, Any] = {"after": after, "last": last, "replayed": len(page)}
+                summary["truncated"] = after + len(page) < last
+                if summary["truncated"]:
+                    summary["next"] = after + len(page) + 1
+                streams[stream] = summary
+            socket.push({"type": "resumed", "ref": ref, "streams": streams})
+        elif action == "history":
+            stream, after, limit = frame["stream"], frame["after"], frame["limit"]
+            log = self.log.get(stream, [])
+            page = log[after : after + limit]
+            nxt = after + len(page) + 1 if after + len(page) < len(log) else None
+            socket.push({"type": "history", "ref": ref, "stream": stream, "messages": page,
+                         "next": nxt, "last": len(log)})  # fmt: skip
+        elif action in ("sendRoom", "sendMessage", "broadcastAll"):
+            stream = f"room:{frame['room']}" if action == "sendRoom" else "all"
+            message = self.append(stream, frame["text"])
+            if not self.hold_acks:
+                socket.push({"type": "ack", "ref": ref, "stream": stream, "seq": message["seq"],
+                             "clientMsgId": frame.get("clientMsgId")})  # fmt: skip

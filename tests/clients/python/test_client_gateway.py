@@ -1,0 +1,206 @@
+"""The Python client against the real local gateway (ephemeral ports, AUTH_MODE=none): acks and
+errors, rooms, a send during a reconnect, and a chaos run where sockets are closed at random
+(``DELETE /connections/{id}``) and idle and max-duration timeouts fire while two senders send."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from switchboard_client import (
+    Backoff,
+    Client,
+    MemoryStore,
+    Message,
+    State,
+    SwitchboardError,
+    websocket_connector,
+)
+
+from local_gateway import LocalGateway
+from tests.gateways import GatewayFactory, http
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+T = TypeVar("T")
+
+
+def run(test: Callable[[], Awaitable[T]], timeout: float = 60) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(test(), timeout)
+
+    return asyncio.run(bounded())
+
+
+def client(gw: LocalGateway, user: str, **options: Any) -> tuple[Client, list[Message]]:
+    assert gw.urls is not None
+    options.setdefault("backoff", Backoff(0.05, 0.5, random.Random(user)))
+    options.setdefault("connector", websocket_connector(proxy=None))
+    c = Client(gw.urls.websocket, user_id=user, **options)
+    got: list[Message] = []
+    c.on_message(got.append)
+    return c, got
+
+
+async def until(condition: Callable[[], object], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def kick(gw: LocalGateway, connection_id: str | None) -> int:
+    assert connection_id is not None
+    status, _ = await asyncio.to_thread(http, gw, "DELETE", f"/connections/{connection_id}")
+    return status
+
+
+def test_acks_errors_and_rooms(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(REPO_ROOT, auth_mode="none")
+
+    async def scenario() -> None:
+        alice, _ = client(gw, "alice")
+        bob, bob_got = client(gw, "bob")
+        await alice.connect(15)
+        await bob.connect(15)
+        ack = await alice.send_message("bob", "hi")
+        assert (ack["type"], ack["stream"], ack["delivered"]) == ("ack", "user:bob", 1)
+        with pytest.raises(SwitchboardError) as offline:
+            await alice.send_message("nobody", "kept for their resume")
+        assert offline.value.code == "not_found" and offline.value.frame["stream"] == "user:nobody"
+        with pytest.raises(SwitchboardError) as forbidden:
+            await alice.send_room("lobby", "not a member")
+        assert forbidden.value.code == "forbidden"
+        with pytest.raises(SwitchboardError) as not_member:
+            await alice.leave("lobby")
+        assert not_member.value.code == "not_found"
+        assert (await bob.join("lobby"))["joined"] is True
+        await alice.join("lobby")
+        room_ack = await alice.send_room("lobby", "room hi")
+        assert room_ack["stream"] == "room:lobby" and room_ack["seq"] >= 1
+        await until(lambda: [m.text for m in bob_got] == ["hi", "room hi"])
+        assert bob_got[1].room == "lobby" and bob_got[1].sender == "alice"
+        await bob.leave("lobby")
+        assert bob.rooms == set()
+        await alice.close()
+        await bob.close()
+
+    run(scenario)
+
+
+def test_a_send_during_a_reconnect_is_delivered_exactly_once(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = gateway_factory(REPO_ROOT, auth_mode="none")
+
+    async def scenario() -> None:
+        sender, _ = client(gw, "s", backoff=Backoff(0.3, 0.5, random.Random(1)))
+        receiver, got = client(gw, "r", store=MemoryStore({"room:x": 0}))
+        await sender.connect(15)
+        await receiver.connect(15)
+        await sender.join("x")
+        await receiver.join("x")
+        assert await kick(gw, sender.connection_id) == 204
+        await sender.wait_for(State.RECONNECTING, 10)
+        ack = await sender.send_room("x", "sent while reconnecting")  # queued, then sent
+        assert ack["stream"] == "room:x" and sender.reconnects >= 1
+        await until(lambda: len(got) >= 1)
+        await asyncio.sleep(0.3)
+        assert [(m.text, m.seq) for m in got] == [("sent while reconnecting", ack["seq"])]
+        await sender.close()
+        await receiver.close()
+
+    run(scenario)
+
+
+def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFactory) -> None:
+    """Sockets closed at random by ``DELETE /connections/{id}``; a 1.5 s idle timeout (one
+    receiver never pings) and a 4 s maximum duration (one sender never plans its reconnect)."""
+    gw = gateway_factory(REPO_ROOT, auth_mode="none", idle_timeout=1.5, max_duration=4.0)
+    per_sender = 100
+    rng = random.Random(14)
+
+    async def scenario() -> dict[str, Any]:
+        rx, rx_got = client(
+            gw, "rx", ping_interval=0.5, max_connection_age=3.0,
+            store=MemoryStore({"room:chaos": 0, "user:rx": 0}),
+        )  # fmt: skip
+        idle, idle_got = client(
+            gw, "idle", ping_interval=None, max_connection_age=None,
+            store=MemoryStore({"room:chaos": 0}),
+        )  # fmt: skip
+        s1, _ = client(gw, "s1", ping_interval=0.5, max_connection_age=None)
+        s2, _ = client(gw, "s2", ping_interval=0.5, max_connection_age=3.0)
+        everyone = [rx, idle, s1, s2]
+        for c in everyone:
+            await c.connect(15)
+            await c.join("chaos")
+        acked: dict[tuple[str, int], str] = {}
+        kicks = {id(c): 0 for c in (rx, s2)}
+
+        async def send_all(sender: Client, name: str) -> None:
+            for i in range(per_sender):
+                text = f"{name}-{i}"
+                try:
+                    if i % 2:
+                        reply = await sender.send_room("chaos", text)
+                    else:
+                        reply = await sender.send_message("rx", text)
+                except SwitchboardError as exc:
+                    # not_found: rx was away; the message is logged for its resume all the same.
+                    assert exc.code == "not_found", exc
+                    reply = dict(exc.frame)
+                acked[(reply["stream"], reply["seq"])] = text
+                await asyncio.sleep(rng.uniform(0, 0.06))
+
+        async def chaos(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                await asyncio.sleep(rng.uniform(0.2, 0.5))
+                victim = rng.choice([rx, s2])  # idle and s1 wait for the timeouts
+                if victim.state is State.OPEN and await kick(gw, victim.connection_id) == 204:
+                    kicks[id(victim)] += 1
+
+        stop = asyncio.Event()
+        chaos_task = asyncio.ensure_future(chaos(stop))
+        await asyncio.gather(send_all(s1, "s1"), send_all(s2, "s2"))
+        stop.set()
+        await chaos_task
+        last = {s: max(q for t, q in acked if t == s) for s, _ in acked}
+        await until(lambda: all(rx.last_seqs().get(s, 0) >= q for s, q in last.items()), 30)
+        await until(lambda: idle.last_seqs().get("room:chaos", 0) >= last["room:chaos"], 30)
+        for c in everyone:
+            await c.close()
+        for got, streams in ((rx_got, ("room:chaos", "user:rx")), (idle_got, ("room:chaos",))):
+            for stream in streams:
+                seqs = [m.seq for m in got if m.stream == stream]
+                assert seqs == list(range(1, last[stream] + 1))  # once each, in order, 0 lost
+        delivered = {(m.stream, m.seq): m.text for m in rx_got}
+        assert all(delivered[key] == text for key, text in acked.items())
+        texts = [m.text for m in rx_got]
+        return {
+            "sent": 2 * per_sender,
+            "acked": len(acked),
+            "received_rx": len(rx_got),
+            "received_idle": len(idle_got),
+            "logged_twice": len(texts) - len(set(texts)),  # re-sends before server dedupe
+            "duplicates_suppressed": rx.stats.duplicates + idle.stats.duplicates,
+            "gaps_filled_by_history": rx.stats.filled_from_history + idle.stats.filled_from_history,
+            "held": rx.stats.held + idle.stats.held,
+            "kicks": sum(kicks.values()),
+            "reconnects": {
+                name: c.reconnects
+                for name, c in zip(("rx", "idle", "s1", "s2"), everyone, strict=True)
+            },
+        }
+
+    figures = run(scenario, timeout=80)
+    print("chaos figures:", figures)
+    assert figures["kicks"] >= 5
+    # Never kicked: the idle timeout closed the receiver, the maximum duration the sender.
+    assert figures["reconnects"]["idle"] >= 2 and figures["reconnects"]["s1"] >= 1
+    assert figures["acked"] + figures["logged_twice"] >= figures["sent"]
