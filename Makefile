@@ -7,12 +7,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint unit functional e2e clean browser-deps
+.PHONY: help run test lint unit functional e2e clean browser-deps chalice-local
 
 help:
 	@echo "make run    start the local stack (DynamoDB, WebSocket gateway, HTTP routes, demo page)"
 	@echo "make test   lint + the whole test suite (what CI runs)"
 	@echo "make lint   ruff and mypy only"
+	@echo "make chalice-local   chalice local (port 8002) against a running make run"
 	@echo "make clean  remove the virtualenv and caches"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -36,8 +37,17 @@ browser-deps:
 # Locally, identity comes from ?userId= (AUTH_MODE=none); override with RUN_ARGS=... / ARGS=...
 RUN_ARGS ?= --auth-mode none
 
+# .chalice/local.env: the app's environment while `make run` runs (for chalice local).
+LOCAL_ENV := .chalice/local.env
+CHALICE_PORT ?= 8002
+
 run: $(STAMP)
-	$(PY) -m local_gateway $(RUN_ARGS) $(ARGS)
+	$(PY) -m local_gateway --env-file $(LOCAL_ENV) $(RUN_ARGS) $(ARGS)
+
+# Chalice's own `chalice local` against a running `make run` (its DynamoDB and gateway).
+chalice-local: $(STAMP)
+	@test -f $(LOCAL_ENV) || { echo "$(LOCAL_ENV) not found: start 'make run' in another shell first"; exit 1; }
+	set -a; . ./$(LOCAL_ENV); set +a; $(VENV)/bin/chalice local --port $(CHALICE_PORT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

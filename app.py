@@ -13,6 +13,7 @@ from chalice.app import WebsocketEvent
 
 from chalicelib import web
 from chalicelib.auth import AuthError, Identity
+from chalicelib.aws_errors import ConfigProblem, config_problem
 from chalicelib.config import ConfigError, Settings
 from chalicelib.message_log import LogWriteError
 from chalicelib.protocol import Scope
@@ -105,11 +106,17 @@ def http_route(
                 return _error(404, str(exc))
             except ConfigError as exc:
                 app.log.error("configuration error: %s", exc)
-                return _error(500, "server misconfigured")
-            except LogWriteError:
+                return _misconfigured(_setting_problem(exc))
+            except LogWriteError as exc:
+                problem = config_problem(exc.__cause__)
+                if problem is not None:
+                    return _misconfigured(problem)
                 app.log.exception("message log write failed")
                 return _error(503, "the message could not be logged; nothing was sent")
-            except Exception:  # noqa: BLE001 - a clear 502, never a stack trace to the caller
+            except Exception as exc:  # noqa: BLE001 - a clear 502, never a stack trace to the caller
+                problem = config_problem(exc)
+                if problem is not None:
+                    return _misconfigured(problem)
                 app.log.exception("route failed")
                 return _error(502, "upstream error; see the function's logs")
             if status == 204:
@@ -127,6 +134,19 @@ def _error(status: int, message: str) -> Response:
     return Response(body={"error": message}, status_code=status)
 
 
+def _setting_problem(exc: ConfigError) -> ConfigProblem:
+    # Only the variable's name: the message may quote a value or an SSM parameter's name.
+    missing = (exc.setting,) if exc.setting else ()
+    return ConfigProblem(missing, "server misconfigured; see the function's logs")
+
+
+def _misconfigured(problem: ConfigProblem) -> Response:
+    """500 saying what is missing (variable names only, never values or the table name)."""
+    app.log.error("configuration problem: %s %s", problem.message, list(problem.missing))
+    body = {"error": problem.message, "missing": list(problem.missing)}
+    return Response(body=body, status_code=500)
+
+
 def _json_body() -> Any:
     try:
         return app.current_request.json_body
@@ -135,9 +155,37 @@ def _json_body() -> Any:
 
 
 @app.route("/health", methods=["GET"])
-@http_route(admin=False)
-def health(switchboard: Switchboard, caller: None) -> Any:
-    return {"status": "ok"}  # nothing about the deployment (no table name)
+def health() -> Response:
+    """200 ``{"status":"ok"}`` (nothing about the deployment, no table name), or 503
+    ``{"status":"misconfigured","missing":[variable names],"error":...}`` when the function
+    cannot work: no table, region or credentials (e.g. ``chalice local`` without the
+    environment ``make run`` writes), or a setting ConfigError refuses."""
+    problem: ConfigProblem | None = None
+    try:
+        get_switchboard()
+        problem = _missing_credentials()
+    except ConfigError as exc:
+        app.log.error("configuration error: %s", exc)
+        problem = _setting_problem(exc)
+    except Exception as exc:  # noqa: BLE001 - anything else is reported, never raised
+        problem = config_problem(exc)
+        if problem is None:
+            app.log.exception("health check failed")
+            problem = ConfigProblem((), "the function could not start; see its logs")
+    if problem is None:
+        return Response(body={"status": "ok"}, status_code=200)
+    body = {"status": "misconfigured", "missing": list(problem.missing), "error": problem.message}
+    return Response(body=body, status_code=503)
+
+
+def _missing_credentials() -> ConfigProblem | None:
+    """botocore finds credentials only when it signs: look now so /health can say so."""
+    import boto3
+    from botocore.exceptions import NoCredentialsError
+
+    if boto3.session.Session().get_credentials() is None:
+        return config_problem(NoCredentialsError())
+    return None
 
 
 @app.route("/broadcast", methods=["POST"])

@@ -7,8 +7,9 @@ patch environment variables while a handler runs.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 AUTH_MODES = ("jwt", "none")
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
@@ -21,6 +22,64 @@ GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+    @property
+    def setting(self) -> str | None:
+        """The variable the message names first (e.g. ``JWT_SECRET``): safe to show a caller
+        where the message itself (it may quote a parameter name or a value) is not."""
+        found = _SETTING_RE.search(str(self))
+        return found.group(0) if found else None
+
+
+_SETTING_RE = re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b")
+
+# MANAGEMENT_ENDPOINT_MODE: where the app sends @connections calls for a connection.
+# "execute-api": https://{apiId}.execute-api.{region}.amazonaws.com/{stage}, the endpoint the
+# management API's own reference names ("The endpoint will be of the form
+# https://{api-id}.execute-api.{region}.amazonaws.com/{stage}, or will be the endpoint
+# corresponding to your API's custom domain and base path, if applicable": botocore's
+# apigatewaymanagementapi service documentation). It answers whatever domain the client
+# dialled, because the event's apiId and stage name the API, not the domain.
+# "domain": https://{domainName}/{MANAGEMENT_BASE_PATH}, the custom domain's API mapping, for
+# APIs whose execute-api endpoint is disabled ("Disable the default endpoint for WebSocket
+# APIs", API Gateway developer guide). Not https://{domainName}/{stage}: an API mapping's path
+# need not be the stage ("Map API stages to a custom domain name for WebSocket APIs": the
+# production stage mapped to wss://api.example.com/orders), so that URL fails with 403.
+ENDPOINT_MODES = ("execute-api", "domain")
+# An API mapping key: "letters, numbers, and the following characters: $-_.+!*'()", up to
+# 300 characters, with "/" between levels ("Map API stages to a custom domain name for
+# WebSocket APIs", Restrictions).
+_BASE_PATH_RE = re.compile(r"[A-Za-z0-9$\-_.+!*'()]+(?:/[A-Za-z0-9$\-_.+!*'()]+)*")
+
+
+@dataclass(frozen=True)
+class EndpointRule:
+    """How a connection's management endpoint is derived from its event (see ENDPOINT_MODES).
+
+    ``region`` is the Lambda's own (``AWS_REGION``, which Lambda sets in every function); the
+    API and the function live in the same region under Chalice.
+    """
+
+    mode: str = "execute-api"
+    region: str | None = None
+    base_path: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EndpointRule:
+        env = os.environ if env is None else env
+        mode = (env.get("MANAGEMENT_ENDPOINT_MODE") or "execute-api").strip().lower()
+        if mode not in ENDPOINT_MODES:
+            raise ConfigError(
+                f"MANAGEMENT_ENDPOINT_MODE must be one of {', '.join(ENDPOINT_MODES)}, got {mode!r}"
+            )
+        base_path = (env.get("MANAGEMENT_BASE_PATH") or "").strip().strip("/")
+        if base_path and (len(base_path) > 300 or not _BASE_PATH_RE.fullmatch(base_path)):
+            raise ConfigError(
+                "MANAGEMENT_BASE_PATH must be an API mapping path (letters, digits, "
+                f"$-_.+!*'() and / between levels, at most 300 characters), got {base_path!r}"
+            )
+        region = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip()
+        return cls(mode=mode, region=region or None, base_path=base_path)
 
 
 @dataclass(frozen=True)
@@ -53,6 +112,7 @@ class Settings:
     # per stream before it answers truncated (the client pages the rest with history).
     history_ttl_seconds: int = 86400
     history_max_replay: int = 500
+    endpoint_rule: EndpointRule = field(default_factory=EndpointRule)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +181,7 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             history_ttl_seconds=_int(env, "HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400),
             history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
+            endpoint_rule=EndpointRule.from_env(env),
         )
 
 

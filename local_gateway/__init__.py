@@ -37,6 +37,9 @@ flag                       default                 meaning
 ``--port``                 ``8000``                REST API port; 0 = any free port
 ``--ws-port``              ``8001``                WebSocket + @connections port; 0 = any free
 ``--no-rest``              off                     do not start the REST server
+``--custom-domain``        (none)                  custom domain in events; @connections by Host
+``--base-path``            (root)                  the custom domain's API mapping path
+``--env-file``             (none)                  write the app's env there (chalice local)
 ``--schema``               chalicelib/schema.json  table schema JSON (CreateTable keys +
                                                    ``TimeToLiveAttribute``; ``_`` keys ignored)
 ``--table-env``            ``CONNECTIONS_TABLE``   env var holding the table name

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
+import shlex
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from local_gateway.emulator import LocalGateway
 from local_gateway.faults import FaultConfig
@@ -26,6 +29,31 @@ def _env_pair(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError("expected KEY=VALUE")
     return key, value
+
+
+# A DNS name of letters, digits and hyphens (the custom domain names API Gateway accepts).
+_DOMAIN_RE = re.compile(r"(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*")
+# An API mapping path: "letters, numbers, and the following characters: $-_.+!*'()", at most
+# 300 characters, "/" between levels ("Map API stages to a custom domain name for WebSocket
+# APIs", API Gateway developer guide, Restrictions).
+_BASE_PATH_RE = re.compile(r"[A-Za-z0-9$\-_.+!*'()]+(?:/[A-Za-z0-9$\-_.+!*'()]+)*")
+
+
+def _domain(text: str) -> str:
+    name = text.strip().lower().rstrip(".")
+    if not _DOMAIN_RE.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"not a domain name: {text!r}")
+    return name
+
+
+def _base_path(text: str) -> str:
+    path = text.strip().strip("/")
+    if path and (len(path) > 300 or not _BASE_PATH_RE.fullmatch(path)):
+        raise argparse.ArgumentTypeError(
+            "an API mapping path: letters, digits, $-_.+!*'() and / between levels, "
+            "at most 300 characters"
+        )
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--ws-port", type=int, default=8001, help="WebSocket + management API port; 0 = any free"
     )
     g.add_argument("--no-rest", action="store_true", help="do not start the REST API server")
+    g.add_argument(
+        "--custom-domain",
+        type=_domain,
+        default=None,
+        metavar="NAME",
+        help="emulate a custom domain name mapped to the stage: events carry it as domainName "
+        "and @connections requests with this Host are served under --base-path only",
+    )
+    g.add_argument(
+        "--base-path",
+        type=_base_path,
+        default=None,
+        metavar="P",
+        help="the custom domain's API mapping path, e.g. v1 (default: none, the domain's root, "
+        "as for an API mapping without a path)",
+    )
+    g.add_argument(
+        "--env-file",
+        default=None,
+        metavar="PATH",
+        help="write the app's environment here while running (for `chalice local`; "
+        "`make run` uses .chalice/local.env); removed on exit",
+    )
     g = p.add_argument_group("dynamodb")
     g.add_argument(
         "--schema",
@@ -154,6 +205,12 @@ def banner(gateway: LocalGateway) -> str:
         ),
         f"  AUTH_MODE       {auth}",
     ]
+    if gateway.custom_domain:
+        mapped = "/".join(filter(None, [gateway.custom_domain, gateway.base_path]))
+        lines.insert(
+            lines.index(f"  @connections    {urls.management}/@connections/{{connectionId}}") + 1,
+            f"  custom domain   {mapped}/@connections/{{connectionId}} (Host: {gateway.custom_domain})",
+        )
     if auth.lower() in ("none", "off", "false", "0"):
         lines += [
             "",
@@ -174,8 +231,24 @@ def banner(gateway: LocalGateway) -> str:
     return "\n".join(lines)
 
 
+def write_env_file(path: str, env: Mapping[str, str]) -> None:
+    """The app's environment as shell assignments (``set -a; . PATH`` loads it), readable by
+    the owner only: it holds the gateway's dummy credentials and any ``--env`` secret."""
+    lines = [
+        "# Written by python -m local_gateway (make run) while it runs; removed when it stops.",
+        "# Load it for chalice local: set -a; . " + shlex.quote(path) + "; set +a",
+        *(f"{key}={shlex.quote(value)}" for key, value in sorted(env.items())),
+    ]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.base_path is not None and not args.custom_domain:
+        parser.error("--base-path needs --custom-domain")
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -207,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             error_rate=args.error_rate,
             seed=args.fault_seed,
         ),
+        custom_domain=args.custom_domain,
+        base_path=args.base_path or "",
     )
     stop = threading.Event()
 
@@ -221,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"local gateway failed to start: {exc}", file=sys.stderr)
         logging.getLogger("local_gateway").debug("start failure", exc_info=True)
         return 1
+    if args.env_file:
+        write_env_file(args.env_file, gateway.environment)
     print(banner(gateway), flush=True)
     try:
         while not stop.wait(0.5):
@@ -228,4 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         print("\n  shutting down...", flush=True)
         gateway.stop()
+        if args.env_file and os.path.exists(args.env_file):
+            # A stale file would point chalice local at a DynamoDB that is gone.
+            os.remove(args.env_file)
     return 0

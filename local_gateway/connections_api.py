@@ -91,6 +91,9 @@ class ConnectionsApi:
 
     stage: str
     connections: Mapping[str, Connection]
+    # A custom domain name mapped to this stage, and its API mapping's path ("" = the root).
+    custom_domain: str | None = None
+    base_path: str = ""
     limits: Limits = field(default_factory=Limits)
     faults: FaultInjector = field(default_factory=FaultInjector)
     stats: GatewayStats = field(default_factory=GatewayStats)
@@ -109,18 +112,35 @@ class ConnectionsApi:
 
     def target(self, request: HttpRequest, request_id: str) -> str | Response:
         """The connection id the request is for, or the 403 refusing it."""
+        prefix = self.path_prefix(request.header("host"))
         parts = request.path.split("/")
         if (
-            len(parts) != 4
-            or unquote(parts[1]) != self.stage
-            or unquote(parts[2]) != "@connections"
-            or not parts[3]
+            len(parts) != len(prefix) + 3
+            or [unquote(p) for p in parts[1 : len(prefix) + 1]] != prefix
+            or unquote(parts[-2]) != "@connections"
+            or not parts[-1]
         ):
             return self.forbidden("Forbidden", request_id)
         if not (request.header("authorization") or "").startswith("AWS4-HMAC-SHA256 "):
             # API Gateway rejects unsigned calls before looking at anything else.
             return self.forbidden("Missing Authentication Token", request_id)
-        return unquote(parts[3])
+        return unquote(parts[-1])
+
+    def path_prefix(self, host: str | None) -> list[str]:
+        """The path segments before ``@connections`` for a request to ``host``.
+
+        The execute-api host (here: any host but the custom domain, e.g. ``127.0.0.1:8001``)
+        serves ``/{stage}/@connections`` ("Use @connections commands in your backend service":
+        ``https://{api-id}.execute-api.{region}.amazonaws.com/{stage}/@connections/{id}``).
+        A custom domain serves its API mapping's path instead, which need not be the stage
+        ("Map API stages to a custom domain name for WebSocket APIs"; the management API's
+        reference: "the endpoint corresponding to your API's custom domain and base path"), so
+        ``https://{domain}/{stage}/@connections`` is refused there unless the two agree.
+        """
+        name = (host or "").rsplit(":", 1)[0].strip().lower().rstrip(".")
+        if self.custom_domain and name == self.custom_domain.lower():
+            return self.base_path.split("/") if self.base_path else []
+        return [self.stage]
 
     def respond(self, method: str, connection_id: str, body: bytes, request_id: str) -> Response:
         conn = self.connections.get(connection_id)

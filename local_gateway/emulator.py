@@ -141,6 +141,9 @@ class LocalGateway:
     ``rest_port=None`` skips the REST server. ``schema_path=None`` uses
     ``chalicelib/schema.json`` if the project has one, ``""`` creates no table.
     ``limits`` are API Gateway's quotas (``Limits()``: AWS's defaults).
+    ``custom_domain`` emulates a custom domain name mapped to the stage at ``base_path``
+    (``""``: the root): events carry it as ``domainName`` and @connections requests whose
+    Host is that name are served under ``/{base_path}`` instead of ``/{stage}``.
     The gateway sets process environment variables while it runs (the app reads them at
     import and call time) and restores them on ``stop()``, so run one gateway at a time
     per process.
@@ -166,6 +169,8 @@ class LocalGateway:
         connection_id_factory: Callable[[], str] = new_aws_id,
         api_id: str | None = None,
         invocation_log_size: int = 2000,
+        custom_domain: str | None = None,
+        base_path: str = "",
     ) -> None:
         self.project_dir = os.path.abspath(project_dir)
         self.chalice_stage = chalice_stage
@@ -188,6 +193,8 @@ class LocalGateway:
         self.workers = workers
         self.connection_id_factory = connection_id_factory
         self.api_id = api_id or new_api_id()
+        self.custom_domain = custom_domain
+        self.base_path = base_path.strip("/")
         # Bounded: events carry message bodies (up to 128 KB) and benchmarks send many.
         self.invocations = InvocationLog(invocation_log_size)
 
@@ -363,6 +370,8 @@ class LocalGateway:
             faults=self.faults,
             connection_id_factory=self.connection_id_factory,
             on_invocation=self.invocations.append,
+            custom_domain=self.custom_domain,
+            base_path=self.base_path,
         )
         self._call(self._server.start())
         ws_port = self._server.port

@@ -94,8 +94,13 @@ class WebSocketServer:
         runtime: LambdaRuntime | None = None,
         connection_id_factory: Callable[[], str] = new_aws_id,
         on_invocation: Callable[[Invocation], None] | None = None,
+        custom_domain: str | None = None,
+        base_path: str = "",
     ) -> None:
         self.host = host
+        # With a custom domain, every client counts as having dialled it: events carry it as
+        # domainName, as API Gateway's do for connections made through the domain.
+        self.custom_domain = custom_domain
         self.requested_port = port
         self.stage = stage
         self.api_id = api_id
@@ -113,13 +118,15 @@ class WebSocketServer:
             limits=self.limits,
             faults=self.faults,
             stats=self.stats,
+            custom_domain=custom_domain,
+            base_path=base_path,
         )
         self._server: asyncio.base_events.Server | None = None
         self._tasks: dict[asyncio.Task[Any], ClientKind] = {}  # every client connection
         self._background: set[asyncio.Future[Any]] = set()  # invocations in flight
         self._stopping = False
         self.port = port
-        self.context = EventContext(domain_name=f"{host}:{port}", stage=stage, api_id=api_id)
+        self.context = self._event_context()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -133,9 +140,11 @@ class WebSocketServer:
             limit=64 * 1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self.context = EventContext(
-            domain_name=f"{self.host}:{self.port}", stage=self.stage, api_id=self.api_id
-        )
+        self.context = self._event_context()
+
+    def _event_context(self) -> EventContext:
+        domain = self.custom_domain or f"{self.host}:{self.port}"
+        return EventContext(domain_name=domain, stage=self.stage, api_id=self.api_id)
 
     def stats_snapshot(self) -> GatewayStats:
         """A copy of the counters, with the number of open connections."""

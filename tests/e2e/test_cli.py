@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
@@ -19,6 +20,7 @@ FLAGS = [
     "--table-env", "--dynamodb-endpoint", "--region", "--auth-mode", "--env", "--idle-timeout",
     "--max-duration", "--integration-timeout", "--send-buffer-limit", "--workers",
     "--latency-ms", "--throttle-rate", "--error-rate", "--fault-seed", "--log-level",
+    "--custom-domain", "--base-path", "--env-file",
 ]  # fmt: skip
 
 
@@ -74,3 +76,49 @@ def test_runs_until_ctrl_c(tmp_path: object) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.timeout(30)
+def test_writes_the_app_environment_for_chalice_local_and_removes_it(tmp_path: Path) -> None:
+    env_file = tmp_path / "local.env"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "local_gateway", "--project-dir", str(ECHO_APP),
+            "--schema", str(ECHO_APP / "schema.json"), "--port", "0", "--ws-port", "0",
+            "--no-rest", "--env-file", str(env_file), "--custom-domain", "Chat.Example.com",
+            "--base-path", "/v1/",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO_ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        text = ""
+        while "Ctrl-C" not in text:
+            line = proc.stdout.readline()
+            assert line, "gateway exited early:\n" + text
+            text += line
+        assert "custom domain   chat.example.com/v1/@connections/{connectionId}" in text
+        assert env_file.stat().st_mode & 0o077 == 0  # dummy credentials: owner only
+        shell = subprocess.run(
+            ["sh", "-c", f"set -a; . '{env_file}'; env"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        loaded = dict(line.partition("=")[::2] for line in shell.splitlines() if "=" in line)
+        assert loaded["AWS_ENDPOINT_URL_DYNAMODB"].startswith("http://127.0.0.1:")
+        assert loaded["AWS_REGION"] and loaded["CONNECTIONS_TABLE"] == "echo-fixture-connections"
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api", loaded["APIGW_MANAGEMENT_ENDPOINT"])
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        assert not env_file.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_base_path_needs_a_custom_domain() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "local_gateway", "--base-path", "v1"],
+        capture_output=True, text=True, env=_env(), cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--base-path needs --custom-domain" in result.stderr

@@ -248,3 +248,38 @@ def test_limits_pop_from_takes_only_limit_fields() -> None:
     options: dict[str, Any] = {"idle_timeout": 0.5, "close_timeout": 1.0, "auth_mode": "none"}
     assert Limits.pop_from(options) == Limits(idle_timeout=0.5, close_timeout=1.0)
     assert options == {"auth_mode": "none"}
+
+
+def custom_domain_api(base_path: str, *conns: FakeConnection) -> ConnectionsApi:
+    api = make_api(*conns)
+    api.custom_domain, api.base_path = "chat.example.com", base_path
+    return api
+
+
+def test_a_custom_domain_serves_connections_under_its_mapping_path_only() -> None:
+    conn = FakeConnection()
+    api = custom_domain_api("v1/chat", conn)
+    on_domain = [*SIGNED, ("Host", "Chat.Example.com")]
+    # https://chat.example.com/api/@connections (domainName + stage, what apps stored) is not
+    # where AWS answers when the mapping path differs from the stage.
+    assert_error(call(api, "POST", PATH, b"x", on_domain), 403, "ForbiddenException", "Forbidden")
+    mapped = "/v1/chat/@connections/R1kmxc2VNjMCFIA%3D"
+    assert call(api, "POST", mapped, b"hi", on_domain).status == 200
+    # The execute-api host keeps answering at /{stage}, and never at the mapping path.
+    on_execute_api = [*SIGNED, ("Host", "abc123def4.execute-api.us-east-1.amazonaws.com")]
+    assert call(api, "POST", PATH, b"there", on_execute_api).status == 200
+    assert call(api, "POST", mapped, b"x", on_execute_api).status == 403
+    assert conn.sent == [b"hi", b"there"]
+
+
+def test_a_custom_domain_mapped_at_its_root_serves_connections_there() -> None:
+    conn = FakeConnection()
+    api = custom_domain_api("", conn)
+    on_domain = [*SIGNED, ("Host", "chat.example.com:443")]
+    assert call(api, "GET", "/@connections/R1kmxc2VNjMCFIA%3D", headers=on_domain).status == 200
+    assert call(api, "GET", PATH, headers=on_domain).status == 403
+
+
+def test_a_custom_domain_mapped_at_the_stage_name_serves_the_stage_path() -> None:
+    api = custom_domain_api("api", FakeConnection())
+    assert call(api, "GET", PATH, headers=[*SIGNED, ("Host", "chat.example.com")]).status == 200
