@@ -216,7 +216,8 @@ export class SwitchboardClient extends Emitter {
     const stream = `room:${room}`;
     if (this._order.cursor(stream) === undefined && this._state === "open") {
       // Learn where the room's stream is now, so a reconnect resumes from there.
-      this._resume([stream]).catch((err) => this._report(err));
+      // Lost with the connection, it is resumed with the others after the reconnect.
+      this._resume([stream]).catch((err) => err.code !== "disconnected" && this._report(err));
     }
     return ack;
   }

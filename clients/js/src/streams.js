@@ -51,6 +51,7 @@ export class StreamOrder {
     for (const held of [...state.held.keys()]) {
       if (held <= seq) state.held.delete(held);
     }
+    this._advanced(stream, seq); // a new stream's "now" is worth keeping across a restart
     this._drain(stream, state);
   }
 
