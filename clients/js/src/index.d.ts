@@ -224,6 +224,7 @@ export declare class StreamOrder {
   cursor(stream: Stream): number | undefined;
   cursors(): Record<Stream, number>;
   start(stream: Stream, seq: number): void;
+  begin(stream: Stream, seq: number): void;
   push(message: MessageFrame): "delivered" | "held" | "duplicate";
   skip(stream: Stream, seqs: number[]): void;
   lose(stream: Stream, seq: number): Gap | undefined;

@@ -509,7 +509,7 @@ export class SwitchboardClient extends Emitter {
         this._report(new SwitchboardError("resume_refused", `${stream}: ${summary.refused}`, resumed));
         continue;
       }
-      if (summary.after === NOW_SEQ) this._order.start(stream, summary.last);
+      if (summary.after === NOW_SEQ) this._order.begin(stream, summary.last);
       this._applyPage(stream, summary);
       let next = summary.next;
       while (Number.isSafeInteger(next)) {

@@ -23,22 +23,24 @@ export class StreamOrder {
   _state(stream) {
     let state = this._streams.get(stream);
     if (!state) {
-      state = { cursor: undefined, held: new Map(), skipped: new Set() };
+      state = { cursor: undefined, floor: undefined, held: new Map(), skipped: new Set() };
       this._streams.set(stream, state);
     }
     return state;
   }
 
-  /** The last seq delivered (or passed over) in `stream`, undefined when none yet. */
+  /** The last seq delivered (or passed over) in `stream`, else its floor, else undefined. */
   cursor(stream) {
-    return this._streams.get(stream)?.cursor;
+    const state = this._streams.get(stream);
+    return state?.cursor ?? state?.floor;
   }
 
   /** Every stream with a cursor: what a `resume` asks for. */
   cursors() {
     const out = {};
     for (const [stream, state] of this._streams) {
-      if (state.cursor !== undefined) out[stream] = state.cursor;
+      const seq = state.cursor ?? state.floor;
+      if (seq !== undefined) out[stream] = seq;
     }
     return out;
   }
@@ -55,14 +57,29 @@ export class StreamOrder {
     this._drain(stream, state);
   }
 
+  /**
+   * Where a new stream starts when nothing is stored: its `last` when the client joined.
+   * A soft start: a message at or below it that still arrives live was sent to this client
+   * (it is a member) after all, overtaken on the way, and is delivered; the floor only
+   * decides where a resume starts and where a stream begins once a later message arrives.
+   */
+  begin(stream, seq) {
+    const state = this._state(stream);
+    if (state.cursor !== undefined || state.floor !== undefined) return;
+    if (!Number.isSafeInteger(seq) || seq < 0) return;
+    state.floor = seq;
+    this._advanced(stream, seq);
+  }
+
   /** Feed one message frame; returns "delivered", "held" or "duplicate". */
   push(message) {
     const { stream, seq } = message;
     if (typeof stream !== "string" || !Number.isSafeInteger(seq) || seq < 1) return "duplicate";
     const state = this._state(stream);
     if (state.cursor === undefined) {
-      // A stream with no starting point starts where the app first hears of it.
-      state.cursor = seq - 1;
+      // A stream with no starting point starts at its floor, or where the app first hears
+      // of it (see begin()).
+      state.cursor = state.floor !== undefined && seq > state.floor ? state.floor : seq - 1;
     }
     if (seq <= state.cursor || state.held.has(seq)) {
       this.stats.duplicates += 1;

@@ -67,3 +67,17 @@ test("start never moves an existing cursor and ignores bad values", () => {
   o.start("room:a", -1);
   assert.deepEqual(o.cursors(), { all: 5 });
 });
+
+test("a floor is a soft start: a live message below it still arrives, later ones wait for it", () => {
+  const { o, seen, saved } = order();
+  o.begin("room:a", 5);
+  assert.equal(saved["room:a"], 5);
+  assert.equal(o.cursor("room:a"), 5);
+  o.push(message("room:a", 5)); // sent after the join, answered after the floor was read
+  assert.deepEqual(seen, ["room:a#5"]);
+  const { o: o2, seen: seen2 } = order();
+  o2.begin("room:a", 5);
+  assert.equal(o2.push(message("room:a", 7)), "held");
+  o2.push(message("room:a", 6));
+  assert.deepEqual(seen2, ["room:a#6", "room:a#7"]);
+});
