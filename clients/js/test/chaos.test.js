@@ -4,9 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import WebSocket from "ws";
-import { SwitchboardClient } from "../src/index.js";
-import { kick, startGateway, until } from "../testing/gateway.js";
+import { kick, startGateway, testClient, until } from "../testing/gateway.js";
 
 const PER_SENDER = Number(process.env.CHAOS_MESSAGES ?? 150);
 const ROOM = "chaos";
@@ -21,15 +19,7 @@ before(async () => {
 after(() => gateway?.stop());
 
 function client(userId, options = {}) {
-  const c = new SwitchboardClient({
-    url: gateway.wsUrl,
-    userId,
-    WebSocket,
-    reconnect: { initialDelayMs: 50, maxDelayMs: 400 },
-    gapWaitMs: 150,
-    requestTimeoutMs: 20_000,
-    ...options,
-  });
+  const c = testClient(gateway, userId, { requestTimeoutMs: 20_000, ...options });
   c.seen = [];
   c.on("message", (m) => m.stream === STREAM && c.seen.push(m));
   c.on("error", (e) => c.errors?.push(e) ?? (c.errors = [e]));

@@ -2,9 +2,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import WebSocket from "ws";
-import { SwitchboardClient } from "../src/index.js";
-import { kick, startGateway, until } from "../testing/gateway.js";
+import { kick, startGateway, testClient, until } from "../testing/gateway.js";
 
 let gateway;
 const clients = [];
@@ -19,14 +17,7 @@ after(async () => {
 });
 
 async function client(userId, options = {}) {
-  const c = new SwitchboardClient({
-    url: gateway.wsUrl,
-    userId,
-    WebSocket,
-    reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
-    gapWaitMs: 200,
-    ...options,
-  });
+  const c = testClient(gateway, userId, options);
   clients.push(c);
   c.received = [];
   c.on("message", (m) => c.received.push(m));

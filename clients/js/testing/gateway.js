@@ -5,6 +5,8 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
+import { SwitchboardClient } from "../src/index.js";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
@@ -85,4 +87,10 @@ export function until(emitter, event, predicate, ms, what) {
     };
     emitter.on(event, check);
   });
+}
+
+/** A client of `gateway` as `userId`, with short backoff and gap waits for tests. */
+export function testClient(gateway, userId, options = {}) {
+  const reconnect = { initialDelayMs: 50, maxDelayMs: 400 };
+  return new SwitchboardClient({ url: gateway.wsUrl, userId, WebSocket, reconnect, gapWaitMs: 150, ...options });
 }
