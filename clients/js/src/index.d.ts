@@ -1,0 +1,242 @@
+// Type declarations for @switchboard/client (hand-written; the package has no build step).
+
+export type State = "connecting" | "open" | "reconnecting" | "closed";
+export declare const STATES: readonly State[];
+
+/** A stream: `room:<name>`, `user:<userId>` or `all`. */
+export type Stream = string;
+export type Ref = string | number;
+
+export interface MessageFrame {
+  type: "message";
+  id: string;
+  from: string;
+  scope: "user" | "room" | "all";
+  room?: string;
+  text: string;
+  sentAt: number;
+  stream: Stream;
+  seq: number;
+  /** Present when the message came from a `resume`. */
+  replayed?: boolean;
+}
+
+export interface AckFrame {
+  type: "ack";
+  ref: Ref;
+  delivered: number;
+  failed: number;
+  gone: number;
+  id?: string;
+  stream?: Stream;
+  seq?: number;
+  room?: string;
+  joined?: boolean;
+  left?: boolean;
+}
+
+export interface ErrorFrame {
+  type: "error";
+  code: string;
+  message: string;
+  ref?: Ref;
+  /** `not_found` for a user with no live connection: the message is logged for their resume. */
+  id?: string;
+  stream?: Stream;
+  seq?: number;
+}
+
+export interface IdentityFrame {
+  type: "identity";
+  ref: Ref;
+  connectionId: string;
+  userId: string;
+  rooms: string[];
+  role?: string;
+}
+
+export interface HistoryFrame {
+  type: "history";
+  ref: Ref;
+  stream: Stream;
+  messages: MessageFrame[];
+  next: number | null;
+  last: number;
+  skipped?: number[];
+  truncated?: boolean;
+  oldest?: number | null;
+}
+
+/** Errors: the server's `code` (bad_request, forbidden, not_found, too_large, rate_limited,
+ * internal, …) with its frame, or the client's own: timeout, closed, queue_full, gave_up,
+ * disconnected, resume_refused, bad_frame, store. */
+export declare class SwitchboardError extends Error {
+  constructor(code: string, message: string, frame?: ErrorFrame | object);
+  readonly code: string;
+  readonly frame?: ErrorFrame | object;
+}
+
+/** Where the last seq per stream is kept between app restarts. */
+export interface SeqStore {
+  load(): Record<Stream, number> | Promise<Record<Stream, number>>;
+  save(stream: Stream, seq: number): void;
+  flush?(): void;
+}
+
+export declare class MemoryStore implements SeqStore {
+  constructor(initial?: Record<Stream, number>);
+  load(): Record<Stream, number>;
+  save(stream: Stream, seq: number): void;
+}
+
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+export declare class LocalStorageStore implements SeqStore {
+  constructor(key?: string, storage?: StorageLike);
+  load(): Record<Stream, number>;
+  save(stream: Stream, seq: number): void;
+}
+
+/** The subset of the WHATWG WebSocket the client uses (browsers, React Native, `ws`). */
+export interface WebSocketLike {
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code?: number; reason?: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketClass = new (url: string) => WebSocketLike;
+
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export interface ReconnectOptions {
+  /** Base of the exponential backoff (default 500 ms). */
+  initialDelayMs?: number;
+  /** Cap of the backoff (default 30 s); each delay is uniform in [0, min(cap, base·2^n)). */
+  maxDelayMs?: number;
+  /** Consecutive failed attempts before `closed` with `gave_up` (default: never give up). */
+  maxAttempts?: number;
+}
+
+export interface ClientOptions {
+  /** The WebSocket API URL, e.g. `wss://abc.execute-api.eu-west-1.amazonaws.com/prod`. */
+  url: string;
+  /** A JWT, or a function returning one (called before every dial, so it can refresh). */
+  token?: string | (() => string | Promise<string>);
+  /** Local gateway with AUTH_MODE=none only: connect as this user. */
+  userId?: string;
+  /** The WebSocket class; default `globalThis.WebSocket` (Node 20: pass `ws`). */
+  WebSocket?: WebSocketClass;
+  store?: SeqStore;
+  reconnect?: ReconnectOptions;
+  connectTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  resumeTimeoutMs?: number;
+  /** Keepalive under API Gateway's 10-minute idle timeout (default 5 min). */
+  pingIntervalMs?: number;
+  /** Reconnect on the client's terms before API Gateway's 2-hour limit (default 1 h 55 min). */
+  maxConnectionMs?: number;
+  /** How long a seq gap is held before it is fetched with `history` (default 500 ms). */
+  gapWaitMs?: number;
+  historyLimit?: number;
+  /** Requests queued while not open (default 1000); beyond, they reject with `queue_full`. */
+  maxQueue?: number;
+  /** A stream with no stored seq starts at its current end (`latest`) or replays its
+   * retained log (`earliest`). */
+  startFrom?: "latest" | "earliest";
+  timers?: Timers;
+  now?: () => number;
+  random?: () => number;
+}
+
+export interface StateChange {
+  state: State;
+  previous: State;
+  reason?: string;
+  attempt?: number;
+  delay?: number;
+  code?: string;
+  connectionId?: string;
+}
+
+export interface Gap {
+  stream: Stream;
+  from: number;
+  to: number;
+}
+
+export interface Counters {
+  delivered: number;
+  duplicates: number;
+  held: number;
+  reconnects: number;
+  gapFetches: number;
+  filledByHistory: number;
+  resent: number;
+}
+
+export interface ClientEvents {
+  state: StateChange;
+  connecting: StateChange;
+  open: StateChange;
+  reconnecting: StateChange;
+  closed: StateChange;
+  /** Once per (stream, seq), in seq order per stream. */
+  message: MessageFrame;
+  /** Seqs past retention: they will never arrive. */
+  gap: Gap;
+  /** Something the app should know that rejected no request (e.g. a refused rejoin). */
+  error: SwitchboardError;
+}
+
+export declare class SwitchboardClient {
+  constructor(options: ClientOptions);
+  readonly state: State;
+  readonly rooms: string[];
+  readonly counters: Counters;
+  readonly cursors: Record<Stream, number>;
+  userId: string | undefined;
+  connectionId: string | undefined;
+  on<E extends keyof ClientEvents>(event: E, listener: (value: ClientEvents[E]) => void): this;
+  once<E extends keyof ClientEvents>(event: E, listener: (value: ClientEvents[E]) => void): this;
+  off<E extends keyof ClientEvents>(event: E, listener: (value: ClientEvents[E]) => void): this;
+  connect(): Promise<void>;
+  close(): void;
+  sendMessage(userId: string, text: string): Promise<AckFrame>;
+  sendRoom(room: string, text: string): Promise<AckFrame>;
+  broadcast(text: string): Promise<AckFrame>;
+  join(room: string): Promise<AckFrame>;
+  leave(room: string): Promise<AckFrame>;
+  whoami(): Promise<IdentityFrame>;
+  history(stream: Stream, after?: number, limit?: number): Promise<HistoryFrame>;
+}
+
+export declare class StreamOrder {
+  constructor(deliver: (message: MessageFrame) => void, advanced: (stream: Stream, seq: number) => void);
+  readonly stats: { delivered: number; duplicates: number; held: number };
+  cursor(stream: Stream): number | undefined;
+  cursors(): Record<Stream, number>;
+  start(stream: Stream, seq: number): void;
+  begin(stream: Stream, seq: number): void;
+  push(message: MessageFrame): "delivered" | "held" | "duplicate";
+  skip(stream: Stream, seqs: number[]): void;
+  lose(stream: Stream, seq: number): Gap | undefined;
+  gaps(): Stream[];
+  hasGap(stream: Stream): boolean;
+}
+
+export declare function backoffDelay(
+  attempt: number,
+  options: { initialDelayMs: number; maxDelayMs: number },
+  random?: () => number,
+): number;
+export declare function randomId(): string;
+
+export default SwitchboardClient;

@@ -1,0 +1,154 @@
+// Per-stream ordering and dedupe, without I/O: message frames in (live, replayed or from a
+// history page, in any order, possibly twice), the app's deliveries out, once per
+// (stream, seq) and in seq order per stream.
+//
+// The server numbers every stream from 1 without gaps, except seqs it reports as `skipped`
+// (their write failed) and seqs past retention (reported as `oldest`). Anything else missing
+// is a message still on its way (two fan-outs can overtake each other) or lost with a closed
+// socket: the caller holds it briefly, then fetches it with `history` (see index.js).
+
+export class StreamOrder {
+  /**
+   * @param {(message: object) => void} deliver called once per (stream, seq), in order
+   * @param {(stream: string, seq: number) => void} advanced the cursor moved (persist it)
+   */
+  constructor(deliver, advanced) {
+    this._deliver = deliver;
+    this._advanced = advanced;
+    /** @type {Map<string, {cursor: number|undefined, held: Map<number, object>, skipped: Set<number>}>} */
+    this._streams = new Map();
+    this.stats = { delivered: 0, duplicates: 0, held: 0 };
+  }
+
+  _state(stream) {
+    let state = this._streams.get(stream);
+    if (!state) {
+      state = { cursor: undefined, floor: undefined, held: new Map(), skipped: new Set() };
+      this._streams.set(stream, state);
+    }
+    return state;
+  }
+
+  /** The last seq delivered (or passed over) in `stream`, else its floor, else undefined. */
+  cursor(stream) {
+    const state = this._streams.get(stream);
+    return state?.cursor ?? state?.floor;
+  }
+
+  /** Every stream with a cursor: what a `resume` asks for. */
+  cursors() {
+    const out = {};
+    for (const [stream, state] of this._streams) {
+      const seq = state.cursor ?? state.floor;
+      if (seq !== undefined) out[stream] = seq;
+    }
+    return out;
+  }
+
+  /** Set a starting point (from a store, or the stream's `last` for a new one) if none. */
+  start(stream, seq) {
+    const state = this._state(stream);
+    if (state.cursor !== undefined || !Number.isSafeInteger(seq) || seq < 0) return;
+    state.cursor = seq;
+    for (const held of [...state.held.keys()]) {
+      if (held <= seq) state.held.delete(held);
+    }
+    this._advanced(stream, seq); // a new stream's "now" is worth keeping across a restart
+    this._drain(stream, state);
+  }
+
+  /**
+   * Where a new stream starts when nothing is stored: its `last` when the client joined.
+   * A soft start: a message at or below it that still arrives live was sent to this client
+   * (it is a member) after all, overtaken on the way, and is delivered; the floor only
+   * decides where a resume starts and where a stream begins once a later message arrives.
+   */
+  begin(stream, seq) {
+    const state = this._state(stream);
+    if (state.cursor !== undefined || state.floor !== undefined) return;
+    if (!Number.isSafeInteger(seq) || seq < 0) return;
+    state.floor = seq;
+    this._advanced(stream, seq);
+  }
+
+  /** Feed one message frame; returns "delivered", "held" or "duplicate". */
+  push(message) {
+    const { stream, seq } = message;
+    if (typeof stream !== "string" || !Number.isSafeInteger(seq) || seq < 1) return "duplicate";
+    const state = this._state(stream);
+    if (state.cursor === undefined) {
+      // A stream with no starting point starts at its floor, or where the app first hears
+      // of it (see begin()).
+      state.cursor = state.floor !== undefined && seq > state.floor ? state.floor : seq - 1;
+    }
+    if (seq <= state.cursor || state.held.has(seq)) {
+      this.stats.duplicates += 1;
+      return "duplicate";
+    }
+    state.held.set(seq, message);
+    const before = state.cursor;
+    this._drain(stream, state);
+    if (state.cursor >= seq) return "delivered";
+    this.stats.held += before === state.cursor ? 1 : 0;
+    return "held";
+  }
+
+  /** Seqs that will never hold a message: not waited for. */
+  skip(stream, seqs) {
+    const state = this._state(stream);
+    for (const seq of seqs) {
+      if (Number.isSafeInteger(seq) && (state.cursor === undefined || seq > state.cursor)) {
+        state.skipped.add(seq);
+      }
+    }
+    if (state.cursor !== undefined) this._drain(stream, state);
+  }
+
+  /** Everything up to and including `seq` is gone for good (past retention): move past it. */
+  lose(stream, seq) {
+    const state = this._state(stream);
+    if (state.cursor !== undefined && seq <= state.cursor) return undefined;
+    const from = (state.cursor ?? seq) + 1;
+    state.cursor = seq;
+    for (const held of [...state.held.keys()]) {
+      if (held <= seq) state.held.delete(held);
+    }
+    this._advanced(stream, seq);
+    this._drain(stream, state);
+    return from <= seq ? { stream, from, to: seq } : undefined;
+  }
+
+  /** Streams with messages held behind a missing seq. */
+  gaps() {
+    const out = [];
+    for (const [stream, state] of this._streams) {
+      if (state.held.size > 0) out.push(stream);
+    }
+    return out;
+  }
+
+  hasGap(stream) {
+    return (this._streams.get(stream)?.held.size ?? 0) > 0;
+  }
+
+  _drain(stream, state) {
+    const start = state.cursor;
+    for (;;) {
+      const next = state.cursor + 1;
+      if (state.skipped.delete(next)) {
+        state.cursor = next;
+        continue;
+      }
+      const message = state.held.get(next);
+      if (message === undefined) break;
+      state.held.delete(next);
+      state.cursor = next;
+      this.stats.delivered += 1;
+      this._deliver(message);
+    }
+    for (const seq of state.skipped) {
+      if (seq <= state.cursor) state.skipped.delete(seq);
+    }
+    if (state.cursor !== start) this._advanced(stream, state.cursor);
+  }
+}

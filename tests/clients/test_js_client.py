@@ -1,0 +1,47 @@
+"""Runs the JavaScript client's own suite (``clients/js``, ``node --test``) from pytest.
+
+Its integration and chaos tests start the local gateway themselves, so ``make test`` covers
+the client against the real stack. Node packages come from the lockfile (``npm ci``), again
+only when ``node_modules`` is missing or older than the lockfile.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "js"
+
+
+def _install() -> None:
+    lock = CLIENT_DIR / "package-lock.json"
+    stamp = CLIENT_DIR / "node_modules" / ".package-lock.json"  # npm writes it on install
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"], cwd=CLIENT_DIR, check=True, timeout=300
+    )
+
+
+@pytest.mark.timeout(600)
+def test_js_client_suite() -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm not installed: the JavaScript client's tests need Node >= 20")
+    _install()
+    env = {**os.environ, "SWITCHBOARD_PYTHON": sys.executable}
+    result = subprocess.run(
+        ["node", "--test"],
+        cwd=CLIENT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    summary = [line for line in result.stdout.splitlines() if line.startswith(("# ", "not ok"))]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
+    assert any(line.startswith("# pass ") for line in summary), result.stdout[-2000:]
