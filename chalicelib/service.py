@@ -69,7 +69,7 @@ class Switchboard:
 
     def on_connect(self, raw_event: dict[str, Any]) -> HttpResult:
         """Register the connection, or refuse the handshake with a 4xx/5xx status."""
-        event = WsEvent(raw_event)
+        event = WsEvent(raw_event, self.settings.endpoint_rule)
         with log.event_log(
             event="connect", connectionId=event.connection_id, requestId=event.request_id
         ) as record:
@@ -98,7 +98,7 @@ class Switchboard:
 
     def on_disconnect(self, raw_event: dict[str, Any]) -> HttpResult:
         """Remove the connection and its memberships; idempotent, best effort like AWS."""
-        event = WsEvent(raw_event)
+        event = WsEvent(raw_event, self.settings.endpoint_rule)
         with log.event_log(
             event="disconnect",
             connectionId=event.connection_id,
@@ -114,7 +114,7 @@ class Switchboard:
 
     def on_message(self, raw_event: dict[str, Any]) -> HttpResult:
         """Dispatch one client frame. Bad input gets an error frame; nothing raises."""
-        event = WsEvent(raw_event)
+        event = WsEvent(raw_event, self.settings.endpoint_rule)
         with log.event_log(
             event="message", connectionId=event.connection_id, requestId=event.request_id
         ) as record:
