@@ -25,7 +25,7 @@ from moto import mock_aws
 from websockets.sync.client import ClientConnection
 
 from chalicelib.broadcaster import Broadcaster
-from chalicelib.config import Settings
+from chalicelib.config import EndpointRule, Settings
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
@@ -88,6 +88,7 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
     base.update(settings)
     if base["auth_mode"] == "jwt":
         base.setdefault("jwt_secret", SECRET)
+    base.setdefault("endpoint_rule", EndpointRule.from_env())  # AWS_REGION from aws_env
     config = Settings(**base)
     broadcaster = Broadcaster(
         gateway,
