@@ -124,6 +124,18 @@ def http_route(
     return decorate
 
 
+@app.middleware("http")
+def framework_errors_as_ours(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Chalice answers some requests before any route runs (415 for a body that is not JSON,
+    405 for a method the path lacks) with ``{"Code": ..., "Message": ...}``: give them the
+    API's one error shape, ``{"error": ...}``, as the OpenAPI document says."""
+    response = get_response(event)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        response.body = {"error": str(body["Message"])}
+    return response
+
+
 def _error(status: int, message: str) -> Response:
     return Response(body={"error": message}, status_code=status)
 

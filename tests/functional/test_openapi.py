@@ -7,10 +7,12 @@ import json
 import re
 from typing import Any
 
+import pytest
 from chalice.test import Client
 
 import app as app_module
 from chalicelib.registry import Registry
+from chalicelib.service import Switchboard
 from tests.conftest import make_switchboard
 from tests.helpers import FakeGateway
 
@@ -91,3 +93,26 @@ def test_the_document_is_served_as_is_without_a_token(monkeypatch: Any) -> None:
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     assert json.loads(response.body) == document()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status", "error"),
+    [
+        ("POST", "/broadcast", {"Content-Type": "text/plain"}, 415,
+         "Unsupported media type: text/plain"),
+        ("PUT", "/broadcast", {"Content-Type": "application/json"}, 405,
+         "Unsupported method: PUT"),
+    ],
+)  # fmt: skip
+def test_chalices_own_refusals_answer_the_apis_error_shape(
+    switchboard: Switchboard, method: str, path: str, headers: dict[str, str], status: int,
+    error: str,
+) -> None:  # fmt: skip
+    """Found by fuzzing: Chalice's own 415/405 answered {"Code": ..., "Message": ...}."""
+    app_module.reset_switchboard(switchboard)
+    try:
+        with Client(app_module.app) as client:
+            response = client.http.request(method, path, headers=headers, body=b'{"text":"x"}')
+    finally:
+        app_module.reset_switchboard(None)
+    assert (response.status_code, json.loads(response.body)) == (status, {"error": error})
