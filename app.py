@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -130,6 +131,18 @@ def http_route(
     return decorate
 
 
+@app.middleware("http")
+def framework_errors_as_ours(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Chalice answers some requests before any route runs (415 for a body that is not JSON,
+    405 for a method the path lacks) with ``{"Code": ..., "Message": ...}``: give them the
+    API's one error shape, ``{"error": ...}``, as the OpenAPI document says."""
+    response = get_response(event)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        response.body = {"error": str(body["Message"])}
+    return response
+
+
 def _error(status: int, message: str) -> Response:
     return Response(body={"error": message}, status_code=status)
 
@@ -233,6 +246,24 @@ def list_connections(switchboard: Switchboard, caller: Identity) -> Any:
 @http_route(admin=True, status=204)
 def kick(switchboard: Switchboard, caller: Identity, connection_id: str) -> Any:
     switchboard.kick(connection_id)
+
+
+# The HTTP API's OpenAPI document: its one source, shipped in the zip with chalicelib; a test
+# checks that its paths and methods are exactly this app's routes.
+OPENAPI_PATH = Path(__file__).with_name("chalicelib") / "openapi.json"
+
+
+@functools.cache
+def _openapi_text() -> str:
+    return OPENAPI_PATH.read_text(encoding="utf-8")  # once per container
+
+
+@app.route("/openapi.json", methods=["GET"])
+def openapi() -> Response:
+    """This API's OpenAPI 3.1 document; public, like the page (it describes no deployment)."""
+    return Response(
+        body=_openapi_text(), status_code=200, headers={"Content-Type": "application/json"}
+    )
 
 
 @app.route("/", methods=["GET"])

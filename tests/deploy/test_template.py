@@ -203,6 +203,7 @@ def test_deployment_zip_is_small_and_complete(packaged: Packager) -> None:
     names = set(pkg.zip_names())
     assert pkg.zip_bytes < 1_000_000
     assert {"app.py", "chalicelib/schema.json", "chalicelib/schema.py", "chalice/app.py"} <= names
+    assert "chalicelib/openapi.json" in names  # served at GET /openapi.json
     assert "jwt/__init__.py" in names  # PyJWT, the one runtime requirement
     assert not any(n.startswith(("boto3/", "botocore/")) for n in names)  # the runtime has them
     assert not any(n.startswith(("tests/", "local_gateway/", "deploy/", "bench/")) for n in names)
