@@ -8,6 +8,7 @@ collaborators (registry, gateway, broadcaster) in the constructor so tests can p
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -33,6 +34,7 @@ from chalicelib.replay import Replayer, page_fields
 from chalicelib.ws_event import WsEvent
 
 Frame = dict[str, Any]
+_PLAIN_INT_RE = re.compile(r"-?[0-9]{1,16}")
 
 
 @dataclass(frozen=True)
@@ -444,12 +446,14 @@ def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
 
 
 def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
+    """A query parameter as a plain decimal integer (ASCII digits, at most 16 of them: no
+    full-width digits, spaces or underscores, which ``int()`` would accept)."""
     if raw is None or raw == "":
         return default
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
+    text = str(raw)
+    if not _PLAIN_INT_RE.fullmatch(text):
+        raise BadRequest(f"{name} must be an integer from {low} to {high}")
+    value = int(text)
     if not low <= value <= high:
         raise BadRequest(f"{name} must be between {low} and {high}")
     return value
