@@ -14,6 +14,7 @@ from chalice.app import WebsocketEvent
 from chalicelib import web
 from chalicelib.auth import AuthError, Identity
 from chalicelib.config import ConfigError, Settings
+from chalicelib.idempotency import SendInProgress
 from chalicelib.message_log import LogWriteError
 from chalicelib.protocol import Scope
 from chalicelib.service import BadRequest, HttpResult, NotFound, Switchboard
@@ -106,6 +107,8 @@ def http_route(
             except ConfigError as exc:
                 app.log.error("configuration error: %s", exc)
                 return _error(500, "server misconfigured")
+            except SendInProgress as exc:  # the same clientMsgId is being sent: retry shortly
+                return _error(409, str(exc))
             except LogWriteError:
                 app.log.exception("message log write failed")
                 return _error(503, "the message could not be logged; nothing was sent")

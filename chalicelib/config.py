@@ -53,6 +53,8 @@ class Settings:
     # per stream before it answers truncated (the client pages the rest with history).
     history_ttl_seconds: int = 86400
     history_max_replay: int = 500
+    # How long a send's clientMsgId is remembered: a retry within it is answered, not re-sent.
+    idempotency_ttl_seconds: int = 86400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +123,7 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             history_ttl_seconds=_int(env, "HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400),
             history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
+            idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 86400, 60, 366 * 86400),
         )
 
 
