@@ -41,6 +41,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import protocol
 from chalicelib.aws_errors import error_code
+from chalicelib.message_log import MessageLog
 from chalicelib.schema import ttl_attribute
 
 TTL = ttl_attribute()
@@ -101,6 +102,11 @@ class ClientMsgIdReused(DuplicateSend):
         return protocol.error_frame("bad_request", str(self), ref)
 
 
+def digest(text: str) -> str:
+    """What a record keeps of the text: enough to tell a retry from a reused id."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class Claim:
     """This request owns the send of ``(user_id, client_msg_id)``; ``at`` marks the claim."""
@@ -110,26 +116,25 @@ class Claim:
     at: int
 
 
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 class SendLedger:
-    """The ``(userId, clientMsgId)`` records, over a low-level DynamoDB client."""
+    """The ``(userId, clientMsgId)`` records, in the message log's table through its client."""
 
     def __init__(
         self,
-        client: Any,
-        table_name: str,
+        log: MessageLog,
+        *,
         ttl_seconds: int = 86400,
-        clock: Callable[[], float] = time.time,
         pending_seconds: float = 90.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._ddb = client
-        self._table = table_name
+        self._ddb, self._table = log.client, log.table_name  # beside the log, in its table
         self._ttl_seconds = ttl_seconds
         self._clock = clock
+        # A claim this old without a seq has outlived its writer (the function's timeout).
         self._pending_ms = int(pending_seconds * 1000)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
 
     def _key(self, user_id: str, client_msg_id: str) -> dict[str, Any]:
         return {"PK": {"S": f"SENT#{user_id}"}, "SK": {"S": f"MSG#{client_msg_id}"}}
@@ -137,7 +142,7 @@ class SendLedger:
     def claim(self, user_id: str, client_msg_id: str, stream: str, text: str) -> Claim:
         """Own the send, or raise ``DuplicateSend`` (nothing may be sent then). DynamoDB errors
         other than the failed condition propagate: nothing was sent either."""
-        now_ms = int(self._clock() * 1000)
+        now_ms = self._now_ms()
         key = self._key(user_id, client_msg_id)
         item = {
             **key,

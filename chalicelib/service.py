@@ -72,10 +72,7 @@ class Switchboard:
         self.broadcaster = broadcaster
         self.message_log = message_log
         self.replayer = Replayer(message_log, settings.history_max_replay)
-        # clientMsgId records live in the log's table, through the log's client by default.
-        self.sends = sends or SendLedger(
-            message_log.client, message_log.table_name, settings.idempotency_ttl_seconds
-        )
+        self.sends = sends or SendLedger(message_log, ttl_seconds=settings.idempotency_ttl_seconds)
 
     # --- WebSocket events -----------------------------------------------------------------
 

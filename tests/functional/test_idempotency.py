@@ -15,7 +15,7 @@ from chalicelib.idempotency import (
     SendInProgress,
     SendLedger,
 )
-from chalicelib.message_log import LogWriteError
+from chalicelib.message_log import LogWriteError, MessageLog
 from chalicelib.service import Switchboard
 from tests.conftest import TABLE, Clock
 from tests.functional import test_app
@@ -26,9 +26,15 @@ harness = test_app.harness  # the handlers over moto and a fake gateway
 DM = {"action": "sendMessage", "targetUserId": "bob", "text": "hi bob", "clientMsgId": "m-1"}
 
 
+def alice_and_bob(harness: Harness) -> None:
+    """Connection ``a`` of alice, ``b`` of bob."""
+    harness.connect("a", userId="alice")
+    harness.connect("b", userId="bob")
+
+
 @pytest.fixture
 def ledger(ddb: Any, clock: Clock) -> SendLedger:
-    return SendLedger(ddb, TABLE, ttl_seconds=600, clock=clock, pending_seconds=90)
+    return SendLedger(MessageLog(ddb, TABLE), ttl_seconds=600, clock=clock, pending_seconds=90)
 
 
 @pytest.fixture
@@ -67,8 +73,7 @@ def test_a_repeat_after_a_reconnect_gets_the_original_ack_and_is_delivered_once(
 
 
 def test_room_and_broadcast_sends_are_idempotent_too(harness: Harness) -> None:
-    harness.connect("a", userId="alice")
-    harness.connect("b", userId="bob")
+    alice_and_bob(harness)
     for cid in ("a", "b"):
         harness.send(cid, {"action": "join", "room": "lobby"})
     room = {"action": "sendRoom", "room": "lobby", "text": "hello", "clientMsgId": "r-1"}
@@ -96,8 +101,7 @@ def test_two_users_may_use_the_same_client_msg_id(harness: Harness) -> None:
 def test_a_client_msg_id_is_forgotten_after_its_ttl(
     harness: Harness, clocked: SendLedger, clock: Clock
 ) -> None:
-    harness.connect("a", userId="alice")
-    harness.connect("b", userId="bob")
+    alice_and_bob(harness)
     harness.send("a", DM)
     clock.now += 599
     assert harness.send("a", DM)["duplicate"] is True
@@ -111,8 +115,7 @@ def test_a_client_msg_id_is_forgotten_after_its_ttl(
 def test_a_repeat_while_the_first_is_in_flight_is_told_to_retry(
     harness: Harness, clocked: SendLedger, clock: Clock
 ) -> None:
-    harness.connect("a", userId="alice")
-    harness.connect("b", userId="bob")
+    alice_and_bob(harness)
     clocked.claim("alice", "m-1", "user:bob", "hi bob")  # another Lambda is sending it
     busy = harness.send("a", DM)
     assert busy["type"] == "error" and busy["code"] == "rate_limited", busy
@@ -127,8 +130,7 @@ def test_a_repeat_while_the_first_is_in_flight_is_told_to_retry(
 
 
 def test_a_client_msg_id_reused_for_another_message_is_refused(harness: Harness) -> None:
-    harness.connect("a", userId="alice")
-    harness.connect("b", userId="bob")
+    alice_and_bob(harness)
     harness.send("a", DM)
     for other in ({**DM, "text": "something else"}, {**DM, "targetUserId": "carol"}):
         refused = harness.send("a", other)
@@ -139,8 +141,7 @@ def test_a_client_msg_id_reused_for_another_message_is_refused(harness: Harness)
 def test_a_send_the_log_refused_may_be_retried(
     harness: Harness, switchboard: Switchboard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    harness.connect("a", userId="alice")
-    harness.connect("b", userId="bob")
+    alice_and_bob(harness)
 
     def refuse(stream: str, frame: dict[str, Any]) -> dict[str, Any]:
         raise LogWriteError("throttled")
@@ -195,7 +196,7 @@ def test_of_concurrent_claims_exactly_one_wins(ddb: Any, clock: Clock) -> None:
     lock = threading.Lock()
 
     def claim() -> None:
-        ledger = SendLedger(ddb, TABLE, clock=clock)  # as separate containers would
+        ledger = SendLedger(MessageLog(ddb, TABLE), clock=clock)  # as separate containers would
         try:
             ledger.claim("alice", "m-1", "room:a", "x")
             outcome = "won"
