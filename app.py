@@ -16,6 +16,7 @@ from chalicelib import web
 from chalicelib.auth import AuthError, Identity
 from chalicelib.aws_errors import ConfigProblem, config_problem
 from chalicelib.config import ConfigError, Settings
+from chalicelib.idempotency import SendInProgress
 from chalicelib.message_log import LogWriteError
 from chalicelib.protocol import Scope
 from chalicelib.service import BadRequest, HttpResult, NotFound, Switchboard
@@ -108,6 +109,8 @@ def http_route(
             except ConfigError as exc:
                 app.log.error("configuration error: %s", exc)
                 return _misconfigured(_setting_problem(exc))
+            except SendInProgress as exc:  # the same clientMsgId is being sent: retry shortly
+                return _error(409, str(exc))
             except LogWriteError as exc:
                 problem = config_problem(exc.__cause__)
                 if problem is not None:

@@ -113,6 +113,8 @@ class Settings:
     history_ttl_seconds: int = 86400
     history_max_replay: int = 500
     endpoint_rule: EndpointRule = field(default_factory=EndpointRule)
+    # How long a send's clientMsgId is remembered: a retry within it is answered, not re-sent.
+    idempotency_ttl_seconds: int = 86400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -182,6 +184,7 @@ class Settings:
             history_ttl_seconds=_int(env, "HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400),
             history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
             endpoint_rule=EndpointRule.from_env(env),
+            idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 86400, 60, 366 * 86400),
         )
 
 

@@ -91,6 +91,15 @@ class MessageLog:
         self._clock = clock
         self._settle_ms = int(settle_seconds * 1000)
 
+    @property
+    def client(self) -> Any:
+        """The DynamoDB client (other records of the one table share it)."""
+        return self._ddb
+
+    @property
+    def table_name(self) -> str:
+        return self._table
+
     # --- writes ---------------------------------------------------------------------------
 
     def append(self, stream: str, frame: dict[str, Any]) -> dict[str, Any]:

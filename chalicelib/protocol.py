@@ -20,6 +20,9 @@ from typing import Any
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@|+-]{1,128}$")
 ROOM_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 CONNECTION_ID_RE = re.compile(r"^[A-Za-z0-9_=+/-]{1,128}$")
+# A client's idempotency key for a send (see idempotency.py): it becomes a DynamoDB sort key,
+# so the same small charset without "#" (UUIDs, ULIDs and nanoids all fit).
+CLIENT_MSG_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_REF_CHARS = 64
 # API Gateway's message limit is 128 KB; botocore's PostToConnection Data max is 131072 bytes.
 MAX_PAYLOAD_BYTES = 131072
@@ -52,12 +55,14 @@ class SendMessage:
     target_user_id: str
     text: str
     ref: Ref = None
+    client_msg_id: str | None = None  # a retry with the same id is sent once
 
 
 @dataclass(frozen=True)
 class BroadcastAll:
     text: str
     ref: Ref = None
+    client_msg_id: str | None = None  # a retry with the same id is sent once
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class SendRoom:
     room: str
     text: str
     ref: Ref = None
+    client_msg_id: str | None = None  # a retry with the same id is sent once
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,21 @@ def _seq(value: object, field: str) -> int:
     return value
 
 
+def valid_client_msg_id(value: object) -> bool:
+    return isinstance(value, str) and CLIENT_MSG_ID_RE.fullmatch(value) is not None
+
+
+def _client_msg_id(obj: dict[str, Any]) -> str | None:
+    value = obj.get("clientMsgId")
+    if value is None:
+        return None
+    if not valid_client_msg_id(value):
+        raise _Invalid(
+            "bad_request", "'clientMsgId' must be 1-64 characters of A-Z a-z 0-9 _ . : -"
+        )
+    return str(value)
+
+
 def _stream(value: object) -> str:
     if parse_stream(value) is None:
         raise _Invalid("bad_request", "a stream is 'room:<room>', 'user:<userId>' or 'all'")
@@ -279,15 +300,15 @@ def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command 
         if not isinstance(action, str):
             raise _Invalid("bad_request", "'action' is required and must be a string")
         if action == "sendMessage":
-            return SendMessage(_user(obj), _text(obj, max_text_chars), ref)
+            return SendMessage(_user(obj), _text(obj, max_text_chars), ref, _client_msg_id(obj))
         if action == "broadcastAll":
-            return BroadcastAll(_text(obj, max_text_chars), ref)
+            return BroadcastAll(_text(obj, max_text_chars), ref, _client_msg_id(obj))
         if action == "join":
             return Join(_room(obj), ref)
         if action == "leave":
             return Leave(_room(obj), ref)
         if action == "sendRoom":
-            return SendRoom(_room(obj), _text(obj, max_text_chars), ref)
+            return SendRoom(_room(obj), _text(obj, max_text_chars), ref, _client_msg_id(obj))
         if action == "ping":
             return Ping(ref)
         if action == "whoami":

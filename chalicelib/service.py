@@ -20,6 +20,13 @@ from chalicelib.auth import AuthError, Identity, connect_identity, require_admin
 from chalicelib.aws_errors import error_code, is_throttling
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import Settings
+from chalicelib.idempotency import (
+    AlreadySent,
+    Claim,
+    ClientMsgIdReused,
+    DuplicateSend,
+    SendLedger,
+)
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message_log import LogWriteError, MessageLog
 from chalicelib.protocol import Scope
@@ -59,6 +66,7 @@ class Switchboard:
         gateway: ManagementApi,
         broadcaster: Broadcaster,
         message_log: MessageLog,
+        sends: SendLedger | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -66,6 +74,7 @@ class Switchboard:
         self.broadcaster = broadcaster
         self.message_log = message_log
         self.replayer = Replayer(message_log, settings.history_max_replay)
+        self.sends = sends or SendLedger(message_log, ttl_seconds=settings.idempotency_ttl_seconds)
 
     # --- WebSocket events -----------------------------------------------------------------
 
@@ -135,6 +144,10 @@ class Switchboard:
                 )
             except PayloadTooLarge as exc:
                 frame = protocol.error_frame("too_large", str(exc), command.ref)
+            except DuplicateSend as exc:
+                # A retry of a send made (or being made) already: nothing is sent again.
+                record["outcome"] = type(exc).__name__
+                frame = exc.frame(command.ref)
             except LogWriteError as exc:
                 # Logged before sent: a message the log could not take is not sent at all.
                 cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
@@ -262,7 +275,9 @@ class Switchboard:
         self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]
     ) -> Frame:
         target = command.target_user_id
-        message, report = self._send(conn, Scope.USER, target, command.text, record)
+        message, report = self._send(
+            conn, Scope.USER, target, command.text, record, command.client_msg_id
+        )
         if report.recipients == 0 and target != conn.user_id:  # only this very connection: fine
             # Logged all the same: the user gets it when they connect and resume.
             frame = protocol.error_frame(
@@ -286,7 +301,9 @@ class Switchboard:
             return protocol.error_frame(
                 "forbidden", f"join {command.room!r} before sending to it", command.ref
             )
-        message, report = self._send(conn, Scope.ROOM, command.room, command.text, record)
+        message, report = self._send(
+            conn, Scope.ROOM, command.room, command.text, record, command.client_msg_id
+        )
         return _ack(command.ref, message, report)
 
     def _broadcast_all(
@@ -296,7 +313,9 @@ class Switchboard:
             return protocol.error_frame(
                 "forbidden", "broadcastAll needs the admin role", command.ref
             )
-        message, report = self._send(conn, Scope.ALL, None, command.text, record)
+        message, report = self._send(
+            conn, Scope.ALL, None, command.text, record, command.client_msg_id
+        )
         return _ack(command.ref, message, report)
 
     def _send(
@@ -306,11 +325,12 @@ class Switchboard:
         name: str | None,
         text: str,
         record: dict[str, Any],
+        client_msg_id: str | None = None,
     ) -> tuple[Frame, Report]:
         """Log a client's message in its stream, then fan it out to its audience, except the
-        sending connection itself."""
+        sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``."""
         audience, message = self._audience(scope, name, conn.user_id, text)
-        message = self._log(scope, name, message, record)
+        message = self._log(scope, name, message, record, client_msg_id)
         report = self.broadcaster.fan_out(
             audience,
             protocol.encode(message),
@@ -337,11 +357,34 @@ class Switchboard:
             case _:
                 assert_never(scope)
 
-    def _log(self, scope: Scope, name: str | None, message: Frame, record: dict[str, Any]) -> Frame:
+    def _log(
+        self,
+        scope: Scope,
+        name: str | None,
+        message: Frame,
+        record: dict[str, Any],
+        client_msg_id: str | None = None,
+    ) -> Frame:
         """Store ``message`` in its stream before anyone gets it; the frame as logged, with
-        ``stream`` and ``seq``. Raises ``LogWriteError``: then nothing may be sent."""
-        logged = self.message_log.append(protocol.stream_name(scope, name), message)
+        ``stream`` and ``seq``. Raises ``LogWriteError``: then nothing may be sent; with a
+        ``client_msg_id`` used before, ``DuplicateSend`` (idempotency.py): nothing either."""
+        stream = protocol.stream_name(scope, name)
+        claim: Claim | None = None
+        if client_msg_id is not None:
+            claim = self.sends.claim(message["from"], client_msg_id, stream, message["text"])
+        try:
+            logged = self.message_log.append(stream, message)
+        except LogWriteError:
+            if claim is not None:
+                self.sends.release(claim)  # nothing was sent: a retry may send
+            raise
         record.update(stream=logged["stream"], seq=logged["seq"])
+        if claim is not None:
+            try:
+                self.sends.complete(claim, logged)
+            except (ClientError, BotoCoreError) as exc:
+                # Logged: send it. A repeat meets a pending claim ("retry") until it is stale.
+                record["idempotency"] = error_code(exc)
         return logged
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
@@ -375,13 +418,22 @@ class Switchboard:
             text = protocol.validate_text(body.get("text"), self.settings.max_text_chars)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        client_msg_id = body.get("clientMsgId")
+        if client_msg_id is not None and not protocol.valid_client_msg_id(client_msg_id):
+            raise BadRequest("clientMsgId must be 1-64 characters of A-Z a-z 0-9 _ . : -")
         if scope is Scope.USER and not protocol.valid_user_id(name):
             raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
         if scope is Scope.ROOM and not protocol.valid_room(name):
             raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
         targets, message = self._audience(scope, name, sender.user_id, text)
         with log.event_log(event="http_push", scope=scope.value) as record:
-            message = self._log(scope, name, message, record)
+            try:
+                message = self._log(scope, name, message, record, client_msg_id)
+            except AlreadySent as exc:  # a retried push: the original answer, nothing sent
+                record["outcome"] = "AlreadySent"
+                return {**exc.answer(), "recipients": 0}
+            except ClientMsgIdReused as exc:
+                raise BadRequest(str(exc)) from None
             report: Report = self.broadcaster.fan_out(
                 targets, protocol.encode(message), scope=scope.value
             )

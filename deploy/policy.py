@@ -66,7 +66,8 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "websocket_message",
         "WebsocketMessage",
         "WebsocketMessageRole",
-        # get; join/leave transactions (Put, Update, Delete); room Query; prune on 410.
+        # get; join/leave transactions (Put, Update, Delete); room Query; prune on 410;
+        # clientMsgId records (conditional Put, Update; Delete when the log refused a send).
         table_actions=(
             "GetItem",
             "PutItem",
@@ -83,7 +84,8 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "APIHandler",
         "ApiHandlerRole",
         # push to user/room/all (logged first: seq by UpdateItem, message by PutItem), history
-        # (Query + GetItem of the stream head), list, kick (get + remove), prune on 410.
+        # (Query + GetItem of the stream head), list, kick (get + remove), prune on 410;
+        # clientMsgId records as for websocket_message.
         table_actions=("GetItem", "PutItem", "UpdateItem", "Query", "BatchWriteItem", "DeleteItem"),
         index_actions=("Query",),
         connection_methods=("POST", "DELETE"),

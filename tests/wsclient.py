@@ -25,6 +25,16 @@ from local_gateway import LocalGateway
 # The ``ws_connect`` fixture (tests/conftest.py): ``open_ws`` closed at teardown.
 WsConnect = Callable[..., ClientConnection]
 
+# Called with every JSON frame ``recv_json``, ``send`` and ``WsClient`` receive, when set: the
+# e2e suite sets a checker of docs/asyncapi.yaml here (tests/e2e/conftest.py).
+frame_check: Callable[[Any], None] | None = None
+
+
+def _received(frame: Any) -> Any:
+    if frame_check is not None:
+        frame_check(frame)
+    return frame
+
 
 def ws_url(target: LocalGateway | str, query: str = "") -> str:
     """The WebSocket URL of a started gateway (or ``target`` itself), with ``?query``."""
@@ -46,7 +56,7 @@ def open_ws(target: LocalGateway | str, query: str = "", **options: Any) -> Clie
 
 
 def recv_json(ws: ClientConnection, timeout: float = 5) -> Any:
-    return json.loads(ws.recv(timeout=timeout))
+    return _received(json.loads(ws.recv(timeout=timeout)))
 
 
 def send(ws: ClientConnection, frame: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
@@ -109,7 +119,7 @@ class WsClient:
         try:
             async for raw in self.ws:
                 try:
-                    frame = json.loads(raw)
+                    frame = _received(json.loads(raw))
                 except ValueError:
                     frame = {"unparsed": raw if isinstance(raw, str) else raw.hex()}
                 if isinstance(frame, dict) and frame.get("type") == "message":

@@ -202,6 +202,14 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     frame("a", {"action": "join", "room": "lobby"})
     frame("b", {"action": "join", "room": "lobby"})
     frame("a", {"action": "sendMessage", "targetUserId": "u_2", "text": "hi"})
+    idempotent = {
+        "action": "sendMessage",
+        "targetUserId": "u_2",
+        "text": "once",
+        "clientMsgId": "m1",
+    }
+    frame("a", idempotent)
+    frame("a", idempotent)  # a retry: answered from the clientMsgId record
     frame("a", {"action": "sendRoom", "room": "lobby", "text": "hi all"})
     frame("b", {"action": "leave", "room": "lobby"})
     frame("b", {"action": "join", "room": "side"})  # kicked below: a membership to delete
@@ -214,6 +222,8 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     assert http("post", "/users/u_2/messages", {"text": "from the back end"}) == 200
     assert http("post", "/rooms/lobby/messages", {"text": "room"}) == 200
     assert http("post", "/broadcast", {"text": "all"}) == 200
+    for _ in range(2):  # the second is a retry answered from the clientMsgId record
+        assert http("post", "/broadcast", {"text": "once", "clientMsgId": "job-1"}) == 200
     assert http("get", "/connections") == 200
     assert http("delete", "/connections/b") == 204
 

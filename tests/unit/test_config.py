@@ -145,3 +145,13 @@ def test_no_auth_is_refused_inside_lambda() -> None:
     assert (
         Settings.from_env({**deployed, "AUTH_MODE": "jwt", "JWT_SECRET": SECRET}).auth_mode == "jwt"
     )
+
+
+def test_idempotency_ttl_defaults_to_a_day_and_is_bounded() -> None:
+    base = {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"}
+    assert Settings.from_env(base).idempotency_ttl_seconds == 86400
+    assert (
+        Settings.from_env({**base, "IDEMPOTENCY_TTL_SECONDS": "600"}).idempotency_ttl_seconds == 600
+    )
+    with pytest.raises(ConfigError, match="IDEMPOTENCY_TTL_SECONDS must be between"):
+        Settings.from_env({**base, "IDEMPOTENCY_TTL_SECONDS": "5"})

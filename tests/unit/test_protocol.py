@@ -195,3 +195,24 @@ def test_stream_names_round_trip() -> None:
     for name in ("room:lobby", "user:u_1", "all"):
         scope, value = protocol.parse_stream(name)  # type: ignore[misc]
         assert protocol.stream_name(scope, value) == name
+
+
+def test_sends_carry_an_optional_client_msg_id() -> None:
+    cmid = "01J9Z3K6-msg_1.a:b"
+    dm = json.dumps(
+        {"action": "sendMessage", "targetUserId": "u", "text": "t", "clientMsgId": cmid}
+    )
+    assert parse_frame(dm) == SendMessage("u", "t", None, cmid)
+    room = json.dumps({"action": "sendRoom", "room": "r", "text": "t", "clientMsgId": cmid})
+    assert parse_frame(room) == SendRoom("r", "t", None, cmid)
+    everyone = json.dumps({"action": "broadcastAll", "text": "t", "clientMsgId": "x", "ref": 3})
+    assert parse_frame(everyone) == BroadcastAll("t", 3, "x")
+    assert parse_frame('{"action":"broadcastAll","text":"t"}') == BroadcastAll("t")
+
+
+@pytest.mark.parametrize("cmid", ["", "x" * 65, "a#b", "a b", "é", 7, True, ["x"], {"a": 1}])
+def test_a_bad_client_msg_id_is_a_bad_request_that_echoes_the_ref(cmid: object) -> None:
+    frame = {"action": "sendRoom", "room": "r", "text": "t", "clientMsgId": cmid, "ref": "q"}
+    error = parse_frame(json.dumps(frame))
+    assert isinstance(error, ProtocolError)
+    assert (error.code, error.ref) == ("bad_request", "q") and "clientMsgId" in error.message
