@@ -70,13 +70,13 @@ def test_connections_answer_at_the_mapping_path_on_the_domain_only(
 ) -> None:
     bob = ws_connect(gw, "userId=u_bob")
     cid = quote(send(bob, {"action": "whoami"})["connectionId"], safe="")
-    frame = json.dumps({"type": "note"}).encode()
+    frame = json.dumps({"type": "pong"}).encode()
     # https://{domainName}/{stage}: what apps derived from the event; AWS refuses it when the
     # mapping path is not the stage.
     assert signed_post(gw, DOMAIN, f"/api/@connections/{cid}", frame) == 403
     assert signed_post(gw, DOMAIN, f"/v1/@connections/{cid}", frame) == 200
-    assert recv_json(bob) == {"type": "note"}
+    assert recv_json(bob) == {"type": "pong"}
     execute_api = f"{gw.api_id}.execute-api.{gw.region}.amazonaws.com"
     assert signed_post(gw, execute_api, f"/v1/@connections/{cid}", frame) == 403
     assert signed_post(gw, execute_api, f"/api/@connections/{cid}", frame) == 200
-    assert recv_json(bob) == {"type": "note"}
+    assert recv_json(bob) == {"type": "pong"}
