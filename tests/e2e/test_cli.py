@@ -19,6 +19,7 @@ FLAGS = [
     "--table-env", "--dynamodb-endpoint", "--region", "--auth-mode", "--env", "--idle-timeout",
     "--max-duration", "--integration-timeout", "--send-buffer-limit", "--workers",
     "--latency-ms", "--throttle-rate", "--error-rate", "--fault-seed", "--log-level",
+    "--account-rps", "--account-burst",
 ]  # fmt: skip
 
 
@@ -74,3 +75,19 @@ def test_runs_until_ctrl_c(tmp_path: object) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--account-burst", "5"],
+        ["--account-rps", "0"],
+        ["--account-rps", "9", "--account-burst", "0.5"],
+    ],
+)
+def test_a_bad_account_quota_is_a_usage_error(argv: list[str]) -> None:
+    from local_gateway import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
