@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from chalicelib.rate_control import RATE_CONTROLS
+
 AUTH_MODES = ("jwt", "none")
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
@@ -41,6 +43,12 @@ class Settings:
     # A fan-out stops starting posts after this long: under API Gateway's 29 s integration
     # timeout, so the sender gets its ack instead of "Endpoint request timed out".
     fanout_deadline_seconds: float = 25.0
+    # Posts/s pacing against the account's @connections quota (rate_control.py): "aimd"
+    # learns a share from 429s, "off" posts as fast as FANOUT_WORKERS allow. The initial rate
+    # defaults to the maximum, which defaults to AWS's default account quota (10,000 rps).
+    fanout_rate_control: str = "aimd"
+    fanout_initial_rate: float | None = None
+    fanout_max_rate: float = 10000.0
     all_shards: int = 8
     max_text_chars: int = 8192
     max_rooms_per_connection: int = 50
@@ -85,6 +93,17 @@ class Settings:
         transport = env.get("MANAGEMENT_TRANSPORT", "async").strip().lower()
         if transport not in ("async", "boto3"):
             raise ConfigError(f"MANAGEMENT_TRANSPORT must be async or boto3, got {transport!r}")
+        rate_control = env.get("FANOUT_RATE_CONTROL", "aimd").strip().lower()
+        if rate_control not in RATE_CONTROLS:
+            raise ConfigError(
+                f"FANOUT_RATE_CONTROL must be one of {', '.join(RATE_CONTROLS)}, got {rate_control!r}"
+            )
+        max_rate = _float(env, "FANOUT_MAX_RATE", 10000.0, 1.0, 1e6)
+        initial_rate = _float(env, "FANOUT_INITIAL_RATE", max_rate, 1.0, 1e6)
+        if initial_rate > max_rate:
+            raise ConfigError(
+                f"FANOUT_INITIAL_RATE ({initial_rate:g}) must not exceed FANOUT_MAX_RATE ({max_rate:g})"
+            )
         secret = env.get("JWT_SECRET") or None
         source = "JWT_SECRET"
         parameter = (env.get("JWT_SECRET_PARAMETER") or "").strip()
@@ -111,6 +130,9 @@ class Settings:
             management_endpoint=(env.get("APIGW_MANAGEMENT_ENDPOINT") or "").rstrip("/") or None,
             fanout_workers=_int(env, "FANOUT_WORKERS", 64, 1, 1024),
             fanout_deadline_seconds=_float(env, "FANOUT_DEADLINE_SECONDS", 25.0, 0.1, 900.0),
+            fanout_rate_control=rate_control,
+            fanout_initial_rate=initial_rate,
+            fanout_max_rate=max_rate,
             all_shards=_int(env, "ALL_SHARDS", 8, 1, 256),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 8192, 1, 32768),
             max_rooms_per_connection=_int(env, "MAX_ROOMS_PER_CONNECTION", 50, 1, 1000),
