@@ -28,9 +28,9 @@ from collections.abc import Callable
 RATE_CONTROLS = ("aimd", "off")  # FANOUT_RATE_CONTROL: pace by AIMD, or not at all
 
 # The rate grows by this share of the maximum rate per second while the limiter binds: from
-# half of a fair share back to it in a few seconds, the same step for every sender (equal
+# half of a fair share back to it in about a second or two, the same step for every sender (equal
 # steps are what makes AIMD converge on equal shares).
-INCREASE_SHARE_PER_SECOND = 0.05
+INCREASE_SHARE_PER_SECOND = 0.1
 MIN_RATE = 10.0  # posts/s: a fan-out always progresses, however hard it was throttled
 # The bucket holds this many seconds of posts, so a late timer does not lose the posts it
 # owes, and a loop that wakes up late sends at most this much in one go.

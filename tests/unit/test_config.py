@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert settings.jwt_max_lifetime_seconds == 86400
     assert settings.fanout_deadline_seconds == 25.0
     assert settings.fanout_rate_control == "aimd"
-    assert settings.fanout_initial_rate == settings.fanout_max_rate == 10000.0
+    assert (settings.fanout_initial_rate, settings.fanout_max_rate) == (3200.0, 10000.0)
 
 
 def test_reads_every_setting() -> None:
