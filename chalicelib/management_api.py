@@ -221,7 +221,9 @@ class ManagementApi:
                         connect_timeout=self._timeouts[0],
                         read_timeout=self._timeouts[1],
                         max_attempts=self._max_attempts,
-                        rate=AimdRate(*self._rate) if self._rate is not None else None,
+                        # Passed only when pacing is on: bench/profile_fanout.py swaps in
+                        # earlier transports, which take no rate.
+                        **({"rate": AimdRate(*self._rate)} if self._rate is not None else {}),
                     )
         return self._transport
 

@@ -42,6 +42,10 @@ def test_reads_every_setting() -> None:
     assert settings.fanout_deadline_seconds == 12.5
 
 
+def _local(**settings: str) -> dict[str, str]:
+    return {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", **settings}
+
+
 @pytest.mark.parametrize(
     ("env", "words"),
     [
@@ -73,16 +77,10 @@ def test_reads_every_setting() -> None:
             {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_DEADLINE_SECONDS": "nan"},
             "FANOUT_DEADLINE_SECONDS must be between",
         ),
+        (_local(FANOUT_RATE_CONTROL="tcp"), "FANOUT_RATE_CONTROL must be one of aimd, off"),
+        (_local(FANOUT_MAX_RATE="0"), "FANOUT_MAX_RATE must be between"),
         (
-            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_RATE_CONTROL": "tcp"},
-            "FANOUT_RATE_CONTROL must be one of aimd, off",
-        ),
-        (
-            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_MAX_RATE": "0"},
-            "FANOUT_MAX_RATE must be between",
-        ),
-        (
-            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_INITIAL_RATE": "2e4"},
+            _local(FANOUT_INITIAL_RATE="2e4"),
             "FANOUT_INITIAL_RATE .* must not exceed FANOUT_MAX_RATE",
         ),
         (
