@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chalicelib.rate_control import RATE_CONTROLS
+
 AUTH_MODES = ("jwt", "none")
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
@@ -100,6 +102,13 @@ class Settings:
     # A fan-out stops starting posts after this long: under API Gateway's 29 s integration
     # timeout, so the sender gets its ack instead of "Endpoint request timed out".
     fanout_deadline_seconds: float = 25.0
+    # Posts/s pacing against the account's @connections quota (rate_control.py): "aimd"
+    # learns a share from 429s, "off" posts as fast as FANOUT_WORKERS allow. The maximum
+    # defaults to AWS's default account quota (10,000 rps); the initial rate to what
+    # FANOUT_WORKERS sustain at ~20 ms a post (3,200/s for 64), under the maximum.
+    fanout_rate_control: str = "aimd"
+    fanout_initial_rate: float | None = None
+    fanout_max_rate: float = 10000.0
     all_shards: int = 8
     max_text_chars: int = 8192
     max_rooms_per_connection: int = 50
@@ -147,6 +156,19 @@ class Settings:
         transport = env.get("MANAGEMENT_TRANSPORT", "async").strip().lower()
         if transport not in ("async", "boto3"):
             raise ConfigError(f"MANAGEMENT_TRANSPORT must be async or boto3, got {transport!r}")
+        rate_control = env.get("FANOUT_RATE_CONTROL", "aimd").strip().lower()
+        if rate_control not in RATE_CONTROLS:
+            raise ConfigError(
+                f"FANOUT_RATE_CONTROL must be one of {', '.join(RATE_CONTROLS)}, got {rate_control!r}"
+            )
+        max_rate = _float(env, "FANOUT_MAX_RATE", 10000.0, 1.0, 1e6)
+        workers = _int(env, "FANOUT_WORKERS", 64, 1, 1024)
+        # What the pool sustains at ~20 ms a post (see Limits in the README), under the cap.
+        initial_rate = _float(env, "FANOUT_INITIAL_RATE", min(max_rate, workers / 0.02), 1.0, 1e6)
+        if initial_rate > max_rate:
+            raise ConfigError(
+                f"FANOUT_INITIAL_RATE ({initial_rate:g}) must not exceed FANOUT_MAX_RATE ({max_rate:g})"
+            )
         secret = env.get("JWT_SECRET") or None
         source = "JWT_SECRET"
         parameter = (env.get("JWT_SECRET_PARAMETER") or "").strip()
@@ -171,8 +193,11 @@ class Settings:
             admin_role=env.get("ADMIN_ROLE", "admin"),
             connection_ttl_seconds=_int(env, "CONNECTION_TTL_SECONDS", 7500, 60, 30 * 86400),
             management_endpoint=(env.get("APIGW_MANAGEMENT_ENDPOINT") or "").rstrip("/") or None,
-            fanout_workers=_int(env, "FANOUT_WORKERS", 64, 1, 1024),
+            fanout_workers=workers,
             fanout_deadline_seconds=_float(env, "FANOUT_DEADLINE_SECONDS", 25.0, 0.1, 900.0),
+            fanout_rate_control=rate_control,
+            fanout_initial_rate=initial_rate,
+            fanout_max_rate=max_rate,
             all_shards=_int(env, "ALL_SHARDS", 8, 1, 256),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 8192, 1, 32768),
             max_rooms_per_connection=_int(env, "MAX_ROOMS_PER_CONNECTION", 50, 1, 1000),

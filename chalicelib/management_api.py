@@ -4,6 +4,9 @@ Every call returns a typed outcome instead of raising, so a fan-out can count re
 of throttling (``LimitExceededException``, 429) and transient 5xx errors are botocore's
 standard retry mode, not hand-written backoff.
 
+Posts through the async transport are paced by AIMD on 429s (``rate_control.py``) unless
+``rate_control="off"``.
+
 Batches (``post_many``) go through the asyncio transport (``transport.py``) by default: one
 long-lived event loop and SigV4 signing, several times the throughput of boto3 calls from
 threads. ``transport="boto3"`` keeps every call on boto3's client, with a thread pool.
@@ -23,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws_errors import error_code
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
+from chalicelib.rate_control import RATE_CONTROLS, AimdRate
 from chalicelib.registry import Target
 from chalicelib.transport import AsyncConnectionsTransport, HttpResponse
 
@@ -95,9 +99,20 @@ class ManagementApi:
         read_timeout: float = 5.0,
         max_attempts: int = 3,
         transport: str = "async",
+        rate_control: str = "aimd",
+        initial_rate: float | None = None,
+        max_rate: float = 10000.0,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+        if rate_control not in RATE_CONTROLS:
+            raise ValueError(f"rate_control must be one of {RATE_CONTROLS}, got {rate_control!r}")
+        # The async transport's pacing (rate_control.py); boto3's client has none.
+        self._rate = (
+            (max_rate if initial_rate is None else initial_rate, max_rate)
+            if rate_control == "aimd"
+            else None
+        )
         self._override = override
         self._session = session
         self._transport_kind = transport
@@ -206,6 +221,9 @@ class ManagementApi:
                         connect_timeout=self._timeouts[0],
                         read_timeout=self._timeouts[1],
                         max_attempts=self._max_attempts,
+                        # Passed only when pacing is on: bench/profile_fanout.py swaps in
+                        # earlier transports, which take no rate.
+                        **({"rate": AimdRate(*self._rate)} if self._rate is not None else {}),
                     )
         return self._transport
 

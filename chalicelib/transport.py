@@ -18,6 +18,9 @@ HTTP/1.1 framing is h11's (one ``h11.Connection`` per pooled socket): a 1xx is n
 a connection goes back to the pool only when h11 says the exchange is complete and keep-alive,
 and a response body over ``MAX_RESPONSE_BODY`` fails the post instead of filling memory.
 
+Pacing (``rate_control.py``): with an ``AimdRate``, every attempt waits for its turn at a rate
+learnt from 429s, so concurrent fan-outs share the account's quota instead of storming it.
+
 The loop runs in a daemon thread per container; a Lambda freeze pauses it with the process.
 A keep-alive connection found dead (closed or reset before any byte of the answer was read)
 is retried on a new connection without costing an attempt, once per post: that failure also
@@ -57,6 +60,8 @@ from botocore.retries.standard import (
     ThrottlingErrorDetector,
 )
 from botocore.utils import normalize_url_path
+
+from chalicelib.rate_control import AimdRate, Pacer
 
 # API Gateway's error bodies are a one-line JSON message; a body past this is not an answer
 # from @connections, and buffering it would let one response take the container's memory.
@@ -224,6 +229,7 @@ class AsyncConnectionsTransport:
         read_timeout: float = 5.0,
         max_attempts: int = 3,
         operation_model: Any = None,
+        rate: AimdRate | None = None,
     ) -> None:
         self._credentials = credentials
         self._region = region
@@ -241,6 +247,13 @@ class AsyncConnectionsTransport:
         self._lock = threading.Lock()
         self._ssl: ssl.SSLContext | None = None
         self._signer = PostSigner()
+        # AIMD pacing against the account's @connections quota (rate_control.py); None:
+        # posts go out as fast as the pool allows.
+        self._pacer = Pacer(rate) if rate is not None else None
+
+    @property
+    def rate(self) -> AimdRate | None:
+        return self._pacer.rate if self._pacer is not None else None
 
     # --- thread-side API ------------------------------------------------------------------
 
@@ -309,6 +322,8 @@ class AsyncConnectionsTransport:
         while True:
             response: HttpResponse | None = None
             error: Exception | None = None
+            # Every attempt waits for the pacer, retries of a 429 included.
+            sent_at = await self._pacer.acquire() if self._pacer is not None else 0.0
             try:
                 response = await self._send(endpoint, "POST", path, data, frozen, fresh)
             except _StaleConnection as exc:
@@ -327,6 +342,8 @@ class AsyncConnectionsTransport:
             attempt += 1
             fresh = False
             code = response.error_code() if response is not None else None
+            if self._pacer is not None and response is not None:
+                self._observe(response, code, sent_at)
             context = RetryContext(
                 attempt_number=attempt,
                 operation_model=self._operation_model,
@@ -339,6 +356,15 @@ class AsyncConnectionsTransport:
             ):
                 return response if response is not None else error  # type: ignore[return-value]
             await asyncio.sleep(self._backoff.delay_amount(context))
+
+    def _observe(self, response: HttpResponse, code: str | None, sent_at: float) -> None:
+        assert self._pacer is not None
+        if response.status_code < 300:
+            self._pacer.rate.on_success()
+        elif code == "LimitExceededException" or (code is None and response.status_code == 429):
+            # Also "client side buffer is full" (one slow client), which this cannot tell
+            # from the account quota: the rate halves for it too, and grows back.
+            self._pacer.rate.on_throttle(sent_at)
 
     def _endpoint(self, url: str) -> _Endpoint:
         endpoint = self._endpoints.get(url)

@@ -46,6 +46,9 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         read_timeout=settings.http_read_timeout,
         max_attempts=settings.max_attempts,
         transport=settings.management_transport,
+        rate_control=settings.fanout_rate_control,
+        initial_rate=settings.fanout_initial_rate,
+        max_rate=settings.fanout_max_rate,
     )
     broadcaster = Broadcaster(
         gateway,

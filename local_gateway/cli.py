@@ -15,12 +15,20 @@ from collections.abc import Mapping, Sequence
 from local_gateway.emulator import LocalGateway
 from local_gateway.faults import FaultConfig
 from local_gateway.limits import Limits
+from local_gateway.quota import default_burst
 
 
 def _rate(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be a positive number")
     return value
 
 
@@ -157,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes queued to a non-reading client before POST answers 429",
     )
     g.add_argument(
+        "--account-rps",
+        type=_positive,
+        default=None,
+        help="account quota over all @connections calls (token bucket, 429 past it; AWS: 10000); "
+        "default: unlimited",
+    )
+    g.add_argument(
+        "--account-burst",
+        type=_positive,
+        default=None,
+        help="the quota's burst (bucket size; AWS: 5000); default: half of --account-rps",
+    )
+    g.add_argument(
         "--workers", type=int, default=64, help="handler thread pool size (concurrent Lambdas)"
     )
     g = p.add_argument_group("fault injection (@connections)")
@@ -217,6 +238,9 @@ def banner(gateway: LocalGateway) -> str:
             "  !!! AUTHENTICATION IS OFF: anyone who can reach these ports may connect as any",
             "  !!! user and broadcast. Local use only; deployed stages use AUTH_MODE=jwt.",
         ]
+    if gateway.limits.account_rps is not None:
+        burst = gateway.limits.account_burst or default_burst(gateway.limits.account_rps)
+        lines.append(f"  account quota   {gateway.limits.account_rps:g} rps, burst {burst:g}")
     if faults.active:
         lines.append(
             f"  faults          latency {faults.latency_ms:g}ms, 429 rate {faults.throttle_rate:g}, 500 rate {faults.error_rate:g}, seed {faults.seed}"
@@ -249,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.base_path is not None and not args.custom_domain:
         parser.error("--base-path needs --custom-domain")
+    if args.account_burst is not None and (args.account_rps is None or args.account_burst < 1):
+        parser.error("--account-burst needs --account-rps and must be at least 1")
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -272,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_duration=args.max_duration,
             integration_timeout=args.integration_timeout,
             send_buffer_limit=args.send_buffer_limit,
+            account_rps=args.account_rps,
+            account_burst=args.account_burst,
         ),
         workers=args.workers,
         faults=FaultConfig(

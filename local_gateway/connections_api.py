@@ -25,6 +25,7 @@ from local_gateway.faults import FaultInjector, PostFault
 from local_gateway.http11 import HttpRequest
 from local_gateway.lambda_events import ClientInfo, iso8601
 from local_gateway.limits import Limits
+from local_gateway.quota import TokenBucket
 from local_gateway.stats import GatewayStats
 
 JSON = "application/json"
@@ -98,6 +99,12 @@ class ConnectionsApi:
     faults: FaultInjector = field(default_factory=FaultInjector)
     stats: GatewayStats = field(default_factory=GatewayStats)
     request_id_factory: Callable[[], str] = _new_request_id
+    # The account quota shared by every caller; built from ``limits.account_rps`` if not given.
+    quota: TokenBucket | None = None
+
+    def __post_init__(self) -> None:
+        if self.quota is None and self.limits.account_rps is not None:
+            self.quota = TokenBucket(self.limits.account_rps, self.limits.account_burst)
 
     async def handle(self, request: HttpRequest) -> Response:
         """Route, authenticate, add the injected latency, then act on the connection."""
@@ -105,6 +112,10 @@ class ConnectionsApi:
         target = self.target(request, request_id)
         if isinstance(target, Response):
             return target
+        if self.quota is not None and not self.quota.try_take():
+            # POST, GET and DELETE all spend the account's quota (local_gateway/quota.py).
+            self.stats.quota_throttled += 1
+            return error_response(429, "LimitExceededException", "Rate exceeded", request_id)
         delay = self.faults.latency_seconds()
         if delay:
             await asyncio.sleep(delay)

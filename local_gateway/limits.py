@@ -26,6 +26,10 @@ class Limits:
     send_buffer_limit: int = 1024 * 1024
     # How long to wait for the client's half of a close handshake before dropping it.
     close_timeout: float = 3.0
+    # The account's request quota over every @connections call (local_gateway/quota.py);
+    # None: unlimited, as before. AWS's is 10,000 rps, burst 5,000 (default: half the rate).
+    account_rps: float | None = None
+    account_burst: float | None = None
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> Limits:

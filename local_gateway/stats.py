@@ -17,6 +17,7 @@ class GatewayStats:
     posts_ok: int = 0
     gone: int = 0  # 410 on POST, GET or DELETE
     throttled: int = 0  # 429: injected, or the client's buffer is full
+    quota_throttled: int = 0  # 429: the account quota (--account-rps), any method
     injected_errors: int = 0  # injected 500
     too_large: int = 0  # 413
     forbidden: int = 0  # 403: unsigned, unknown path or method

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import coldstart, fanout, profile_fanout, registry_cost, report, resume_cost
+from bench import coldstart, fanout, profile_fanout, quota, registry_cost, report, resume_cost
 from bench.common import load, machine
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,3 +83,14 @@ def test_resume_cost_replays_every_missed_message_and_times_the_log() -> None:
     assert out["append_ms"] > 0 and out["fanout_ms"] > 0
     text = resume_cost.markdown(out)
     assert "## Resume cost" in text and "| 7 |" in text
+
+
+def test_quota_aimd_throttles_less_than_fixed_concurrency() -> None:
+    plan = quota.QuotaPlan(
+        senders=2, recipients=100, account_rps=200, account_burst=20, initial_rate=64
+    )
+    out = quota.run(plan, progress=lambda _: None)
+    assert out["aimd"]["recipients"] == out["off"]["recipients"] == 200
+    assert out["aimd"]["failed"] == 0 and out["aimd"]["delivered"] == 200
+    assert out["aimd"]["throttled_share"] < out["off"]["throttled_share"]
+    assert "| 429 share of all posts |" in quota.markdown(out)

@@ -21,6 +21,7 @@ FLAGS = [
     "--max-duration", "--integration-timeout", "--send-buffer-limit", "--workers",
     "--latency-ms", "--throttle-rate", "--error-rate", "--fault-seed", "--log-level",
     "--custom-domain", "--base-path", "--env-file",
+    "--account-rps", "--account-burst",
 ]  # fmt: skip
 
 
@@ -122,3 +123,19 @@ def test_base_path_needs_a_custom_domain() -> None:
         capture_output=True, text=True, env=_env(), cwd=REPO_ROOT,
     )  # fmt: skip
     assert result.returncode == 2 and "--base-path needs --custom-domain" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--account-burst", "5"],
+        ["--account-rps", "0"],
+        ["--account-rps", "9", "--account-burst", "0.5"],
+    ],
+)
+def test_a_bad_account_quota_is_a_usage_error(argv: list[str]) -> None:
+    from local_gateway import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2

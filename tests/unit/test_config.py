@@ -14,6 +14,8 @@ def test_defaults() -> None:
     assert settings.fanout_workers == 64 and settings.management_endpoint is None
     assert settings.jwt_max_lifetime_seconds == 86400
     assert settings.fanout_deadline_seconds == 25.0
+    assert settings.fanout_rate_control == "aimd"
+    assert (settings.fanout_initial_rate, settings.fanout_max_rate) == (3200.0, 10000.0)
 
 
 def test_reads_every_setting() -> None:
@@ -27,12 +29,21 @@ def test_reads_every_setting() -> None:
             "FANOUT_WORKERS": "128",
             "CONNECTION_TTL_SECONDS": "7300",
             "FANOUT_DEADLINE_SECONDS": "12.5",
+            "FANOUT_RATE_CONTROL": "OFF",
+            "FANOUT_INITIAL_RATE": "250",
+            "FANOUT_MAX_RATE": "1000",
         }
     )
+    assert settings.fanout_rate_control == "off"
+    assert (settings.fanout_initial_rate, settings.fanout_max_rate) == (250.0, 1000.0)
     assert settings.management_endpoint == "http://127.0.0.1:8001/api"
     assert settings.fanout_workers == 128 and settings.connection_ttl_seconds == 7300
     assert settings.jwt_max_lifetime_seconds == 3600
     assert settings.fanout_deadline_seconds == 12.5
+
+
+def _local(**settings: str) -> dict[str, str]:
+    return {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", **settings}
 
 
 @pytest.mark.parametrize(
@@ -65,6 +76,12 @@ def test_reads_every_setting() -> None:
         (
             {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "FANOUT_DEADLINE_SECONDS": "nan"},
             "FANOUT_DEADLINE_SECONDS must be between",
+        ),
+        (_local(FANOUT_RATE_CONTROL="tcp"), "FANOUT_RATE_CONTROL must be one of aimd, off"),
+        (_local(FANOUT_MAX_RATE="0"), "FANOUT_MAX_RATE must be between"),
+        (
+            _local(FANOUT_INITIAL_RATE="2e4"),
+            "FANOUT_INITIAL_RATE .* must not exceed FANOUT_MAX_RATE",
         ),
         (
             {

@@ -283,3 +283,36 @@ def test_a_custom_domain_mapped_at_its_root_serves_connections_there() -> None:
 def test_a_custom_domain_mapped_at_the_stage_name_serves_the_stage_path() -> None:
     api = custom_domain_api("api", FakeConnection())
     assert call(api, "GET", PATH, headers=[*SIGNED, ("Host", "chat.example.com")]).status == 200
+
+
+def test_the_account_quota_throttles_every_method_past_the_burst() -> None:
+    conn = FakeConnection()
+    api = make_api(conn, limits=Limits(account_rps=0.001, account_burst=3))
+    assert [call(api, m, body=b"x").status for m in ("POST", "GET", "DELETE")] == [200, 200, 204]
+    for method in ("POST", "GET", "DELETE"):
+        assert_error(call(api, method, body=b"x"), 429, "LimitExceededException", "Rate exceeded")
+    assert conn.sent == [b"x"] and api.stats.quota_throttled == 3
+
+
+def test_the_account_quota_is_shared_and_refills_at_its_rate() -> None:
+    from local_gateway.quota import TokenBucket
+
+    clock = [0.0]
+    bucket = TokenBucket(10, burst=2, clock=lambda: clock[0])
+    first, second = make_api(FakeConnection()), make_api(FakeConnection())
+    first.quota = second.quota = bucket  # two stages of one account
+    assert [call(api, "GET").status for api in (first, second, first)] == [200, 200, 429]
+    clock[0] += 0.1
+    assert [call(api, "GET").status for api in (second, first)] == [200, 429]
+
+
+def test_unsigned_calls_are_refused_before_they_spend_the_quota() -> None:
+    api = make_api(FakeConnection(), limits=Limits(account_rps=0.001, account_burst=1))
+    assert call(api, "GET", headers=[]).status == 403
+    assert call(api, "GET").status == 200
+
+
+def test_without_a_quota_nothing_is_throttled() -> None:
+    api = make_api(FakeConnection())
+    assert {call(api, "GET").status for _ in range(50)} == {200}
+    assert api.quota is None

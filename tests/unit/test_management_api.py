@@ -92,3 +92,8 @@ def test_endpoint_client_reads_connection_details(gateway: ManagementApi) -> Non
         )
         info = gateway.client(ENDPOINT).get_connection(ConnectionId="abc=")
     assert info["Identity"]["SourceIp"] == "203.0.113.7" and info["ConnectedAt"] == when
+
+
+def test_unknown_rate_control_is_refused() -> None:
+    with pytest.raises(ValueError, match="rate_control"):
+        ManagementApi(rate_control="tcp")

@@ -15,6 +15,7 @@ import pytest
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.registry import Target
 from chalicelib.transport import MAX_RESPONSE_BODY
+from local_gateway.quota import TokenBucket
 
 HUGE_BODY_SENT = 32 << 20
 
@@ -22,12 +23,16 @@ HUGE_BODY_SENT = 32 << 20
 class ScriptedServer:
     """Answers POST /api/@connections/{id} by the id's prefix; records every request."""
 
-    def __init__(self, latency: float = 0.0, close_after_each: bool = False) -> None:
+    def __init__(
+        self, latency: float = 0.0, close_after_each: bool = False, quota: TokenBucket | None = None
+    ) -> None:
         self.latency = latency
+        self.quota = quota  # the account quota: past it, every answer is a 429
         self.close_after_each = close_after_each
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.attempts: dict[str, int] = {}
         self.connections = 0
+        self.throttled = 0
         self.active = 0
         self.peak = 0
         self.loop = asyncio.new_event_loop()
@@ -80,6 +85,10 @@ class ScriptedServer:
                 await asyncio.sleep(self.latency)
                 self.active -= 1
                 cid = path.rsplit("/", 1)[-1]
+                if self.quota is not None and not self.quota.try_take():
+                    self.throttled += 1
+                    writer.write(_error(429, "LimitExceededException"))
+                    continue
                 if cid.startswith("huge"):
                     await self._stream_huge_body(cid, writer)
                     return
@@ -144,12 +153,16 @@ def server() -> Iterator[ScriptedServer]:
     srv.stop()
 
 
-def make_gateway(url: str, pool: int = 16, attempts: int = 3) -> ManagementApi:
+def make_gateway(
+    url: str, pool: int = 16, attempts: int = 3, rate_control: str = "aimd", max_rate: float = 1e4
+) -> ManagementApi:
     return ManagementApi(
         override=url,
         session=boto3.session.Session(),
         max_pool_connections=pool,
         max_attempts=attempts,
+        rate_control=rate_control,
+        max_rate=max_rate,
     )
 
 
@@ -299,3 +312,29 @@ def test_a_huge_response_body_is_not_read_past_the_cap(server: ScriptedServer) -
         assert gateway.post_many([Target("huge1")], b"x") == [Outcome.FAILED]
     assert 0 < read[0] <= MAX_RESPONSE_BODY + (512 << 10) < HUGE_BODY_SENT
     assert server.attempts == {"huge1": 1}  # refused, not retried: it may have arrived
+
+
+@pytest.mark.parametrize("rate_control", ["aimd", "off"])
+def test_aimd_keeps_posts_under_a_quota_that_fixed_concurrency_storms(rate_control: str) -> None:
+    # 600 posts against a 300/s quota (burst 30). Without pacing the pool posts as fast as
+    # the server answers: most of it is 429, and three attempts are not enough for some
+    # posts. AIMD starts at 1,000/s, halves on the first 429s and settles under the quota.
+    srv = ScriptedServer(quota=TokenBucket(300, burst=30))
+    try:
+        gateway = make_gateway(srv.url, pool=16, rate_control=rate_control, max_rate=1000)
+        started = time.perf_counter()
+        outcomes = gateway.post_many([Target(f"c{i}") for i in range(600)], b"x")
+        elapsed = time.perf_counter() - started
+        transport = gateway._async_transport()
+    finally:
+        srv.stop()
+    assert transport is not None
+    share_429 = srv.throttled / len(srv.requests)
+    if rate_control == "off":
+        assert transport.rate is None
+        assert share_429 > 0.3
+        return
+    assert outcomes == [Outcome.DELIVERED] * 600
+    assert share_429 < 0.1 and transport.rate is not None
+    assert 10 <= transport.rate.rate <= 600 and transport.rate.decreases >= 1
+    assert elapsed < 600 / 300 * 1.5

@@ -30,3 +30,15 @@ def test_build_switchboard_gives_the_broadcaster_the_fan_out_deadline(aws_env: N
     settings = Settings(table_name="t", auth_mode="none", fanout_deadline_seconds=7.5)
     switchboard = build_switchboard(settings, session=boto3.session.Session())
     assert switchboard.broadcaster._deadline_seconds == 7.5
+
+
+def test_build_switchboard_paces_the_transport_as_configured(aws_env: None) -> None:
+    settings = Settings(
+        table_name="t", auth_mode="none", fanout_initial_rate=300.0, fanout_max_rate=1200.0
+    )
+    transport = build_switchboard(settings, session=boto3.session.Session()).gateway
+    rate = transport._async_transport().rate  # type: ignore[union-attr]
+    assert rate is not None and (rate.rate, rate.max_rate) == (300.0, 1200.0)
+    off = Settings(table_name="t", auth_mode="none", fanout_rate_control="off")
+    gateway = build_switchboard(off, session=boto3.session.Session()).gateway
+    assert gateway._async_transport().rate is None  # type: ignore[union-attr]
