@@ -53,6 +53,10 @@ class Settings:
     # per stream before it answers truncated (the client pages the rest with history).
     history_ttl_seconds: int = 86400
     history_max_replay: int = 500
+    # Presence: rooms with more users send no enter/leave events (Pusher's presence channels
+    # stop at 100 too); ``members`` lists at most this many users and says truncated.
+    presence_max_members: int = 100
+    presence_max_list: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +125,8 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             history_ttl_seconds=_int(env, "HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400),
             history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
+            presence_max_members=_int(env, "PRESENCE_MAX_MEMBERS", 100, 0, 100000),
+            presence_max_list=_int(env, "PRESENCE_MAX_LIST", 1000, 1, 10000),
         )
 
 
