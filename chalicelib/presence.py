@@ -15,9 +15,10 @@ present for ever (or absent while connected).
   committed. It is written conditionally: ``attribute_not_exists(conns)`` means "the first
   connection of this user": the user **enters**; if that condition fails (the user is already
   there) the transaction is retried with ``attribute_exists(conns)``: no event.
-- **leave**: also in the leave's transaction, three exclusive variants: the last connection
-  (``size(conns) = 1``: the item is deleted, the user **leaves**), one of several (its id is
-  deleted from the set), or not in the set at all (a membership older than presence).
+- **leave**: also in the leave's transaction, two exclusive variants: the last connection
+  (``size(conns) = 1``: the item is deleted, the user **leaves**) or one of several (its id is
+  deleted from the set). If neither condition holds, the id is not in the set (a membership
+  older than presence): a plain leave, then the removal below.
 - **connection removed** (``$disconnect``, a 410 prune, a kick, an expired token): the
   registry deletes the memberships and then the connection item; after that no join or leave
   can commit for the connection (their transactions require the connection item), so its ids
@@ -138,20 +139,25 @@ class Presence:
 
     def leave(self, conn: ConnectionRecord, room: str) -> bool:
         """Leave ``room``; True (and announced) when this was the user's last connection."""
-        variants = (self._delete_last, self._delete_one, self._not_in_set)
-        for attempt in range(_ATTEMPTS):
-            variant = variants[attempt % 3]
+        cid, user = conn.connection_id, conn.user_id
+        for attempt in range(4):
+            last = attempt % 2 == 0
+            item = self._delete_last(user, cid, room) if last else self._delete_one(user, cid, room)
             try:
-                self._registry.leave(
-                    conn.connection_id, room, also=[variant(conn.user_id, conn.connection_id, room)]
-                )
+                self._registry.leave(cid, room, also=[item])
             except ItemConflict:
                 continue
-            if variant == self._delete_last:
-                self.announce(room, LEAVE, conn.user_id)
-                return True
-            return False
-        raise ItemConflict(conn.connection_id)
+            if last:
+                self.announce(room, LEAVE, user)
+            return last
+        # Not in the set at all (a membership older than presence, or a user item past its
+        # ttl): leave plainly, then drop the id in case a racing join of this very
+        # connection added it meanwhile.
+        self._registry.leave(cid, room)
+        left = self._drop(user, cid, room)
+        if left:
+            self.announce(room, LEAVE, user)
+        return left
 
     def remove(self, connection_id: str) -> bool:
         """Remove a connection (``Registry.remove_connection``), then take it out of the
@@ -247,16 +253,6 @@ class Presence:
                     ":id": {"S": connection_id},
                     ":one": {"N": "1"},
                 },
-            }
-        }
-
-    def _not_in_set(self, user_id: str, connection_id: str, room: str) -> dict[str, Any]:
-        return {
-            "ConditionCheck": {
-                "TableName": self._table,
-                "Key": _key(room, user_id),
-                "ConditionExpression": "attribute_not_exists(conns) OR NOT contains(conns, :id)",
-                "ExpressionAttributeValues": {":id": {"S": connection_id}},
             }
         }
 
