@@ -75,14 +75,19 @@ def harness(switchboard: Switchboard, gateway: FakeGateway) -> Iterator[Harness]
         app_module.reset_switchboard(None)
 
 
-@pytest.fixture
-def jwt_harness(registry: Registry, gateway: FakeGateway) -> Iterator[Harness]:
-    app_module.reset_switchboard(make_switchboard(registry, gateway, auth_mode="jwt"))
+def harness_of(switchboard: Switchboard, gateway: FakeGateway) -> Iterator[Harness]:
+    """A harness over ``switchboard`` (for fixtures with their own settings)."""
+    app_module.reset_switchboard(switchboard)
     try:
         with Client(app_module.app) as client:
             yield Harness(client, gateway)
     finally:
         app_module.reset_switchboard(None)
+
+
+@pytest.fixture
+def jwt_harness(registry: Registry, gateway: FakeGateway) -> Iterator[Harness]:
+    yield from harness_of(make_switchboard(registry, gateway, auth_mode="jwt"), gateway)
 
 
 def test_connect_registers_and_disconnect_removes(

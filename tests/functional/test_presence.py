@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chalice.test import Client
 
-import app as app_module
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
@@ -38,12 +36,7 @@ def members(harness: Harness, cid: str, room: str = "lobby") -> dict[str, Any]:
 @pytest.fixture
 def capped(registry: Registry, gateway: FakeGateway) -> Iterator[Harness]:
     sb = make_switchboard(registry, gateway, presence_max_members=2, presence_max_list=2)
-    app_module.reset_switchboard(sb)
-    try:
-        with Client(app_module.app) as client:
-            yield Harness(client, gateway)
-    finally:
-        app_module.reset_switchboard(None)
+    yield from test_app.harness_of(sb, gateway)
 
 
 def test_first_connection_enters_and_others_hear_it_but_not_the_joiner(harness: Harness) -> None:
