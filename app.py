@@ -228,6 +228,12 @@ def room_history(switchboard: Switchboard, caller: Identity, room: str) -> Any:
     return switchboard.history(Scope.ROOM, room, *_page_params())
 
 
+@app.route("/rooms/{room}/members", methods=["GET"])
+@http_route(admin=True)
+def room_members(switchboard: Switchboard, caller: Identity, room: str) -> Any:
+    return switchboard.members(room)
+
+
 @app.route("/users/{user_id}/messages", methods=["GET"])
 @http_route(admin=True)
 def user_history(switchboard: Switchboard, caller: Identity, user_id: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -16,6 +17,8 @@ from chalicelib.protocol import MAX_PAYLOAD_BYTES
 from chalicelib.registry import Target
 
 _log = logging.getLogger("switchboard")
+# How deep prunes may nest (a prune's leave announcement meeting more closed connections).
+_MAX_PRUNE_DEPTH = 4
 
 
 class PayloadTooLarge(ValueError):
@@ -121,6 +124,10 @@ class Broadcaster:
         self._deadline_seconds = deadline_seconds
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=min(workers, 32), thread_name_prefix="prune")
+        # Set in the pool's threads while they prune: a prune may fan out itself (presence
+        # announces the leave), and a fan-out inside a prune that waited on this same pool
+        # for its own prunes could wait for ever once every worker did the same.
+        self._in_prune = threading.local()
 
     def fan_out(
         self,
@@ -199,11 +206,34 @@ class Broadcaster:
             _log.exception("a batch of %d posts failed", len(batch))
             outcomes = [Outcome.FAILED] * len(batch)
         gone = [t.connection_id for t, o in zip(batch, outcomes, strict=True) if o is Outcome.GONE]
-        failed_prunes = sum(1 for ok in self._pool.map(self.prune, gone) if not ok)
+        if getattr(self._in_prune, "depth", 0):
+            results = [self._nested_prune(cid) for cid in gone]  # inline: never wait on the pool
+        else:
+            results = list(self._pool.map(self._pool_prune, gone))
+        failed_prunes = sum(1 for ok in results if not ok)
         for target, outcome in zip(batch, outcomes, strict=True):
             report.add(target.connection_id, outcome)
         if failed_prunes:
             report.outcomes["prune_failed"] = report.outcomes.get("prune_failed", 0) + failed_prunes
+
+    def _pool_prune(self, connection_id: str) -> bool:
+        self._in_prune.depth = 1
+        try:
+            return self.prune(connection_id)
+        finally:
+            self._in_prune.depth = 0
+
+    def _nested_prune(self, connection_id: str) -> bool:
+        """A prune found by a fan-out that itself runs inside a prune. Past a few levels it is
+        left to the connection's ``$disconnect`` or TTL (counted as a failed prune)."""
+        depth = self._in_prune.depth
+        if depth >= _MAX_PRUNE_DEPTH:
+            return False
+        self._in_prune.depth = depth + 1
+        try:
+            return self.prune(connection_id)
+        finally:
+            self._in_prune.depth = depth
 
     def prune(self, connection_id: str) -> bool:
         """Forget a closed connection; False (and left to TTL) if the registry failed."""

@@ -124,6 +124,10 @@ class Settings:
     endpoint_rule: EndpointRule = field(default_factory=EndpointRule)
     # How long a send's clientMsgId is remembered: a retry within it is answered, not re-sent.
     idempotency_ttl_seconds: int = 86400
+    # Presence: rooms with more users send no enter/leave events (Pusher's presence channels
+    # stop at 100 too); ``members`` lists at most this many users and says truncated.
+    presence_max_members: int = 100
+    presence_max_list: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -210,6 +214,8 @@ class Settings:
             history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
             endpoint_rule=EndpointRule.from_env(env),
             idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 86400, 60, 366 * 86400),
+            presence_max_members=_int(env, "PRESENCE_MAX_MEMBERS", 100, 0, 100000),
+            presence_max_list=_int(env, "PRESENCE_MAX_LIST", 1000, 1, 10000),
         )
 
 

@@ -113,7 +113,26 @@ class History:
     ref: Ref = None
 
 
-Command = SendMessage | BroadcastAll | Join | Leave | SendRoom | Ping | WhoAmI | Resume | History
+@dataclass(frozen=True)
+class Members:
+    """Who is in a room (members of the room only)."""
+
+    room: str
+    ref: Ref = None
+
+
+Command = (
+    SendMessage
+    | BroadcastAll
+    | Join
+    | Leave
+    | SendRoom
+    | Ping
+    | WhoAmI
+    | Resume
+    | History
+    | Members
+)
 
 # A stream is where a message is logged: a room, a user's direct messages, or everyone.
 MAX_RESUME_STREAMS = 100
@@ -317,6 +336,8 @@ def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command 
             return Resume(_resume(obj), ref)
         if action == "history":
             return _history(obj, ref)
+        if action == "members":
+            return Members(_room(obj), ref)
         shown = action if len(action) <= 32 else action[:32] + "..."
         raise _Invalid(
             "unknown_action",
@@ -336,6 +357,7 @@ ACTIONS = (
     "whoami",
     "resume",
     "history",
+    "members",
 )
 
 
@@ -408,6 +430,16 @@ def history_frame(
 ) -> dict[str, Any]:
     frame = {"type": "history", "stream": stream, "messages": messages, "next": next_seq, **extra}
     return _with_ref(frame, ref)
+
+
+def presence_frame(room: str, event: str, user_id: str) -> dict[str, Any]:
+    """A user entered (first connection joined) or left (last connection gone) a room."""
+    return {"type": "presence", "room": room, "event": event, "userId": user_id}
+
+
+def members_frame(ref: Ref, roster: dict[str, Any]) -> dict[str, Any]:
+    """The answer to ``members``: ``roster`` has room, count, users and truncated."""
+    return _with_ref({"type": "members", **roster}, ref)
 
 
 def encode(frame: dict[str, Any]) -> bytes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,19 @@ class DuplicateConnection(RegistryError):
 
 class NotConnected(RegistryError):
     """The connection is not (or no longer) registered."""
+
+
+class ItemConflict(RegistryError):
+    """A join or leave was cancelled by one of the caller's own items (``also``): its
+    condition failed, or another transaction was writing it. Nothing was written."""
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What ``remove_connection`` deleted: the connection's user and every room it was in."""
+
+    user_id: str
+    rooms: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -157,8 +170,9 @@ class Registry:
             token_expires_at=token_expires_at,
         )
 
-    def join(self, conn: ConnectionRecord, room: str) -> None:
-        """Add a membership item and record the room on the connection, atomically."""
+    def join(self, conn: ConnectionRecord, room: str, also: Sequence[dict[str, Any]] = ()) -> None:
+        """Add a membership item and record the room on the connection, atomically, together
+        with the transaction items in ``also`` (presence keeps its per-user item there)."""
         member: dict[str, Any] = {
             "PK": {"S": f"ROOM#{room}"},
             "SK": {"S": f"CONN#{conn.connection_id}"},
@@ -182,18 +196,34 @@ class Registry:
                             "ExpressionAttributeValues": {":r": {"SS": [room]}},
                         }
                     },
+                    *also,
                 ]
             )
-        except self._ddb.exceptions.TransactionCanceledException:
-            raise NotConnected(conn.connection_id) from None
+        except self._ddb.exceptions.TransactionCanceledException as exc:
+            raise self._cancelled(exc, conn.connection_id) from None
 
-    def leave(self, connection_id: str, room: str) -> None:
+    def leave(self, connection_id: str, room: str, also: Sequence[dict[str, Any]] = ()) -> None:
         try:
-            self._leave(connection_id, room)
-        except self._ddb.exceptions.TransactionCanceledException:
-            raise NotConnected(connection_id) from None
+            self._leave(connection_id, room, also)
+        except self._ddb.exceptions.TransactionCanceledException as exc:
+            raise self._cancelled(exc, connection_id) from None
 
-    def _leave(self, connection_id: str, room: str) -> None:
+    @staticmethod
+    def _cancelled(exc: Exception, connection_id: str) -> RegistryError:
+        """Why a join or leave transaction was cancelled. Items 0 and 1 are the membership and
+        the connection (its condition: still registered); the caller's own items follow.
+        Reasons are listed item by item (TransactWriteItems API reference,
+        "CancellationReasons"): a failed condition or a conflicting transaction on one of the
+        caller's items is the caller's to handle; anything else means not connected."""
+        reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+        codes = [r.get("Code") for r in reasons]
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+            return NotConnected(connection_id)
+        if any(c in ("ConditionalCheckFailed", "TransactionConflict") for c in codes):
+            return ItemConflict(connection_id)
+        return NotConnected(connection_id)
+
+    def _leave(self, connection_id: str, room: str, also: Sequence[dict[str, Any]]) -> None:
         self._ddb.transact_write_items(
             TransactItems=[
                 {
@@ -211,11 +241,17 @@ class Registry:
                         "ExpressionAttributeValues": {":r": {"SS": [room]}},
                     }
                 },
+                *also,
             ]
         )
 
     def remove(self, connection_id: str) -> bool:
-        """Delete a connection and all its memberships. Idempotent; True if it existed.
+        """Delete a connection and all its memberships. Idempotent; True if it existed."""
+        return self.remove_connection(connection_id) is not None
+
+    def remove_connection(self, connection_id: str) -> Removed | None:
+        """Delete a connection and all its memberships: its user and rooms, None if it was
+        already gone.
 
         Memberships go first and the connection item last, read back as it is deleted: a
         join commits only while the connection item exists (its transaction's condition), so
@@ -227,12 +263,12 @@ class Registry:
         response = self._ddb.get_item(
             TableName=self._table,
             Key=self._conn_key(connection_id),
-            ProjectionExpression="rooms",
+            ProjectionExpression="rooms, userId",
             ConsistentRead=True,
         )
         item = response.get("Item")
         if item is None:
-            return False
+            return None
         rooms = set(item.get("rooms", {}).get("SS", []))
         self._delete_memberships(connection_id, rooms)
         old = self._ddb.delete_item(
@@ -240,7 +276,7 @@ class Registry:
         ).get("Attributes")
         late = set(old.get("rooms", {}).get("SS", [])) - rooms if old else set()
         self._delete_memberships(connection_id, late)
-        return True
+        return Removed(_s(old or item, "userId") or "", frozenset(rooms | late))
 
     def _delete_memberships(self, connection_id: str, rooms: set[str]) -> None:
         keys = [
@@ -328,6 +364,19 @@ class Registry:
             if not last:
                 return
             params["ExclusiveStartKey"] = last
+
+    @property
+    def client(self) -> Any:
+        """The DynamoDB client: presence keeps its items in the same table."""
+        return self._ddb
+
+    @property
+    def table(self) -> str:
+        return self._table
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self._ttl_seconds
 
     def now(self) -> float:
         """The registry's clock (epoch seconds): what ttl and token expiry are compared with."""

@@ -29,6 +29,7 @@ from chalicelib.idempotency import (
 )
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message_log import LogWriteError, MessageLog
+from chalicelib.presence import Presence
 from chalicelib.protocol import Scope
 from chalicelib.registry import (
     ConnectionRecord,
@@ -75,6 +76,13 @@ class Switchboard:
         self.message_log = message_log
         self.replayer = Replayer(message_log, settings.history_max_replay)
         self.sends = sends or SendLedger(message_log, ttl_seconds=settings.idempotency_ttl_seconds)
+        self.presence = Presence(
+            registry,
+            message_log,
+            broadcaster,
+            settings.presence_max_members,
+            settings.presence_max_list,
+        )
 
     # --- WebSocket events -----------------------------------------------------------------
 
@@ -117,7 +125,7 @@ class Switchboard:
             closeCode=event.disconnect_status,
         ) as record:
             try:
-                record["existed"] = self.registry.remove(event.connection_id)
+                record["existed"] = self.forget(event.connection_id)
             except (ClientError, BotoCoreError) as exc:
                 # TTL reaps what we could not delete, and every read filters expired items.
                 record.update(outcome="registry_error", error=error_code(exc))
@@ -215,6 +223,14 @@ class Switchboard:
                 return self._resume(event, conn, command, record)
             case protocol.History():
                 return self.replayer.history(command, conn.user_id, conn.rooms)
+            case protocol.Members():
+                if command.room not in conn.rooms:
+                    return protocol.error_frame(
+                        "forbidden", f"join {command.room!r} to see its members", command.ref
+                    )
+                return protocol.members_frame(
+                    command.ref, self.presence.members(command.room).as_dict()
+                )
             case _:
                 assert_never(command)
 
@@ -233,7 +249,13 @@ class Switchboard:
         )
         self._reply(event, frame, record)  # before the close: a closed socket gets nothing
         record["close"] = self.gateway.close(conn.connection_id, event.endpoint).value
-        self.registry.remove(conn.connection_id)
+        self.forget(conn.connection_id)
+
+    def forget(self, connection_id: str) -> bool:
+        """Remove a connection and announce the rooms its user left with it: ``$disconnect``,
+        a kick, an expired token, and the broadcaster's 410 prune (see wiring.py) all come here.
+        """
+        return self.presence.remove(connection_id)
 
     def _join(self, conn: ConnectionRecord, command: protocol.Join) -> Frame:
         if command.room not in conn.rooms:
@@ -242,7 +264,7 @@ class Switchboard:
                 return protocol.error_frame(
                     "forbidden", f"at most {limit} rooms per connection", command.ref
                 )
-            self.registry.join(conn, command.room)
+            self.presence.join(conn, command.room)
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
 
     def _leave(self, conn: ConnectionRecord, command: protocol.Leave) -> Frame:
@@ -250,7 +272,7 @@ class Switchboard:
             return protocol.error_frame(
                 "not_found", f"not a member of {command.room!r}", command.ref
             )
-        self.registry.leave(conn.connection_id, command.room)
+        self.presence.leave(conn, command.room)
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, left=True)
 
     def _resume(
@@ -460,6 +482,12 @@ class Switchboard:
         page = self.message_log.read(stream, after_seq, page_limit)
         return {"stream": stream, "messages": page.messages, "next": page.next, **page_fields(page)}
 
+    def members(self, room: str) -> dict[str, Any]:
+        """GET /rooms/{room}/members: who is present (admin: any room)."""
+        if not protocol.valid_room(room):
+            raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        return self.presence.members(room).as_dict()
+
     def connections(self) -> dict[str, Any]:
         """GET /connections: how many live connections, by user (an index Query, no Scan)."""
         by_user: dict[str, int] = {}
@@ -478,7 +506,7 @@ class Switchboard:
         if conn is None and not self.settings.management_endpoint:
             raise NotFound(f"connection {connection_id} not found")
         outcome = self.gateway.close(connection_id, conn.endpoint if conn else None)
-        self.registry.remove(connection_id)
+        self.forget(connection_id)
         if outcome is Outcome.GONE and conn is None:
             raise NotFound(f"connection {connection_id} not found")
         if outcome not in (Outcome.DELIVERED, Outcome.GONE):

@@ -50,11 +50,19 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         initial_rate=settings.fanout_initial_rate,
         max_rate=settings.fanout_max_rate,
     )
+    switchboard: list[Switchboard] = []
+
+    def prune(connection_id: str) -> bool:
+        # A 410 prune removes the connection and announces the rooms its user left: the
+        # same path as $disconnect, which may never come for a dropped connection.
+        return switchboard[0].forget(connection_id)
+
     broadcaster = Broadcaster(
         gateway,
-        registry.remove,
+        prune,
         settings.fanout_workers,
         deadline_seconds=settings.fanout_deadline_seconds,
     )
     message_log = MessageLog(ddb, settings.table_name, settings.history_ttl_seconds)
-    return Switchboard(settings, registry, gateway, broadcaster, message_log)
+    switchboard.append(Switchboard(settings, registry, gateway, broadcaster, message_log))
+    return switchboard[0]

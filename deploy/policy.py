@@ -57,10 +57,12 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "websocket_disconnect",
         "WebsocketDisconnect",
         "WebsocketDisconnectRole",
-        # remove: read rooms, batch-delete memberships, delete the connection (ALL_OLD)
-        table_actions=("GetItem", "BatchWriteItem", "DeleteItem"),
+        # remove: read rooms, batch-delete memberships, delete the connection (ALL_OLD);
+        # presence: update (and delete) the user's item per room, and announce a leave: room
+        # size and members Query, log (seq by UpdateItem, message by PutItem), POST.
+        table_actions=("GetItem", "BatchWriteItem", "DeleteItem", "UpdateItem", "Query", "PutItem"),
         index_actions=(),
-        connection_methods=(),
+        connection_methods=("POST",),
     ),
     FunctionAccess(
         "websocket_message",

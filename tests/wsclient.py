@@ -91,6 +91,7 @@ class WsClient:
         self.message_frames: list[dict[str, Any]] = []
         self.duplicates = 0
         self.stray: list[Any] = []  # replies nobody waited for, e.g. "Internal server error"
+        self.presence: list[dict[str, Any]] = []  # presence events, in arrival order
         self._pending: dict[str | int, asyncio.Future[dict[str, Any]]] = {}
         self.closed_at: float | None = None
         self.keep_frames = False
@@ -130,6 +131,8 @@ class WsClient:
                         self.messages[mid] = time.monotonic()
                     if self.keep_frames:
                         self.message_frames.append(frame)
+                elif isinstance(frame, dict) and frame.get("type") == "presence":
+                    self.presence.append(frame)  # someone entered or left a room: no reply
                 elif isinstance(frame, dict) and frame.get("ref") in self._pending:
                     future = self._pending[frame["ref"]]
                     if not future.done():

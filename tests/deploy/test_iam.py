@@ -201,6 +201,8 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     frame("a", {"action": "whoami"})
     frame("a", {"action": "join", "room": "lobby"})
     frame("b", {"action": "join", "room": "lobby"})
+    frame("d", {"action": "join", "room": "lobby"})  # hears a's leave when a disconnects
+    frame("a", {"action": "members", "room": "lobby"})
     frame("a", {"action": "sendMessage", "targetUserId": "u_2", "text": "hi"})
     idempotent = {
         "action": "sendMessage",
@@ -225,6 +227,7 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     for _ in range(2):  # the second is a retry answered from the clientMsgId record
         assert http("post", "/broadcast", {"text": "once", "clientMsgId": "job-1"}) == 200
     assert http("get", "/connections") == 200
+    assert http("get", "/rooms/lobby/members") == 200
     assert http("delete", "/connections/b") == 204
 
     _cold(recorder, "WebsocketDisconnect")
@@ -325,6 +328,7 @@ def test_every_function_reads_the_secret_and_only_senders_post(
         return {r.split("/")[2] for a, r in recorded[fn] if a == "execute-api:ManageConnections"}
 
     assert all(any(a == "ssm:GetParameter" for a, _ in calls) for calls in recorded.values())
-    assert methods("WebsocketConnect") == methods("WebsocketDisconnect") == set()
+    assert methods("WebsocketConnect") == set()
+    assert methods("WebsocketDisconnect") == {"POST"}  # announces the user's presence leave
     assert methods("WebsocketMessage") == {"POST"}
     assert methods("APIHandler") == {"POST", "DELETE"}

@@ -38,13 +38,25 @@ class Harness:
 
     def send(self, cid: str, frame: Any) -> dict[str, Any]:
         """Send a frame and return the reply the sender got (the last frame posted to it)."""
-        before = len(self.gateway.sent.get(cid, []))
+        before = len(self.replies(cid))
         self.client.lambda_.invoke("message", message_event(cid, frame))
-        frames = self.gateway.frames(cid)
+        frames = self.replies(cid)
         assert len(frames) == before + 1, (
             f"expected exactly one reply to {cid}, got {frames[before:]}"
         )
         return frames[-1]
+
+    def replies(self, cid: str) -> list[dict[str, Any]]:
+        """Frames posted to ``cid`` but presence events (which come from others' joins)."""
+        return [f for f in self.gateway.frames(cid) if f["type"] != "presence"]
+
+    def presence(self, cid: str) -> list[tuple[str, str, str]]:
+        """(room, event, userId) of the presence events ``cid`` got, in order."""
+        return [
+            (f["room"], f["event"], f["userId"])
+            for f in self.gateway.frames(cid)
+            if f["type"] == "presence"
+        ]
 
     def disconnect(self, cid: str) -> dict[str, Any]:
         return self.client.lambda_.invoke("disconnect", disconnect_event(cid)).payload
@@ -63,14 +75,19 @@ def harness(switchboard: Switchboard, gateway: FakeGateway) -> Iterator[Harness]
         app_module.reset_switchboard(None)
 
 
-@pytest.fixture
-def jwt_harness(registry: Registry, gateway: FakeGateway) -> Iterator[Harness]:
-    app_module.reset_switchboard(make_switchboard(registry, gateway, auth_mode="jwt"))
+def harness_of(switchboard: Switchboard, gateway: FakeGateway) -> Iterator[Harness]:
+    """A harness over ``switchboard`` (for fixtures with their own settings)."""
+    app_module.reset_switchboard(switchboard)
     try:
         with Client(app_module.app) as client:
             yield Harness(client, gateway)
     finally:
         app_module.reset_switchboard(None)
+
+
+@pytest.fixture
+def jwt_harness(registry: Registry, gateway: FakeGateway) -> Iterator[Harness]:
+    yield from harness_of(make_switchboard(registry, gateway, auth_mode="jwt"), gateway)
 
 
 def test_connect_registers_and_disconnect_removes(

@@ -39,7 +39,7 @@ def connect(client: Client, cid: str, jwt: str) -> None:
 def send(client: Client, gateway: FakeGateway, cid: str, frame: dict[str, Any]) -> Any:
     before = len(gateway.sent.get(cid, []))
     client.lambda_.invoke("message", message_event(cid, frame))
-    replies = gateway.frames(cid)[before:]
+    replies = [f for f in gateway.frames(cid)[before:] if f["type"] != "presence"]
     assert len(replies) == 1, replies
     return replies[0]
 

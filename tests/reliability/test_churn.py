@@ -9,6 +9,9 @@ after a join without waiting for its ack (the join races ``$disconnect``). At th
 - every client got every message sent while it was connected and in scope, unless the
   message's report counted it failed; nobody got a message twice or outside its scope;
 - the registry is empty: no item left for any closed connection;
+- nobody is stuck present: no presence item (``ROOM#<room> USER#<userId>``) holds a
+  connection, and ``GET /rooms/{room}/members`` of every room answers 0 users ("stale presence
+  after churn" in docs/RELIABILITY.md);
 - no handler failed.
 """
 
@@ -170,6 +173,30 @@ class Churn:
             session.stray = client.stray
 
 
+def stale_presence(sb: StackUnderTest, rooms: list[str]) -> list[str]:
+    """Users still present once every connection is gone: presence items holding a connection
+    id (a Scan, as a test may), and users a ``members`` request lists besides the asker."""
+    stale = [
+        f"{item['PK']['S']} {item['SK']['S']}"
+        for item in sb.scan()
+        if item["SK"]["S"].startswith("USER#") and "conns" in item
+    ]
+
+    async def ask() -> None:
+        client = await WsClient.open(sb.ws_url, user="auditor")
+        for room in rooms:
+            await client.request({"action": "join", "room": room})
+            body = await client.request({"action": "members", "room": room})
+            assert body and body.get("type") == "members", body
+            stale.extend(
+                f"{room}: {u['userId']}" for u in body["users"] if u["userId"] != "auditor"
+            )
+        await client.close()
+
+    run(ask())
+    return stale
+
+
 @pytest.mark.parametrize(
     "throttle",
     [0.0, pytest.param(0.05, marks=pytest.mark.soak)],
@@ -191,6 +218,7 @@ def test_churn_loses_nothing_and_leaks_nothing(
     verdict = check(churn.sessions, churn.sent)
     stray = [f for s in churn.sessions for f in s.stray]
 
+    stale = stale_presence(sb, churn.rooms)  # after the registry check: it adds a connection
     faults = "20% of clients vanish, 10% close mid-join"
     if throttle:
         faults += f"; {throttle:.0%} 429 on @connections (5 attempts)"
@@ -202,6 +230,7 @@ def test_churn_loses_nothing_and_leaks_nothing(
             "messages": verdict.acked,
             "faults": faults,
             "leaked": registry.items,
+            "stale_presence": len(stale),
             "peak_live": churn.peak,
             "connects": sb.invocations.counts["$connect"],
             "disconnects": sb.invocations.counts["$disconnect"],
@@ -223,6 +252,7 @@ def test_churn_loses_nothing_and_leaks_nothing(
         f"{len(registry.connections)} connection items and {len(registry.memberships)} "
         f"memberships left: {sorted(registry.memberships)[:5]}"
     )
+    assert stale == [], f"users stuck present after churn: {stale[:5]}"
     assert sb.handler_errors() == 0, sb.error_details()
     assert stray == [], stray[:5]
     # Capacity, last: the deadline may cut the churn short on a slow machine.
