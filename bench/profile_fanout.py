@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import cProfile
-import importlib.util
 import io
 import pstats
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from bench.common import DUMMY_CREDENTIALS, PROJECT_DIR, REGION, Child, median
+from bench.transport_cpu import load_module
 
 BEFORE_REF = "dcf070a7^"  # the commit before "transport: sign inside the connection slot..."
 
@@ -73,22 +70,7 @@ def _category(filename: str, function: str) -> str:
 
 
 def _load_before() -> Any:
-    source = subprocess.run(
-        ["git", "show", f"{BEFORE_REF}:chalicelib/transport.py"],
-        cwd=str(PROJECT_DIR),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    folder = tempfile.mkdtemp(prefix="switchboard-bench-")
-    path = Path(folder) / "transport_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("transport_before", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["transport_before"] = module
-    spec.loader.exec_module(module)
+    module = load_module(BEFORE_REF, "transport_before")
     from chalicelib.transport import HttpResponse
 
     # Its answers must be the gateway's HttpResponse to be read as outcomes.
