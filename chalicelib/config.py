@@ -53,6 +53,12 @@ class Settings:
     # per stream before it answers truncated (the client pages the rest with history).
     history_ttl_seconds: int = 86400
     history_max_replay: int = 500
+    # Abuse limits (chalicelib/limits.py): they belong to the user or the connection, not the
+    # process, so their state is in DynamoDB.
+    max_connections_per_user: int = 10
+    max_rooms_per_user: int = 50
+    message_rate: float = 10.0  # frames per second per connection, sustained
+    message_burst: int = 20  # frames a connection may send at once after a quiet spell
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +127,10 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             history_ttl_seconds=_int(env, "HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400),
             history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
+            max_connections_per_user=_int(env, "MAX_CONNECTIONS_PER_USER", 10, 1, 100_000),
+            max_rooms_per_user=_int(env, "MAX_ROOMS_PER_USER", 50, 1, 100_000),
+            message_rate=_float(env, "MESSAGE_RATE", 10.0, 0.01, 100_000.0),
+            message_burst=_int(env, "MESSAGE_BURST", 20, 1, 100_000),
         )
 
 
