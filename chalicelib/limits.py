@@ -115,7 +115,19 @@ class Limits:
         return None
 
     def live_connections(self, user_id: str) -> int:
-        params: dict[str, Any] = {
+        params = self._user_query(user_id, Select="COUNT")
+        count = 0
+        while True:
+            response = self._ddb.query(**params)
+            count += int(response.get("Count", 0))  # after the filter
+            last = response.get("LastEvaluatedKey")
+            if not last or count >= self.max_connections:
+                return count
+            params["ExclusiveStartKey"] = last
+
+    def _user_query(self, user_id: str, **extra: Any) -> dict[str, Any]:
+        """A Query of the user's live connections on GSI1 (the registry's users index)."""
+        return {
             "TableName": self._table,
             "IndexName": "GSI1",
             "KeyConditionExpression": "GSI1PK = :pk",
@@ -125,16 +137,8 @@ class Limits:
                 ":pk": {"S": f"USER#{user_id}"},
                 ":now": {"N": str(int(self._clock()))},
             },
-            "Select": "COUNT",
+            **extra,
         }
-        count = 0
-        while True:
-            response = self._ddb.query(**params)
-            count += int(response.get("Count", 0))  # after the filter
-            last = response.get("LastEvaluatedKey")
-            if not last or count >= self.max_connections:
-                return count
-            params["ExclusiveStartKey"] = last
 
     # --- rooms per user -------------------------------------------------------------------
 
@@ -159,18 +163,7 @@ class Limits:
         return rooms
 
     def _user_connection_ids(self, user_id: str) -> Iterator[str]:
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": "GSI1",
-            "KeyConditionExpression": "GSI1PK = :pk",
-            "FilterExpression": "#ttl > :now",
-            "ProjectionExpression": "connectionId",
-            "ExpressionAttributeNames": {"#ttl": TTL},
-            "ExpressionAttributeValues": {
-                ":pk": {"S": f"USER#{user_id}"},
-                ":now": {"N": str(int(self._clock()))},
-            },
-        }
+        params = self._user_query(user_id, ProjectionExpression="connectionId")
         while True:
             response = self._ddb.query(**params)
             for item in response.get("Items", []):
