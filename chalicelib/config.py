@@ -128,6 +128,12 @@ class Settings:
     # stop at 100 too); ``members`` lists at most this many users and says truncated.
     presence_max_members: int = 100
     presence_max_list: int = 1000
+    # Abuse limits (chalicelib/limits.py): they belong to the user or the connection, not the
+    # process, so their state is in DynamoDB.
+    max_connections_per_user: int = 10
+    max_rooms_per_user: int = 50
+    message_rate: float = 10.0  # frames per second per connection, sustained
+    message_burst: int = 20  # frames a connection may send at once after a quiet spell
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -216,6 +222,10 @@ class Settings:
             idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 86400, 60, 366 * 86400),
             presence_max_members=_int(env, "PRESENCE_MAX_MEMBERS", 100, 0, 100000),
             presence_max_list=_int(env, "PRESENCE_MAX_LIST", 1000, 1, 10000),
+            max_connections_per_user=_int(env, "MAX_CONNECTIONS_PER_USER", 10, 1, 100_000),
+            max_rooms_per_user=_int(env, "MAX_ROOMS_PER_USER", 50, 1, 100_000),
+            message_rate=_float(env, "MESSAGE_RATE", 10.0, 0.01, 100_000.0),
+            message_burst=_int(env, "MESSAGE_BURST", 20, 1, 100_000),
         )
 
 

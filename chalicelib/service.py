@@ -27,6 +27,7 @@ from chalicelib.idempotency import (
     DuplicateSend,
     SendLedger,
 )
+from chalicelib.limits import Limits
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message_log import LogWriteError, MessageLog
 from chalicelib.presence import Presence
@@ -68,6 +69,7 @@ class Switchboard:
         broadcaster: Broadcaster,
         message_log: MessageLog,
         sends: SendLedger | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -83,6 +85,7 @@ class Switchboard:
             settings.presence_max_members,
             settings.presence_max_list,
         )
+        self.limits = limits if limits is not None else Limits.over(registry, settings)
 
     # --- WebSocket events -----------------------------------------------------------------
 
@@ -98,6 +101,10 @@ class Switchboard:
                 record.update(outcome="refused", status=exc.status, reason=str(exc))
                 return HttpResult(exc.status, {"message": str(exc)})
             record["userId"] = identity.user_id
+            refusal = self._connection_refusal(identity.user_id, record)
+            if refusal is not None:
+                record.update(outcome="too_many_connections", status=429)
+                return HttpResult(429, {"message": refusal})
             try:
                 self.registry.register(
                     event.connection_id,
@@ -114,6 +121,15 @@ class Switchboard:
                 record.update(outcome="registry_error", status=500, error=error_code(exc))
                 return HttpResult(500, {"message": "could not register the connection"})
             return HttpResult(200)
+
+    def _connection_refusal(self, user_id: str, record: dict[str, Any]) -> str | None:
+        """Why the per-user connection cap refuses this handshake, or None. Fails open: a
+        count DynamoDB cannot answer lets the handshake go on to its own registration."""
+        try:
+            return self.limits.connection_refusal(user_id)
+        except (ClientError, BotoCoreError) as exc:
+            record["limitError"] = error_code(exc)
+            return None
 
     def on_disconnect(self, raw_event: dict[str, Any]) -> HttpResult:
         """Remove the connection and its memberships; idempotent, best effort like AWS."""
@@ -139,6 +155,14 @@ class Switchboard:
         ) as record:
             command = protocol.parse_frame(event.body, self.settings.max_text_chars)
             record["action"] = type(command).__name__
+            # Every frame counts, malformed ones too: each is an invocation all the same.
+            verdict = self.limits.take_frame(event.connection_id)
+            if verdict.error:
+                record["rateLimitError"] = verdict.error  # let through: limits fail open
+            if not verdict.allowed:
+                record.update(outcome="rate_limited", retryAfterMs=verdict.retry_after_ms)
+                self._reply(event, verdict.frame(command.ref), record)
+                return HttpResult(200)
             if isinstance(command, protocol.ProtocolError):
                 record.update(outcome="rejected", code=command.code)
                 self._reply(event, command.frame(), record)
@@ -264,6 +288,9 @@ class Switchboard:
                 return protocol.error_frame(
                     "forbidden", f"at most {limit} rooms per connection", command.ref
                 )
+            refusal = self.limits.room_refusal(conn, command.room)
+            if refusal is not None:
+                return protocol.error_frame("forbidden", refusal, command.ref)
             self.presence.join(conn, command.room)
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
 

@@ -42,6 +42,8 @@ class FunctionAccess:
     table_actions: tuple[str, ...]  # DynamoDB actions on the table itself
     index_actions: tuple[str, ...]  # DynamoDB actions on its global secondary indexes
     connection_methods: tuple[str, ...]  # @connections methods (POST send, DELETE close)
+    # The indexes ``index_actions`` apply to; None: every index of the table.
+    only_indexes: tuple[str, ...] | None = None
 
 
 FUNCTIONS: tuple[FunctionAccess, ...] = (
@@ -50,8 +52,9 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "WebsocketConnect",
         "WebsocketConnectRole",
         table_actions=("PutItem",),  # register (conditional put)
-        index_actions=(),
+        index_actions=("Query",),  # the per-user connection cap counts GSI1
         connection_methods=(),
+        only_indexes=("GSI1",),
     ),
     FunctionAccess(
         "websocket_disconnect",
@@ -69,8 +72,10 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "WebsocketMessage",
         "WebsocketMessageRole",
         # get; join/leave transactions (Put, Update, Delete); room Query; prune on 410;
-        # clientMsgId records (conditional Put, Update; Delete when the log refused a send).
+        # clientMsgId records (conditional Put, Update; Delete when the log refused a send);
+        # the rate limit (conditional UpdateItem); the rooms-per-user cap (BatchGetItem).
         table_actions=(
+            "BatchGetItem",
             "GetItem",
             "PutItem",
             "UpdateItem",
@@ -134,7 +139,11 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
                 "Sid": "RegistryIndexes",
                 "Effect": "Allow",
                 "Action": [f"dynamodb:{a}" for a in access.index_actions],
-                "Resource": [arns.index(name) for name in indexes],
+                "Resource": [
+                    arns.index(name)
+                    for name in indexes
+                    if access.only_indexes is None or name in access.only_indexes
+                ],
             }
         )
     if access.connection_methods:

@@ -38,6 +38,15 @@ COLUMNS = (
 
 _FIGURES: list[dict[str, Any]] = []
 
+# The scenarios here send frames and open connections as fast as they can, by design; the abuse
+# limits (test_abuse.py runs with the stage's own) would refuse some of them.
+GENEROUS_LIMITS = {
+    "MAX_CONNECTIONS_PER_USER": "100000",
+    "MAX_ROOMS_PER_USER": "100000",
+    "MESSAGE_RATE": "100000",
+    "MESSAGE_BURST": "100000",
+}
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_soak = pytest.mark.skip(reason="soak scale only: make soak (RELIABILITY_SCALE=soak)")
@@ -105,7 +114,12 @@ def switchboard_factory() -> Iterator[StackFactory]:
         with started_gateways() as start_gateway:
 
             def start(dynamodb_scan_url: str | None = None, **options: Any) -> StackUnderTest:
-                env = {"CONNECTIONS_TABLE": TABLE, "LOG_LEVEL": "INFO", **options.pop("env", {})}
+                env = {
+                    "CONNECTIONS_TABLE": TABLE,
+                    "LOG_LEVEL": "INFO",
+                    **GENEROUS_LIMITS,
+                    **options.pop("env", {}),
+                }
                 options.setdefault("rest_port", None)
                 options.setdefault("auth_mode", "none")
                 app_log = AppLog()

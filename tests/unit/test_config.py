@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +174,55 @@ def test_idempotency_ttl_defaults_to_a_day_and_is_bounded() -> None:
     )
     with pytest.raises(ConfigError, match="IDEMPOTENCY_TTL_SECONDS must be between"):
         Settings.from_env({**base, "IDEMPOTENCY_TTL_SECONDS": "5"})
+
+
+LIMIT_DEFAULTS = {
+    "MAX_CONNECTIONS_PER_USER": 10,
+    "MAX_ROOMS_PER_USER": 50,
+    "MESSAGE_RATE": 10.0,
+    "MESSAGE_BURST": 20,
+}
+
+
+def test_abuse_limits_default_and_read_from_the_environment() -> None:
+    base = {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"}
+    settings = Settings.from_env(base)
+    assert (
+        settings.max_connections_per_user,
+        settings.max_rooms_per_user,
+        settings.message_rate,
+        settings.message_burst,
+    ) == tuple(LIMIT_DEFAULTS.values())
+    settings = Settings.from_env(
+        {
+            **base,
+            "MAX_CONNECTIONS_PER_USER": "3",
+            "MAX_ROOMS_PER_USER": "7",
+            "MESSAGE_RATE": "0.5",
+            "MESSAGE_BURST": "4",
+        }
+    )
+    assert settings.max_connections_per_user == 3 and settings.max_rooms_per_user == 7
+    assert settings.message_rate == 0.5 and settings.message_burst == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_CONNECTIONS_PER_USER", "0"),
+        ("MAX_ROOMS_PER_USER", "-1"),
+        ("MESSAGE_RATE", "0"),
+        ("MESSAGE_RATE", "nan"),
+        ("MESSAGE_BURST", "0"),
+        ("MESSAGE_BURST", "many"),
+    ],
+)
+def test_bad_abuse_limits_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", name: value})
+
+
+def test_the_deployed_stages_carry_the_documented_limits() -> None:
+    config = json.loads((Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
+    env = config["environment_variables"]
+    assert {name: float(env[name]) for name in LIMIT_DEFAULTS} == LIMIT_DEFAULTS
