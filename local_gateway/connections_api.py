@@ -25,6 +25,7 @@ from local_gateway.faults import FaultInjector, PostFault
 from local_gateway.http11 import HttpRequest
 from local_gateway.lambda_events import ClientInfo, iso8601
 from local_gateway.limits import Limits
+from local_gateway.sigv4 import SignatureError, SigV4Verifier
 from local_gateway.stats import GatewayStats
 
 JSON = "application/json"
@@ -95,6 +96,9 @@ class ConnectionsApi:
     faults: FaultInjector = field(default_factory=FaultInjector)
     stats: GatewayStats = field(default_factory=GatewayStats)
     request_id_factory: Callable[[], str] = _new_request_id
+    # Checks each call's SigV4 signature against the app's credentials; None checks only
+    # that one is present (unit tests of the routing).
+    verifier: SigV4Verifier | None = None
 
     async def handle(self, request: HttpRequest) -> Response:
         """Route, authenticate, add the injected latency, then act on the connection."""
@@ -120,6 +124,15 @@ class ConnectionsApi:
         if not (request.header("authorization") or "").startswith("AWS4-HMAC-SHA256 "):
             # API Gateway rejects unsigned calls before looking at anything else.
             return self.forbidden("Missing Authentication Token", request_id)
+        if self.verifier is not None:
+            url = f"http://{request.header('host') or ''}{request.target}"
+            try:
+                self.verifier.verify(request.method, url, request.headers, request.body)
+            except SignatureError as exc:
+                # AWS answers a bad or unknown signature on execute-api with 403 and the
+                # common error type in x-amzn-ErrorType (see local_gateway/sigv4.py).
+                self.stats.forbidden += 1
+                return error_response(403, exc.error_type, exc.message, request_id)
         return unquote(parts[3])
 
     def respond(self, method: str, connection_id: str, body: bytes, request_id: str) -> Response:

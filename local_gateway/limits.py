@@ -26,6 +26,12 @@ class Limits:
     send_buffer_limit: int = 1024 * 1024
     # How long to wait for the client's half of a close handshake before dropping it.
     close_timeout: float = 3.0
+    # Not API Gateway quotas but protection of the local port (slowloris, idle sockets):
+    # a request head must arrive within head_timeout, a keep-alive HTTP connection may sit
+    # idle for keepalive_timeout, and at most max_sockets client sockets are open at once.
+    head_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_sockets: int = 4096
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> Limits:
