@@ -19,6 +19,8 @@ FLAGS = [
     "--table-env", "--dynamodb-endpoint", "--region", "--auth-mode", "--env", "--idle-timeout",
     "--max-duration", "--integration-timeout", "--send-buffer-limit", "--workers",
     "--latency-ms", "--throttle-rate", "--error-rate", "--fault-seed", "--log-level",
+    "--env-file", "--env-from-environ", "--allowed-origin", "--allowed-host", "--max-sockets",
+    "--head-timeout", "--keepalive-timeout",
 ]  # fmt: skip
 
 
