@@ -33,6 +33,8 @@ browser-deps:
 	@bash tests/browser/install-chromium.sh
 
 # Locally, identity comes from ?userId= (AUTH_MODE=none); override with RUN_ARGS=... / ARGS=...
+# With AUTH_MODE=jwt (RUN_ARGS=), pass JWT_SECRET by file or environment, never on the command
+# line: ARGS="--env-file .env.local" or ARGS="--env-from-environ JWT_SECRET".
 RUN_ARGS ?= --auth-mode none
 
 run: $(STAMP)
