@@ -432,11 +432,15 @@ class LocalGateway:
                 self.chalice_stage,
             )
 
-        # A new Lambda container has no boto3 default session; one left by an earlier gateway
-        # in this process would sign with that run's credentials.
+        # boto3's default session keeps the credentials it first resolved: one left by an
+        # earlier gateway (or test) in this process would sign with that run's. Give it this
+        # run's; a new session instead would cost the first handler ~0.2 s of model loading.
         import boto3
 
-        boto3.DEFAULT_SESSION = None
+        if boto3.DEFAULT_SESSION is not None:
+            boto3.DEFAULT_SESSION._session.set_credentials(
+                self.credentials.access_key_id, self.credentials.secret_access_key
+            )
         self._sys_path_added = self.project_dir not in sys.path
         self.app_module, self.app = import_app(self.project_dir)
         websocket_api = getattr(self.app, "websocket_api", None)
