@@ -35,6 +35,8 @@ browser-deps:
 	@bash tests/browser/install-chromium.sh
 
 # Locally, identity comes from ?userId= (AUTH_MODE=none); override with RUN_ARGS=... / ARGS=...
+# With AUTH_MODE=jwt (RUN_ARGS=), pass JWT_SECRET by file or environment, never on the command
+# line: ARGS="--env-file .env.local" or ARGS="--env-from-environ JWT_SECRET".
 RUN_ARGS ?= --auth-mode none
 
 # .chalice/local.env: the app's environment while `make run` runs (for chalice local).
@@ -42,7 +44,7 @@ LOCAL_ENV := .chalice/local.env
 CHALICE_PORT ?= 8002
 
 run: $(STAMP)
-	$(PY) -m local_gateway --env-file $(LOCAL_ENV) $(RUN_ARGS) $(ARGS)
+	$(PY) -m local_gateway --write-env-file $(LOCAL_ENV) $(RUN_ARGS) $(ARGS)
 
 # Chalice's own `chalice local` against a running `make run` (its DynamoDB and gateway).
 chalice-local: $(STAMP)

@@ -16,7 +16,14 @@ import dataclasses
 import logging
 from typing import Any
 
-from bench.common import PROJECT_DIR, REGION, command_loop, emit, raise_nofile
+from bench.common import (
+    DUMMY_CREDENTIALS,
+    PROJECT_DIR,
+    REGION,
+    command_loop,
+    emit,
+    raise_nofile,
+)
 
 
 def run_dynamodb(exact_moto: bool = False) -> None:
@@ -27,13 +34,22 @@ def run_dynamodb(exact_moto: bool = False) -> None:
         motofast.install()
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    db = EmbeddedDynamoDB(host="127.0.0.1", port=0, region=REGION)
+    db = EmbeddedDynamoDB(host="127.0.0.1", port=0, region=REGION, credentials=bench_credentials())
     url = db.start()
     emit({"url": url, "partition_queries": motofast.installed()})
     try:
         command_loop(lambda message: {"ok": True})
     finally:
         db.stop()
+
+
+def bench_credentials() -> Any:
+    """The bench's fixed local pair: its processes are short-lived and only it knows them."""
+    from local_gateway.sigv4 import Credentials
+
+    return Credentials(
+        DUMMY_CREDENTIALS["aws_access_key_id"], DUMMY_CREDENTIALS["aws_secret_access_key"]
+    )
 
 
 def run_gateway(dynamodb_url: str, workers: int) -> None:
@@ -51,8 +67,12 @@ def run_gateway(dynamodb_url: str, workers: int) -> None:
         env={"LOG_LEVEL": "WARNING"},
         workers=workers,
         invocation_log_size=64,
-        # A benchmark run is long: nothing may time out under it.
-        limits=Limits(idle_timeout=3600.0, close_timeout=2.0),
+        # A benchmark run is long: nothing may time out under it; up to 10,000 clients.
+        limits=Limits(
+            idle_timeout=3600.0, close_timeout=2.0, keepalive_timeout=3600.0, max_sockets=20000
+        ),
+        # The DynamoDB service, the gateway and the bench's own clients share one pair.
+        credentials=bench_credentials(),
     )
     urls = gateway.start()
 

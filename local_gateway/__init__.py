@@ -39,7 +39,7 @@ flag                       default                 meaning
 ``--no-rest``              off                     do not start the REST server
 ``--custom-domain``        (none)                  custom domain in events; @connections by Host
 ``--base-path``            (root)                  the custom domain's API mapping path
-``--env-file``             (none)                  write the app's env there (chalice local)
+``--write-env-file``       (none)                  write the app's env there (chalice local)
 ``--schema``               chalicelib/schema.json  table schema JSON (CreateTable keys +
                                                    ``TimeToLiveAttribute``; ``_`` keys ignored)
 ``--table-env``            ``CONNECTIONS_TABLE``   env var holding the table name
@@ -93,7 +93,9 @@ What is copied from AWS
   Closed Normally") and answers 204.
   Errors carry ``x-amzn-ErrorType`` so boto3 raises ``GoneException`` (410: unknown or closed
   id), ``PayloadTooLargeException`` (413: over 131072 bytes), ``ForbiddenException`` (403:
-  unsigned request or unknown path), ``LimitExceededException`` (429: client not reading and
+  unsigned request or unknown path), ``InvalidSignatureException`` /
+  ``UnrecognizedClientException`` (403: not signed with ``LocalGateway.credentials``, the
+  app's per-run pair), ``LimitExceededException`` (429: client not reading and
   its buffer full, or injected), ``InternalServerErrorException`` (500, injected; a plain
   ``ClientError`` since botocore's model has no such class).
 * Client messages over 128 KB or frames over 32 KB close the socket with 1009.
@@ -104,7 +106,7 @@ What is copied from AWS
 
 Differences from AWS
 --------------------
-* Plain ``ws://``/``http://``; SigV4 signatures are not verified (only their presence).
+* Plain ``ws://``/``http://``.
 * No custom route keys (Chalice creates only ``$default``), no route responses, no
   authorizers, no API keys, no permessage-deflate.
 * Not enforced: 500 new connections/s, the account's 10,000 rps, per-connection rates.

@@ -32,10 +32,19 @@ def _positive(text: str) -> float:
     return value
 
 
+# Names whose values must not appear on a command line, where every local user sees them (ps).
+SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|KEY", re.IGNORECASE)
+
+
 def _env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError("expected KEY=VALUE")
+    if SECRET_NAME.search(key):
+        raise argparse.ArgumentTypeError(
+            f"{key} looks like a secret, and the command line is visible to every local user "
+            f"(ps); use --env-file PATH (KEY=VALUE lines) or --env-from-environ {key}"
+        )
     return key, value
 
 
@@ -64,6 +73,32 @@ def _base_path(text: str) -> str:
     return path
 
 
+def read_env_file(path: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines; blank lines and ``#`` comments skipped, no quoting or expansion."""
+    env: dict[str, str] = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"{path}:{number}: expected KEY=VALUE")
+            env[key.strip()] = value
+    return env
+
+
+def app_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The app's extra environment: the env file, then copied variables, then ``--env``."""
+    env = read_env_file(args.env_file) if args.env_file else {}
+    for name in args.env_from_environ:
+        if name not in os.environ:
+            raise ValueError(f"--env-from-environ {name}: not set in this environment")
+        env[name] = os.environ[name]
+    env.update(args.env)
+    return env
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m local_gateway",
@@ -87,7 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_env_pair,
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment variable for the app (repeatable; wins over config.json)",
+        help="extra environment variable for the app (repeatable; wins over config.json); "
+        "names that look secret (*SECRET*, *TOKEN*, *PASSWORD*, *KEY*) are refused: "
+        "use --env-file or --env-from-environ for those",
+    )
+    g.add_argument(
+        "--env-file",
+        default=None,
+        metavar="PATH",
+        help="KEY=VALUE lines for the app's environment (# comments); for secrets",
+    )
+    g.add_argument(
+        "--env-from-environ",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="copy variable NAME from this process's environment to the app's (repeatable)",
     )
     g.add_argument("--auth-mode", default=None, help="override the AUTH_MODE environment variable")
     g.add_argument(
@@ -119,11 +169,45 @@ def build_parser() -> argparse.ArgumentParser:
         "as for an API mapping without a path)",
     )
     g.add_argument(
-        "--env-file",
+        "--write-env-file",
         default=None,
         metavar="PATH",
         help="write the app's environment here while running (for `chalice local`; "
         "`make run` uses .chalice/local.env); removed on exit",
+    )
+    g.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser Origin allowed to open a WebSocket, besides the REST server's own "
+        "(repeatable; '*' = any); clients sending no Origin are always allowed",
+    )
+    g.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="Host header value accepted besides the bound address, 127.0.0.1 and localhost "
+        "(repeatable; '*' = any); others are refused with 403 (DNS rebinding)",
+    )
+    g.add_argument(
+        "--max-sockets",
+        type=int,
+        default=4096,
+        help="open client sockets at most; beyond, the longest-silent one or the new one is closed",
+    )
+    g.add_argument(
+        "--head-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a client to send its request head (slowloris)",
+    )
+    g.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive HTTP connection stays open",
     )
     g = p.add_argument_group("dynamodb")
     g.add_argument(
@@ -275,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--base-path needs --custom-domain")
     if args.account_burst is not None and (args.account_rps is None or args.account_burst < 1):
         parser.error("--account-burst needs --account-rps and must be at least 1")
+    try:
+        env = app_environment(args)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -292,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dynamodb_endpoint=args.dynamodb_endpoint,
         region=args.region,
         auth_mode=args.auth_mode,
-        env=dict(args.env),
+        env=env,
         limits=Limits(
             idle_timeout=args.idle_timeout,
             max_duration=args.max_duration,
@@ -300,7 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             send_buffer_limit=args.send_buffer_limit,
             account_rps=args.account_rps,
             account_burst=args.account_burst,
+            head_timeout=args.head_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            max_sockets=args.max_sockets,
         ),
+        allowed_origins=args.allowed_origin,
+        allowed_hosts=args.allowed_host,
         workers=args.workers,
         faults=FaultConfig(
             latency_ms=args.latency_ms,
@@ -324,8 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"local gateway failed to start: {exc}", file=sys.stderr)
         logging.getLogger("local_gateway").debug("start failure", exc_info=True)
         return 1
-    if args.env_file:
-        write_env_file(args.env_file, gateway.environment)
+    if args.write_env_file:
+        write_env_file(args.write_env_file, gateway.environment)
     print(banner(gateway), flush=True)
     try:
         while not stop.wait(0.5):
@@ -333,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         print("\n  shutting down...", flush=True)
         gateway.stop()
-        if args.env_file and os.path.exists(args.env_file):
+        if args.write_env_file and os.path.exists(args.write_env_file):
             # A stale file would point chalice local at a DynamoDB that is gone.
-            os.remove(args.env_file)
+            os.remove(args.write_env_file)
     return 0

@@ -26,6 +26,7 @@ from local_gateway.http11 import HttpRequest
 from local_gateway.lambda_events import ClientInfo, iso8601
 from local_gateway.limits import Limits
 from local_gateway.quota import TokenBucket
+from local_gateway.sigv4 import SignatureError, SigV4Verifier
 from local_gateway.stats import GatewayStats
 
 JSON = "application/json"
@@ -106,6 +107,10 @@ class ConnectionsApi:
         if self.quota is None and self.limits.account_rps is not None:
             self.quota = TokenBucket(self.limits.account_rps, self.limits.account_burst)
 
+    # Checks each call's SigV4 signature against the app's credentials; None checks only
+    # that one is present (unit tests of the routing).
+    verifier: SigV4Verifier | None = None
+
     async def handle(self, request: HttpRequest) -> Response:
         """Route, authenticate, add the injected latency, then act on the connection."""
         request_id = self.request_id_factory()
@@ -135,6 +140,15 @@ class ConnectionsApi:
         if not (request.header("authorization") or "").startswith("AWS4-HMAC-SHA256 "):
             # API Gateway rejects unsigned calls before looking at anything else.
             return self.forbidden("Missing Authentication Token", request_id)
+        if self.verifier is not None:
+            url = f"http://{request.header('host') or ''}{request.target}"
+            try:
+                self.verifier.verify(request.method, url, request.headers, request.body)
+            except SignatureError as exc:
+                # AWS answers a bad or unknown signature on execute-api with 403 and the
+                # common error type in x-amzn-ErrorType (see local_gateway/sigv4.py).
+                self.stats.forbidden += 1
+                return error_response(403, exc.error_type, exc.message, request_id)
         return unquote(parts[-1])
 
     def path_prefix(self, host: str | None) -> list[str]:

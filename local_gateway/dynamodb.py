@@ -8,16 +8,20 @@ reads the file itself instead of importing the app's code so it works for any ap
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
-import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from local_gateway.sigv4 import Credentials, SignatureError, SigV4Verifier
+
 log = logging.getLogger("local_gateway.dynamodb")
 
-DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+# DynamoDB answers authentication failures with 400 and a JSON ``__type`` (botocore reads the
+# part after '#'), e.g. "com.amazon.coral.service#InvalidSignatureException".
+_DYNAMODB_AUTH_ERRORS = {"MissingAuthenticationTokenException", "IncompleteSignatureException"}
 
 
 def load_table_schema(path: str) -> dict[str, Any]:
@@ -52,13 +56,68 @@ def ensure_table(client: Any, table_name: str, schema: dict[str, Any]) -> bool:
     return True
 
 
-def dynamodb_client(endpoint_url: str, region: str) -> Any:
+def dynamodb_client(endpoint_url: str, region: str, credentials: Credentials) -> Any:
     import boto3
 
-    # Explicit dummy credentials: a local endpoint must never receive real ones.
+    # Explicit credentials: a local endpoint must never receive the developer's real ones.
     return boto3.client(
-        "dynamodb", endpoint_url=endpoint_url, region_name=region, **DUMMY_CREDENTIALS
+        "dynamodb", endpoint_url=endpoint_url, region_name=region, **credentials.boto3_kwargs()
     )
+
+
+def _wsgi_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    headers = [
+        (key[5:].replace("_", "-").lower(), str(value))
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    ]
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers.append((key.replace("_", "-").lower(), str(environ[key])))
+    return headers
+
+
+class _SignedOnly:
+    """A WSGI app that passes on only requests signed with ``verifier``'s credentials.
+
+    moto accepts any credentials, so without this any local process could rewrite the
+    registry (a connection's role, say). The error body is DynamoDB's JSON error shape.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], verifier: SigV4Verifier) -> None:
+        self._app = app
+        self._verifier = verifier
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        headers = _wsgi_headers(environ)
+        target = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
+        if environ.get("QUERY_STRING") and "?" not in target:
+            target += "?" + environ["QUERY_STRING"]
+        url = f"http://{environ.get('HTTP_HOST', '')}{target}"
+        try:
+            if not any(name == "authorization" for name, _ in headers):
+                raise SignatureError(
+                    "MissingAuthenticationTokenException", "Request is missing Authentication Token"
+                )
+            self._verifier.verify(environ["REQUEST_METHOD"], url, headers, body)
+        except SignatureError as exc:
+            payload = json.dumps(
+                {"__type": f"com.amazon.coral.service#{exc.error_type}", "message": exc.message}
+            ).encode()
+            start_response(
+                "400 Bad Request",
+                [
+                    ("Content-Type", "application/x-amz-json-1.0"),
+                    ("Content-Length", str(len(payload))),
+                ],
+            )
+            return [payload]
+        return self._app(environ, start_response)
 
 
 class _Serialized:
@@ -84,9 +143,10 @@ class _Serialized:
 class _SerializedMotoServer:
     """moto's ``ThreadedMotoServer``, with requests serialised (see ``_Serialized``)."""
 
-    def __init__(self, ip_address: str, port: int) -> None:
+    def __init__(self, ip_address: str, port: int, verifier: SigV4Verifier) -> None:
         self._ip_address = ip_address
         self._port = port
+        self._verifier = verifier
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -98,7 +158,9 @@ class _SerializedMotoServer:
         )
         from werkzeug.serving import make_server
 
-        app = _Serialized(DomainDispatcherApplication(create_backend_app))
+        app = _SignedOnly(
+            _Serialized(DomainDispatcherApplication(create_backend_app)), self._verifier
+        )
         self._server = make_server(
             self._ip_address, self._port, app, threaded=True, request_handler=MotoRequestHandler
         )
@@ -127,7 +189,8 @@ class EmbeddedDynamoDB:
 
     ``port=0`` picks a free port. moto keeps its data in module-level state shared by
     every moto server (and ``mock_aws``) in the process, so ``stop()`` resets it by
-    default to keep runs independent.
+    default to keep runs independent. Only requests signed with ``credentials`` (default:
+    random for this instance) are served.
     """
 
     def __init__(
@@ -136,11 +199,13 @@ class EmbeddedDynamoDB:
         port: int = 0,
         region: str = "us-east-1",
         reset_on_stop: bool = True,
+        credentials: Credentials | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.region = region
         self.reset_on_stop = reset_on_stop
+        self.credentials = credentials or Credentials.generate()
         self._server: Any | None = None
 
     @property
@@ -155,25 +220,41 @@ class EmbeddedDynamoDB:
         werkzeug_log = logging.getLogger("werkzeug")
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
-        self._server = _SerializedMotoServer(self.host, self.port)
+        verifier = SigV4Verifier(self.credentials, "dynamodb", self.region)
+        self._server = _SerializedMotoServer(self.host, self.port, verifier)
         self._server.start()
         log.info("embedded DynamoDB on %s", self.endpoint_url)
         return self.endpoint_url
 
     def client(self) -> Any:
-        return dynamodb_client(self.endpoint_url, self.region)
+        return dynamodb_client(self.endpoint_url, self.region, self.credentials)
 
     def stop(self) -> None:
         if self._server is None:
             return
         if self.reset_on_stop:
             try:
-                req = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
-                urllib.request.urlopen(req, timeout=5).read()
+                self._signed_reset()
             except OSError:  # best effort: the server may already be gone
                 log.debug("moto reset failed", exc_info=True)
         self._server.stop()
         self._server = None
+
+    def _signed_reset(self) -> None:
+        import urllib.request
+
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials as BotoCredentials
+
+        request = AWSRequest(method="POST", url=self.endpoint_url + "/moto-api/reset", data=b"")
+        creds = self.credentials
+        SigV4Auth(
+            BotoCredentials(creds.access_key_id, creds.secret_access_key), "dynamodb", self.region
+        ).add_auth(request)
+        prepared = request.prepare()
+        req = urllib.request.Request(prepared.url, headers=dict(prepared.headers), method="POST")
+        urllib.request.urlopen(req, timeout=5).read()
 
     def __enter__(self) -> EmbeddedDynamoDB:
         self.start()

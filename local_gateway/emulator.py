@@ -15,17 +15,23 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from local_gateway.dynamodb import EmbeddedDynamoDB, ensure_table, load_table_schema
+from local_gateway.dynamodb import (
+    EmbeddedDynamoDB,
+    dynamodb_client,
+    ensure_table,
+    load_table_schema,
+)
 from local_gateway.faults import FaultConfig, FaultInjector
 from local_gateway.lambda_events import new_api_id, new_aws_id
 from local_gateway.limits import Limits
 from local_gateway.project import ChaliceProject, Invocation, LambdaRuntime, import_app
 from local_gateway.server import WebSocketServer
+from local_gateway.sigv4 import Credentials, SigV4Verifier
 from local_gateway.stats import GatewayStats
 
 log = logging.getLogger("local_gateway")
@@ -147,6 +153,11 @@ class LocalGateway:
     The gateway sets process environment variables while it runs (the app reads them at
     import and call time) and restores them on ``stop()``, so run one gateway at a time
     per process.
+
+    The app gets AWS credentials of this run only (``credentials``, default random; or the
+    pair the app's own environment names): the management API and the embedded DynamoDB
+    refuse requests not signed with them. ``management_client()`` and ``dynamodb_client()``
+    sign with them.
     """
 
     def __init__(
@@ -171,6 +182,9 @@ class LocalGateway:
         invocation_log_size: int = 2000,
         custom_domain: str | None = None,
         base_path: str = "",
+        credentials: Credentials | None = None,
+        allowed_origins: Iterable[str] = (),
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.project_dir = os.path.abspath(project_dir)
         self.chalice_stage = chalice_stage
@@ -197,6 +211,11 @@ class LocalGateway:
         self.base_path = base_path.strip("/")
         # Bounded: events carry message bodies (up to 128 KB) and benchmarks send many.
         self.invocations = InvocationLog(invocation_log_size)
+        self.credentials = credentials or Credentials.generate()
+        # Besides the REST server's own origin (the demo page) and clients sending no Origin.
+        self.allowed_origins = list(allowed_origins)
+        # Besides the bound address, 127.0.0.1 and localhost (DNS rebinding).
+        self.allowed_hosts = list(allowed_hosts)
 
         self.project: ChaliceProject | None = None
         self.app: Any = None
@@ -294,7 +313,7 @@ class LocalGateway:
         retries: dict[str, Any] | None = None,
         **config_options: Any,
     ) -> Any:
-        """A boto3 apigatewaymanagementapi client for this gateway (dummy credentials).
+        """A boto3 apigatewaymanagementapi client for this gateway (the app's credentials).
 
         Extra keyword arguments go to ``botocore.config.Config``.
         """
@@ -311,10 +330,14 @@ class LocalGateway:
             "apigatewaymanagementapi",
             endpoint_url=self.urls.management,
             region_name=self.region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
             config=config,
+            **self.credentials.boto3_kwargs(),
         )
+
+    def dynamodb_client(self) -> Any:
+        """A boto3 DynamoDB client for the app's DynamoDB endpoint, with the app's credentials."""
+        assert self.urls is not None, "start() first"
+        return dynamodb_client(self.urls.dynamodb, self.region, self.credentials)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -346,11 +369,17 @@ class LocalGateway:
         if self.auth_mode is not None:
             env["AUTH_MODE"] = self.auth_mode
         env.update(self.extra_env)
+        if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+            # The app's environment names its own credentials (e.g. for an external DynamoDB):
+            # those are what it signs with, so those are what the gateway checks.
+            self.credentials = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
 
         if self.dynamodb_endpoint:
             dynamodb_url = self.dynamodb_endpoint
         else:
-            self._dynamodb = EmbeddedDynamoDB(host=self.host, port=0, region=self.region)
+            self._dynamodb = EmbeddedDynamoDB(
+                host=self.host, port=0, region=self.region, credentials=self.credentials
+            )
             dynamodb_url = self._dynamodb.start()
 
         # The event loop that serves every socket; handlers run in the executor.
@@ -372,6 +401,9 @@ class LocalGateway:
             on_invocation=self.invocations.append,
             custom_domain=self.custom_domain,
             base_path=self.base_path,
+            verifier=SigV4Verifier(self.credentials, "execute-api", self.region),
+            allowed_origins=self.allowed_origins,
+            allowed_hosts=self.allowed_hosts,
         )
         self._call(self._server.start())
         ws_port = self._server.port
@@ -387,22 +419,18 @@ class LocalGateway:
                 "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
             }
         )
-        if not (
-            os.environ.get("AWS_ACCESS_KEY_ID")
-            or os.environ.get("AWS_PROFILE")
-            or "AWS_ACCESS_KEY_ID" in env
-        ):
-            env["AWS_ACCESS_KEY_ID"] = "testing"
-            env["AWS_SECRET_ACCESS_KEY"] = "testing"
+        # Always the run's own credentials: the developer's real ones (or a profile's) must
+        # never reach local endpoints, and a session token would not belong to them.
+        env["AWS_ACCESS_KEY_ID"] = self.credentials.access_key_id
+        env["AWS_SECRET_ACCESS_KEY"] = self.credentials.secret_access_key
         self.environment = env
         self._apply_env(env)
+        self._unset_env(("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"))
 
         schema_file = self._resolve_schema()
         self.table_name = env.get(self.table_env)
         if schema_file and self.table_name:
-            import boto3
-
-            client = boto3.client("dynamodb", endpoint_url=dynamodb_url, region_name=self.region)
+            client = dynamodb_client(dynamodb_url, self.region, self.credentials)
             created = ensure_table(client, self.table_name, load_table_schema(schema_file))
             log.info("table %s %s", self.table_name, "created" if created else "exists")
         elif schema_file:
@@ -413,6 +441,15 @@ class LocalGateway:
                 self.chalice_stage,
             )
 
+        # boto3's default session keeps the credentials it first resolved: one left by an
+        # earlier gateway (or test) in this process would sign with that run's. Give it this
+        # run's; a new session instead would cost the first handler ~0.2 s of model loading.
+        import boto3
+
+        if boto3.DEFAULT_SESSION is not None:
+            boto3.DEFAULT_SESSION._session.set_credentials(
+                self.credentials.access_key_id, self.credentials.secret_access_key
+            )
         self._sys_path_added = self.project_dir not in sys.path
         self.app_module, self.app = import_app(self.project_dir)
         websocket_api = getattr(self.app, "websocket_api", None)
@@ -428,7 +465,12 @@ class LocalGateway:
         rest_url = None
         if self.rest_port is not None:
             self._rest = RestServer(self.app, project.chalice_config(), self.host, self.rest_port)
-            rest_url = f"http://{self.host}:{self._rest.start()}"
+            rest_port = self._rest.start()
+            rest_url = f"http://{self.host}:{rest_port}"
+            # The demo page's origin, however the developer's browser names the host.
+            self._server.allowed_origins.update(
+                f"http://{name}:{rest_port}" for name in {self.host, "127.0.0.1", "localhost"}
+            )
 
         self.urls = GatewayURLs(
             websocket=f"ws://{self.host}:{ws_port}/{project.api_gateway_stage}",
@@ -443,6 +485,11 @@ class LocalGateway:
             if key not in self._env_backup:
                 self._env_backup[key] = os.environ.get(key)
             os.environ[key] = value
+
+    def _unset_env(self, names: tuple[str, ...]) -> None:
+        for key in names:
+            if key in os.environ and key not in self._env_backup:
+                self._env_backup[key] = os.environ.pop(key)
 
     def _restore_env(self) -> None:
         for key, value in self._env_backup.items():

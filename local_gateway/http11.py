@@ -1,10 +1,17 @@
-"""A small HTTP/1.1 reader/writer on asyncio streams.
+"""HTTP/1.1 on asyncio streams: requests parsed by h11, responses written here.
 
 The WebSocket endpoint and the management API share one port, as on API Gateway. The
 websockets library only parses handshake (GET, bodyless) requests and closes the
 connection after any plain HTTP answer, which would cost a TCP connection per
-@connections POST. So this module parses requests itself, keeps connections alive, and
-hands upgrade requests to websockets' sans-I/O protocol.
+@connections POST. So requests are parsed here with h11 (request line, headers, body
+framing: Content-Length or chunked), connections are kept alive, and upgrade requests go
+on to websockets' sans-I/O protocol with the exact bytes of their head.
+
+Bytes are taken off the stream up to the blank line for the head and exactly as framed for
+the body, so nothing past a request is consumed: a WebSocket client's first frames, or a
+pipelined request, stay in the stream for whoever reads next. A fresh
+``h11.Connection(h11.SERVER)`` parses each request, since responses are written here (their
+bytes unchanged from the hand-written parser this replaced) rather than through h11.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import email.utils
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
+
+import h11
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -34,6 +43,8 @@ class HttpRequest:
     body: bytes = b""
     raw_head: bytes = b""
     _lower: dict[str, str] = field(default_factory=dict, repr=False)
+    # The h11 parser that read the head; read_body continues with it.
+    _parser: h11.Connection | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name, value in self.headers:
@@ -66,68 +77,74 @@ class HttpRequest:
 
 async def read_request_head(reader: asyncio.StreamReader) -> HttpRequest | None:
     """Read the request line and headers; None on a clean EOF between requests."""
+    head = b""
+    while not head:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial.strip():
+                return None
+            raise HttpError(400, "incomplete request") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise HttpError(431, "request header fields too large") from exc
+        # Stray CRLFs between pipelined requests (RFC 9112 2.2): skip, keep reading.
+        head = head.lstrip(b"\r\n")
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    parser.receive_data(head)
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial.strip():
-            return None
-        raise HttpError(400, "incomplete request") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise HttpError(431, "request header fields too large") from exc
-    lines = head[:-4].decode("iso-8859-1").split("\r\n")
-    # Tolerate stray CRLFs between pipelined requests (RFC 9112 2.2).
-    while lines and not lines[0]:
-        lines.pop(0)
-    if not lines:
-        return None
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise HttpError(400, "bad request line")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise HttpError(400, "bad header line")
-        headers.append((name, value.strip()))
+        event = parser.next_event()
+    except h11.RemoteProtocolError as exc:
+        raise HttpError(exc.error_status_hint, f"bad request: {exc}") from exc
+    if not isinstance(event, h11.Request):  # a whole head always makes a Request
+        raise HttpError(400, "bad request")
     return HttpRequest(
-        method=parts[0].upper(), target=parts[1], version=parts[2], headers=headers, raw_head=head
+        method=event.method.decode("ascii").upper(),
+        target=event.target.decode("iso-8859-1"),
+        version="HTTP/" + event.http_version.decode("ascii"),
+        headers=[
+            (k.decode("iso-8859-1"), v.decode("iso-8859-1")) for k, v in event.headers.raw_items()
+        ],
+        raw_head=head,
+        _parser=parser,
     )
 
 
 async def read_body(
     reader: asyncio.StreamReader, request: HttpRequest, limit: int = MAX_BODY_BYTES
 ) -> bytes:
-    if "chunked" in (request.header("transfer-encoding") or "").lower():
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise HttpError(400, "bad chunk size") from exc
-            if size == 0:
-                # Skip trailers up to the blank line.
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
-                return b"".join(chunks)
-            total += size
+    """The request's body, framed as h11 says (Content-Length or chunked)."""
+    parser = request._parser
+    if parser is None:
+        raise HttpError(400, "request was not read by read_request_head")
+    length_text = request.header("content-length")
+    if length_text is not None and int(length_text) > limit:  # h11 validated the number
+        raise HttpError(413, "request body too large")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise HttpError(exc.error_status_hint, f"bad request body: {exc}") from exc
+        if isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        if isinstance(event, h11.Data):
+            total += len(event.data)
             if total > limit:
                 raise HttpError(413, "request body too large")
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length_text = request.header("content-length")
-    if not length_text:
-        return b""
-    try:
-        length = int(length_text)
-    except ValueError as exc:
-        raise HttpError(400, "bad content-length") from exc
-    if length < 0:
-        raise HttpError(400, "bad content-length")
-    if length > limit:
-        raise HttpError(413, "request body too large")
-    return await reader.readexactly(length) if length else b""
+            chunks.append(bytes(event.data))
+            continue
+        if event is h11.NEED_DATA:
+            if length_text is not None and "chunked" not in (
+                request.header("transfer-encoding") or ""
+            ):
+                data = await reader.readexactly(int(length_text) - total)
+            else:
+                # Chunked: a line at a time never reads past the final CRLF.
+                data = await reader.readuntil(b"\n")
+            parser.receive_data(data)
+            continue
+        raise HttpError(400, "incomplete request body")
 
 
 _date_cache: tuple[int, bytes] = (0, b"")

@@ -30,6 +30,12 @@ class Limits:
     # None: unlimited, as before. AWS's is 10,000 rps, burst 5,000 (default: half the rate).
     account_rps: float | None = None
     account_burst: float | None = None
+    # Not API Gateway quotas but protection of the local port (slowloris, idle sockets):
+    # a request head must arrive within head_timeout, a keep-alive HTTP connection may sit
+    # idle for keepalive_timeout, and at most max_sockets client sockets are open at once.
+    head_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_sockets: int = 4096
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> Limits:

@@ -15,15 +15,22 @@ thread pool, so thousands of concurrent @connections POSTs cost no thread each.
 WebSocket framing uses the sans-I/O protocol of the websockets library, which also
 enforces the message (128 KB) and frame (32 KB) limits with close code 1009. A binary
 frame from a client closes the socket with 1003, as on AWS.
+
+The port listens on a developer's machine, so beyond API Gateway's behaviour it refuses
+(403) a ``Host`` that is not the bound address (DNS rebinding) and a handshake whose
+``Origin`` is not allow-listed, drops sockets that send no request head in time
+(slowloris) or sit idle between keep-alive requests, and caps open sockets: at the cap
+the socket that has waited longest without a request head makes room for the new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
@@ -53,6 +60,7 @@ from local_gateway.lambda_events import (
 )
 from local_gateway.limits import Limits
 from local_gateway.project import Invocation, LambdaRuntime
+from local_gateway.sigv4 import SigV4Verifier
 from local_gateway.stats import GatewayStats
 
 log = logging.getLogger("local_gateway")
@@ -69,6 +77,64 @@ def _gateway_refusal(status: int, message: str) -> bytes:
         json_body({"message": message}),
         keep_alive=False,
     )
+
+
+ANY = "*"
+# What accept() fails with when the process or the system runs out of descriptors/memory.
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def default_hosts(host: str, port: int) -> set[str]:
+    """``Host`` values that name the bound address: itself, 127.0.0.1 and localhost, with
+    the bound port or none."""
+    names = {f"[{name}]" if ":" in name else name for name in (host, "127.0.0.1", "localhost")}
+    return names | {f"{name}:{port}" for name in names}
+
+
+def host_allowed(request: HttpRequest, allowed: set[str]) -> bool:
+    """Whether ``Host`` names this server: a rebinding page's requests carry its own name."""
+    host = (request.header("host") or "").strip().lower()
+    return ANY in allowed or host in allowed
+
+
+def origin_allowed(request: HttpRequest, allowed: set[str]) -> bool:
+    """Whether a handshake may come from ``Origin``: clients that send none (non-browsers)
+    always may; browsers only from allow-listed pages."""
+    origin = request.header("origin")
+    return origin is None or ANY in allowed or origin.strip().lower() in allowed
+
+
+class AcceptErrorLog:
+    """Logs accept() failures for lack of descriptors at most once per ``interval`` seconds.
+
+    asyncio retries a failed accept every second and logs each failure with a traceback;
+    with hundreds of sockets waiting that floods the log exactly when it matters.
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.suppressed = 0
+        self._last: float | None = None
+
+    def handles(self, context: dict[str, Any]) -> bool:
+        exc = context.get("exception")
+        return isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS
+
+    def record(self, context: dict[str, Any]) -> None:
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            self.suppressed += 1
+            return
+        log.warning(
+            "cannot accept connections: %s (%d more in the last %.0f s); "
+            "raise the descriptor limit (ulimit -n) or lower --max-sockets",
+            context.get("exception"),
+            self.suppressed,
+            self.interval,
+        )
+        self._last = now
+        self.suppressed = 0
 
 
 class ClientKind(enum.Enum):
@@ -96,6 +162,9 @@ class WebSocketServer:
         on_invocation: Callable[[Invocation], None] | None = None,
         custom_domain: str | None = None,
         base_path: str = "",
+        verifier: SigV4Verifier | None = None,
+        allowed_origins: Iterable[str] = (),
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.host = host
         # With a custom domain, every client counts as having dialled it: events carry it as
@@ -120,7 +189,15 @@ class WebSocketServer:
             stats=self.stats,
             custom_domain=custom_domain,
             base_path=base_path,
+            verifier=verifier,
         )
+        # Browser origins allowed to open a WebSocket ("*": any); the emulator adds the REST
+        # server's once it has a port.
+        self.allowed_origins = {o.lower() for o in allowed_origins}
+        self.extra_hosts = {h.lower() for h in allowed_hosts}
+        self.allowed_hosts = self.extra_hosts | default_hosts(host, port)
+        self.accept_errors = AcceptErrorLog()
+        self._waiting: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}  # no request head yet
         self._server: asyncio.base_events.Server | None = None
         self._tasks: dict[asyncio.Task[Any], ClientKind] = {}  # every client connection
         self._background: set[asyncio.Future[Any]] = set()  # invocations in flight
@@ -140,6 +217,19 @@ class WebSocketServer:
             limit=64 * 1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self.allowed_hosts = self.extra_hosts | default_hosts(self.host, self.port)
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def on_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if self.accept_errors.handles(context):
+                self.accept_errors.record(context)
+            elif previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(on_exception)
         self.context = self._event_context()
 
     def _event_context(self) -> EventContext:
@@ -175,15 +265,31 @@ class WebSocketServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._tasks) >= self.limits.max_sockets and not self._evict_waiting():
+            # Every socket under the cap is in use: this one goes at once.
+            writer.transport.abort()
+            return
         self._tasks[task] = ClientKind.HTTP
+        # The first head must arrive within head_timeout (slowloris); later ones, on a
+        # kept-alive connection, within keepalive_timeout (idle sockets).
+        timeout = self.limits.head_timeout
         try:
             while not self._stopping:
+                self._waiting[task] = writer
                 try:
-                    request = await read_request_head(reader)
+                    request = await asyncio.wait_for(read_request_head(reader), timeout)
                 except HttpError as exc:
                     writer.write(build_response(exc.status, [], b"", keep_alive=False))
                     return
+                except TimeoutError:
+                    return
+                finally:
+                    self._waiting.pop(task, None)
                 if request is None:
+                    return
+                if not host_allowed(request, self.allowed_hosts):
+                    log.warning("refused a request for Host %r", request.header("host"))
+                    writer.write(_gateway_refusal(403, "Forbidden"))
                     return
                 if request.is_websocket_upgrade or (
                     request.method == "GET" and request.path.rstrip("/") == "/" + self.stage
@@ -192,9 +298,13 @@ class WebSocketServer:
                     await self._serve_websocket(request, reader, writer)
                     return
                 try:
-                    request.body = await read_body(reader, request)
+                    request.body = await asyncio.wait_for(
+                        read_body(reader, request), self.limits.head_timeout
+                    )
                 except HttpError as exc:
                     writer.write(build_response(exc.status, [], b"", keep_alive=False))
+                    return
+                except TimeoutError:
                     return
                 response = await self.management.handle(request)
                 keep_alive = request.keep_alive and not self._stopping
@@ -206,6 +316,7 @@ class WebSocketServer:
                 if not keep_alive:
                     return
                 await writer.drain()
+                timeout = self.limits.keepalive_timeout
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
             pass
         except asyncio.CancelledError:
@@ -213,6 +324,17 @@ class WebSocketServer:
         finally:
             self._tasks.pop(task, None)
             writer.close()
+
+    def _evict_waiting(self) -> bool:
+        """Drop the socket that has waited longest for a request head; False if none waits."""
+        if not self._waiting:
+            return False
+        task, writer = next(iter(self._waiting.items()))
+        del self._waiting[task]
+        self._tasks.pop(task, None)
+        writer.transport.abort()
+        task.cancel()
+        return True
 
     # -- invocations ------------------------------------------------------------------
 
@@ -260,6 +382,12 @@ class WebSocketServer:
                     keep_alive=False,
                 )
             )
+            return
+        if not origin_allowed(request, self.allowed_origins):
+            # A page on another origin (any site the developer visits) may not connect.
+            log.warning("refused a handshake from Origin %r", request.header("origin"))
+            self.stats.refused += 1
+            writer.write(_gateway_refusal(403, "Forbidden"))
             return
         proto = ServerProtocol(
             max_size=(self.limits.max_message_bytes, self.limits.max_frame_bytes)

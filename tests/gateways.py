@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import boto3
 
 from local_gateway import Limits, LocalGateway
+from local_gateway.sigv4 import Credentials
 
 T = TypeVar("T")
 
@@ -82,15 +83,30 @@ def http(
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def dynamodb_client(endpoint_url: str, region: str) -> Any:
-    """A client for a local DynamoDB (embedded, or a test's fault proxy in front of one)."""
+def dynamodb_client(endpoint_url: str, region: str, credentials: Credentials) -> Any:
+    """A client for a local DynamoDB (embedded, or a test's fault proxy in front of one); the
+    embedded one serves only requests signed with its gateway's ``credentials``."""
     return boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        "dynamodb", endpoint_url=endpoint_url, region_name=region, **credentials.boto3_kwargs()
     )
+
+
+def signed_headers(
+    gateway: LocalGateway, method: str, path: str, body: bytes = b""
+) -> dict[str, str]:
+    """Headers (Host included) signing a hand-written request to the gateway's @connections
+    API with its credentials, as botocore signs (SigV4, service ``execute-api``)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials as BotoCredentials
+
+    host = f"127.0.0.1:{gateway.ws_port_bound}"
+    request = AWSRequest(method=method, url=f"http://{host}{path}", data=body)
+    creds = gateway.credentials
+    SigV4Auth(
+        BotoCredentials(creds.access_key_id, creds.secret_access_key), "execute-api", gateway.region
+    ).add_auth(request)
+    return {"Host": host, **dict(request.headers.items())}
 
 
 def scan_items(client: Any, table: str) -> list[dict[str, Any]]:
@@ -109,7 +125,7 @@ def scan_items(client: Any, table: str) -> list[dict[str, Any]]:
 def table_items(gateway: LocalGateway) -> list[dict[str, Any]]:
     """Every item of the gateway's own table, read from its embedded DynamoDB."""
     assert gateway.urls is not None and gateway.table_name is not None
-    return scan_items(dynamodb_client(gateway.urls.dynamodb, gateway.region), gateway.table_name)
+    return scan_items(gateway.dynamodb_client(), gateway.table_name)
 
 
 def poll(

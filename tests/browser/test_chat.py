@@ -322,7 +322,8 @@ def test_without_a_configured_url_the_page_says_so_and_ws_overrides_it(
     page.find("#connect").click()
     assert "No WebSocket URL" in page.wait_error("config").text
 
-    gateway = switchboard_gateway()
+    # A page opened from a file sends "Origin: null", which the gateway refuses unless allowed.
+    gateway = switchboard_gateway(allowed_origins=["null"])
     url = gateway.urls.websocket.replace("127.0.0.1", "localhost")  # type: ignore[union-attr]
     page = ChatPage.open(driver, f"{path.as_uri()}?ws={url}&userId=u_alice")
     assert page.find("#ws-url").get_attribute("value") == url

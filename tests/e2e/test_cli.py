@@ -20,8 +20,10 @@ FLAGS = [
     "--table-env", "--dynamodb-endpoint", "--region", "--auth-mode", "--env", "--idle-timeout",
     "--max-duration", "--integration-timeout", "--send-buffer-limit", "--workers",
     "--latency-ms", "--throttle-rate", "--error-rate", "--fault-seed", "--log-level",
-    "--custom-domain", "--base-path", "--env-file",
+    "--custom-domain", "--base-path", "--write-env-file",
     "--account-rps", "--account-burst",
+    "--env-file", "--env-from-environ", "--allowed-origin", "--allowed-host", "--max-sockets",
+    "--head-timeout", "--keepalive-timeout",
 ]  # fmt: skip
 
 
@@ -86,7 +88,7 @@ def test_writes_the_app_environment_for_chalice_local_and_removes_it(tmp_path: P
         [
             sys.executable, "-m", "local_gateway", "--project-dir", str(ECHO_APP),
             "--schema", str(ECHO_APP / "schema.json"), "--port", "0", "--ws-port", "0",
-            "--no-rest", "--env-file", str(env_file), "--custom-domain", "Chat.Example.com",
+            "--no-rest", "--write-env-file", str(env_file), "--custom-domain", "Chat.Example.com",
             "--base-path", "/v1/",
         ],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO_ROOT,

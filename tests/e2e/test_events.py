@@ -212,6 +212,7 @@ def test_existing_dynamodb_endpoint(gateway_factory: GatewayFactory, ws_connect:
             ECHO_APP,
             schema_path=str(ECHO_APP / "schema.json"),
             dynamodb_endpoint=dynamodb.endpoint_url,
+            credentials=dynamodb.credentials,
         )
         assert gw.urls is not None and gw.urls.dynamodb == dynamodb.endpoint_url
         cid = connection_id(ws_connect(gw))

@@ -19,7 +19,7 @@ from websockets.uri import parse_uri
 
 from local_gateway import FaultConfig, LocalGateway
 from tests.e2e.helpers import ECHO_APP, connection_id
-from tests.gateways import GatewayFactory
+from tests.gateways import GatewayFactory, signed_headers
 from tests.wsclient import WsConnect
 
 NO_RETRY = {"mode": "standard", "total_max_attempts": 1}
@@ -158,10 +158,11 @@ def test_keep_alive_many_requests_on_one_connection(
     ws = ws_connect(echo_gateway)
     cid = connection_id(ws)
     conn = http.client.HTTPConnection("127.0.0.1", echo_gateway.ws_port_bound, timeout=5)
-    headers = {"Authorization": "AWS4-HMAC-SHA256 Credential=test"}
+    path = f"/api/@connections/{cid.replace('/', '%2F')}"
     for i in range(20):
+        body = b"m%d" % i
         conn.request(
-            "POST", f"/api/@connections/{cid.replace('/', '%2F')}", body=b"m%d" % i, headers=headers
+            "POST", path, body=body, headers=signed_headers(echo_gateway, "POST", path, body)
         )
         resp = conn.getresponse()
         assert resp.status == 200, resp.read()

@@ -10,21 +10,23 @@ import pytest
 
 from local_gateway import LocalGateway
 from tests.e2e.helpers import connection_id
+from tests.gateways import signed_headers
 from tests.wsclient import WsConnect
 
 CONCURRENCY = 1000
 
 
-async def _post_all(port: int, cid: str) -> list[bytes]:
+async def _post_all(gateway: LocalGateway, cid: str) -> list[bytes]:
     path = f"/api/@connections/{quote(cid, safe='')}"
 
     async def one(i: int) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.ws_port_bound)
         body = b"m%d" % i
+        headers = signed_headers(gateway, "POST", path, body)
         writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: AWS4-HMAC-SHA256 Credential=test\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            f"POST {path} HTTP/1.1\r\n".encode()
+            + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
         head = await reader.readuntil(b"\r\n\r\n")
@@ -39,7 +41,7 @@ def test_thousand_concurrent_posts(echo_gateway: LocalGateway, ws_connect: WsCon
     ws = ws_connect(echo_gateway, max_queue=None)
     cid = connection_id(ws)
     started = time.perf_counter()
-    statuses = asyncio.run(_post_all(echo_gateway.ws_port_bound, cid))
+    statuses = asyncio.run(_post_all(echo_gateway, cid))
     elapsed = time.perf_counter() - started
     assert set(statuses) == {b"HTTP/1.1 200 OK"}
     got = {ws.recv(timeout=10) for _ in range(CONCURRENCY)}

@@ -157,7 +157,10 @@ def throttling_switchboard(
         direct = dynamodb.start()
         proxy = ThrottlingProxy(direct)
         sb = switchboard_factory(
-            dynamodb_endpoint=proxy.start(), dynamodb_scan_url=direct, **options
+            dynamodb_endpoint=proxy.start(),
+            dynamodb_scan_url=direct,
+            credentials=dynamodb.credentials,
+            **options,
         )
         resources.append((sb, proxy, dynamodb))
         return sb, proxy

@@ -45,7 +45,7 @@ class StackUnderTest:
 
     def scan(self) -> list[dict[str, Any]]:
         assert self.gateway.table_name is not None
-        client = dynamodb_client(self.dynamodb_url, self.gateway.region)
+        client = dynamodb_client(self.dynamodb_url, self.gateway.region, self.gateway.credentials)
         return scan_items(client, self.gateway.table_name)
 
     def registry(self) -> TableSnapshot:

@@ -316,3 +316,32 @@ def test_without_a_quota_nothing_is_throttled() -> None:
     api = make_api(FakeConnection())
     assert {call(api, "GET").status for _ in range(50)} == {200}
     assert api.quota is None
+
+
+def _signed_request(secret: str, body: bytes) -> HttpRequest:
+    """A POST to PATH signed by botocore with key ``AKIDEXAMPLE`` and ``secret``."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials as BotoCredentials
+
+    signed = AWSRequest(method="POST", url="http://127.0.0.1:8001" + PATH, data=body)
+    SigV4Auth(BotoCredentials("AKIDEXAMPLE", secret), "execute-api", "us-east-1").add_auth(signed)
+    headers = [("Host", "127.0.0.1:8001"), *signed.headers.items()]
+    return HttpRequest("POST", PATH, "HTTP/1.1", headers, body=body)
+
+
+def test_with_a_verifier_only_the_apps_signature_is_accepted() -> None:
+    from local_gateway.sigv4 import SIGNATURE_MISMATCH, Credentials, SigV4Verifier
+
+    conn = FakeConnection()
+    api = make_api(conn)
+    api.verifier = SigV4Verifier(
+        Credentials("AKIDEXAMPLE", "app-secret"), "execute-api", "us-east-1"
+    )
+    assert asyncio.run(api.handle(_signed_request("app-secret", b"real"))).status == 200
+    forged = asyncio.run(api.handle(_signed_request("guessed-secret", b"forged")))
+    assert_error(forged, 403, "InvalidSignatureException", SIGNATURE_MISMATCH)
+    # The shape of the old test header (a key, no signature) is refused too, not trusted.
+    assert call(api, "POST", body=b"x").status == 403
+    assert conn.sent == [b"real"]
+    assert api.stats.forbidden == 2
