@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 AUTH_MODES = ("jwt", "none")
+# The SQS queue of fan-out continuations as app.py's on_sqs_message names it (``chalice
+# deploy`` subscribes the worker to this name; the packaged stack makes its own queue and
+# points the event source mapping at it). The senders find it by CONTINUATION_QUEUE_URL.
+CONTINUATION_QUEUE = "switchboard-continuation"
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. A shorter shared
@@ -113,6 +117,12 @@ class Settings:
     history_ttl_seconds: int = 86400
     history_max_replay: int = 500
     endpoint_rule: EndpointRule = field(default_factory=EndpointRule)
+    # Where a fan-out that reaches its deadline hands the rest of its audience (an SQS queue
+    # URL; chalicelib/continuation.py). None: no continuation, the rest is reported failed.
+    continuation_queue_url: str | None = None
+    # Target ids per continuation message: ~2,000 with their endpoints stay far under SQS's
+    # 256 KB message limit (endpoints are listed once per message).
+    continuation_batch: int = 2000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -182,7 +192,19 @@ class Settings:
             history_ttl_seconds=_int(env, "HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400),
             history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
             endpoint_rule=EndpointRule.from_env(env),
+            continuation_queue_url=_queue_url(env),
+            continuation_batch=_int(env, "CONTINUATION_BATCH", 2000, 1, 2000),
         )
+
+
+def _queue_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("CONTINUATION_QUEUE_URL") or "").strip()
+    if url and not re.fullmatch(r"https?://[^/\s]+/[0-9]{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?", url):
+        raise ConfigError(
+            "CONTINUATION_QUEUE_URL must be an SQS queue URL like "
+            f"https://sqs.us-east-1.amazonaws.com/123456789012/name, got {url!r}"
+        )
+    return url or None
 
 
 def read_secret_parameter(name: str) -> str:

@@ -20,6 +20,7 @@ from chalicelib.auth import AuthError, Identity, connect_identity, require_admin
 from chalicelib.aws_errors import error_code, is_throttling
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import Settings
+from chalicelib.continuation import Continuation, emit_metrics, queries_for
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message_log import LogWriteError, MessageLog
 from chalicelib.protocol import Scope
@@ -59,8 +60,11 @@ class Switchboard:
         gateway: ManagementApi,
         broadcaster: Broadcaster,
         message_log: MessageLog,
+        continuation: Continuation | None = None,
     ) -> None:
         self.settings = settings
+        # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
+        self.continuation = continuation
         self.registry = registry
         self.gateway = gateway
         self.broadcaster = broadcaster
@@ -311,14 +315,32 @@ class Switchboard:
         sending connection itself."""
         audience, message = self._audience(scope, name, conn.user_id, text)
         message = self._log(scope, name, message, record)
-        report = self.broadcaster.fan_out(
-            audience,
-            protocol.encode(message),
-            exclude=conn.connection_id,
-            scope=scope.value,
-        )
+        report = self._fan_out(scope, name, audience, message, conn.connection_id)
         record.update(report.as_dict())
         return message, report
+
+    def _fan_out(
+        self,
+        scope: Scope,
+        name: str | None,
+        targets: Iterable[Target],
+        message: Frame,
+        exclude: str | None = None,
+    ) -> Report:
+        """Fan a logged message out; with a continuation queue, over a resumable audience
+        whose rest goes to SQS at the deadline. One EMF metrics line either way."""
+        if self.continuation is None:
+            report = self.broadcaster.fan_out(
+                targets, protocol.encode(message), exclude=exclude, scope=scope.value
+            )
+        else:
+            audience = self.continuation.audience(queries_for(self.registry, scope.value, name))
+            report = self.broadcaster.fan_out(
+                audience, protocol.encode(message), exclude=exclude, scope=scope.value
+            )
+            self.continuation.hand_off(report, audience, message, exclude, scope.value)
+        emit_metrics(report, scope.value, stream=message["stream"], seq=message["seq"], hop=0)
+        return report
 
     def _audience(
         self, scope: Scope, name: str | None, sender: str, text: str
@@ -382,9 +404,7 @@ class Switchboard:
         targets, message = self._audience(scope, name, sender.user_id, text)
         with log.event_log(event="http_push", scope=scope.value) as record:
             message = self._log(scope, name, message, record)
-            report: Report = self.broadcaster.fan_out(
-                targets, protocol.encode(message), scope=scope.value
-            )
+            report = self._fan_out(scope, name, targets, message)
             record.update(report.as_dict())
         return {
             "id": message["id"],
@@ -434,6 +454,8 @@ class Switchboard:
 
 
 def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
+    # How many recipients a continuation took over, only when one did.
+    continued = {"continued": report.continued} if report.continued else {}
     return protocol.ack_frame(
         ref,
         report.delivered,
@@ -442,6 +464,7 @@ def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
         id=message["id"],
         stream=message["stream"],
         seq=message["seq"],
+        **continued,
     )
 
 

@@ -14,6 +14,7 @@ from botocore.config import Config
 from chalicelib import log
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import Settings
+from chalicelib.continuation import Continuation
 from chalicelib.management_api import ManagementApi
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
@@ -54,4 +55,24 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         deadline_seconds=settings.fanout_deadline_seconds,
     )
     message_log = MessageLog(ddb, settings.table_name, settings.history_ttl_seconds)
-    return Switchboard(settings, registry, gateway, broadcaster, message_log)
+    continuation = None
+    if settings.continuation_queue_url:
+        # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
+        sqs = session.client(
+            "sqs",
+            config=Config(
+                retries={"mode": "standard"},
+                connect_timeout=settings.http_connect_timeout,
+                read_timeout=settings.http_read_timeout,
+            ),
+        )
+        continuation = Continuation(
+            sqs,
+            settings.continuation_queue_url,
+            registry,
+            message_log,
+            broadcaster,
+            per_message=settings.continuation_batch,
+            deadline_seconds=settings.fanout_deadline_seconds,
+        )
+    return Switchboard(settings, registry, gateway, broadcaster, message_log, continuation)
