@@ -109,9 +109,9 @@ class Sweep:
 
     Queries run side by side in the registry's shard pool, one page each in flight, and pages
     are yielded as they arrive (the first posts go out before the slowest shard is read). When
-    the consumer stops iterating (a fan-out's deadline), ``rest()`` waits for the pages in
-    flight and returns exactly what was not yielded: the targets read but not handed out, and
-    each unfinished Query with the ``ExclusiveStartKey`` of its next page. Nothing is lost and
+    the consumer stops iterating (a fan-out's deadline), ``rest()`` returns exactly what was
+    not yielded: the targets read but not handed out, and each unfinished Query with the
+    ``ExclusiveStartKey`` of its next unread page (a page in flight counts as unread). Nothing is lost and
     nothing is listed twice (a connection is in one shard, once per Query).
     """
 
@@ -147,24 +147,23 @@ class Sweep:
         future = self._registry._shard_pool.submit(self._registry._page, self._queries[i])
         self._inflight[future] = i
 
-    def _land(self, future: Future[tuple[list[Target], Any]], refetch: bool = True) -> None:
+    def _land(self, future: Future[tuple[list[Target], Any]]) -> None:
         i = self._inflight.pop(future)
         items, last = future.result()
         self._buffer.extend(items)
         self._queries[i] = replace(self._queries[i], start=last)
         self._open[i] = bool(last)
-        if last and refetch:
+        if last:
             self._fetch(i)
 
     def rest(self) -> tuple[list[Target], list[QuerySpec]]:
-        """What was not yielded: targets already read, and the Queries still to page."""
-        if not self._started:
-            return [], [q for q, live in zip(self._queries, self._open, strict=True) if live]
-        while self._inflight:
-            self._land(next(iter(self._inflight)), refetch=False)
+        """What was not yielded: targets already read, and the Queries still to page. A page
+        still in flight is not waited for: its Query resumes from the key that page started
+        at (the deadline has passed; its result is dropped)."""
         unread = [q for q, live in zip(self._queries, self._open, strict=True) if live]
         targets = list(self._buffer)
         self._buffer.clear()
+        self._inflight.clear()
         self._open = [False] * len(self._queries)
         return targets, unread
 

@@ -40,7 +40,7 @@ def wired(
     sb.broadcaster = broadcaster
     message_log = MessageLog(ddb, TABLE)
     sb.continuation = Continuation(
-        sqs, url, registry, message_log, broadcaster, per_message=25, deadline_seconds=40
+        sqs, url, registry, message_log, broadcaster, per_message=5, deadline_seconds=40
     )
     for i in range(N):
         registry.register(f"c{i:04d}", f"u{i % 7}", int(clock.now * 1000))
