@@ -20,7 +20,8 @@ import time
 from typing import Any, TextIO
 
 NAMESPACE = "Switchboard"
-DIMENSIONS = [["Scope"]]
+# By scope, and (the empty dimension set) across scopes: what the template's alarms watch.
+DIMENSIONS: list[list[str]] = [["Scope"], []]
 # Report attribute -> (metric name, unit).
 METRICS = (
     ("recipients", "Recipients", "Count"),

@@ -205,8 +205,7 @@ def continuation_resources() -> dict[str, Any]:
             "Properties": {
                 "AlarmDescription": f"Fan-out recipients {metric.lower()} (EMF, any scope)",
                 "Namespace": "Switchboard",
-                "MetricName": metric,
-                "Dimensions": [{"Name": "Scope", "Value": "all"}],
+                "MetricName": metric,  # the EMF line's dimensionless set: every scope
                 "Statistic": "Sum",
                 "Period": 300,
                 "EvaluationPeriods": 1,

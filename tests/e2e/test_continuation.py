@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.common import raise_nofile
 from local_gateway import LocalGateway
@@ -38,6 +39,10 @@ class Listeners:
         self.thread.start()
         self.sockets: list[ClientConnection] = []
         self.counts: Counter[int] = Counter()  # client index -> frames of type message
+        # Handshakes refused (409: a $connect whose PutItem was retried after a slow first
+        # attempt, on two loaded cores); the client dials again. Such a connection stays in
+        # the registry until the fan-out gets 410 for it: counted as gone, not lost.
+        self.refused = 0
 
     def run(self, coro: Any, timeout: float) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -47,18 +52,28 @@ class Listeners:
 
         async def one(i: int) -> None:
             async with slots:
-                ws = await connect(
-                    f"{self.url}?userId=u_{i:05d}", ping_interval=None, compression=None
-                )
+                for _ in range(3):
+                    try:
+                        ws = await connect(
+                            f"{self.url}?userId=u_{i:05d}", ping_interval=None, compression=None
+                        )
+                        break
+                    except InvalidStatus:
+                        self.refused += 1
+                else:
+                    raise AssertionError(f"client {i} was refused three times")
             self.sockets.append(ws)
             asyncio.get_running_loop().create_task(self.listen(i, ws))
 
         await asyncio.gather(*(one(i) for i in range(n)))
 
     async def listen(self, i: int, ws: ClientConnection) -> None:
-        async for raw in ws:
-            if json.loads(raw).get("type") == "message":
-                self.counts[i] += 1
+        try:
+            async for raw in ws:
+                if json.loads(raw).get("type") == "message":
+                    self.counts[i] += 1
+        except ConnectionClosed:  # aborted at teardown
+            pass
 
     async def close(self) -> None:
         for ws in self.sockets:
@@ -93,7 +108,8 @@ def broadcast_reaches_everyone_once(gateway_factory: Any, n: int, timeout: float
     assert ack["type"] == "ack" and ack["ref"] == 1, ack
     # The sender's fan-out stopped at 0.5 s and handed the rest on: it says how many.
     assert ack["continued"] > 0, ack
-    assert ack["delivered"] + ack["continued"] <= n and ack["failed"] == 0, ack
+    assert ack["delivered"] + ack["continued"] <= n + listeners.refused, ack
+    assert ack["failed"] == 0, ack
     lost = [i for i in range(n) if counts.get(i, 0) == 0]
     duplicated = {i: c for i, c in counts.items() if c > 1}
     assert lost == [], f"{len(lost)} of {n} clients never got the message"
