@@ -161,14 +161,8 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
             }
         )
     if access.queue_actions:
-        out.append(
-            {
-                "Sid": "ContinuationQueue",
-                "Effect": "Allow",
-                "Action": [f"sqs:{a}" for a in access.queue_actions],
-                "Resource": [arns.queue],
-            }
-        )
+        actions = [f"sqs:{a}" for a in access.queue_actions]
+        out.append(_allow("ContinuationQueue", actions, [arns.queue]))
     out.append(
         {
             "Sid": "JwtSecret",
@@ -195,6 +189,10 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
         }
     )
     return out
+
+
+def _allow(sid: str, actions: list[str], resources: list[Any]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
 
 
 def document(statement_list: list[dict[str, Any]]) -> dict[str, Any]:
