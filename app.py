@@ -10,12 +10,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from chalice import Chalice, Response
-from chalice.app import WebsocketEvent
+from chalice.app import SQSEvent, WebsocketEvent
 
 from chalicelib import web
 from chalicelib.auth import AuthError, Identity
 from chalicelib.aws_errors import ConfigProblem, config_problem
-from chalicelib.config import ConfigError, Settings
+from chalicelib.config import CONTINUATION_QUEUE, ConfigError, Settings
 from chalicelib.idempotency import SendInProgress
 from chalicelib.message_log import LogWriteError
 from chalicelib.protocol import Scope
@@ -69,6 +69,19 @@ def message(event: WebsocketEvent) -> dict[str, Any]:
 @app.on_ws_disconnect()
 def disconnect(event: WebsocketEvent) -> dict[str, Any]:
     return _ws_response(get_switchboard().on_disconnect(event.to_dict()))  # type: ignore[return-value]
+
+
+# A fan-out that reaches its deadline continues here (chalicelib/continuation.py). Up to 5 jobs
+# per invocation share one deadline; a job that fails is reported in batchItemFailures (the
+# event source mapping has ReportBatchItemFailures) and comes back after the visibility timeout.
+@app.on_sqs_message(queue=CONTINUATION_QUEUE, batch_size=5, name="continue_fan_out")
+def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
+    records = [(r.to_dict()["messageId"], r.body) for r in event]
+    continuation = get_switchboard().continuation
+    if continuation is None:
+        app.log.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
+        return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
+    return continuation.run_batch(records)
 
 
 # --- HTTP API ------------------------------------------------------------------------------

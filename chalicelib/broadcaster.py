@@ -47,6 +47,21 @@ class Report:
     failed_ids: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
     stopped_early: bool = False
+    # Handed to a continuation (``chalicelib.continuation``) instead of failing at the deadline.
+    continued: int = 0
+    # The targets read but not started when the deadline passed (what a continuation carries).
+    unstarted: list[Target] = field(default_factory=list, repr=False)
+    duration_ms: float = 0.0
+
+    def hand_off(self) -> int:
+        """Count the deadline's unstarted targets as ``continued`` instead of failed: a
+        continuation has taken them. Returns how many."""
+        moved = self.outcomes.pop("deadline", 0)
+        ids = {t.connection_id for t in self.unstarted}
+        self.failed -= moved
+        self.failed_ids = [cid for cid in self.failed_ids if cid not in ids]
+        self.continued += moved
+        return moved
 
     def add(self, connection_id: str, outcome: Outcome) -> None:
         self._count(connection_id, outcome.value)
@@ -74,6 +89,8 @@ class Report:
             "gone": self.gone,
             "failed": self.failed,
         }
+        if self.continued:
+            counts["continued"] = self.continued
         if self.stopped_early:
             # Targets not yet read when the deadline passed are in no count: unknown.
             counts["stoppedEarly"] = True
@@ -172,6 +189,7 @@ class Broadcaster:
             self._finish(*pending.popleft(), report)
         if batch:
             self._stop_early(batch, report, scope, started)
+        report.duration_ms = round((self._clock() - started) * 1000, 2)
         return report
 
     def _stop_early(
@@ -180,6 +198,7 @@ class Broadcaster:
         attempted = report.recipients
         for target in unstarted:
             report.add_unattempted(target.connection_id, "deadline")
+        report.unstarted.extend(unstarted)
         report.stopped_early = True
         log.emit(
             logging.WARNING,

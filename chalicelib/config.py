@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from chalicelib.rate_control import RATE_CONTROLS
 
 AUTH_MODES = ("jwt", "none")
+# The SQS queue of fan-out continuations as app.py's on_sqs_message names it (``chalice
+# deploy`` subscribes the worker to this name; the packaged stack makes its own queue and
+# points the event source mapping at it). The senders find it by CONTINUATION_QUEUE_URL.
+CONTINUATION_QUEUE = "switchboard-continuation"
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. A shorter shared
@@ -134,6 +138,12 @@ class Settings:
     max_rooms_per_user: int = 50
     message_rate: float = 10.0  # frames per second per connection, sustained
     message_burst: int = 20  # frames a connection may send at once after a quiet spell
+    # Where a fan-out that reaches its deadline hands the rest of its audience (an SQS queue
+    # URL; chalicelib/continuation.py). None: no continuation, the rest is reported failed.
+    continuation_queue_url: str | None = None
+    # Target ids per continuation message: ~2,000 with their endpoints stay far under SQS's
+    # 256 KB message limit (endpoints are listed once per message).
+    continuation_batch: int = 2000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -226,7 +236,19 @@ class Settings:
             max_rooms_per_user=_int(env, "MAX_ROOMS_PER_USER", 50, 1, 100_000),
             message_rate=_float(env, "MESSAGE_RATE", 10.0, 0.01, 100_000.0),
             message_burst=_int(env, "MESSAGE_BURST", 20, 1, 100_000),
+            continuation_queue_url=_queue_url(env),
+            continuation_batch=_int(env, "CONTINUATION_BATCH", 2000, 1, 2000),
         )
+
+
+def _queue_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("CONTINUATION_QUEUE_URL") or "").strip()
+    if url and not re.fullmatch(r"https?://[^/\s]+/[0-9]{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?", url):
+        raise ConfigError(
+            "CONTINUATION_QUEUE_URL must be an SQS queue URL like "
+            f"https://sqs.us-east-1.amazonaws.com/123456789012/name, got {url!r}"
+        )
+    return url or None
 
 
 def read_secret_parameter(name: str) -> str:

@@ -163,6 +163,19 @@ class MessageLog:
             return 0, 0
         return int(item["last"]["N"]), int(item.get("at", {}).get("N", "0"))
 
+    def get(self, stream: str, seq: int) -> dict[str, Any] | None:
+        """The logged frame of ``seq`` in ``stream``; None if it is unknown, skipped or past
+        retention (a fan-out's continuation re-reads its message here: SQS carries no text)."""
+        item = self._ddb.get_item(
+            TableName=self._table, Key={"PK": stream_key(stream), "SK": {"S": _sk(seq)}}
+        ).get("Item")
+        if not item or "frame" not in item:
+            return None
+        if int(item.get(TTL, {}).get("N", "0")) <= int(self._clock()):
+            return None
+        frame: dict[str, Any] = json.loads(item["frame"]["S"])
+        return frame
+
     def read(self, stream: str, after: int, limit: int) -> Page:
         """Up to ``limit`` messages of ``stream`` with seq > ``after``, oldest first."""
         after = max(0, after)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib.schema import ttl_attribute
@@ -78,6 +79,108 @@ class Target:
     endpoint: str | None = None
 
 
+@dataclass(frozen=True)
+class QuerySpec:
+    """One registry Query of an audience and where to resume it: ``start`` is the
+    ``ExclusiveStartKey`` of its next unread page (None: from the beginning). JSON-safe both
+    ways (``as_dict``/``from_dict``), so a fan-out's continuation can carry it on SQS."""
+
+    key_condition: str
+    values: dict[str, Any]
+    index: str | None = None
+    start: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key_condition, "values": self.values}
+        if self.index:
+            out["index"] = self.index
+        if self.start:
+            out["start"] = self.start
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> QuerySpec:
+        """Raises ValueError on anything but what ``as_dict`` writes."""
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+            raise ValueError("a query needs a key condition")
+        values, index, start = data.get("values"), data.get("index"), data.get("start")
+        if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+            raise ValueError("query values must be DynamoDB attribute values")
+        if index is not None and index not in _INDEXES:
+            raise ValueError(f"unknown index {index!r}")
+        if start is not None and not isinstance(start, dict):
+            raise ValueError("a query start must be a DynamoDB key")
+        return cls(data["key"], values, index, start)
+
+
+# The indexes an audience Query may name (schema.json); a continuation names nothing else.
+_INDEXES = ("GSI1", "GSI2")
+
+
+class Sweep:
+    """The targets of some registry Queries, read page by page, that can say where it stopped.
+
+    Queries run side by side in the registry's shard pool, one page each in flight, and pages
+    are yielded as they arrive (the first posts go out before the slowest shard is read). When
+    the consumer stops iterating (a fan-out's deadline), ``rest()`` returns exactly what was
+    not yielded: the targets read but not handed out, and each unfinished Query with the
+    ``ExclusiveStartKey`` of its next unread page (a page in flight counts as unread). Nothing is lost and
+    nothing is listed twice (a connection is in one shard, once per Query).
+    """
+
+    def __init__(self, registry: Registry, queries: list[QuerySpec]) -> None:
+        self._registry = registry
+        self._queries = list(queries)
+        self._open = [True] * len(self._queries)
+        self._buffer: deque[Target] = deque()
+        self._inflight: dict[Future[tuple[list[Target], Any]], int] = {}
+        self._started = False
+
+    @property
+    def queries(self) -> list[QuerySpec]:
+        return list(self._queries)
+
+    def __iter__(self) -> Iterator[Target]:
+        self._start()
+        while self._buffer or self._inflight:
+            while self._buffer:
+                yield self._buffer.popleft()
+            if self._inflight:
+                done, _ = wait(list(self._inflight), return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._land(future)
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            for i in range(len(self._queries)):
+                self._fetch(i)
+
+    def _fetch(self, i: int) -> None:
+        future = self._registry._shard_pool.submit(self._registry._page, self._queries[i])
+        self._inflight[future] = i
+
+    def _land(self, future: Future[tuple[list[Target], Any]]) -> None:
+        i = self._inflight.pop(future)
+        items, last = future.result()
+        self._buffer.extend(items)
+        self._queries[i] = replace(self._queries[i], start=last)
+        self._open[i] = bool(last)
+        if last:
+            self._fetch(i)
+
+    def rest(self) -> tuple[list[Target], list[QuerySpec]]:
+        """What was not yielded: targets already read, and the Queries still to page. A page
+        still in flight is not waited for: its Query resumes from the key that page started
+        at (the deadline has passed; its result is dropped)."""
+        unread = [q for q, live in zip(self._queries, self._open, strict=True) if live]
+        targets = list(self._buffer)
+        self._buffer.clear()
+        self._inflight.clear()
+        self._open = [False] * len(self._queries)
+        return targets, unread
+
+
 def shard_of(connection_id: str, shards: int) -> int:
     return zlib.crc32(connection_id.encode("utf-8")) % shards
 
@@ -112,6 +215,8 @@ class Registry:
         self._ttl_seconds = ttl_seconds
         self._shards = all_shards
         self._clock = clock
+        # Items per Query page of a sweep (DynamoDB's Limit); None: DynamoDB's 1 MB pages.
+        self.page_size: int | None = None
         # Shard queries of a broadcast run side by side; a pool of their own so they never
         # wait behind the posts of the fan-out pool.
         self._shard_pool = ThreadPoolExecutor(
@@ -344,6 +449,50 @@ class Registry:
         futures = [self._shard_pool.submit(shard, n) for n in range(self._shards)]
         for future in as_completed(futures):
             yield from future.result()
+
+    # --- resumable audiences (a fan-out that continues on SQS) --------------------------------
+
+    def user_query(self, user_id: str) -> QuerySpec:
+        return QuerySpec("GSI1PK = :pk", {":pk": {"S": f"USER#{user_id}"}}, "GSI1")
+
+    def room_query(self, room: str) -> QuerySpec:
+        return QuerySpec(
+            "PK = :pk AND begins_with(SK, :conn)",
+            {":pk": {"S": f"ROOM#{room}"}, ":conn": {"S": "CONN#"}},
+        )
+
+    def all_queries(self) -> list[QuerySpec]:
+        return [
+            QuerySpec("GSI2PK = :pk", {":pk": {"S": f"ALL#{n}"}}, "GSI2")
+            for n in range(self._shards)
+        ]
+
+    def sweep(self, queries: list[QuerySpec]) -> Sweep:
+        return Sweep(self, queries)
+
+    def _page(self, spec: QuerySpec) -> tuple[list[Target], Any]:
+        """One page of ``spec``: its live targets and the ``LastEvaluatedKey`` (None: done)."""
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": spec.key_condition,
+            "FilterExpression": "#ttl > :now",
+            "ProjectionExpression": _TARGET_PROJECTION,
+            "ExpressionAttributeNames": {"#ttl": TTL},
+            "ExpressionAttributeValues": {**spec.values, ":now": {"N": str(self._now())}},
+        }
+        if spec.index:
+            params["IndexName"] = spec.index
+        if spec.start:
+            params["ExclusiveStartKey"] = spec.start
+        if self.page_size:
+            params["Limit"] = self.page_size
+        response = self._ddb.query(**params)
+        targets = [
+            Target(cid, _s(item, "userId"), _s(item, "endpoint"))
+            for item in response.get("Items", [])
+            if (cid := _s(item, "connectionId"))
+        ]
+        return targets, response.get("LastEvaluatedKey") or None
 
     def _query(self, values: dict[str, Any], **kwargs: Any) -> Iterator[Target]:
         params: dict[str, Any] = {

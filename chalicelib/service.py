@@ -20,6 +20,7 @@ from chalicelib.auth import AuthError, Identity, connect_identity, require_admin
 from chalicelib.aws_errors import error_code, is_throttling
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import Settings
+from chalicelib.continuation import Continuation, emit_metrics, queries_for
 from chalicelib.idempotency import (
     AlreadySent,
     Claim,
@@ -70,8 +71,11 @@ class Switchboard:
         message_log: MessageLog,
         sends: SendLedger | None = None,
         limits: Limits | None = None,
+        continuation: Continuation | None = None,
     ) -> None:
         self.settings = settings
+        # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
+        self.continuation = continuation
         self.registry = registry
         self.gateway = gateway
         self.broadcaster = broadcaster
@@ -380,14 +384,32 @@ class Switchboard:
         sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``."""
         audience, message = self._audience(scope, name, conn.user_id, text)
         message = self._log(scope, name, message, record, client_msg_id)
-        report = self.broadcaster.fan_out(
-            audience,
-            protocol.encode(message),
-            exclude=conn.connection_id,
-            scope=scope.value,
-        )
+        report = self._fan_out(scope, name, audience, message, conn.connection_id)
         record.update(report.as_dict())
         return message, report
+
+    def _fan_out(
+        self,
+        scope: Scope,
+        name: str | None,
+        targets: Iterable[Target],
+        message: Frame,
+        exclude: str | None = None,
+    ) -> Report:
+        """Fan a logged message out; with a continuation queue, over a resumable audience
+        whose rest goes to SQS at the deadline. One EMF metrics line either way."""
+        if self.continuation is None:
+            report = self.broadcaster.fan_out(
+                targets, protocol.encode(message), exclude=exclude, scope=scope.value
+            )
+        else:
+            audience = self.continuation.audience(queries_for(self.registry, scope.value, name))
+            report = self.broadcaster.fan_out(
+                audience, protocol.encode(message), exclude=exclude, scope=scope.value
+            )
+            self.continuation.hand_off(report, audience, message, exclude, scope.value)
+        emit_metrics(report, scope.value, stream=message["stream"], seq=message["seq"], hop=0)
+        return report
 
     def _audience(
         self, scope: Scope, name: str | None, sender: str, text: str
@@ -483,9 +505,7 @@ class Switchboard:
                 return {**exc.answer(), "recipients": 0}
             except ClientMsgIdReused as exc:
                 raise BadRequest(str(exc)) from None
-            report: Report = self.broadcaster.fan_out(
-                targets, protocol.encode(message), scope=scope.value
-            )
+            report = self._fan_out(scope, name, targets, message)
             record.update(report.as_dict())
         return {
             "id": message["id"],
@@ -541,6 +561,8 @@ class Switchboard:
 
 
 def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
+    # How many recipients a continuation took over, only when one did.
+    continued = {"continued": report.continued} if report.continued else {}
     return protocol.ack_frame(
         ref,
         report.delivered,
@@ -549,6 +571,7 @@ def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
         id=message["id"],
         stream=message["stream"],
         seq=message["seq"],
+        **continued,
     )
 
 

@@ -14,6 +14,7 @@ from botocore.config import Config
 from chalicelib import log
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import Settings
+from chalicelib.continuation import Continuation
 from chalicelib.management_api import ManagementApi
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
@@ -26,15 +27,7 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
     (``AWS_ENDPOINT_URL_DYNAMODB`` locally), as boto3 reads it."""
     log.configure(settings.log_level)
     session = session or boto3.session.Session()
-    ddb = session.client(
-        "dynamodb",
-        config=Config(
-            retries={"mode": "standard"},
-            max_pool_connections=settings.fanout_workers,
-            connect_timeout=settings.http_connect_timeout,
-            read_timeout=settings.http_read_timeout,
-        ),
-    )
+    ddb = session.client("dynamodb", config=_config(settings, settings.fanout_workers))
     registry = Registry(
         ddb, settings.table_name, settings.connection_ttl_seconds, settings.all_shards
     )
@@ -64,5 +57,32 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         deadline_seconds=settings.fanout_deadline_seconds,
     )
     message_log = MessageLog(ddb, settings.table_name, settings.history_ttl_seconds)
-    switchboard.append(Switchboard(settings, registry, gateway, broadcaster, message_log))
+    continuation = None
+    if settings.continuation_queue_url:
+        # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
+        sqs = session.client("sqs", config=_config(settings, 10))
+        continuation = Continuation(
+            sqs,
+            settings.continuation_queue_url,
+            registry,
+            message_log,
+            broadcaster,
+            per_message=settings.continuation_batch,
+            deadline_seconds=settings.fanout_deadline_seconds,
+        )
+    switchboard.append(
+        Switchboard(
+            settings, registry, gateway, broadcaster, message_log, continuation=continuation
+        )
+    )
     return switchboard[0]
+
+
+def _config(settings: Settings, pool: int) -> Config:
+    """botocore's standard retries and the configured timeouts, with ``pool`` connections."""
+    return Config(
+        retries={"mode": "standard"},
+        max_pool_connections=pool,
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+    )

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.config import CONTINUATION_QUEUE
 from deploy.project import CHALICE_DIR, Stage, iam_policy_file, index_names, stage, stages
 
 
@@ -44,6 +45,9 @@ class FunctionAccess:
     connection_methods: tuple[str, ...]  # @connections methods (POST send, DELETE close)
     # The indexes ``index_actions`` apply to; None: every index of the table.
     only_indexes: tuple[str, ...] | None = None
+    # SQS actions on the continuation queue: senders enqueue the rest of a fan-out; the
+    # worker's event source mapping receives and deletes under the worker's role.
+    queue_actions: tuple[str, ...] = ()
 
 
 FUNCTIONS: tuple[FunctionAccess, ...] = (
@@ -85,6 +89,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         ),
         index_actions=("Query",),  # a user's connections (GSI1), everyone (GSI2)
         connection_methods=("POST",),
+        queue_actions=("SendMessage",),  # a fan-out's rest past its deadline
     ),
     FunctionAccess(
         "api_handler",
@@ -96,6 +101,18 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         table_actions=("GetItem", "PutItem", "UpdateItem", "Query", "BatchWriteItem", "DeleteItem"),
         index_actions=("Query",),
         connection_methods=("POST", "DELETE"),
+        queue_actions=("SendMessage",),
+    ),
+    FunctionAccess(
+        "continue_fan_out",
+        "ContinueFanOut",
+        "ContinueFanOutRole",
+        # the logged frame (GetItem), a room's or user's rest (Query), prune on 410.
+        table_actions=("GetItem", "Query", "BatchWriteItem", "DeleteItem"),
+        index_actions=("Query",),
+        connection_methods=("POST",),
+        # SendMessage: its own rest; the others: the event source mapping, under this role.
+        queue_actions=("SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes"),
     ),
 )
 
@@ -120,6 +137,7 @@ class Arns:
     secret: Any
     log_groups: list[Any]  # for logs:CreateLogGroup (chalice deploy only)
     log_streams: list[Any]  # for logs:CreateLogStream / PutLogEvents
+    queue: Any = None  # the continuation queue
 
 
 def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> list[dict[str, Any]]:
@@ -155,6 +173,9 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
                 "Resource": [arns.connections(m) for m in access.connection_methods],
             }
         )
+    if access.queue_actions:
+        actions = [f"sqs:{a}" for a in access.queue_actions]
+        out.append(_allow("ContinuationQueue", actions, [arns.queue]))
     out.append(
         {
             "Sid": "JwtSecret",
@@ -183,6 +204,10 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
     return out
 
 
+def _allow(sid: str, actions: list[str], resources: list[Any]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+
 def document(statement_list: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statement_list}
 
@@ -206,6 +231,8 @@ def static_arns(s: Stage, access: FunctionAccess) -> Arns:
         secret=f"arn:aws:ssm:*:*:parameter{_parameter_arn_suffix(s.secret_parameter)}",
         log_groups=[group],
         log_streams=[f"{group}:*"],
+        # app.py's on_sqs_message queue name (``chalice deploy`` subscribes to it by name).
+        queue=f"arn:aws:sqs:*:*:{CONTINUATION_QUEUE}",
     )
 
 

@@ -47,6 +47,15 @@ WEBSOCKET_API_ID = "WebsocketAPI"  # Chalice's logical id for the WebSocket API
 WEBSOCKET_STAGE_ID = "WebsocketAPIStage"  # ... for its AWS::ApiGatewayV2::Stage
 REST_API_ID = "RestAPI"  # ... for the REST API (AWS::Serverless::Api)
 SECRET_PARAMETER_ID = "JwtSecretParameterName"
+QUEUE_ID = "ContinuationQueue"  # fan-out continuations (chalicelib/continuation.py)
+DLQ_ID = "ContinuationDeadLetterQueue"
+WORKER_ID = "ContinueFanOut"  # app.py's on_sqs_message function
+WORKER_EVENT_ID = "ContinueFanOutSqsEventSource"  # Chalice's name for its SQS event
+# SQS's advice: a visibility timeout of at least six times the function's timeout (60 s), so a
+# job being worked on is not handed to a second worker ("Configuring a queue to use with
+# Lambda", Lambda developer guide).
+QUEUE_VISIBILITY_SECONDS = 360
+MAX_RECEIVES = 5  # then the job goes to the dead-letter queue
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,62 @@ def template_arns(access: FunctionAccess, api_stage: str) -> Arns:
         # The group is a resource of the stack: no logs:CreateLogGroup for the function.
         log_groups=[],
         log_streams=[{"Fn::GetAtt": [log_group_id(access), "Arn"]}],
+        queue={"Fn::GetAtt": [QUEUE_ID, "Arn"]},
     )
+
+
+def continuation_resources() -> dict[str, Any]:
+    """The continuation queue, its dead-letter queue, and alarms on the fan-out metrics."""
+    resources: dict[str, Any] = {
+        DLQ_ID: {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True},
+        },
+        QUEUE_ID: {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "VisibilityTimeout": QUEUE_VISIBILITY_SECONDS,
+                "SqsManagedSseEnabled": True,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": {"Fn::GetAtt": [DLQ_ID, "Arn"]},
+                    "maxReceiveCount": MAX_RECEIVES,
+                },
+            },
+        },
+        # Chalice subscribes the worker to the queue by name; this stack's queue instead, with
+        # partial batch responses (the handler returns batchItemFailures).
+        WORKER_ID: {
+            "Properties": {
+                "Events": {
+                    WORKER_EVENT_ID: {
+                        "Properties": {
+                            # Fn::Sub, the key Chalice's own value uses: the merge
+                            # replaces it (another intrinsic would sit beside it).
+                            "Queue": {"Fn::Sub": f"${{{QUEUE_ID}.Arn}}"},
+                            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                        }
+                    }
+                }
+            }
+        },
+    }
+    # The EMF line of every fan-out (chalicelib/metrics.py) is the metric source.
+    for metric in ("Failed", "Throttled"):
+        resources[f"Fanout{metric}Alarm"] = {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": f"Fan-out recipients {metric.lower()} (EMF, any scope)",
+                "Namespace": "Switchboard",
+                "MetricName": metric,  # the EMF line's dimensionless set: every scope
+                "Statistic": "Sum",
+                "Period": 300,
+                "EvaluationPeriods": 1,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+            },
+        }
+    return resources
 
 
 def role_policy(access: FunctionAccess, s: Stage) -> dict[str, Any]:
@@ -178,6 +242,8 @@ def merge_template(stage_name: str) -> dict[str, Any]:
             "CONNECTIONS_TABLE": {"Ref": TABLE_ID},
             "JWT_SECRET_PARAMETER": {"Ref": SECRET_PARAMETER_ID},
         }
+        if access.queue_actions:
+            variables["CONTINUATION_QUEUE_URL"] = {"Ref": QUEUE_ID}
         if access.logical_id == "APIHandler":
             # The demo page at GET / dials this stack's WebSocket API.
             variables["WEBSOCKET_URL"] = {
@@ -203,6 +269,9 @@ def merge_template(stage_name: str) -> dict[str, Any]:
                 ]
             }
         }
+    for rid, resource in continuation_resources().items():
+        resources.setdefault(rid, {}).setdefault("Properties", {})
+        resources[rid] = _merge(resources[rid], resource)
     websocket_throttle, rest_throttle = THROTTLING
     # Chalice merges these into its own resources key by key.
     resources[WEBSOCKET_STAGE_ID] = {
@@ -236,8 +305,20 @@ def merge_template(stage_name: str) -> dict[str, Any]:
         "Outputs": {
             "ConnectionsTableName": {"Value": {"Ref": TABLE_ID}},
             "JwtSecretParameter": {"Value": {"Ref": SECRET_PARAMETER_ID}},
+            "ContinuationQueueUrl": {"Value": {"Ref": QUEUE_ID}},
         },
     }
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Dicts merged key by key (as ``chalice package --merge-template`` does)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def write(stage_name: str, path: Path) -> Path:

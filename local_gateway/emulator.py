@@ -27,11 +27,12 @@ from local_gateway.dynamodb import (
     load_table_schema,
 )
 from local_gateway.faults import FaultConfig, FaultInjector
-from local_gateway.lambda_events import new_api_id, new_aws_id
+from local_gateway.lambda_events import LambdaContext, new_api_id, new_aws_id
 from local_gateway.limits import Limits
 from local_gateway.project import ChaliceProject, Invocation, LambdaRuntime, import_app
 from local_gateway.server import WebSocketServer
 from local_gateway.sigv4 import Credentials, SigV4Verifier
+from local_gateway.sqs import LocalQueues
 from local_gateway.stats import GatewayStats
 
 log = logging.getLogger("local_gateway")
@@ -224,6 +225,7 @@ class LocalGateway:
         self.urls: GatewayURLs | None = None
         self.environment: dict[str, str] = {}
         self._dynamodb: EmbeddedDynamoDB | None = None
+        self._queues: LocalQueues | None = None  # the app's on_sqs_message handlers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._server: WebSocketServer | None = None
@@ -257,6 +259,9 @@ class LocalGateway:
             if not self._loop.is_running():
                 self._loop.close()
         self._loop = self._loop_thread = self._server = None
+        if self._queues is not None:
+            self._queues.stop()
+            self._queues = None
         # DynamoDB last-but-parallel: $disconnect handlers (run above) may still need it,
         # and moto's server takes up to its 0.5 s poll interval to stop.
         dynamodb_stopper = None
@@ -414,6 +419,8 @@ class LocalGateway:
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+                # moto serves every service on one port: SQS for on_sqs_message handlers.
+                "AWS_ENDPOINT_URL_SQS": dynamodb_url,
                 "APIGW_MANAGEMENT_ENDPOINT": management,
                 # Also route SDK clients built without endpoint_url to the local management API.
                 "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
@@ -461,6 +468,17 @@ class LocalGateway:
             project, self.app, self.region, int(self.limits.integration_timeout * 1000)
         )
         self._server.runtime = runtime
+        self._queues = LocalQueues(dynamodb_url, self.region)
+        self._queues.start(
+            self.app,
+            lambda source: LambdaContext(
+                f"{project.app_name}-{project.chalice_stage}-{source.name}",
+                project.lambda_memory_size,
+                int(self.limits.integration_timeout * 1000),
+                self.region,
+            ),
+            self.invocations.append,
+        )
 
         rest_url = None
         if self.rest_port is not None:

@@ -25,6 +25,7 @@ from moto import mock_aws
 
 import app as app_module
 import chalicelib.wiring as wiring_module
+from chalicelib.config import CONTINUATION_QUEUE
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
 from deploy import template
@@ -38,6 +39,8 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 API_ID = "abc123def4"  # tests/events/*.json: domainName abc123def4.execute-api.us-east-1...
 STAGE = stage("dev")
+QUEUE = CONTINUATION_QUEUE
+QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
 
 Call = tuple[str, str]  # (IAM action, resource ARN)
 
@@ -86,6 +89,9 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterat
             if params.get("IndexName"):
                 arn += f"/index/{params['IndexName']}"
             yield f"dynamodb:{operation}", arn
+    elif service == "sqs" and "QueueUrl" in params:
+        name = params["QueueUrl"].rsplit("/", 1)[-1]
+        yield f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
     elif service == "ssm" and operation == "GetParameter":
         name = params["Name"] if params["Name"].startswith("/") else "/" + params["Name"]
         yield "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
@@ -141,6 +147,8 @@ def recorded() -> dict[str, set[Call]]:
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
     }
+    # The packaged stack sets the queue URL (deploy/template.py); chalice deploy users, too.
+    env["CONTINUATION_QUEUE_URL"] = QUEUE_URL
     for key, value in env.items():
         mp.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET"):
@@ -153,6 +161,7 @@ def recorded() -> dict[str, set[Call]]:
             boto3.client("ssm", region_name=REGION).put_parameter(
                 Name=STAGE.secret_parameter, Value=SECRET, Type="SecureString"
             )
+            boto3.client("sqs", region_name=REGION).create_queue(QueueName=QUEUE)
             with Client(app_module.app, stage_name="dev") as client:
                 _exercise(client, recorder, gateway)
     finally:
@@ -165,6 +174,45 @@ def _cold(recorder: Recorder, function: str) -> None:
     """A new container for ``function``: the secret is read again at its first call."""
     app_module.reset_switchboard(None)
     recorder.current = function
+
+
+def _past_deadline(send: Callable[[], Any]) -> None:
+    """``send`` with a fan-out deadline already passed and one-item Query pages: its audience
+    goes to the queue with Queries left to page (the worker's Query calls)."""
+    switchboard = _built()
+    saved = switchboard.broadcaster._deadline_seconds
+    switchboard.broadcaster._deadline_seconds = 0.0
+    switchboard.registry.page_size = 1
+    try:
+        send()
+    finally:
+        switchboard.broadcaster._deadline_seconds = saved
+        switchboard.registry.page_size = None
+
+
+def _built() -> Any:
+    """The container's switchboard, built by a handler (the stage env exists only inside one)."""
+    assert app_module._switchboard is not None
+    return app_module._switchboard
+
+
+def sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}",
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
 
 
 def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> None:
@@ -193,6 +241,7 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ("b", "u_2", None),
         ("c", "u_3", None),
         ("d", "ops", "admin"),
+        ("e", "u_2", None),  # u_2's second connection: a user's rest can span pages
     ):
         ws("connect", connect_event(cid, {"token": token(user, role=role)}))
 
@@ -218,6 +267,12 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     frame("c", {"action": "join", "room": "side"})  # its prune deletes a membership too
     gateway.outcomes["c"] = Outcome.GONE  # closed without $disconnect: pruned on 410
     frame("d", {"action": "broadcastAll", "text": "maintenance"})
+    frame("e", {"action": "join", "room": "side"})
+    _past_deadline(lambda: frame("e", {"action": "sendRoom", "room": "side", "text": "c"}))
+    _past_deadline(
+        lambda: frame("a", {"action": "sendMessage", "targetUserId": "u_2", "text": "c"})
+    )
+    _past_deadline(lambda: frame("d", {"action": "broadcastAll", "text": "continued"}))
 
     _cold(recorder, "APIHandler")
     assert http("get", "/health") == 200
@@ -228,7 +283,28 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         assert http("post", "/broadcast", {"text": "once", "clientMsgId": "job-1"}) == 200
     assert http("get", "/connections") == 200
     assert http("get", "/rooms/lobby/members") == 200
+    _past_deadline(lambda: http("post", "/broadcast", {"text": "continued"}))
     assert http("delete", "/connections/b") == 204
+
+    _cold(recorder, "ContinueFanOut")
+    # The event source mapping receives and deletes under the worker's role, outside its code.
+    for action in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes"):
+        recorder.add(f"sqs:{action}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}")
+    recorder.current = None
+    sqs = boto3.client("sqs", region_name=REGION)
+    messages = sqs.receive_message(QueueUrl=QUEUE_URL, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 4, "both senders handed their fan-outs on"
+    gateway.outcomes["e"] = Outcome.GONE  # pruned by the worker, its side membership too
+    recorder.current = "ContinueFanOut"
+    # The room's, the user's and the WebSocket broadcast's rests; the last (the HTTP broadcast's)
+    # runs past its deadline and hands its rest on again.
+    result = client.lambda_.invoke("continue_fan_out", sqs_event(messages[:-1])).payload
+    assert result == {"batchItemFailures": []}
+    continuation = _built().continuation
+    assert continuation is not None
+    continuation._deadline_seconds = 0.0
+    result = client.lambda_.invoke("continue_fan_out", sqs_event(messages[-1:])).payload
+    assert result == {"batchItemFailures": []}
 
     _cold(recorder, "WebsocketDisconnect")
     ws("disconnect", disconnect_event("a"))
@@ -247,6 +323,7 @@ def resolve(value: Any) -> str | None:
         template.WEBSOCKET_API_ID: API_ID,
         f"{template.TABLE_ID}.Arn": table_arn(STAGE.table_name),
         template.SECRET_PARAMETER_ID: STAGE.secret_parameter,
+        f"{template.QUEUE_ID}.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}",
     }
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         target, attr = value["Fn::GetAtt"]

@@ -158,4 +158,7 @@ def test_functions_match_the_app_handlers() -> None:
         "websocket_message",
         "websocket_disconnect",
         "api_handler",
+        "continue_fan_out",
     }
+    sqs = {s.name for s in app_module.app.event_sources if type(s).__name__ == "SQSEventConfig"}
+    assert sqs == {"continue_fan_out"}

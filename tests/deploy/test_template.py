@@ -186,6 +186,7 @@ def test_only_the_senders_may_use_connections_and_only_this_api(packaged: Packag
         "WebsocketMessageRole": ["POST"],
         "WebsocketDisconnectRole": ["POST"],  # presence: the leave event
         "ApiHandlerRole": ["POST", "DELETE"],
+        "ContinueFanOutRole": ["POST"],  # the continuation worker posts the rest
     }
 
 

@@ -1,0 +1,111 @@
+"""A fan-out stopped by its deadline continues from SQS jobs until every recipient is posted once.
+
+moto's SQS and DynamoDB; the broadcaster's clock ticks once per call, so the deadline falls
+after a fixed number of reads; Query pages of 7 items, so the rest includes unfinished Queries.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib.broadcaster import Broadcaster
+from chalicelib.continuation import Continuation, Job
+from chalicelib.message_log import MessageLog
+from chalicelib.registry import Registry
+from chalicelib.service import Switchboard
+from tests.conftest import TABLE, Clock, make_switchboard
+from tests.helpers import FakeGateway
+
+N = 300
+
+
+@pytest.fixture
+def wired(
+    ddb: Any, registry: Registry, gateway: FakeGateway, clock: Clock
+) -> tuple[Switchboard, Any, str]:
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="continuation")["QueueUrl"]
+    registry.page_size = 7
+    ticks = itertools.count()
+    broadcaster = Broadcaster(
+        gateway, registry.remove, workers=4, batch_size=10, deadline_seconds=40,
+        clock=lambda: float(next(ticks)),
+    )  # fmt: skip
+    sb = make_switchboard(registry, gateway)
+    sb.broadcaster = broadcaster
+    message_log = MessageLog(ddb, TABLE)
+    sb.continuation = Continuation(
+        sqs, url, registry, message_log, broadcaster, per_message=5, deadline_seconds=40
+    )
+    for i in range(N):
+        registry.register(f"c{i:04d}", f"u{i % 7}", int(clock.now * 1000))
+    return sb, sqs, url
+
+
+def drain(sb: Switchboard, sqs: Any, url: str) -> int:
+    """Run every job until the queue is empty, as the worker would; the number of jobs."""
+    assert sb.continuation is not None
+    jobs = 0
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        result = sb.continuation.run_batch([(m["MessageId"], m["Body"]) for m in messages])
+        assert result == {"batchItemFailures": []}
+        for m in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        jobs += len(messages)
+    return jobs
+
+
+def test_broadcast_past_its_deadline_reaches_everyone_once(
+    wired: tuple[Switchboard, Any, str], gateway: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sb, sqs, url = wired
+    answer = sb.push("all", None, {"text": "hello all"}, sb.authorize_http(None))
+    assert answer["continued"] > 0 and answer["failed"] == 0
+    assert answer["delivered"] < N
+    jobs = drain(sb, sqs, url)
+    assert jobs > 1
+    received = Counter({cid: len(frames) for cid, frames in gateway.sent.items()})
+    assert set(received) == {f"c{i:04d}" for i in range(N)}
+    assert set(received.values()) == {1}
+    assert {f["seq"] for cid in received for f in gateway.frames(cid)} == {answer["seq"]}
+    # One EMF line per fan-out: the sender's and every job's.
+    assert capsys.readouterr().out.count('"event":"fanout_metrics"') == jobs + 1
+
+
+def test_a_job_survives_the_round_trip_and_junk_is_refused() -> None:
+    from chalicelib.continuation import BadJob
+    from chalicelib.registry import QuerySpec, Target
+
+    job = Job(
+        "room:lobby", 42, "room", "cX",
+        [Target("c1", None, "https://e/api"), Target("c2")],
+        [QuerySpec("PK = :pk", {":pk": {"S": "ROOM#lobby"}}, None, {"PK": {"S": "x"}})],
+        hop=3,
+    )  # fmt: skip
+    assert Job.decode(job.encode()) == job
+    for junk in ("", "[]", '{"v":1}', '{"v":2,"stream":"a"}'):
+        with pytest.raises(BadJob):
+            Job.decode(junk)
+    bad_index = job.encode().replace('"queries":[{', '"queries":[{"index":"Evil",')
+    with pytest.raises(BadJob):
+        Job.decode(bad_index)
+
+
+def test_without_a_queue_the_rest_is_reported_failed(
+    registry: Registry, gateway: FakeGateway, clock: Clock
+) -> None:
+    ticks = itertools.count()
+    sb = make_switchboard(registry, gateway)
+    sb.broadcaster = Broadcaster(
+        gateway, registry.remove, batch_size=10, deadline_seconds=20,
+        clock=lambda: float(next(ticks)),
+    )  # fmt: skip
+    for i in range(50):
+        registry.register(f"c{i:04d}", "u", int(clock.now * 1000))
+    answer = sb.push("all", None, {"text": "x"}, sb.authorize_http(None))
+    assert answer["stoppedEarly"] is True and "continued" not in answer and answer["failed"] > 0
