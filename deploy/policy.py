@@ -107,8 +107,10 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "continue_fan_out",
         "ContinueFanOut",
         "ContinueFanOutRole",
-        # the logged frame (GetItem), a room's or user's rest (Query), prune on 410.
-        table_actions=("GetItem", "Query", "BatchWriteItem", "DeleteItem"),
+        # the logged frame (GetItem), a room's or user's rest (Query), prune on 410 (removal,
+        # and the presence leave it announces: UpdateItem on the user's item, the event logged
+        # with UpdateItem + PutItem).
+        table_actions=("GetItem", "PutItem", "UpdateItem", "Query", "BatchWriteItem", "DeleteItem"),
         index_actions=("Query",),
         connection_methods=("POST",),
         # SendMessage: its own rest; the others: the event source mapping, under this role.

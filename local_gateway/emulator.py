@@ -468,7 +468,7 @@ class LocalGateway:
             project, self.app, self.region, int(self.limits.integration_timeout * 1000)
         )
         self._server.runtime = runtime
-        self._queues = LocalQueues(dynamodb_url, self.region)
+        self._queues = LocalQueues(dynamodb_url, self.region, self.credentials)
         self._queues.start(
             self.app,
             lambda source: LambdaContext(

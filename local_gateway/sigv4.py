@@ -75,17 +75,21 @@ class SignatureError(Exception):
 
 
 class SigV4Verifier:
-    """Checks requests signed by ``credentials`` for ``service`` in ``region``."""
+    """Checks requests signed by ``credentials`` for ``service`` in ``region``.
+
+    ``service`` may name several services (the embedded moto server answers DynamoDB and SQS
+    on one port): a request is checked for the service its credential scope names, if listed.
+    """
 
     def __init__(
         self,
         credentials: Credentials,
-        service: str,
+        service: str | tuple[str, ...],
         region: str,
         max_skew: float = MAX_SKEW_SECONDS,
     ) -> None:
         self.credentials = credentials
-        self.service = service
+        self.services = (service,) if isinstance(service, str) else service
         self.region = region
         self.max_skew = max_skew
 
@@ -116,7 +120,7 @@ class SigV4Verifier:
             )
         if not hmac.compare_digest(match["key"], self.credentials.access_key_id):
             raise SignatureError("UnrecognizedClientException", UNKNOWN_KEY)
-        if match["service"] != self.service or match["region"] != self.region:
+        if match["service"] not in self.services or match["region"] != self.region:
             raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH)
         amz_date = (lower.get("x-amz-date") or [""])[0]
         try:
@@ -141,7 +145,7 @@ class SigV4Verifier:
         request.context["timestamp"] = amz_date
         signer = SigV4Auth(
             BotoCredentials(self.credentials.access_key_id, self.credentials.secret_access_key),
-            self.service,
+            match["service"],
             self.region,
         )
         expected = signer.signature(

@@ -35,9 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from local_gateway.dynamodb import DUMMY_CREDENTIALS
 from local_gateway.lambda_events import LambdaContext
 from local_gateway.project import Invocation
+from local_gateway.sigv4 import Credentials
 
 log = logging.getLogger("local_gateway.sqs")
 ACCOUNT = "123456789012"  # moto's default account, in its queue URLs and ARNs
@@ -208,12 +208,19 @@ class QueuePoller:
 class LocalQueues:
     """The queues and pollers of every SQS handler of an app."""
 
-    def __init__(self, endpoint_url: str, region: str, visibility_timeout: int = 30) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        region: str,
+        credentials: Credentials,
+        visibility_timeout: int = 30,
+    ) -> None:
         import boto3
 
-        # Dummy credentials: a local endpoint must never receive real ones.
+        # The run's own credentials: the embedded server refuses others, and a local endpoint
+        # must never receive the developer's real ones.
         self.client = boto3.client(
-            "sqs", endpoint_url=endpoint_url, region_name=region, **DUMMY_CREDENTIALS
+            "sqs", endpoint_url=endpoint_url, region_name=region, **credentials.boto3_kwargs()
         )
         self.region = region
         self.visibility_timeout = visibility_timeout
