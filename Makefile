@@ -88,3 +88,4 @@ bench-full: $(BENCH_STAMP)
 
 soak: $(STAMP)
 	RELIABILITY_SCALE=soak $(PY) -m pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
+	RELIABILITY_SCALE=soak $(PY) -m pytest tests/e2e/test_continuation.py -m soak -p no:cacheprovider $(PYTEST_ARGS)

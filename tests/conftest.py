@@ -129,3 +129,16 @@ def ws_connect() -> Iterator[WsConnect]:
             return client
 
         yield open_client
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``soak`` tests outside tests/reliability (which skips its own by scale) run only with
+    RELIABILITY_SCALE=soak (``make soak``): they take minutes and thousands of sockets."""
+    import os
+
+    if os.environ.get("RELIABILITY_SCALE") == "soak":
+        return
+    skip = pytest.mark.skip(reason="soak only: make soak (RELIABILITY_SCALE=soak)")
+    for item in items:
+        if item.get_closest_marker("soak") and "reliability" not in item.nodeid.split("/"):
+            item.add_marker(skip)

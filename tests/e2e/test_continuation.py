@@ -1,10 +1,10 @@
 """A fan-out past its deadline continues on SQS: every recipient gets the message exactly once.
 
-switchboard on the local gateway with ``FANOUT_DEADLINE_SECONDS=0.5`` and the continuation
+switchboard on the local gateway with a short ``FANOUT_DEADLINE_SECONDS`` and the continuation
 queue (the gateway's embedded SQS runs the app's ``on_sqs_message`` worker). N real WebSocket
-clients listen; one more broadcasts to all. 2,000 clients run in the normal suite (opening them
-takes most of the time on two cores); the issue's 5,000 is the ``soak`` variant
-(``pytest -m soak tests/e2e/test_continuation.py``).
+clients listen; one more broadcasts to all. 1,000 clients with a 0.1 s deadline run in the
+normal suite (opening them takes most of the time on two cores); the issue's 5,000 with 0.5 s
+is the ``soak`` variant (``pytest -m soak tests/e2e/test_continuation.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Listeners:
     def run(self, coro: Any, timeout: float) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    async def open(self, n: int) -> None:
+    async def open(self, n: int, first: int = 0) -> None:
         slots = asyncio.Semaphore(64)
 
         async def one(i: int) -> None:
@@ -65,7 +65,7 @@ class Listeners:
             self.sockets.append(ws)
             asyncio.get_running_loop().create_task(self.listen(i, ws))
 
-        await asyncio.gather(*(one(i) for i in range(n)))
+        await asyncio.gather(*(one(i) for i in range(first, first + n)))
 
     async def listen(self, i: int, ws: ClientConnection) -> None:
         try:
@@ -85,16 +85,26 @@ class Listeners:
         self.thread.join(5)
 
 
-def broadcast_reaches_everyone_once(gateway_factory: Any, n: int, timeout: float) -> None:
+def broadcast_reaches_everyone_once(
+    gateway_factory: Any, n: int, timeout: float, deadline_seconds: float = 0.5
+) -> None:
     raise_nofile(n + 2000)
     gw: LocalGateway = gateway_factory(
         REPO_ROOT,
         auth_mode="none",
-        env={"FANOUT_DEADLINE_SECONDS": "0.5", "CONTINUATION_QUEUE_URL": QUEUE_URL},
+        env={
+            "FANOUT_DEADLINE_SECONDS": str(deadline_seconds),
+            "CONTINUATION_QUEUE_URL": QUEUE_URL,
+        },
     )
     listeners = Listeners(gw.urls.websocket)  # type: ignore[union-attr]
     try:
-        listeners.run(listeners.open(n), timeout)
+        # Set-up time is the machine's: measure the first 100 handshakes, allow the rest
+        # three times their pace (a fixed guess failed on a loaded machine).
+        started = time.monotonic()
+        listeners.run(listeners.open(100), timeout)
+        pace = (time.monotonic() - started) / 100
+        listeners.run(listeners.open(n - 100, first=100), max(timeout, 3 * pace * (n - 100)))
         with open_ws(gw, "userId=sender") as sender:
             sender.send(json.dumps({"action": "broadcastAll", "text": "to everyone", "ref": 1}))
             ack = recv_json(sender, timeout=30)
@@ -106,7 +116,7 @@ def broadcast_reaches_everyone_once(gateway_factory: Any, n: int, timeout: float
     finally:
         listeners.stop()
     assert ack["type"] == "ack" and ack["ref"] == 1, ack
-    # The sender's fan-out stopped at 0.5 s and handed the rest on: it says how many.
+    # The sender's fan-out stopped at its deadline and handed the rest on: it says how many.
     assert ack["continued"] > 0, ack
     assert ack["delivered"] + ack["continued"] <= n + listeners.refused, ack
     assert ack["failed"] == 0, ack
@@ -121,9 +131,10 @@ def broadcast_reaches_everyone_once(gateway_factory: Any, n: int, timeout: float
     assert all(w.result == {"batchItemFailures": []} for w in workers)
 
 
-@pytest.mark.timeout(120)
-def test_broadcast_past_its_deadline_reaches_2000_clients_once(gateway_factory: Any) -> None:
-    broadcast_reaches_everyone_once(gateway_factory, 2000, 60)
+@pytest.mark.timeout(300)
+def test_broadcast_past_its_deadline_reaches_1000_clients_once(gateway_factory: Any) -> None:
+    # 1,000 clients: the sender's 0.1 s (the setting's minimum) ends mid-audience here too.
+    broadcast_reaches_everyone_once(gateway_factory, 1000, 60, deadline_seconds=0.1)
 
 
 @pytest.mark.soak
