@@ -195,6 +195,10 @@ class WebSocketServer:
         # server's once it has a port.
         self.allowed_origins = {o.lower() for o in allowed_origins}
         self.extra_hosts = {h.lower() for h in allowed_hosts}
+        if custom_domain:
+            # --custom-domain: requests name the custom domain (what a client of it sends).
+            domain = custom_domain.lower()
+            self.extra_hosts |= {domain, f"{domain}:443"}
         self.allowed_hosts = self.extra_hosts | default_hosts(host, port)
         self.accept_errors = AcceptErrorLog()
         self._waiting: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}  # no request head yet
