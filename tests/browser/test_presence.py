@@ -9,7 +9,8 @@ import pytest
 
 from tests.browser.conftest import BrowserFactory, SwitchboardGateway, screenshot
 from tests.browser.test_chat import ChatPage, console_errors, page_url
-from tests.wsclient import open_ws, send
+from tests.browser.test_resume import request
+from tests.wsclient import open_ws
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -74,13 +75,13 @@ def test_the_list_is_refreshed_after_a_reconnect_and_counts_connections(
     gateway.management_client().delete_connection(ConnectionId=first)
     alice.until(lambda _: alice.status()[0] == "reconnecting", "the page to notice the drop")
     carol = ws_connect(gateway, "userId=u_carol")
-    assert send(carol, {"action": "join", "room": "lobby"})["joined"] is True
+    assert request(carol, {"action": "join", "room": "lobby"})["joined"] is True
     alice.wait_online()
     alice.wait_joined("lobby")
     wait_members(alice, ["u_alice", "u_carol"])  # members after the rejoin (and the replay)
 
     with open_ws(gateway, "userId=u_carol") as second:  # a second connection: no new entry
-        assert send(second, {"action": "join", "room": "lobby"})["joined"] is True
+        assert request(second, {"action": "join", "room": "lobby"})["joined"] is True
         # The page asks members again on its next join: leave and come back.
         alice.find('#rooms li[data-room="lobby"] button').click()
         alice.join("lobby")
