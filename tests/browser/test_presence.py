@@ -36,10 +36,9 @@ def test_two_pages_in_a_room_see_each_other_enter_and_leave(
     browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
     gateway = switchboard_gateway()
-    alice = ChatPage.open(browser("alice"), page_url(gateway))
-    bob = ChatPage.open(browser("bob"), page_url(gateway))
-    alice.connect("u_alice")
-    bob.connect("u_bob")
+    alice, bob = (ChatPage.open(browser(name), page_url(gateway)) for name in ("alice", "bob"))
+    for page, user in ((alice, "u_alice"), (bob, "u_bob")):
+        page.connect(user)
     alice.join("lobby")
     wait_members(alice, ["u_alice"])  # the members answer after the join
     assert alice.find("#members-room").text == "#lobby"
