@@ -79,7 +79,8 @@ def test_page_resumes_after_a_drop_and_shows_every_missed_message_exactly_once(
     alice.join("lobby")
     with open_ws(gateway, "userId=u_bob") as bob:
         assert request(bob, {"action": "join", "room": "lobby"})["joined"] is True
-        assert request(bob, {"action": "sendRoom", "room": "lobby", "text": "before 1"})["seq"]
+        # Seqs from the acks: the room stream also logs presence events (enter/leave).
+        seqs = [request(bob, {"action": "sendRoom", "room": "lobby", "text": "before 1"})["seq"]]
         alice.wait_message("before 1")
         alice.send("room", "mine before", target="lobby")  # its ack gives the page its seq
         assert alice.sent_state("mine before") == "delivered to 1"
@@ -89,9 +90,11 @@ def test_page_resumes_after_a_drop_and_shows_every_missed_message_exactly_once(
         gateway.management_client().delete_connection(ConnectionId=first)
         alice.until(lambda _: alice.status()[0] == "reconnecting", "the page to notice the drop")
         away = [f"while away {i}" for i in range(1, 8)]
+        away_seqs: list[int] = []
         for text in away:
             ack = request(bob, {"action": "sendRoom", "room": "lobby", "text": text})
             assert ack["type"] == "ack" and ack["delivered"] == 0  # nobody else in the room now
+            away_seqs.append(ack["seq"])
         alice.driver.execute_script(HOLD_RESUME)
         set_offline(alice, False)
 
@@ -100,14 +103,20 @@ def test_page_resumes_after_a_drop_and_shows_every_missed_message_exactly_once(
         alice.wait_joined("lobby")
         alice.until(lambda d: d.execute_script("return window.heldResumes.length"), "a resume")
         # Back in the room, resume not sent yet: this one comes live, and again in the replay.
-        request(bob, {"action": "sendRoom", "room": "lobby", "text": "live while resuming"})
+        seqs.append(
+            request(bob, {"action": "sendRoom", "room": "lobby", "text": "live while resuming"})[
+                "seq"
+            ]
+        )
         alice.wait_message("live while resuming")
         alice.driver.execute_script("window.releaseResumes()")
         alice.until(
             lambda _: any(line.startswith("Caught up: 7 missed") for line in alice.system_lines()),
             "the page to resume and page through history",
         )
-        assert request(bob, {"action": "sendRoom", "room": "lobby", "text": "after"})["delivered"]
+        ack = request(bob, {"action": "sendRoom", "room": "lobby", "text": "after"})
+        assert ack["delivered"]
+        seqs.append(ack["seq"])
         alice.wait_message("after")
 
     shown = incoming(alice)
@@ -115,7 +124,8 @@ def test_page_resumes_after_a_drop_and_shows_every_missed_message_exactly_once(
     assert texts == ["before 1", "live while resuming", *away, "after"]  # each once
     positions = [where for _, where, _ in shown]
     assert len(set(positions)) == len(positions)
-    assert positions == [f"room:lobby:{seq}" for seq in (1, 10, *range(3, 10), 11)]
+    assert positions == [f"room:lobby:{seq}" for seq in (*seqs[:2], *away_seqs, seqs[2])]
+    assert seqs[0] < away_seqs[0] and away_seqs == sorted(away_seqs) and away_seqs[-1] < seqs[1]
     assert all(missed == "true" for _, _, missed in shown[2:-1])
     assert [missed for _, _, missed in shown[:2]] == [None, None]  # live ones
     assert shown[-1][2] is None

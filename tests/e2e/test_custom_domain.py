@@ -57,6 +57,8 @@ def test_pushes_arrive_through_a_custom_domain(gw: LocalGateway, ws_connect: Any
 
     for ws in (alice, bob):
         assert send(ws, {"action": "join", "room": "lobby"})["joined"] is True
+    entered = recv_json(alice)  # pushed through the stored endpoint too: alice hears bob enter
+    assert (entered["type"], entered["event"], entered["userId"]) == ("presence", "enter", "u_bob")
     ack = send(alice, {"action": "sendRoom", "room": "lobby", "text": "over the socket"})
     assert (ack["delivered"], ack["failed"]) == (1, 0)
     assert recv_json(bob)["text"] == "over the socket"

@@ -33,16 +33,27 @@ def joined(ws: ClientConnection, room: str) -> None:
     assert reply.get("joined") is True, reply
 
 
-def until_reply(ws: ClientConnection, kind: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The ``message`` frames read before the first frame of type ``kind``, and that frame."""
+def until_reply(
+    ws: ClientConnection, kind: str, presence: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ``message`` frames read before the first frame of type ``kind``, and that frame.
+    Room streams also log presence events: those go to ``presence`` (none may come without)."""
     messages: list[dict[str, Any]] = []
     for _ in range(1000):
         frame = recv_json(ws)
         if frame.get("type") == kind:
             return messages, frame
+        if presence is not None and frame.get("type") == "presence":
+            presence.append(frame)
+            continue
         assert frame.get("type") == "message", frame
         messages.append(frame)
     raise AssertionError(f"no {kind} frame")
+
+
+def presence_of(frame: dict[str, Any]) -> tuple[str, str]:
+    assert frame["type"] == "presence", frame
+    return frame["event"], frame["userId"]
 
 
 def test_a_dropped_client_resumes_what_it_missed(gw: LocalGateway, ws_connect: Any) -> None:
@@ -50,6 +61,7 @@ def test_a_dropped_client_resumes_what_it_missed(gw: LocalGateway, ws_connect: A
     bob = ws_connect(gw, f"userId={BOB}")
     joined(alice, "lobby")
     joined(bob, "lobby")
+    assert presence_of(recv_json(alice)) == ("enter", BOB)
     # What alice saw live: the seq of each stream she is owed.
     send(bob, {"action": "sendRoom", "room": "lobby", "text": "before"})
     send(bob, {"action": "sendMessage", "targetUserId": ALICE, "text": "before, to you"})
@@ -59,18 +71,26 @@ def test_a_dropped_client_resumes_what_it_missed(gw: LocalGateway, ws_connect: A
 
     alice.close()
     gw.invocations.wait_for("$disconnect", timeout=5)
+    assert presence_of(recv_json(bob)) == ("leave", ALICE)  # logged too: room seq + 1
     room_ack = send(bob, {"action": "sendRoom", "room": "lobby", "text": "while away"})
     # A back end's push is logged whoever is connected (a WebSocket DM too: see the next test).
     status, dm_ack = http(gw, "POST", f"/users/{ALICE}/messages", {"text": "while away"})
     assert status == 200, dm_ack
     assert room_ack["delivered"] == dm_ack["delivered"] == 0  # nobody to hear them live
-    assert (room_ack["stream"], room_ack["seq"]) == ("room:lobby", last["room:lobby"] + 1)
+    assert (room_ack["stream"], room_ack["seq"]) == ("room:lobby", last["room:lobby"] + 2)
     assert (dm_ack["stream"], dm_ack["seq"]) == (f"user:{ALICE}", last[f"user:{ALICE}"] + 1)
 
     alice = ws_connect(gw, f"userId={ALICE}")
     joined(alice, "lobby")
+    assert presence_of(recv_json(bob)) == ("enter", ALICE)
     alice.send(json.dumps({"action": "resume", "streams": last, "ref": 1}))
-    replayed, resumed = until_reply(alice, "resumed")
+    events: list[dict[str, Any]] = []
+    replayed, resumed = until_reply(alice, "resumed", events)
+    # Her own leave and enter around the message, replayed like it (in the room's seq order).
+    assert [(presence_of(e), e["seq"], e["replayed"]) for e in events] == [
+        (("leave", ALICE), room_ack["seq"] - 1, True),
+        (("enter", ALICE), room_ack["seq"] + 1, True),
+    ]
     assert [(m["id"], m["text"], m["replayed"]) for m in replayed] == [
         (room_ack["id"], "while away", True),
         (dm_ack["id"], "while away", True),
@@ -78,7 +98,8 @@ def test_a_dropped_client_resumes_what_it_missed(gw: LocalGateway, ws_connect: A
     assert resumed["ref"] == 1
     assert resumed["streams"] == {
         "room:lobby": {
-            "after": last["room:lobby"], "last": room_ack["seq"], "replayed": 1, "truncated": False
+            "after": last["room:lobby"], "last": room_ack["seq"] + 1, "replayed": 3,
+            "truncated": False,
         },
         f"user:{ALICE}": {
             "after": last[f"user:{ALICE}"], "last": dm_ack["seq"], "replayed": 1,
@@ -89,7 +110,7 @@ def test_a_dropped_client_resumes_what_it_missed(gw: LocalGateway, ws_connect: A
     send(bob, {"action": "sendRoom", "room": "lobby", "text": "welcome back"})
     live = recv_json(alice)
     assert (live["text"], live["seq"], "replayed" in live) == (
-        "welcome back", room_ack["seq"] + 1, False,
+        "welcome back", room_ack["seq"] + 2, False,
     )  # fmt: skip
 
 
@@ -114,11 +135,14 @@ def test_replay_is_in_seq_order_per_stream(gw: LocalGateway, ws_connect: Any) ->
     joined(alice, "lobby")
     after = acks[1]["seq"]
     alice.send(json.dumps({"action": "resume", "streams": {"room:lobby": after}, "ref": "r"}))
-    replayed, resumed = until_reply(alice, "resumed")
+    events: list[dict[str, Any]] = []
+    replayed, resumed = until_reply(alice, "resumed", events)
     assert [m["seq"] for m in replayed] == [a["seq"] for a in acks[2:]]
+    # Then her own enter, logged after the messages.
+    assert [(presence_of(e), e["seq"]) for e in events] == [(("enter", ALICE), acks[-1]["seq"] + 1)]
     assert [m["text"] for m in replayed] == ["#2", "#3", "#4", "#5"]
     assert all(m["replayed"] is True and m["stream"] == "room:lobby" for m in replayed)
-    assert resumed["streams"]["room:lobby"]["replayed"] == 4
+    assert resumed["streams"]["room:lobby"]["replayed"] == 5
 
 
 def test_a_room_not_rejoined_is_refused_and_the_others_still_resume(
@@ -162,11 +186,13 @@ def test_history_pages_with_next(gw: LocalGateway, ws_connect: Any) -> None:
         pages.append(page)
         # ``next`` is the first seq of the next page: ask for what comes after ``next - 1``.
         after = None if page["next"] is None else page["next"] - 1
-    assert [len(p["messages"]) for p in pages] == [5, 5, 2]
-    assert [p["next"] for p in pages] == [acks[5]["seq"], acks[10]["seq"], None]
+    # Seq 1 is bob's own enter (presence events are logged in the room stream), then the 12.
+    assert [len(p["messages"]) for p in pages] == [5, 5, 3]
+    assert [p["next"] for p in pages] == [acks[4]["seq"], acks[9]["seq"], None]
     assert {p["last"] for p in pages} == {acks[-1]["seq"]}
-    ids = [m["id"] for p in pages for m in p["messages"]]
-    assert ids == [a["id"] for a in acks]
+    [enter, *messages] = [m for p in pages for m in p["messages"]]
+    assert (presence_of(enter), enter["seq"]) == (("enter", BOB), 1)
+    assert [m["id"] for m in messages] == [a["id"] for a in acks]
     assert all("replayed" not in m for p in pages for m in p["messages"])
 
 

@@ -23,7 +23,7 @@ def gw(gateway_factory: Any) -> LocalGateway:
 
 
 def registry_items(gw: LocalGateway) -> int:
-    """Connection and membership items (the message log's streams stay by design)."""
+    """Connection, membership and presence items (the message log's streams stay by design)."""
     return sum(1 for i in table_items(gw) if not i["PK"]["S"].startswith("STREAM#"))
 
 
@@ -44,6 +44,7 @@ def test_rooms_and_broadcast(gw: LocalGateway, ws_connect: Any) -> None:
     a, b, c = (ws_connect(gw, f"userId=u{i}") for i in range(3))
     assert send(a, {"action": "join", "room": "lobby"})["joined"] is True
     send(b, {"action": "join", "room": "lobby"})
+    assert recv_json(a)["type"] == "presence"  # u1 hears u2 enter
     assert send(a, {"action": "sendRoom", "room": "lobby", "text": "room hi"})["delivered"] == 1
     assert recv_json(b)["room"] == "lobby"
     assert send(c, {"action": "sendRoom", "room": "lobby", "text": "x"})["code"] == "forbidden"
@@ -73,7 +74,7 @@ def test_a_binary_frame_closes_with_1003_and_cleans_the_registry(
     ws = ws_connect(gw, "userId=u1")
     send(ws, {"action": "join", "room": "r"})
     cid = send(ws, {"action": "whoami"})["connectionId"]
-    assert registry_items(gw) == 2  # the connection and its membership
+    assert registry_items(gw) == 3  # the connection, its membership, u1's presence in r
     ws.send(b"\x00\xff binary")
     with pytest.raises(ConnectionClosed) as closed:
         ws.recv(timeout=5)
@@ -115,10 +116,11 @@ def test_closing_cleans_the_registry_and_later_sends_are_410_free(
     b = ws_connect(gw, "userId=u2")
     send(a, {"action": "join", "room": "r"})
     send(b, {"action": "join", "room": "r"})
-    assert registry_items(gw) == 4  # two connections, two memberships
+    assert registry_items(gw) == 6  # two connections, two memberships, two users present
     b.close()
     gw.invocations.wait_for("$disconnect", timeout=5)
-    wait_until(lambda: registry_items(gw) == 2)
+    wait_until(lambda: registry_items(gw) == 3)
+    assert [recv_json(a)["event"] for _ in range(2)] == ["enter", "leave"]  # u2's presence
     ack = send(a, {"action": "sendRoom", "room": "r", "text": "anyone?"})
     assert (ack["delivered"], ack["gone"], ack["failed"]) == (0, 0, 0)
     a.close()

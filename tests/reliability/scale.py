@@ -16,7 +16,7 @@ class Scale:
     name: str
     # churn
     churn_sessions: int
-    churn_min_sessions: int  # the churn deadline may stop it earlier, not before this
+    churn_min_sessions: int  # the most the capacity check asks (less on a slower machine)
     churn_concurrency: int
     churn_users: int
     churn_rooms: int

@@ -64,10 +64,11 @@ class StackUnderTest:
 
 @dataclass
 class TableSnapshot:
-    """A Scan of the table, sorted into connection items and room memberships."""
+    """A Scan of the table, sorted into connection items, room memberships and presence."""
 
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     memberships: set[tuple[str, str]] = field(default_factory=set)  # (room, connectionId)
+    present: set[tuple[str, str]] = field(default_factory=set)  # (room, userId): presence items
     other: int = 0  # anything else but the message log: a leak
     log_items: int = 0  # the message log's streams (heads and messages): kept by design
 
@@ -80,6 +81,8 @@ class TableSnapshot:
                 registry.connections[pk[5:]] = item
             elif pk.startswith("ROOM#") and sk.startswith("CONN#"):
                 registry.memberships.add((pk[5:], sk[5:]))
+            elif pk.startswith("ROOM#") and sk.startswith("USER#"):
+                registry.present.add((pk[5:], sk[5:]))
             elif pk.startswith("STREAM#"):
                 registry.log_items += 1
             else:
@@ -88,8 +91,8 @@ class TableSnapshot:
 
     @property
     def items(self) -> int:
-        """Registry items (connections, memberships, strays); not the message log."""
-        return len(self.connections) + len(self.memberships) + self.other
+        """Registry items (connections, memberships, presence, strays); not the message log."""
+        return len(self.connections) + len(self.memberships) + len(self.present) + self.other
 
     def owners(self) -> set[str]:
         """Every connection id that has any item."""

@@ -439,6 +439,8 @@ def test_nobody_reads_or_posts_where_they_should_not(
 
     expect(_send(alice, {"action": "join", "room": "private"}), joined=True)
     expect(_send(dave, {"action": "join", "room": "private"}), joined=True)
+    # A member hears the other enter (only the room's members: bob stays silent, see the end).
+    expect(recv_json(alice, timeout=10), type="presence", event="enter", userId="u_alice2")
     expect(_send(bob, {"action": "join", "room": "private:x"}), joined=True)
     # Posting to a room you are not in; leaving it; joining on someone else's behalf.
     expect(_send(bob, {"action": "sendRoom", "room": "private", "text": "x"}), code="forbidden")

@@ -12,7 +12,13 @@ after a join without waiting for its ack (the join races ``$disconnect``). At th
 - nobody is stuck present: no presence item (``ROOM#<room> USER#<userId>``) holds a
   connection, and ``GET /rooms/{room}/members`` of every room answers 0 users ("stale presence
   after churn" in docs/RELIABILITY.md);
-- no handler failed.
+- no handler failed;
+- capacity: the churn ran enough sessions. The target is not a fixed guess: every session
+  costs the one-process stack serial work (its connect, joins, leave and ``$disconnect``: a
+  few DynamoDB requests each behind one lock, plus presence fan-outs), so the set-up measures
+  what a join costs with nothing else under way and the target is what the deadline allows at
+  that cost (``Churn.capacity``), at most ``SCALE.churn_min_sessions``. A machine twice as
+  slow measures twice the cost and expects half the sessions; reply timeouts scale likewise.
 """
 
 from __future__ import annotations
@@ -49,6 +55,33 @@ class Churn:
         self.problems: list[str] = []  # requests that got no (or a wrong) reply
         self.closes: collections.Counter[str] = collections.Counter()
         self.churn_done = asyncio.Event()
+        self.join_seconds: list[float] = []  # each set-up join, alone on the stack
+
+    def join_cost(self) -> float:
+        """The median set-up join in seconds (a request with nothing else under way)."""
+        ordered = sorted(self.join_seconds)
+        return ordered[len(ordered) // 2]
+
+    def request_timeout(self) -> float:
+        """How long a churning client waits for a reply: every other churner's request may be
+        queued ahead of it on the serial stack (x4: their joins fan out presence to bigger
+        rooms than the set-up's), never under 15 s."""
+        return max(15.0, 4 * SCALE.churn_concurrency * self.join_cost())
+
+    def capacity(self) -> int:
+        """The sessions the churn's deadline allows at the measured cost, at most the scale's
+        target. Measured: with 40 churners the stack starts about one session per 1.2 set-up
+        joins' time (94 sessions in the 8 s deadline at 70 ms a join, other test runs
+        alongside; a join that announces an enter to 10 members takes 105 ms, 34 ms without
+        the event). Counted here: 1.5 joins a session, and half of what that allows."""
+        per_session = 1.5 * self.join_cost()
+        return min(SCALE.churn_min_sessions, int(0.5 * SCALE.churn_seconds / per_session))
+
+    async def timed_join(self, client: WsClient, room: str) -> dict[str, Any] | None:
+        started = time.monotonic()
+        reply = await client.request({"action": "join", "room": room})
+        self.join_seconds.append(time.monotonic() - started)
+        return reply
 
     async def churner(self, slot: int, deadline: float) -> None:
         rng = random.Random(self.rng.random())
@@ -80,7 +113,9 @@ class Churn:
                 return
             for room in rng.sample(self.rooms, k=rng.randint(0, min(2, len(self.rooms)))):
                 session.tried_rooms.add(room)
-                reply = await client.request({"action": "join", "room": room}, timeout=15)
+                reply = await client.request(
+                    {"action": "join", "room": room}, timeout=self.request_timeout()
+                )
                 if reply and reply.get("joined") is True:
                     session.rooms[room] = time.monotonic()
                 else:
@@ -89,7 +124,9 @@ class Churn:
             if session.rooms and rng.random() < 0.25:
                 room = rng.choice(sorted(session.rooms))
                 session.left[room] = time.monotonic()
-                reply = await client.request({"action": "leave", "room": room}, timeout=15)
+                reply = await client.request(
+                    {"action": "leave", "room": room}, timeout=self.request_timeout()
+                )
                 if not (reply and reply.get("left") is True):
                     self.problems.append(f"{name} leave {room}: {reply}")
             try:
@@ -139,7 +176,7 @@ class Churn:
         session = Session(f"resident-{n}", user, client.opened_at)
         for room in self.rooms[n % len(self.rooms) :][:2]:
             session.tried_rooms.add(room)
-            reply = await client.request({"action": "join", "room": room})
+            reply = await self.timed_join(client, room)
             assert reply and reply.get("joined") is True, reply
             session.rooms[room] = time.monotonic()
         return client, session
@@ -151,7 +188,7 @@ class Churn:
             session = Session(f"sender-{k}", f"sender-{k}", client.opened_at)
             for room in self.rooms:
                 session.tried_rooms.add(room)
-                reply = await client.request({"action": "join", "room": room})
+                reply = await self.timed_join(client, room)
                 assert reply and reply.get("joined") is True, reply
                 session.rooms[room] = time.monotonic()
             stayers.append((client, session))
@@ -238,6 +275,8 @@ def test_churn_loses_nothing_and_leaks_nothing(
             "closes": dict(churn.closes),
             "unanswered_requests": len(churn.problems),
             "churn_seconds": round(churn_seconds, 1),
+            "setup_join_ms": round(churn.join_cost() * 1000, 1),
+            "capacity_target": churn.capacity(),
             "handler_errors": sb.handler_errors(),
         },
     )
@@ -256,4 +295,4 @@ def test_churn_loses_nothing_and_leaks_nothing(
     assert sb.handler_errors() == 0, sb.error_details()
     assert stray == [], stray[:5]
     # Capacity, last: the deadline may cut the churn short on a slow machine.
-    assert len(churn.sessions) >= SCALE.churn_min_sessions, "churn ended early"
+    assert len(churn.sessions) >= churn.capacity(), "churn ended early"

@@ -130,8 +130,8 @@ def test_reset_connections_are_removed_by_disconnect(
         },
     )
     assert sb.invocations.disconnect_codes[1006] == len(sessions)
-    # Once every $disconnect ran, only the sender (and its membership) is registered.
-    assert registered.items == 2, registered
+    # Once every $disconnect ran, only the sender (its membership, its presence) is registered.
+    assert registered.items == 3 and registered.present == {(ROOM, "sender")}, registered
     assert last and (last["delivered"], last["gone"], last["failed"]) == (0, 0, 0), last
     assert verdict.ok(), verdict.problems
     assert verdict.failed_reported == 0
@@ -193,7 +193,7 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
     )
     assert sb.invocations.disconnect_codes[1001] >= len(users)
     assert converged < idle + 10
-    assert registered.items == 2, registered  # the sender and its membership
+    assert registered.items == 3, registered  # the sender, its membership and presence
     assert last and (last["delivered"], last["gone"]) == (0, 0), last
     assert registry.items == 0
     assert sb.handler_errors() == 0, sb.error_details()

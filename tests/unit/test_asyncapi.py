@@ -91,6 +91,12 @@ def _frames() -> list[dict[str, Any]]:
     message = protocol.message_frame("u_1", protocol.Scope.ROOM, "hi", "lobby")
     logged = {**message, "stream": "room:lobby", "seq": 3}
     dm = {**protocol.message_frame("u_1", protocol.Scope.USER, "hi"), "stream": "user:u_2"}
+    # A presence event as logged (the log adds stream and seq, nothing else).
+    presence = {
+        **protocol.presence_frame("lobby", "enter", "u_1"),
+        "stream": "room:lobby",
+        "seq": 4,
+    }
     return [
         logged,
         {**logged, "replayed": True},
@@ -119,8 +125,9 @@ def _frames() -> list[dict[str, Any]]:
         protocol.history_frame(None, "all", [], 7, last=9, skipped=[5], truncated=True, oldest=6),
         {"type": "members", "room": "lobby", "count": 2, "truncated": False,
          "users": [{"userId": "u_1", "connections": 2}]},
-        {"type": "presence", "room": "lobby", "event": "enter", "userId": "u_1",
-         "stream": "room:lobby", "seq": 4},
+        presence,
+        {**presence, "replayed": True},
+        protocol.history_frame(3, "room:lobby", [logged, presence], None, last=4),
         {"message": "Internal server error", "connectionId": "R1kmxc2VNjMCFIA=",
          "requestId": "VNRXVFJOywMF3-Q="},
     ]  # fmt: skip
