@@ -28,7 +28,7 @@ lock the user out until someone repaired it; a count of live items (``ttl`` filt
 itself. The price is a race: handshakes of one user that run at the same moment can all pass
 the count (and GSI1 is eventually consistent, typically well under a second), so the cap can be
 overshot by the handshakes in flight. The rooms cap has the same kind of race (two joins of one
-user at once on different connections). Both are accepted and documented in the README; the
+user at once on different connections). Both are accepted and documented in docs/PROTOCOL.md; the
 rate limit has no such gap.
 
 The connection cap and the rate limit fail open: if DynamoDB cannot answer the check, the

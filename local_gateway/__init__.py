@@ -109,9 +109,9 @@ Differences from AWS
 * Plain ``ws://``/``http://``.
 * No custom route keys (Chalice creates only ``$default``), no route responses, no
   authorizers, no API keys, no permessage-deflate.
-* Not enforced: 500 new connections/s, the account's 10,000 rps, per-connection rates.
-  Use the fault flags to simulate throttling.
-* Idle time counts frames in both directions (pings included). See README's "Where it
+* Not enforced: 500 new connections/s, per-connection rates; the account's 10,000 rps only with
+  --account-rps. Use the fault flags to simulate other throttling.
+* Idle time counts frames in both directions (pings included). See docs/LOCAL.md, "Where it
   differs from AWS" for the rest.
 * Handlers run as threads in one process: module globals are shared by concurrent
   invocations (a real Lambda container runs one at a time), there are no cold starts, and a
