@@ -36,9 +36,10 @@ class Message:
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> Message | None:
         """The message of a server ``message`` frame, or None when it has no usable stream/seq."""
-        stream, seq = _position(frame)
-        if stream is None or seq is None:
+        position = _position(frame)
+        if position is None:
             return None
+        stream, seq = position
         room = frame.get("room")
         sent_at = frame.get("sentAt")
         return cls(
@@ -65,23 +66,24 @@ class Presence:
     room: str
     event: str  # "enter" or "leave"
     user_id: str
-    replayed: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    replayed: bool = False
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> Presence | None:
         """The event of a server ``presence`` frame, or None when it has no usable stream/seq."""
-        stream, seq = _position(frame)
-        if stream is None or seq is None:
-            return None
-        return cls(
-            stream=stream,
-            seq=seq,
-            room=str(frame.get("room", "")),
-            event=str(frame.get("event", "")),
-            user_id=str(frame.get("userId", "")),
-            replayed=frame.get("replayed") is True,
-            raw=dict(frame),
+        position = _position(frame)
+        return (
+            None
+            if position is None
+            else cls(
+                *position,
+                room=str(frame.get("room", "")),
+                event=str(frame.get("event", "")),
+                user_id=str(frame.get("userId", "")),
+                replayed=frame.get("replayed") is True,
+                raw=dict(frame),
+            )
         )
 
 
@@ -99,11 +101,12 @@ def entry_from_frame(frame: Mapping[str, Any]) -> Entry | None:
     return None
 
 
-def _position(frame: Mapping[str, Any]) -> tuple[str | None, int | None]:
+def _position(frame: Mapping[str, Any]) -> tuple[str, int] | None:
+    """A logged frame's ``(stream, seq)``, or None when it has no usable ones."""
     stream, seq = frame.get("stream"), frame.get("seq")
     if not isinstance(stream, str) or isinstance(seq, bool) or not isinstance(seq, int):
-        return None, None
-    return (stream, seq) if seq >= 1 else (None, None)
+        return None
+    return (stream, seq) if seq >= 1 else None
 
 
 @dataclass

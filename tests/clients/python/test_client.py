@@ -337,12 +337,20 @@ def test_sequencer_orders_presence_events_with_messages_by_their_seq() -> None:
     assert entry_from_frame({"type": "pong", "stream": "room:a", "seq": 4}) is None
 
 
+def presence_client(
+    server: FakeServer, **options: Any
+) -> tuple[Client, list[Message], list[Presence]]:
+    """A client reading room "den" from its start, with its messages and presence events."""
+    client, got = make_client(server, store=MemoryStore({"room:den": 0}), **options)
+    events: list[Presence] = []
+    client.on_presence(events.append)
+    return client, got, events
+
+
 def test_presence_events_reach_on_presence_in_order_and_fill_gaps_from_history() -> None:
     async def scenario() -> None:
         server = FakeServer()
-        client, got = make_client(server, gap_hold=0.05, store=MemoryStore({"room:den": 0}))
-        events: list[Presence] = []
-        client.on_presence(events.append)
+        client, got, events = presence_client(server, gap_hold=0.05)
         await client.connect(5)
         await client.join("den")
         live_enter = server.presence("room:den", "enter", "u_2")
@@ -372,9 +380,7 @@ def test_presence_events_reach_on_presence_in_order_and_fill_gaps_from_history()
 def test_presence_is_replayed_by_a_resume_after_a_reconnect() -> None:
     async def scenario() -> None:
         server = FakeServer()
-        client, got = make_client(server, store=MemoryStore({"room:den": 0}))
-        events: list[Presence] = []
-        client.on_presence(events.append)
+        client, got, events = presence_client(server)
         await client.connect(5)
         await client.join("den")
         await server.socket.close()
@@ -436,20 +442,18 @@ def test_rate_limited_carries_retry_after_ms() -> None:
 def test_a_resent_send_still_in_progress_is_asked_again_and_gets_the_original_ack() -> None:
     async def scenario() -> None:
         server = FakeServer()
+        server.hold_acks = True  # the first try is logged, its ack lost with the socket
         client, _ = make_client(server, request_timeout=5)
         await client.connect(5)
-        await client.join("r")
-        server.hold_acks = True
-        pending = asyncio.ensure_future(client.send_room("r", "ack lost"))
-        await until(lambda: "sendRoom" in server.socket.actions())
-        server.hold_acks = False
-        server.in_progress = 2  # the first try is "still being logged" twice more
+        pending = asyncio.ensure_future(client.broadcast("ack lost"))
+        await until(lambda: server.socket.actions()[-1:] == ["broadcastAll"])
+        server.hold_acks, server.in_progress = False, 2  # "still being logged" twice more
         await server.socket.close()
         ack = await pending
-        sends = [f for f in server.socket.sent if f.get("action") == "sendRoom"]
+        sends = [f for f in server.socket.sent if f.get("action") == "broadcastAll"]
         assert len(sends) == 3 and len({f["clientMsgId"] for f in sends}) == 1
         assert ack["duplicate"] is True and ack["seq"] == 1
-        assert len(server.log["room:r"]) == 1  # logged once
+        assert len(server.log["all"]) == 1  # logged once
         assert client.retried == 2
         await client.close()
 
