@@ -21,6 +21,41 @@ export interface MessageFrame {
   replayed?: boolean;
 }
 
+/** A user entered a room (their first connection joined) or left it (their last one left).
+ * Logged in the room's stream: it takes a seq there, is replayed by a resume and listed in
+ * history pages, and reaches the app once, in seq order with the room's messages. */
+export interface PresenceFrame {
+  type: "presence";
+  room: string;
+  event: "enter" | "leave";
+  userId: string;
+  stream: Stream;
+  seq: number;
+  /** Present when the event came from a `resume`. */
+  replayed?: boolean;
+}
+
+/** What a stream holds: messages, and in a room's stream presence events too. */
+export type StreamEntry = MessageFrame | PresenceFrame;
+
+export interface MemberInfo {
+  userId: string;
+  /** The user's connections in the room. */
+  connections: number;
+}
+
+/** The answer to `members(room)` (members of the room only). */
+export interface MembersFrame {
+  type: "members";
+  ref: Ref;
+  room: string;
+  /** Users present. */
+  count: number;
+  /** The first users by userId (all of them unless `truncated`). */
+  users: MemberInfo[];
+  truncated: boolean;
+}
+
 export interface AckFrame {
   type: "ack";
   ref: Ref;
@@ -33,6 +68,8 @@ export interface AckFrame {
   room?: string;
   joined?: boolean;
   left?: boolean;
+  /** A repeated `clientMsgId`: the original send's ack (same id, stream, seq), nothing sent. */
+  duplicate?: boolean;
 }
 
 export interface ErrorFrame {
@@ -44,6 +81,8 @@ export interface ErrorFrame {
   id?: string;
   stream?: Stream;
   seq?: number;
+  /** `rate_limited` by the connection's frame rate: how long until a frame would pass. */
+  retryAfterMs?: number;
 }
 
 export interface IdentityFrame {
@@ -59,7 +98,8 @@ export interface HistoryFrame {
   type: "history";
   ref: Ref;
   stream: Stream;
-  messages: MessageFrame[];
+  /** Every entry of the page: messages and (room streams) presence events. */
+  messages: StreamEntry[];
   next: number | null;
   last: number;
   skipped?: number[];
@@ -74,6 +114,8 @@ export declare class SwitchboardError extends Error {
   constructor(code: string, message: string, frame?: ErrorFrame | object);
   readonly code: string;
   readonly frame?: ErrorFrame | object;
+  /** On `rate_limited`: the server's `retryAfterMs`, when it gave one. */
+  readonly retryAfterMs?: number;
 }
 
 /** Where the last seq per stream is kept between app restarts. */
@@ -173,6 +215,7 @@ export interface Gap {
 }
 
 export interface Counters {
+  /** Stream entries handed to the app: messages and presence events. */
   delivered: number;
   duplicates: number;
   held: number;
@@ -180,6 +223,11 @@ export interface Counters {
   gapFetches: number;
   filledByHistory: number;
   resent: number;
+  /** Re-sent sends answered `rate_limited` (their first try still in progress, or the rate
+   * limit) and asked again with the same clientMsgId. */
+  retried: number;
+  /** Presence events delivered. */
+  presence: number;
 }
 
 export interface ClientEvents {
@@ -190,6 +238,8 @@ export interface ClientEvents {
   closed: StateChange;
   /** Once per (stream, seq), in seq order per stream. */
   message: MessageFrame;
+  /** Once per (stream, seq), in seq order with the room's messages. */
+  presence: PresenceFrame;
   /** Seqs past retention: they will never arrive. */
   gap: Gap;
   /** Something the app should know that rejected no request (e.g. a refused rejoin). */
@@ -215,17 +265,19 @@ export declare class SwitchboardClient {
   join(room: string): Promise<AckFrame>;
   leave(room: string): Promise<AckFrame>;
   whoami(): Promise<IdentityFrame>;
+  /** Who is in `room`; rejects with `forbidden` unless this connection is a member. */
+  members(room: string): Promise<MembersFrame>;
   history(stream: Stream, after?: number, limit?: number): Promise<HistoryFrame>;
 }
 
 export declare class StreamOrder {
-  constructor(deliver: (message: MessageFrame) => void, advanced: (stream: Stream, seq: number) => void);
+  constructor(deliver: (entry: StreamEntry) => void, advanced: (stream: Stream, seq: number) => void);
   readonly stats: { delivered: number; duplicates: number; held: number };
   cursor(stream: Stream): number | undefined;
   cursors(): Record<Stream, number>;
   start(stream: Stream, seq: number): void;
   begin(stream: Stream, seq: number): void;
-  push(message: MessageFrame): "delivered" | "held" | "duplicate";
+  push(entry: StreamEntry): "delivered" | "held" | "duplicate";
   skip(stream: Stream, seqs: number[]): void;
   lose(stream: Stream, seq: number): Gap | undefined;
   gaps(): Stream[];

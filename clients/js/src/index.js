@@ -11,6 +11,9 @@
 // "Synced" means: the socket is up, remembered rooms are rejoined, `resume` has replayed what
 // the streams missed and `history` has paged on where the resume was truncated. Sends made
 // before that are queued (bounded) and go out after it, re-using their `clientMsgId`.
+// Rooms' presence events (`{"type":"presence","event":"enter"|"leave",...}`) are logged in the
+// room's stream: they take a seq there, so they go through the same ordering and dedupe as
+// messages and reach the app as `presence` events, in seq order with the room's messages.
 // No runtime dependencies: pass a WebSocket class where there is no global one (Node 20: `ws`).
 
 import { StreamOrder } from "./streams.js";
@@ -19,6 +22,10 @@ import { LocalStorageStore, MemoryStore } from "./store.js";
 export { LocalStorageStore, MemoryStore, StreamOrder };
 
 export const STATES = Object.freeze(["connecting", "open", "reconnecting", "closed"]);
+
+// A send re-sent after a reconnect may be answered `rate_limited` while its first try is still
+// being logged on the server (no retryAfterMs then): the client asks again after this long.
+const IN_PROGRESS_RETRY_MS = 250;
 
 // The server accepts seqs up to 2**53 (protocol.MAX_SEQ); resuming from it replays nothing
 // and answers the stream's `last`: how a new stream learns where "now" is.
@@ -42,13 +49,16 @@ const DEFAULTS = Object.freeze({
 });
 
 /** A request's failure: the server's error `code` (with its frame), or a client-side one
- * (`timeout`, `closed`, `queue_full`, `gave_up`, `resume_refused`, `bad_frame`). */
+ * (`timeout`, `closed`, `queue_full`, `gave_up`, `resume_refused`, `bad_frame`).
+ * `retryAfterMs`: on `rate_limited`, how long the server asks to wait (when it says). */
 export class SwitchboardError extends Error {
   constructor(code, message, frame = undefined) {
     super(message);
     this.name = "SwitchboardError";
     this.code = code;
     this.frame = frame;
+    const wait = frame?.retryAfterMs;
+    this.retryAfterMs = Number.isFinite(wait) && wait >= 0 ? wait : undefined;
   }
 }
 
@@ -141,14 +151,15 @@ export class SwitchboardClient extends Emitter {
     this._queue = [];
     this._rooms = new Set();
     this._gapTimers = new Map();
+    this._retrying = new Set(); // re-sent sends waiting out a rate_limited answer
     this._openedAt = 0;
     this._lastPingAt = 0;
     this._connecting = undefined;
     this.userId = undefined;
     this.connectionId = undefined;
-    this.stats = { reconnects: 0, gapFetches: 0, filledByHistory: 0, resent: 0 };
+    this.stats = { reconnects: 0, gapFetches: 0, filledByHistory: 0, resent: 0, retried: 0, presence: 0 };
     this._order = new StreamOrder(
-      (message) => this.emit("message", message),
+      (entry) => this._deliver(entry),
       (stream, seq) => this._persist(stream, seq),
     );
   }
@@ -229,6 +240,12 @@ export class SwitchboardClient extends Emitter {
 
   whoami() {
     return this._request({ action: "whoami" });
+  }
+
+  /** Who is in `room` (`members` frame: count, users, truncated); members of the room only,
+   * others get `forbidden`. */
+  members(room) {
+    return this._request({ action: "members", room });
   }
 
   /** One page of a stream's log (`history` frame); queued like the others while not open. */
@@ -332,6 +349,13 @@ export class SwitchboardClient extends Emitter {
     }
     this._inflight.clear();
     this.stats.resent += again.length;
+    for (const op of again) op.resent = true;
+    // Those waiting out a rate_limited answer go with the rest after the next resume.
+    for (const op of this._retrying) {
+      this._timers.clearTimeout(op.retryTimer);
+      again.push(op);
+    }
+    this._retrying.clear();
     this._queue.unshift(...again);
     for (const timer of this._gapTimers.values()) this._timers.clearTimeout(timer);
     this._gapTimers.clear();
@@ -447,6 +471,8 @@ export class SwitchboardClient extends Emitter {
 
   _settle(op, error, value = undefined) {
     this._timers.clearTimeout(op.timer);
+    this._timers.clearTimeout(op.retryTimer);
+    this._retrying.delete(op);
     if (op.ref !== undefined) this._inflight.delete(op.ref);
     const queued = this._queue.indexOf(op);
     if (queued >= 0) this._queue.splice(queued, 1);
@@ -462,17 +488,35 @@ export class SwitchboardClient extends Emitter {
       this._report(new SwitchboardError("bad_frame", "the server sent a frame that is not JSON"));
       return;
     }
-    if (frame?.type === "message") {
+    if (frame?.type === "message" || frame?.type === "presence") {
       this._receive(frame);
       return;
     }
     const op = frame?.ref !== undefined ? this._inflight.get(frame.ref) : undefined;
     if (op) {
-      if (frame.type === "error") this._settle(op, new SwitchboardError(frame.code, frame.message, frame));
+      if (frame.type === "error" && frame.code === "rate_limited" && op.resent) this._retryLater(op, frame);
+      else if (frame.type === "error") this._settle(op, new SwitchboardError(frame.code, frame.message, frame));
       else this._settle(op, undefined, frame);
     } else if (frame?.type === "error" || frame?.message === "Internal server error") {
       this._report(new SwitchboardError(frame.code ?? "internal", frame.message, frame));
     }
+  }
+
+  /** A send re-sent after a reconnect and answered `rate_limited`: its first try may still be
+   * in progress on the server (or the connection's rate limit bites the burst of re-sends).
+   * The app made one call and its first try may have gone through, so the client asks again,
+   * with the same clientMsgId, after `retryAfterMs` (or a short wait), within the request's
+   * own timeout; a repeat of a logged send is answered with its original ack. */
+  _retryLater(op, frame) {
+    this._inflight.delete(op.ref);
+    this.stats.retried += 1;
+    const wait = Number.isFinite(frame.retryAfterMs) ? frame.retryAfterMs : IN_PROGRESS_RETRY_MS;
+    this._retrying.add(op);
+    op.retryTimer = this._timers.setTimeout(() => {
+      this._retrying.delete(op);
+      if (this._state === "open") this._transmit(op);
+      else this._queue.push(op);
+    }, wait);
   }
 
   _report(error) {
@@ -481,10 +525,24 @@ export class SwitchboardClient extends Emitter {
 
   // --- streams: order, dedupe, resume, gaps ----------------------------------------------
 
-  _receive(message, fromHistory = false) {
-    const outcome = this._order.push(message);
+  _receive(entry, fromHistory = false) {
+    if (entry.type === "presence" && !(typeof entry.stream === "string" && Number.isSafeInteger(entry.seq))) {
+      this._deliver(entry); // not logged in a stream: nothing to order it by
+      return;
+    }
+    const outcome = this._order.push(entry);
     if (fromHistory && outcome !== "duplicate") this.stats.filledByHistory += 1;
-    if (outcome === "held") this._scheduleGap(message.stream);
+    if (outcome === "held") this._scheduleGap(entry.stream);
+  }
+
+  /** One stream entry, in order: a presence event or a message. */
+  _deliver(entry) {
+    if (entry.type === "presence") {
+      this.stats.presence += 1;
+      this.emit("presence", entry);
+    } else {
+      this.emit("message", entry);
+    }
   }
 
   _persist(stream, seq) {

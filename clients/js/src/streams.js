@@ -1,6 +1,8 @@
-// Per-stream ordering and dedupe, without I/O: message frames in (live, replayed or from a
+// Per-stream ordering and dedupe, without I/O: stream entries in (live, replayed or from a
 // history page, in any order, possibly twice), the app's deliveries out, once per
-// (stream, seq) and in seq order per stream.
+// (stream, seq) and in seq order per stream. An entry is any frame the server logged in a
+// stream: a `message`, or a room's `presence` event (enter/leave), which takes a seq in the
+// room's stream like a message does. This class does not tell them apart; the caller does.
 //
 // The server numbers every stream from 1 without gaps, except seqs it reports as `skipped`
 // (their write failed) and seqs past retention (reported as `oldest`). Anything else missing
@@ -9,7 +11,7 @@
 
 export class StreamOrder {
   /**
-   * @param {(message: object) => void} deliver called once per (stream, seq), in order
+   * @param {(entry: object) => void} deliver called once per (stream, seq), in order
    * @param {(stream: string, seq: number) => void} advanced the cursor moved (persist it)
    */
   constructor(deliver, advanced) {
@@ -71,7 +73,8 @@ export class StreamOrder {
     this._advanced(stream, seq);
   }
 
-  /** Feed one message frame; returns "delivered", "held" or "duplicate". */
+  /** Feed one stream entry (message or presence frame); returns "delivered", "held" or
+   * "duplicate". */
   push(message) {
     const { stream, seq } = message;
     if (typeof stream !== "string" || !Number.isSafeInteger(seq) || seq < 1) return "duplicate";

@@ -1,6 +1,8 @@
 // Chaos against the real local gateway: sockets are closed at random from the server side
-// (DELETE @connections), idle and maximum-duration timeouts fire, while two senders keep
-// sending to one room. Every receiver must see every message once, in seq order, none lost.
+// (the REST kick, DELETE /connections/{id}), idle and maximum-duration timeouts fire, while two
+// senders keep sending to one room. Every receiver must see every entry of the room's stream
+// (messages, and the presence events the reconnects cause) once, in seq order, none lost, and
+// every text exactly once: the server dedupes re-sent sends by clientMsgId.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -20,8 +22,9 @@ after(() => gateway?.stop());
 
 function client(userId, options = {}) {
   const c = testClient(gateway, userId, { requestTimeoutMs: 20_000, ...options });
-  c.seen = [];
+  c.seen = []; // the room stream's entries: messages and presence events, as delivered
   c.on("message", (m) => m.stream === STREAM && c.seen.push(m));
+  c.on("presence", (p) => p.stream === STREAM && c.seen.push(p));
   c.on("error", (e) => c.errors?.push(e) ?? (c.errors = [e]));
   return c;
 }
@@ -71,27 +74,38 @@ test("random kicks and timeouts: every message once, in seq order, none lost", {
 
   const report = { sent: sent.length, kicks, top };
   for (const c of [quiet, planned]) {
+    // Presence seqs count: the stream is contiguous only with them in it.
     const seqs = c.seen.map((m) => m.seq);
     const first = seqs[0];
     assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, k) => first + k), `${c.userId}: contiguous, in order`);
     for (const seq of acked.keys()) assert.ok(seq >= first, `${c.userId}: seq ${seq} before its start ${first}`);
+    const messages = c.seen.filter((m) => m.type === "message");
+    const presence = c.seen.filter((m) => m.type === "presence");
+    for (const p of presence) assert.ok(["enter", "leave"].includes(p.event) && p.room === ROOM, JSON.stringify(p));
     const texts = new Map();
-    for (const m of c.seen) texts.set(m.text, (texts.get(m.text) ?? 0) + 1);
+    for (const m of messages) texts.set(m.text, (texts.get(m.text) ?? 0) + 1);
     for (const text of sent) assert.ok(texts.has(text), `${c.userId} never got ${text}`);
+    for (const [seq, text] of acked) assert.equal(messages.find((m) => m.seq === seq)?.text, text, `seq ${seq}`);
     const counters = c.counters;
     report[c.userId] = {
-      received: c.seen.length,
+      received: messages.length,
+      presence: presence.length,
       duplicatesSuppressed: counters.duplicates,
       filledByHistory: counters.filledByHistory,
       gapFetches: counters.gapFetches,
       reconnects: counters.reconnects,
-      // A send whose ack was lost with its socket goes again; until the server dedupes by
-      // clientMsgId it is logged twice (two seqs, one text).
+      // A send whose ack was lost with its socket goes again with its clientMsgId; the
+      // server answers the repeat with the original ack, so no text is logged twice.
       textsTwice: [...texts.values()].filter((k) => k > 1).length,
     };
+    assert.equal(report[c.userId].textsTwice, 0, `${c.userId}: texts stored twice`);
+    assert.equal(messages.length, sent.length, `${c.userId}: every text exactly once`);
+    assert.ok(presence.length >= 1, `${c.userId}: the reconnects were announced`);
     assert.ok(counters.reconnects >= 2, `${c.userId} reconnected ${counters.reconnects} times`);
   }
   report.resent = senders.reduce((n, s) => n + s.counters.resent, 0);
+  report.retried = senders.reduce((n, s) => n + s.counters.retried, 0);
+  assert.equal(acked.size, sent.length, "one seq per text");
   console.log(`# chaos ${JSON.stringify(report)}`);
   assert.ok(kicks >= 3, `only ${kicks} kicks`);
   for (const c of all) c.close();

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { FileStore } from "../src/file-store.js";
 import { LocalStorageStore, MemoryStore, SwitchboardClient, backoffDelay, randomId } from "../src/index.js";
-import { FakeClock, fakeWebSocketClass, flush, message } from "../testing/fakes.js";
+import { FakeClock, fakeWebSocketClass, flush, message, presence } from "../testing/fakes.js";
 
 const NOW_SEQ = 2 ** 53;
 
@@ -25,6 +25,7 @@ function setup(options = {}) {
   const messages = [];
   client.on("state", (e) => states.push(e.state));
   client.on("message", (m) => messages.push(`${m.stream}#${m.seq}`));
+  client.on("presence", (p) => messages.push(`${p.stream}#${p.seq} ${p.event} ${p.userId}`));
   return { clock, client, sockets, states, messages };
 }
 
@@ -192,6 +193,106 @@ test("a gap is held briefly, then filled with history", async () => {
   await flush();
   assert.deepEqual(t.messages, ["all#1", "all#2", "all#3"]);
   assert.equal(t.client.counters.filledByHistory, 1);
+});
+
+test("presence events take their seq in the room's stream: ordered, deduped, delivered apart", async () => {
+  const t = await connected({ gapWaitMs: 200, store: new MemoryStore({ "room:den": 0 }) });
+  const ws = t.sockets[0];
+  const seen = { message: 0, presence: 0 };
+  t.client.on("message", () => (seen.message += 1));
+  t.client.on("presence", () => (seen.presence += 1));
+  ws.receive(message("room:den", 1));
+  ws.receive(message("room:den", 3)); // held behind 2
+  ws.receive(presence("room:den", 2, "enter", "u_2"));
+  ws.receive({ ...presence("room:den", 2, "enter", "u_2"), replayed: true }); // a resume's copy
+  ws.receive(presence("room:den", 4, "leave", "u_2"));
+  ws.receive(message("room:den", 5));
+  assert.deepEqual(t.messages, ["room:den#1", "room:den#2 enter u_2", "room:den#3", "room:den#4 leave u_2", "room:den#5"]);
+  assert.deepEqual(seen, { message: 3, presence: 2 });
+  assert.equal(t.client.counters.duplicates, 1);
+  assert.equal(t.client.counters.presence, 2);
+  await t.clock.advance(1000);
+  assert.equal(ws.last("history"), undefined, "no gap was waited for: the presence seqs filled it");
+});
+
+test("a gap that was a presence event is filled from a history page and delivered as presence", async () => {
+  const t = await connected({ gapWaitMs: 200, store: new MemoryStore({ "room:den": 0 }) });
+  const ws = t.sockets[0];
+  ws.receive(message("room:den", 1));
+  ws.receive(message("room:den", 3)); // our own enter (2) is never fanned out to us
+  await t.clock.advance(200);
+  const history = ws.last("history");
+  assert.deepEqual([history.stream, history.after], ["room:den", 1]);
+  const page = [presence("room:den", 2, "enter", "u_1"), message("room:den", 3)];
+  ws.receive({ type: "history", ref: history.ref, stream: "room:den", messages: page, next: null, last: 3 });
+  await flush();
+  assert.deepEqual(t.messages, ["room:den#1", "room:den#2 enter u_1", "room:den#3"]);
+  assert.equal(t.client.counters.filledByHistory, 1);
+  assert.equal(t.client.counters.gapFetches, 1);
+});
+
+test("members() asks for a room's roster; a non-member's request rejects with forbidden", async () => {
+  const t = await connected();
+  const ws = t.sockets[0];
+  const roster = t.client.members("den");
+  const asked = ws.last("members");
+  assert.equal(asked.room, "den");
+  const users = [{ userId: "u_1", connections: 2 }];
+  ws.receive({ type: "members", ref: asked.ref, room: "den", count: 1, users, truncated: false });
+  assert.deepEqual((await roster).users, users);
+  const refused = t.client.members("elsewhere");
+  ws.receive({ type: "error", ref: ws.last("members").ref, code: "forbidden", message: "join it first" });
+  await assert.rejects(refused, { code: "forbidden" });
+});
+
+test("rate_limited passes retryAfterMs through; a re-sent send waits it out and asks again", async () => {
+  const t = await connected({ requestTimeoutMs: 5000 });
+  let ws = t.sockets[0];
+  const limited = t.client.sendRoom("lobby", "too fast");
+  const frame = { type: "error", ref: ws.last("sendRoom").ref, code: "rate_limited", message: "slow down", retryAfterMs: 120 };
+  ws.receive(frame);
+  await assert.rejects(limited, (err) => err.code === "rate_limited" && err.retryAfterMs === 120);
+
+  const resent = t.client.sendRoom("lobby", "ack lost");
+  const id = ws.last("sendRoom").clientMsgId;
+  ws.drop();
+  await t.clock.advance(1000);
+  ws = t.sockets[1];
+  ws.open();
+  await ws.sync();
+  // The first try is still being logged: "in progress", without retryAfterMs.
+  ws.receive({ type: "error", ref: ws.last("sendRoom").ref, code: "rate_limited", message: "still in progress" });
+  await flush();
+  assert.equal(ws.sent.filter((f) => f.action === "sendRoom").length, 1);
+  await t.clock.advance(250);
+  const again = ws.sent.filter((f) => f.action === "sendRoom");
+  assert.equal(again.length, 2);
+  assert.equal(again[1].clientMsgId, id, "the same clientMsgId");
+  ws.receive({ type: "ack", ref: again[1].ref, stream: "room:lobby", seq: 7, duplicate: true, delivered: 0, failed: 0, gone: 0 });
+  assert.equal((await resent).seq, 7);
+  assert.equal(t.client.counters.retried, 1);
+});
+
+test("a re-send waiting out rate_limited goes again after the next resume; close() rejects it", async () => {
+  const t = await connected({ requestTimeoutMs: 60_000 });
+  let ws = t.sockets[0];
+  const pending = t.client.sendRoom("lobby", "x");
+  ws.drop();
+  await t.clock.advance(1000);
+  ws = t.sockets[1];
+  ws.open();
+  await ws.sync();
+  ws.receive({ type: "error", ref: ws.last("sendRoom").ref, code: "rate_limited", message: "slow", retryAfterMs: 5000 });
+  await flush();
+  ws.drop();
+  await t.clock.advance(1000);
+  ws = t.sockets[2];
+  ws.open();
+  await ws.sync();
+  assert.equal(ws.sent.filter((f) => f.action === "sendRoom").length, 1, "sent after the resume, not after 5 s");
+  t.client.close();
+  await assert.rejects(pending, { code: "closed" });
+  assert.equal(t.clock.pending(), 0, "no timer left");
 });
 
 test("a gap that arrives live meanwhile needs no history", async () => {

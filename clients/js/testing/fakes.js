@@ -109,3 +109,7 @@ export function fakeWebSocketClass() {
 export function message(stream, seq, text = `${stream}#${seq}`) {
   return { type: "message", id: `${stream}-${seq}`, from: "u_x", scope: "room", text, sentAt: 0, stream, seq };
 }
+
+export function presence(stream, seq, event = "enter", userId = "u_x") {
+  return { type: "presence", room: stream.replace(/^room:/, ""), event, userId, stream, seq };
+}

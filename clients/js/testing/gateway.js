@@ -16,10 +16,19 @@ function python() {
   return existsSync(venv) ? venv : "python3";
 }
 
-/** Start a gateway with AUTH_MODE=none and the given extra flags; resolves with
- * `{ wsUrl, connectionsUrl, stop() }` once the banner is printed. */
-export function startGateway(flags = [], { timeoutMs = 60_000 } = {}) {
-  const args = ["-m", "local_gateway", "--port", "0", "--ws-port", "0", "--auth-mode", "none", "--log-level", "WARNING", ...flags];
+// The app's abuse limits (a connection's frame rate, a user's connections) are sized for
+// people; the tests send fast and reconnect often, so their gateways raise them.
+export const TEST_LIMITS = Object.freeze({
+  MESSAGE_RATE: "1000",
+  MESSAGE_BURST: "1000",
+  MAX_CONNECTIONS_PER_USER: "1000",
+});
+
+/** Start a gateway with AUTH_MODE=none, TEST_LIMITS (overridden by `env`) and the given extra
+ * flags; resolves with `{ wsUrl, restUrl, stop() }` once the banner is printed. */
+export function startGateway(flags = [], { timeoutMs = 60_000, env = {} } = {}) {
+  const appEnv = Object.entries({ ...TEST_LIMITS, ...env }).flatMap(([k, v]) => ["--env", `${k}=${v}`]);
+  const args = ["-m", "local_gateway", "--port", "0", "--ws-port", "0", "--auth-mode", "none", "--log-level", "WARNING", ...appEnv, ...flags];
   const proc = spawn(python(), args, {
     cwd: REPO_ROOT,
     env: { ...process.env, PYTHONUNBUFFERED: "1" },
@@ -49,25 +58,25 @@ export function startGateway(flags = [], { timeoutMs = 60_000 } = {}) {
       if (!out.includes("Ctrl-C")) return;
       clearTimeout(timer);
       const ws = out.match(/WebSocket API\s+(ws:\/\/\S+)/);
-      const mgmt = out.match(/@connections\s+(http:\/\/\S+)\/@connections\//);
-      if (!ws || !mgmt) {
+      const rest = out.match(/REST API\s+(http:\/\/\S+)/);
+      if (!ws || !rest) {
         stop();
         fail(new Error(`cannot read the banner:\n${out}`));
         return;
       }
-      ready({ wsUrl: ws[1], connectionsUrl: `${mgmt[1]}/@connections`, stop });
+      ready({ wsUrl: ws[1], restUrl: rest[1].replace(/\/$/, ""), stop });
     });
   });
 }
 
-// The local gateway, like API Gateway, refuses unsigned management calls; it checks that a
-// SigV4 header is there, not the signature, so a placeholder one is enough in tests.
-const SIGNED = { authorization: "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/execute-api/aws4_request" };
-
-/** Close a client's socket from the server side (`DELETE @connections/{id}`, 204 or 410). */
+/** Close a client's socket from the server side: the app's REST route
+ * `DELETE /connections/{id}` (the kick), which closes it through `@connections` with the
+ * gateway's own signed credentials. The gateway runs with AUTH_MODE=none, so no bearer token.
+ * Resolves with the route's status (204 when it closed the socket). */
 export async function kick(gateway, connectionId) {
-  const url = `${gateway.connectionsUrl}/${encodeURIComponent(connectionId)}`;
-  const response = await fetch(url, { method: "DELETE", headers: SIGNED });
+  const url = `${gateway.restUrl}/connections/${encodeURIComponent(connectionId)}`;
+  const response = await fetch(url, { method: "DELETE" });
+  await response.arrayBuffer(); // drain: keep-alive sockets are reused
   return response.status;
 }
 

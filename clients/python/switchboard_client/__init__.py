@@ -21,7 +21,7 @@ from switchboard_client.client import (
     Transport,
     websocket_connector,
 )
-from switchboard_client.ordering import Message, Sequencer, Stats
+from switchboard_client.ordering import Entry, Message, Presence, Sequencer, Stats, entry_from_frame
 from switchboard_client.store import FileStore, MemoryStore, SeqStore
 
 __version__ = "0.1.0"
@@ -32,9 +32,11 @@ __all__ = [
     "ClientClosed",
     "ConnectionLost",
     "Connector",
+    "Entry",
     "FileStore",
     "MemoryStore",
     "Message",
+    "Presence",
     "QueueFull",
     "RequestTimeout",
     "SeqStore",
@@ -44,5 +46,6 @@ __all__ = [
     "Stats",
     "SwitchboardError",
     "Transport",
+    "entry_from_frame",
     "websocket_connector",
 ]

@@ -11,7 +11,15 @@ retried only by the reconnect loop, with exponential backoff and full jitter
 After every (re)connect, before the client reports ``open``: ``whoami``, rejoin the remembered
 rooms, ``resume`` every stream from its last delivered seq, page ``history`` while a stream is
 ``truncated``; then the sends queued meanwhile go out, in the order they were made, each with
-the same ``clientMsgId`` as on any earlier try.
+the same ``clientMsgId`` as on any earlier try. A re-sent send answered ``rate_limited`` (its
+first try still being logged on the server: "in progress", or the connection's frame rate) is
+asked again with that id after ``retryAfterMs`` (or ``IN_PROGRESS_RETRY`` when the server gives
+none), within the send's timeout: the app made one call, and the server answers a repeat of a
+logged send with its original ack (``"duplicate": true``).
+
+Rooms' presence events (a user entered or left) are logged in the room's stream and take seqs
+there: they go through the same ordering and dedupe as messages and reach ``on_presence``
+listeners, in seq order with the room's messages.
 
 API Gateway facts behind the timers: a connection is closed after 10 minutes without a frame
 from the client and after 2 hours in any case
@@ -36,7 +44,7 @@ from urllib.parse import urlencode
 
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from switchboard_client.ordering import Message, Sequencer, Stats
+from switchboard_client.ordering import Entry, Message, Presence, Sequencer, Stats, entry_from_frame
 from switchboard_client.store import MemoryStore, SeqStore
 
 log = logging.getLogger("switchboard_client")
@@ -48,6 +56,7 @@ DEFAULT_PING_INTERVAL = 300.0  # well under the 10-minute idle timeout
 DEFAULT_MAX_CONNECTION_AGE = MAX_CONNECTION_SECONDS - 300.0  # reconnect 5 minutes early
 MAX_RESUME_STREAMS = 100  # the server's limit per resume frame
 HISTORY_PAGE = 100  # the server's largest history page
+IN_PROGRESS_RETRY = 0.25  # seconds before asking again about a send still in progress
 
 Frame = dict[str, Any]
 
@@ -71,13 +80,15 @@ class StateChange:
 class SwitchboardError(Exception):
     """A request answered with an ``error`` frame: ``code`` is the frame's (``forbidden``,
     ``not_found``, ...), ``frame`` the whole frame (a ``not_found`` direct message still carries
-    the ``stream`` and ``seq`` it is kept under for the user's resume)."""
+    the ``stream`` and ``seq`` it is kept under for the user's resume). ``retry_after_ms``: on
+    ``rate_limited``, how long the server asks to wait, when it says."""
 
     def __init__(self, code: str, message: str, frame: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.frame: Mapping[str, Any] = frame or {}
+        self.retry_after_ms = _retry_after_ms(self.frame)
 
 
 class RequestTimeout(SwitchboardError, TimeoutError):
@@ -176,6 +187,7 @@ class _Request:
     future: asyncio.Future[Frame]
     internal: bool  # the client's own (whoami, resume, ping...): never queued nor re-sent
     session: int = 0  # the session it was last sent on (0: not yet)
+    resent: bool = False  # sent again on a later session: its first try may have gone through
 
 
 class Client:
@@ -246,11 +258,17 @@ class Client:
         self._planned = asyncio.Event()
         self._state_listeners: list[Callable[[StateChange], None]] = []
         self._message_listeners: list[Callable[[Message], None]] = []
+        self._presence_listeners: list[Callable[[Presence], None]] = []
+        self.retried = 0  # re-sent sends answered rate_limited and asked again
 
     # --- events --------------------------------------------------------------------------
 
     def on_message(self, listener: Callable[[Message], None]) -> None:
         self._message_listeners.append(listener)
+
+    def on_presence(self, listener: Callable[[Presence], None]) -> None:
+        """Rooms' enter/leave events, once per (stream, seq), in order with the messages."""
+        self._presence_listeners.append(listener)
 
     def on_state(self, listener: Callable[[StateChange], None]) -> None:
         self._state_listeners.append(listener)
@@ -335,6 +353,12 @@ class Client:
         self.rooms.discard(room)
         return await self._send({"action": "leave", "room": room})
 
+    async def members(self, room: str) -> Frame:
+        """Who is in ``room``: the ``members`` frame (``count``, ``users`` as ``{"userId",
+        "connections"}``, ``truncated``); ``SwitchboardError("forbidden")`` unless this
+        connection is a member of the room."""
+        return await self._send({"action": "members", "room": room})
+
     async def _send(self, frame: Frame, message: bool = False) -> Frame:
         if self._closing or not self._started:
             raise ClientClosed("connect first" if not self._started else "the client is closed")
@@ -358,6 +382,8 @@ class Client:
         return ref, request
 
     async def _transmit(self, transport: Transport, request: _Request) -> None:
+        if request.session not in (0, self._session):
+            request.resent = True
         request.session = self._session
         with contextlib.suppress(ConnectionLost):  # the reader notices and reconnects
             await transport.send(json.dumps(request.frame))
@@ -527,10 +553,10 @@ class Client:
                 {"action": "history", "stream": stream, "after": after, "limit": HISTORY_PAGE},
             )
             self._page_fields(stream, page)
-            for raw in page.get("messages") or []:
-                message = Message.from_frame(raw) if isinstance(raw, dict) else None
-                if message is not None:
-                    self._deliver(self._sequencer.offer(message, from_history=from_gap))
+            for raw in page.get("messages") or []:  # messages and presence events
+                entry = entry_from_frame(raw) if isinstance(raw, dict) else None
+                if entry is not None:
+                    self._deliver(self._sequencer.offer(entry, from_history=from_gap))
             nxt = page.get("next")
             if not isinstance(nxt, int) or nxt - 1 <= after:
                 return  # the end, or a young hole (a write in flight): asked again later
@@ -596,36 +622,66 @@ class Client:
             return
         if not isinstance(frame, dict):
             return
-        if frame.get("type") == "message":
-            message = Message.from_frame(frame)
-            if message is None:
-                log.warning("a message without stream/seq: %.80r", raw)
+        if frame.get("type") in ("message", "presence"):
+            entry = entry_from_frame(frame)
+            if entry is None:
+                log.warning("a stream entry without stream/seq: %.80r", raw)
                 return
-            self._deliver(self._sequencer.offer(message))
-            if self._ready and message.stream in self._sequencer.waiting():
-                self._watch_gap(message.stream)
+            self._deliver(self._sequencer.offer(entry))
+            if self._ready and entry.stream in self._sequencer.waiting():
+                self._watch_gap(entry.stream)
             return
         ref = frame.get("ref")
         request = self._requests.get(ref) if isinstance(ref, int) else None
         if request is not None and not request.future.done():
+            if (
+                request.resent
+                and frame.get("type") == "error"
+                and frame.get("code") == "rate_limited"
+            ):
+                self._retry_later(request, frame)
+                return
             request.future.set_result(frame)
         else:
             # e.g. API Gateway's {"message": "Internal server error"}: its request times out.
             log.warning("a frame nobody waits for: %.120r", raw)
 
-    def _deliver(self, messages: list[Message]) -> None:
-        for message in messages:
-            self._store.save(message.stream, message.seq)
-            for listener in list(self._message_listeners):
-                try:
-                    listener(message)
-                except Exception:
-                    log.exception("a message listener raised")
-        for stream in {m.stream for m in messages}:
+    def _retry_later(self, request: _Request, frame: Frame) -> None:
+        """Ask again, with the same frame (ref and clientMsgId), after the server's wait; if the
+        session ends first, the next one's flush re-sends it (its session is then stale)."""
+        self.retried += 1
+        wait_ms = _retry_after_ms(frame)
+        delay = IN_PROGRESS_RETRY if wait_ms is None else wait_ms / 1000
+        session = self._session
+
+        def again() -> None:
+            transport = self._transport
+            if request.future.done() or session != self._session or transport is None:
+                return
+            asyncio.get_running_loop().create_task(self._transmit(transport, request))
+
+        asyncio.get_running_loop().call_later(delay, again)
+
+    def _deliver(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._store.save(entry.stream, entry.seq)
+            if isinstance(entry, Presence):
+                self._notify(self._presence_listeners, entry, "presence")
+            else:
+                self._notify(self._message_listeners, entry, "message")
+        for stream in {e.stream for e in entries}:
             if stream not in self._sequencer.waiting():
                 task = self._gap_tasks.pop(stream, None)
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+
+    @staticmethod
+    def _notify(listeners: list[Callable[[Any], None]], entry: Entry, kind: str) -> None:
+        for listener in list(listeners):
+            try:
+                listener(entry)
+            except Exception:
+                log.exception("a %s listener raised", kind)
 
     def _watch_gap(self, stream: str) -> None:
         """Hold a gap for ``gap_hold`` seconds (an overtaken message usually arrives), then
@@ -648,6 +704,14 @@ class Client:
                     del self._gap_tasks[stream]
 
         self._gap_tasks[stream] = asyncio.get_running_loop().create_task(fill())
+
+
+def _retry_after_ms(frame: Mapping[str, Any]) -> int | None:
+    """A ``rate_limited`` frame's ``retryAfterMs`` (ms to wait), when it has a usable one."""
+    wait = frame.get("retryAfterMs")
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+        return None
+    return int(wait)
 
 
 def _refused(exc: WebSocketException) -> bool:

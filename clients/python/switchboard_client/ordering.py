@@ -1,11 +1,14 @@
-"""Ordering and dedupe without I/O: messages in, the ones the app may see now out.
+"""Ordering and dedupe without I/O: stream entries in, the ones the app may see now out.
 
-The server numbers every message of a stream (``room:<name>``, ``user:<id>``, ``all``) with a
-``seq``; a message may arrive twice (live and replayed) or overtake another (two Lambdas fanning
-out at once). ``Sequencer`` hands each ``(stream, seq)`` on once, in seq order per stream: a
-message after a gap is held until the gap is filled, declared skipped (a seq whose write failed
-never holds a message) or declared gone (past retention). Fetching what is missing is the
-client's job (``history``); this class only says which streams wait and from which seq.
+The server numbers every entry of a stream (``room:<name>``, ``user:<id>``, ``all``) with a
+``seq``. An entry is a ``message`` or, in a room's stream, a ``presence`` event (a user entered
+or left the room): presence events are logged in the room's stream like messages, so they take
+seqs there, are replayed by a resume and listed in history pages. An entry may arrive twice
+(live and replayed) or overtake another (two Lambdas fanning out at once). ``Sequencer`` hands
+each ``(stream, seq)`` on once, in seq order per stream, whatever the entry's kind: an entry
+after a gap is held until the gap is filled, declared skipped (a seq whose write failed never
+holds an entry) or declared gone (past retention). Fetching what is missing is the client's job
+(``history``); this class only says which streams wait and from which seq.
 """
 
 from __future__ import annotations
@@ -33,11 +36,10 @@ class Message:
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> Message | None:
         """The message of a server ``message`` frame, or None when it has no usable stream/seq."""
-        stream, seq = frame.get("stream"), frame.get("seq")
-        if not isinstance(stream, str) or isinstance(seq, bool) or not isinstance(seq, int):
+        position = _position(frame)
+        if position is None:
             return None
-        if seq < 1:
-            return None
+        stream, seq = position
         room = frame.get("room")
         sent_at = frame.get("sentAt")
         return cls(
@@ -54,11 +56,65 @@ class Message:
         )
 
 
+@dataclass(frozen=True)
+class Presence:
+    """One ``presence`` frame: ``user_id`` entered (first connection joined) or left (last
+    connection gone) ``room``. ``raw`` is the frame as received."""
+
+    stream: str
+    seq: int
+    room: str
+    event: str  # "enter" or "leave"
+    user_id: str
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    replayed: bool = False
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> Presence | None:
+        """The event of a server ``presence`` frame, or None when it has no usable stream/seq."""
+        position = _position(frame)
+        return (
+            None
+            if position is None
+            else cls(
+                *position,
+                room=str(frame.get("room", "")),
+                event=str(frame.get("event", "")),
+                user_id=str(frame.get("userId", "")),
+                replayed=frame.get("replayed") is True,
+                raw=dict(frame),
+            )
+        )
+
+
+Entry = Message | Presence
+
+
+def entry_from_frame(frame: Mapping[str, Any]) -> Entry | None:
+    """The stream entry of a ``message`` or ``presence`` frame (a history page lists both), or
+    None for any other frame or one without a usable stream/seq."""
+    kind = frame.get("type")
+    if kind == "presence":
+        return Presence.from_frame(frame)
+    if kind == "message":
+        return Message.from_frame(frame)
+    return None
+
+
+def _position(frame: Mapping[str, Any]) -> tuple[str, int] | None:
+    """A logged frame's ``(stream, seq)``, or None when it has no usable ones."""
+    stream, seq = frame.get("stream"), frame.get("seq")
+    if not isinstance(stream, str) or isinstance(seq, bool) or not isinstance(seq, int):
+        return None
+    return (stream, seq) if seq >= 1 else None
+
+
 @dataclass
 class Stats:
     """What ordering did so far (for apps' metrics and the tests)."""
 
-    delivered: int = 0
+    delivered: int = 0  # entries handed on: messages and presence events
+    presence: int = 0  # of which presence events
     duplicates: int = 0  # (stream, seq) seen before: suppressed
     held: int = 0  # arrived after a gap and waited
     filled_from_history: int = 0  # missing messages fetched with history while live
@@ -76,7 +132,7 @@ class Sequencer:
 
     def __init__(self, known: Mapping[str, int] | None = None) -> None:
         self._last: dict[str, int] = dict(known or {})
-        self._held: dict[str, dict[int, Message]] = {}
+        self._held: dict[str, dict[int, Entry]] = {}
         self._skipped: dict[str, set[int]] = {}
         self.stats = Stats()
 
@@ -85,11 +141,12 @@ class Sequencer:
         return dict(self._last)
 
     def waiting(self) -> dict[str, int]:
-        """Streams with messages held behind a gap -> the seq to fetch after."""
+        """Streams with entries held behind a gap -> the seq to fetch after."""
         return {stream: self._last[stream] for stream, held in self._held.items() if held}
 
-    def offer(self, message: Message, from_history: bool = False) -> list[Message]:
-        """Take one received message; the messages now deliverable, in order."""
+    def offer(self, message: Entry, from_history: bool = False) -> list[Entry]:
+        """Take one received entry (message or presence event); the entries now deliverable,
+        in order."""
         stream, seq = message.stream, message.seq
         last = self._last.setdefault(stream, seq - 1)
         held = self._held.setdefault(stream, {})
@@ -104,7 +161,7 @@ class Sequencer:
             self.stats.held += 1
         return ready
 
-    def skip(self, stream: str, seqs: list[int]) -> list[Message]:
+    def skip(self, stream: str, seqs: list[int]) -> list[Entry]:
         """``seqs`` of ``stream`` will never hold a message: stop waiting for them."""
         last = self._last.get(stream)
         if last is None:
@@ -112,7 +169,7 @@ class Sequencer:
         self._skipped.setdefault(stream, set()).update(s for s in seqs if s > last)
         return self._drain(stream)
 
-    def advance(self, stream: str, seq: int) -> list[Message]:
+    def advance(self, stream: str, seq: int) -> list[Entry]:
         """Everything of ``stream`` up to ``seq`` is gone (past retention): move past it."""
         last = self._last.get(stream, 0)
         if seq > last:
@@ -123,11 +180,11 @@ class Sequencer:
                 del held[old]
         return self._drain(stream)
 
-    def _drain(self, stream: str) -> list[Message]:
+    def _drain(self, stream: str) -> list[Entry]:
         last = self._last[stream]
         held = self._held.get(stream, {})
         skipped = self._skipped.get(stream, set())
-        ready: list[Message] = []
+        ready: list[Entry] = []
         while True:
             if last + 1 in held:
                 ready.append(held.pop(last + 1))
@@ -140,4 +197,5 @@ class Sequencer:
         skipped.difference_update([s for s in skipped if s <= last])
         self._last[stream] = last
         self.stats.delivered += len(ready)
+        self.stats.presence += sum(1 for entry in ready if isinstance(entry, Presence))
         return ready

@@ -1,6 +1,8 @@
 """A fake switchboard for the client's state machine: sockets are queues, the server answers
-whoami, join, leave, resume, history, ping and sends from an in-memory log, and tests steer it
-(close a socket, hold acks, mute pongs, refuse connections)."""
+whoami, join, leave, members, resume, history, ping and sends from an in-memory log (presence
+events take seqs in it like messages; a repeated clientMsgId gets the original ack, or
+``rate_limited`` while ``in_progress`` says so), and tests steer it (close a socket, hold acks,
+mute pongs, refuse connections)."""
 
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ class FakeServer:
         self.mute_pongs = False
         self.errors: dict[str, str] = {}  # action -> error code to answer with
         self.replay_limit = 500
+        self.members: dict[str, list[dict[str, Any]]] = {}  # room -> users; absent: forbidden
+        self.in_progress = 0  # repeats of a clientMsgId to answer "still in progress"
+        self.acks: dict[str, dict[str, Any]] = {}  # clientMsgId -> the original ack
         self.connected = asyncio.Event()
 
     async def connect(self, url: str) -> FakeSocket:
@@ -75,6 +80,14 @@ class FakeServer:
         frame = {"type": "message", "id": f"{stream}-{seq}", "from": "x", "scope": "room"}
         frame.update(text=text, stream=stream, seq=seq, sentAt=0)
         messages.append(frame)
+        return frame
+
+    def presence(self, stream: str, event: str, user: str) -> dict[str, Any]:
+        """Log a presence event in a room's stream: it takes the next seq, like a message."""
+        entries = self.log.setdefault(stream, [])
+        frame = {"type": "presence", "room": stream.removeprefix("room:"), "event": event}
+        frame.update(userId=user, stream=stream, seq=len(entries) + 1)
+        entries.append(frame)
         return frame
 
     def handle(self, socket: FakeSocket, frame: dict[str, Any]) -> None:
@@ -109,9 +122,29 @@ class FakeServer:
             nxt = after + len(page) + 1 if after + len(page) < len(log) else None
             socket.push({"type": "history", "ref": ref, "stream": stream, "messages": page,
                          "next": nxt, "last": len(log)})  # fmt: skip
+        elif action == "members":
+            users = self.members.get(frame["room"])
+            if users is None:
+                socket.push({"type": "error", "code": "forbidden", "message": "join", "ref": ref})
+            else:
+                socket.push({"type": "members", "ref": ref, "room": frame["room"],
+                             "count": len(users), "users": users, "truncated": False})  # fmt: skip
+        elif (
+            action in ("sendRoom", "sendMessage", "broadcastAll")
+            and frame.get("clientMsgId") in self.acks
+        ):
+            if self.in_progress > 0:
+                self.in_progress -= 1
+                socket.push({"type": "error", "code": "rate_limited", "ref": ref,
+                             "message": "still in progress"})  # fmt: skip
+            else:
+                socket.push({**self.acks[frame["clientMsgId"]], "ref": ref, "duplicate": True})
         elif action in ("sendRoom", "sendMessage", "broadcastAll"):
             stream = f"room:{frame['room']}" if action == "sendRoom" else "all"
             message = self.append(stream, frame["text"])
+            ack = {"type": "ack", "ref": ref, "stream": stream, "seq": message["seq"],
+                   "clientMsgId": frame.get("clientMsgId")}  # fmt: skip
+            if frame.get("clientMsgId"):
+                self.acks[frame["clientMsgId"]] = ack
             if not self.hold_acks:
-                socket.push({"type": "ack", "ref": ref, "stream": stream, "seq": message["seq"],
-                             "clientMsgId": frame.get("clientMsgId")})  # fmt: skip
+                socket.push(ack)

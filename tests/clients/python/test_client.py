@@ -19,11 +19,14 @@ from switchboard_client import (
     FileStore,
     MemoryStore,
     Message,
+    Presence,
     QueueFull,
     RequestTimeout,
+    Sequencer,
     State,
     StateChange,
     SwitchboardError,
+    entry_from_frame,
 )
 
 from tests.clients.python.fakes import FakeServer
@@ -310,3 +313,148 @@ def test_a_file_store_lets_a_restarted_app_resume(tmp_path: Path) -> None:
     assert run(second_run) == ["missed while the app was down"]
     path.write_text("not json")
     assert FileStore(path).load() == {}
+
+
+# --- presence, members, rate limits ----------------------------------------------------------
+
+
+def test_sequencer_orders_presence_events_with_messages_by_their_seq() -> None:
+    seq = Sequencer({"room:a": 0})
+    enter = Presence.from_frame(
+        {"type": "presence", "room": "a", "event": "enter", "userId": "u_2"}
+        | {"stream": "room:a", "seq": 2}
+    )
+    assert enter is not None
+    assert [e.seq for e in seq.offer(message("room:a", 3))] == []  # held behind 2
+    assert seq.waiting() == {"room:a": 0}
+    assert [e.seq for e in seq.offer(message("room:a", 1))] == [1]
+    ready = seq.offer(enter)
+    assert [(type(e).__name__, e.seq) for e in ready] == [("Presence", 2), ("Message", 3)]
+    assert seq.waiting() == {}
+    assert seq.offer(enter) == [] and seq.stats.duplicates == 1  # a replayed copy
+    assert (seq.stats.delivered, seq.stats.presence) == (3, 1)
+    assert entry_from_frame({"type": "presence", "stream": "room:a"}) is None  # no seq
+    assert entry_from_frame({"type": "pong", "stream": "room:a", "seq": 4}) is None
+
+
+def presence_client(
+    server: FakeServer, **options: Any
+) -> tuple[Client, list[Message], list[Presence]]:
+    """A client reading room "den" from its start, with its messages and presence events."""
+    client, got = make_client(server, store=MemoryStore({"room:den": 0}), **options)
+    events: list[Presence] = []
+    client.on_presence(events.append)
+    return client, got, events
+
+
+def test_presence_events_reach_on_presence_in_order_and_fill_gaps_from_history() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        client, got, events = presence_client(server, gap_hold=0.05)
+        await client.connect(5)
+        await client.join("den")
+        live_enter = server.presence("room:den", "enter", "u_2")
+        first = server.append("room:den", "hi")
+        server.presence("room:den", "enter", "u_1")  # our own: never fanned out to us
+        second = server.append("room:den", "again")
+        leave = server.presence("room:den", "leave", "u_2")
+        for frame in (first, live_enter, second, leave, {**live_enter, "replayed": True}):
+            server.socket.push(frame)
+        await until(lambda: len(events) == 3 and len(got) == 2)
+        assert [(e.seq, e.event, e.user_id, e.room) for e in events] == [
+            (1, "enter", "u_2", "den"),
+            (3, "enter", "u_1", "den"),
+            (5, "leave", "u_2", "den"),
+        ]
+        assert [(m.seq, m.text) for m in got] == [(2, "hi"), (4, "again")]
+        # Seq 3 was a presence event: one history page filled it, and no gap is left.
+        assert server.socket.actions().count("history") == 1
+        # Duplicates: the page's copies of the held 4 and 5, and the replayed enter.
+        assert client.stats.filled_from_history == 1 and client.stats.duplicates == 3
+        assert client.last_seqs()["room:den"] == 5
+        await client.close()
+
+    run(scenario)
+
+
+def test_presence_is_replayed_by_a_resume_after_a_reconnect() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        client, got, events = presence_client(server)
+        await client.connect(5)
+        await client.join("den")
+        await server.socket.close()
+        server.presence("room:den", "leave", "u_2")  # while the client is away
+        server.append("room:den", "missed")
+        await client.wait_for(State.RECONNECTING, 5)
+        await client.wait_for(State.OPEN, 5)
+        await until(lambda: len(got) == 1 and len(events) == 1)
+        assert events[0].replayed and (events[0].seq, events[0].event) == (1, "leave")
+        assert got[0].seq == 2
+        await client.close()
+
+    run(scenario)
+
+
+def test_members_answers_the_roster_and_a_non_member_gets_forbidden() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        server.members["den"] = [{"userId": "u_1", "connections": 2}]
+        client, _ = make_client(server)
+        await client.connect(5)
+        roster = await client.members("den")
+        assert (roster["type"], roster["count"], roster["users"]) == (
+            "members",
+            1,
+            [{"userId": "u_1", "connections": 2}],
+        )
+        assert server.socket.sent[-1]["action"] == "members"
+        with pytest.raises(SwitchboardError) as refused:
+            await client.members("elsewhere")
+        assert refused.value.code == "forbidden"
+        await client.close()
+
+    run(scenario)
+
+
+def test_rate_limited_carries_retry_after_ms() -> None:
+    error = SwitchboardError("rate_limited", "slow", {"code": "rate_limited", "retryAfterMs": 90})
+    assert error.retry_after_ms == 90
+    assert (
+        SwitchboardError("rate_limited", "in progress", {"code": "rate_limited"}).retry_after_ms
+        is None
+    )
+    assert SwitchboardError("x", "y", {"retryAfterMs": "soon"}).retry_after_ms is None
+
+    async def scenario() -> None:
+        server = FakeServer()
+        server.errors["sendRoom"] = "rate_limited"
+        client, _ = make_client(server)
+        await client.connect(5)
+        with pytest.raises(SwitchboardError) as limited:  # a first try: the app decides
+            await client.send_room("r", "too fast")
+        assert limited.value.code == "rate_limited" and client.retried == 0
+        await client.close()
+
+    run(scenario)
+
+
+def test_a_resent_send_still_in_progress_is_asked_again_and_gets_the_original_ack() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        server.hold_acks = True  # the first try is logged, its ack lost with the socket
+        client, _ = make_client(server, request_timeout=5)
+        await client.connect(5)
+        pending = asyncio.ensure_future(client.broadcast("ack lost"))
+        await until(lambda: server.socket.actions()[-1:] == ["broadcastAll"])
+        server.hold_acks, server.in_progress = False, 2  # "still being logged" twice more
+        await server.socket.close()
+        ack = await pending
+        sends = [f for f in server.socket.sent if f.get("action") == "broadcastAll"]
+        assert len(sends) == 3 and len({f["clientMsgId"] for f in sends}) == 1
+        assert ack["duplicate"] is True and ack["seq"] == 1
+        assert len(server.log["all"]) == 1  # logged once
+        assert client.retried == 2
+        await client.close()
+
+    run(scenario)

@@ -1,6 +1,8 @@
 """The Python client against the real local gateway (ephemeral ports, AUTH_MODE=none): acks and
-errors, rooms, a send during a reconnect, and a chaos run where sockets are closed at random
-(``DELETE /connections/{id}``) and idle and max-duration timeouts fire while two senders send."""
+errors, rooms, presence and members, a send during a reconnect, and a chaos run where sockets
+are closed at random (``DELETE /connections/{id}``) and idle and max-duration timeouts fire
+while two senders send. The app's abuse limits are raised (``TEST_LIMITS``): the tests send
+faster and reconnect more often than a person."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import pytest
 from switchboard_client import (
     Backoff,
     Client,
+    Entry,
     MemoryStore,
     Message,
+    Presence,
     State,
     SwitchboardError,
     websocket_connector,
@@ -28,6 +32,7 @@ from tests.gateways import GatewayFactory, http
 REPO_ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 T = TypeVar("T")
+TEST_LIMITS = {"MESSAGE_RATE": "1000", "MESSAGE_BURST": "1000", "MAX_CONNECTIONS_PER_USER": "1000"}
 
 
 def run(test: Callable[[], Awaitable[T]], timeout: float = 60) -> T:
@@ -61,7 +66,7 @@ async def kick(gw: LocalGateway, connection_id: str | None) -> int:
 
 
 def test_acks_errors_and_rooms(gateway_factory: GatewayFactory) -> None:
-    gw = gateway_factory(REPO_ROOT, auth_mode="none")
+    gw = gateway_factory(REPO_ROOT, auth_mode="none", env=TEST_LIMITS)
 
     async def scenario() -> None:
         alice, _ = client(gw, "alice")
@@ -93,10 +98,47 @@ def test_acks_errors_and_rooms(gateway_factory: GatewayFactory) -> None:
     run(scenario)
 
 
+def test_presence_events_and_members(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(REPO_ROOT, auth_mode="none", env=TEST_LIMITS)
+
+    async def scenario() -> None:
+        alice, alice_got = client(gw, "alice", store=MemoryStore({"room:den": 0}))
+        bob, _ = client(gw, "bob")
+        events: list[Presence] = []
+        alice.on_presence(events.append)
+        await alice.connect(15)
+        await bob.connect(15)
+        with pytest.raises(SwitchboardError) as outsider:
+            await alice.members("den")
+        assert outsider.value.code == "forbidden"
+        await alice.join("den")
+        await bob.join("den")
+        await until(lambda: [(e.event, e.user_id) for e in events][-1:] == [("enter", "bob")])
+        roster = await alice.members("den")
+        users = {u["userId"]: u["connections"] for u in roster["users"]}
+        assert (roster["count"], users, roster["truncated"]) == (2, {"alice": 1, "bob": 1}, False)
+        ack = await bob.send_room("den", "hello")
+        await bob.close()
+        await until(lambda: [(e.event, e.user_id) for e in events][-1:] == [("leave", "bob")])
+        # alice's own enter (never fanned out to her) came from history: the stream is whole.
+        entries: list[Entry] = sorted([*events, *alice_got], key=lambda e: e.seq)
+        assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+        assert [(e.event, e.user_id) for e in events] == [
+            ("enter", "alice"),
+            ("enter", "bob"),
+            ("leave", "bob"),
+        ]
+        assert [(m.text, m.seq) for m in alice_got] == [("hello", ack["seq"])]
+        assert all(e.stream == "room:den" and e.room == "den" for e in events)
+        await alice.close()
+
+    run(scenario)
+
+
 def test_a_send_during_a_reconnect_is_delivered_exactly_once(
     gateway_factory: GatewayFactory,
 ) -> None:
-    gw = gateway_factory(REPO_ROOT, auth_mode="none")
+    gw = gateway_factory(REPO_ROOT, auth_mode="none", env=TEST_LIMITS)
 
     async def scenario() -> None:
         sender, _ = client(gw, "s", backoff=Backoff(0.3, 0.5, random.Random(1)))
@@ -121,11 +163,14 @@ def test_a_send_during_a_reconnect_is_delivered_exactly_once(
 def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFactory) -> None:
     """Sockets closed at random by ``DELETE /connections/{id}``; a 1.5 s idle timeout (one
     receiver never pings) and a 4 s maximum duration (one sender never plans its reconnect)."""
-    gw = gateway_factory(REPO_ROOT, auth_mode="none", idle_timeout=1.5, max_duration=4.0)
+    gw = gateway_factory(
+        REPO_ROOT, auth_mode="none", env=TEST_LIMITS, idle_timeout=1.5, max_duration=4.0
+    )
     per_sender = 100
     rng = random.Random(14)
 
     async def scenario() -> dict[str, Any]:
+        presence: dict[str, list[Presence]] = {"rx": [], "idle": []}
         rx, rx_got = client(
             gw, "rx", ping_interval=0.5, max_connection_age=3.0,
             store=MemoryStore({"room:chaos": 0, "user:rx": 0}),
@@ -134,6 +179,8 @@ def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFac
             gw, "idle", ping_interval=None, max_connection_age=None,
             store=MemoryStore({"room:chaos": 0}),
         )  # fmt: skip
+        rx.on_presence(presence["rx"].append)
+        idle.on_presence(presence["idle"].append)
         s1, _ = client(gw, "s1", ping_interval=0.5, max_connection_age=None)
         s2, _ = client(gw, "s2", ping_interval=0.5, max_connection_age=3.0)
         everyone = [rx, idle, s1, s2]
@@ -175,10 +222,17 @@ def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFac
         await until(lambda: idle.last_seqs().get("room:chaos", 0) >= last["room:chaos"], 30)
         for c in everyone:
             await c.close()
-        for got, streams in ((rx_got, ("room:chaos", "user:rx")), (idle_got, ("room:chaos",))):
-            for stream in streams:
-                seqs = [m.seq for m in got if m.stream == stream]
-                assert seqs == list(range(1, last[stream] + 1))  # once each, in order, 0 lost
+        streams_of = {"rx": ("room:chaos", "user:rx"), "idle": ("room:chaos",)}
+        for name, got in (("rx", rx_got), ("idle", idle_got)):
+            # The room's stream holds the presence events the reconnects caused: with them,
+            # every seq once, in order, none lost.
+            entries: list[Entry] = [*got, *presence[name]]
+            for stream in streams_of[name]:
+                seqs = sorted(e.seq for e in entries if e.stream == stream)
+                assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= last[stream]
+                assert [m.seq for m in got if m.stream == stream] == sorted(
+                    m.seq for m in got if m.stream == stream
+                )
         delivered = {(m.stream, m.seq): m.text for m in rx_got}
         assert all(delivered[key] == text for key, text in acked.items())
         texts = [m.text for m in rx_got]
@@ -187,7 +241,11 @@ def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFac
             "acked": len(acked),
             "received_rx": len(rx_got),
             "received_idle": len(idle_got),
-            "logged_twice": len(texts) - len(set(texts)),  # re-sends before server dedupe
+            "presence_rx": len(presence["rx"]),
+            "presence_idle": len(presence["idle"]),
+            # A re-sent send repeats its clientMsgId: the server answers with the original ack.
+            "logged_twice": len(texts) - len(set(texts)),
+            "retried": s1.retried + s2.retried,
             "duplicates_suppressed": rx.stats.duplicates + idle.stats.duplicates,
             "gaps_filled_by_history": rx.stats.filled_from_history + idle.stats.filled_from_history,
             "held": rx.stats.held + idle.stats.held,
@@ -204,3 +262,7 @@ def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFac
     # Never kicked: the idle timeout closed the receiver, the maximum duration the sender.
     assert figures["reconnects"]["idle"] >= 2 and figures["reconnects"]["s1"] >= 1
     assert figures["acked"] + figures["logged_twice"] >= figures["sent"]
+    # The server dedupes by clientMsgId: every text logged once, under one seq.
+    assert figures["logged_twice"] == 0 and figures["acked"] == figures["sent"]
+    assert figures["received_rx"] == figures["sent"]
+    assert figures["presence_rx"] >= 1 and figures["presence_idle"] >= 1
