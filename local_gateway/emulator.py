@@ -279,6 +279,7 @@ class LocalGateway:
             dynamodb_stopper.join(timeout=10)
             self._dynamodb = None
         self._restore_env()
+        self._restore_default_credentials()
         if self._sys_path_added and self.project_dir in sys.path:
             sys.path.remove(self.project_dir)
         self._sys_path_added = False
@@ -408,7 +409,12 @@ class LocalGateway:
             base_path=self.base_path,
             verifier=SigV4Verifier(self.credentials, "execute-api", self.region),
             allowed_origins=self.allowed_origins,
-            allowed_hosts=self.allowed_hosts,
+            # The API's execute-api name stands for this port too (a name under amazonaws.com,
+            # which no rebinding page can make its own).
+            allowed_hosts=[
+                *self.allowed_hosts,
+                f"{self.api_id}.execute-api.{self.region}.amazonaws.com",
+            ],
         )
         self._call(self._server.start())
         ws_port = self._server.port
@@ -454,6 +460,12 @@ class LocalGateway:
         import boto3
 
         if boto3.DEFAULT_SESSION is not None:
+            # Put back on stop: later code in this process (other tests) must not sign with
+            # this run's credentials.
+            self._saved_default_credentials = (
+                boto3.DEFAULT_SESSION,
+                boto3.DEFAULT_SESSION._session._credentials,
+            )
             boto3.DEFAULT_SESSION._session.set_credentials(
                 self.credentials.access_key_id, self.credentials.secret_access_key
             )
@@ -508,6 +520,17 @@ class LocalGateway:
         for key in names:
             if key in os.environ and key not in self._env_backup:
                 self._env_backup[key] = os.environ.pop(key)
+
+    def _restore_default_credentials(self) -> None:
+        saved = getattr(self, "_saved_default_credentials", None)
+        if saved is None:
+            return
+        import boto3
+
+        session, credentials = saved
+        if boto3.DEFAULT_SESSION is session:
+            session._session._credentials = credentials
+        self._saved_default_credentials = None
 
     def _restore_env(self) -> None:
         for key, value in self._env_backup.items():

@@ -33,7 +33,10 @@ def signed_post(gw: LocalGateway, host: str, path: str, data: bytes) -> int:
     """POST ``data`` to ``http://{host}{path}`` as a SigV4-signing SDK would, delivered to the
     gateway's port (``host`` travels in the Host header, as DNS would have routed it)."""
     request = AWSRequest("POST", f"https://{host}{path}", data=data, headers={"Host": host})
-    SigV4Auth(Credentials("testing", "testing"), "execute-api", gw.region).add_auth(request)
+    keys = gw.credentials  # the run's own: the gateway verifies signatures
+    SigV4Auth(
+        Credentials(keys.access_key_id, keys.secret_access_key), "execute-api", gw.region
+    ).add_auth(request)
     conn = http.client.HTTPConnection("127.0.0.1", gw.ws_port_bound, timeout=10)
     try:
         conn.request("POST", path, body=data, headers=dict(request.headers.items()))
