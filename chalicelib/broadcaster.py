@@ -153,10 +153,13 @@ class Broadcaster:
         exclude: str | None = None,
         scope: str | None = None,
         deadline: float | None = None,
+        prune_gone: bool = True,
     ) -> Report:
         """Send ``payload`` to every distinct target but ``exclude``; ``deadline`` is a point
         on the broadcaster's clock (``time.monotonic``), by default ``deadline_seconds`` from
-        now. ``scope`` only labels the log lines."""
+        now. ``scope`` only labels the log lines. With ``prune_gone`` False, connections found
+        closed are counted ``gone`` but left for the next fan-out or their ``$disconnect``
+        (presence announcements: a prune announces a leave, whose own prunes would cascade)."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLarge(
                 f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
@@ -181,12 +184,12 @@ class Broadcaster:
                 pending.append((batch, self._start(batch, payload)))
                 batch = []
                 if len(pending) > self._max_pending:
-                    self._finish(*pending.popleft(), report)
+                    self._finish(*pending.popleft(), report, prune_gone)
         if batch and self._clock() < deadline:
             pending.append((batch, self._start(batch, payload)))
             batch = []
         while pending:
-            self._finish(*pending.popleft(), report)
+            self._finish(*pending.popleft(), report, prune_gone)
         if batch:
             self._stop_early(batch, report, scope, started)
         report.duration_ms = round((self._clock() - started) * 1000, 2)
@@ -217,7 +220,11 @@ class Broadcaster:
             return lambda: [Outcome.FAILED] * len(batch)
 
     def _finish(
-        self, batch: list[Target], wait: Callable[[], list[Outcome]], report: Report
+        self,
+        batch: list[Target],
+        wait: Callable[[], list[Outcome]],
+        report: Report,
+        prune_gone: bool = True,
     ) -> None:
         try:
             outcomes = wait()
@@ -225,7 +232,9 @@ class Broadcaster:
             _log.exception("a batch of %d posts failed", len(batch))
             outcomes = [Outcome.FAILED] * len(batch)
         gone = [t.connection_id for t, o in zip(batch, outcomes, strict=True) if o is Outcome.GONE]
-        if getattr(self._in_prune, "depth", 0):
+        if not prune_gone:
+            results = []
+        elif getattr(self._in_prune, "depth", 0):
             results = [self._nested_prune(cid) for cid in gone]  # inline: never wait on the pool
         else:
             results = list(self._pool.map(self._pool_prune, gone))

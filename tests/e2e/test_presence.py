@@ -123,7 +123,13 @@ def throttled_gw(gateway_factory: Any) -> Iterator[tuple[LocalGateway, Throttlin
     dynamodb = EmbeddedDynamoDB(host="127.0.0.1", port=0)
     proxy = ThrottlingProxy(dynamodb.start())
     try:
-        yield gateway_factory(REPO_ROOT, auth_mode="none", dynamodb_endpoint=proxy.start()), proxy
+        gw = gateway_factory(
+            REPO_ROOT,
+            auth_mode="none",
+            dynamodb_endpoint=proxy.start(),
+            credentials=dynamodb.credentials,  # the embedded server verifies its signatures
+        )
+        yield gw, proxy
     finally:
         proxy.throttle({})
         proxy.stop()

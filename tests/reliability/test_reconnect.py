@@ -104,7 +104,12 @@ class Reconnecting:
         client = await WsClient.open(self.sb.ws_url, user=who.user)
         client.keep_frames = True
         who.connections += 1
-        reply = await client.request({"action": "join", "room": ROOM}, timeout=15)
+        # A handler answers within the gateway's integration timeout, or the gateway sends
+        # its timeout frame: wait that long (a fixed 15 s lost joins at soak scale when the
+        # machine was busy), plus a margin for the frame to arrive.
+        reply = await client.request(
+            {"action": "join", "room": ROOM}, timeout=self.sb.gateway.limits.integration_timeout + 5
+        )
         assert reply and reply.get("joined") is True, reply
         if not who.start:  # first time: where each stream stands now
             for stream in who.streams:
@@ -162,7 +167,9 @@ class Reconnecting:
                 scope, target = "user", rng.choice(self.clients).user
                 frame.update(action="sendMessage", targetUserId=target)
             sent_at = time.monotonic()
-            reply = await client.request(frame, timeout=30)
+            reply = await client.request(
+                frame, timeout=self.sb.gateway.limits.integration_timeout + 5
+            )
             self.sent.append(Sent(name, scope, target, sent_at, time.monotonic(), reply))
             await asyncio.sleep(rng.uniform(0.0, 0.05))
         await client.close()

@@ -32,6 +32,15 @@ def test_gone_connections_are_pruned_and_counted() -> None:
     assert (report.delivered, report.gone, report.failed) == (3, 2, 0)
 
 
+def test_gone_connections_are_counted_but_not_pruned_when_asked() -> None:
+    gateway = FakeGateway()
+    gateway.outcomes.update({"c1": Outcome.GONE, "c3": Outcome.GONE})
+    pruned: list[str] = []
+    broadcaster = Broadcaster(gateway, prune=pruned.append, workers=4)
+    report = broadcaster.fan_out(targets(5), b"x", prune_gone=False)
+    assert pruned == [] and report.gone == 2 and report.delivered == 3
+
+
 def test_failures_are_reported_and_do_not_stop_the_fan_out() -> None:
     gateway = FakeGateway()
     gateway.outcomes = {"c0": Outcome.THROTTLED, "c2": Outcome.TOO_LARGE, "c4": Outcome.FAILED}
