@@ -292,3 +292,14 @@ def openapi() -> Response:
 def index() -> Response:
     """The demo chat page (chalicelib/static/index.html with this stage's WebSocket URL)."""
     return Response(**web.index_page())
+
+
+def client_module() -> Response:
+    """One of the JS client's ES modules, which the demo page imports (public, like the page)."""
+    name = app.current_request.path.rsplit("/", 1)[-1]
+    return Response(**web.client_module(name))
+
+
+# One route per module rather than /client/{name}: nothing else is ever looked up by name.
+for _module in web.CLIENT_MODULES:
+    app.route(f"/client/{_module}", methods=["GET"], name="client_module")(client_module)

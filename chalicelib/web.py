@@ -1,8 +1,13 @@
 """The demo chat page served at ``GET /``: one static HTML file plus settings injected per request.
 
 The page (``static/index.html``) is plain HTML/CSS/JS with no build step and loads nothing from
-the network but the WebSocket it opens. Its one inline ``<style>`` and one inline ``<script>``
-are allowed by hash in the Content-Security-Policy, so no ``'unsafe-inline'`` is needed.
+the network but the WebSocket it opens and the JS client's ES modules (``GET /client/*.js``,
+same origin). Its one inline ``<style>`` and one inline ``<script>`` are allowed by hash in the
+Content-Security-Policy, the modules by ``'self'``, so no ``'unsafe-inline'`` is needed.
+
+The modules have one source, ``clients/js/src``: ``static/client/*.js`` are symlinks to it, which
+the local gateway and Chalice's test client read through, and which ``chalice package`` resolves
+into plain files in deployment.zip (its zip writer follows links).
 
 Settings are read from the environment at render time (never at import: Chalice's test client
 and the local gateway set variables only around a call):
@@ -37,6 +42,9 @@ from chalicelib.config import AUTH_MODES
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
 
 TEMPLATE = Path(__file__).with_name("static") / "index.html"
+CLIENT_DIR = Path(__file__).with_name("static") / "client"
+# The browser modules of clients/js (file-store.js is Node-only and not served).
+CLIENT_MODULES = ("index.js", "streams.js", "store.js")
 # API Gateway closes a connection (1009) on a frame over 32 KB, and browsers send each message
 # as one frame, so the page refuses anything larger before sending.
 MAX_FRAME_BYTES = min(32 * 1024, MAX_PAYLOAD_BYTES)
@@ -166,7 +174,8 @@ def content_security_policy(settings: PageSettings) -> str:
     return "; ".join(
         [
             "default-src 'none'",
-            f"script-src {template.script_hash}",
+            # 'self': the JS client's modules, imported from this origin (GET /client/*.js).
+            f"script-src {template.script_hash} 'self'",
             f"style-src {template.style_hash}",
             # The second line of defence after the script's own check: even a page talked into
             # dialling elsewhere (?ws=, a changed Server field) cannot send the token there.
@@ -209,3 +218,31 @@ def index_page(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Keyword arguments for ``chalice.Response``: ``Response(**index_page())``."""
     settings = PageSettings.from_env(env)
     return {"body": render(settings), "status_code": 200, "headers": headers(settings)}
+
+
+@cache
+def _client_source(name: str) -> str:
+    return (CLIENT_DIR / name).read_text(encoding="utf-8")  # once per container
+
+
+def client_module(name: str) -> dict[str, Any]:
+    """Keyword arguments for ``chalice.Response``: one of ``CLIENT_MODULES`` as JavaScript.
+
+    Raises ``ValueError`` for any other name (the routes are exactly the module names)."""
+    if name not in CLIENT_MODULES:
+        raise ValueError(f"not a client module: {name!r}")
+    return {
+        "body": _client_source(name),
+        "status_code": 200,
+        "headers": {
+            # A module script must come with a JavaScript MIME type (HTML's "module script"
+            # fetch refuses anything else, more so under nosniff).
+            "Content-Type": "text/javascript; charset=utf-8",
+            # The module runs under the page's CSP; opened on its own it may do nothing.
+            "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+            # Revalidate, as the page does: a deploy must not pair a new page with old modules.
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
+    }

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib import web
 from deploy.package import Package, PackageError, check_zip
 from deploy.smoke import FROM_ZIP, run
 from tests.deploy.conftest import Packager
@@ -21,6 +22,20 @@ def test_packaged_zip_runs_the_chat_flow(packaged: Packager) -> None:
     assert report["registry_items_left"] == 0
     assert report["logged_messages"] == 1
     assert set(report["modules_from_zip"]) == set(FROM_ZIP)
+
+
+@pytest.mark.e2e
+def test_the_zip_holds_the_js_client_modules_as_files_with_the_client_source(
+    packaged: Packager,
+) -> None:
+    # chalicelib/static/client/*.js link to clients/js/src: the zip must hold their contents
+    # (not links, which would dangle in /var/task), byte for byte.
+    source = Path(__file__).resolve().parents[2] / "clients" / "js" / "src"
+    with zipfile.ZipFile(packaged("dev").zip_path) as zf:
+        for name in web.CLIENT_MODULES:
+            info = zf.getinfo(f"chalicelib/static/client/{name}")
+            assert (info.external_attr >> 16) & 0o170000 != 0o120000, f"{name} is a link"
+            assert zf.read(info) == (source / name).read_bytes(), name
 
 
 def test_a_compiled_dependency_is_refused(tmp_path: Path) -> None:
