@@ -7,8 +7,12 @@ person would: type, click, read the page. Screenshots land in test-output/browse
 
 from __future__ import annotations
 
+import functools
+import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from chalicelib import web
 from local_gateway import LocalGateway
-from tests.browser.conftest import BrowserFactory, SwitchboardGateway, screenshot
+from tests.browser.conftest import REPO_ROOT, BrowserFactory, SwitchboardGateway, screenshot
 from tests.helpers import SECRET, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -147,6 +151,30 @@ class ChatPage:
         )
 
 
+@pytest.fixture
+def static_site() -> Iterator[Callable[[Path], str]]:
+    """``static_site(folder)`` -> the origin of an HTTP server of ``folder``'s files (stopped
+    at teardown)."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(QuietHandler, directory=str(folder))
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+
 def page_url(gateway: LocalGateway, query: str = "") -> str:
     assert gateway.urls is not None and gateway.urls.rest is not None
     return gateway.urls.rest + "/" + (f"?{query}" if query else "")
@@ -166,6 +194,10 @@ def test_two_people_chat_in_a_room_directly_and_to_everyone(
     assert alice.find("#ws-url").get_attribute("value") == gateway.urls.websocket  # type: ignore[union-attr]
     assert alice.find("#auth-off").is_displayed()
     assert not alice.find("#token-field").is_displayed()
+    # The page's connection is the JS client's (clients/js, served at client/index.js).
+    assert alice.driver.execute_script("return document.documentElement.dataset.client") == (
+        "switchboard-js"
+    )
 
     alice.connect("u_alice")
     bob.connect("u_bob")
@@ -311,21 +343,27 @@ def test_with_auth_on_the_page_asks_for_a_token_and_reports_a_refused_one(
 
 
 def test_without_a_configured_url_the_page_says_so_and_ws_overrides_it(
-    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway, tmp_path: Path
+    browser: BrowserFactory,
+    switchboard_gateway: SwitchboardGateway,
+    tmp_path: Path,
+    static_site: Callable[[Path], str],
 ) -> None:
-    # The page as a stage with no WEBSOCKET_URL renders it, opened from a file.
+    # The page as a stage with no WEBSOCKET_URL renders it, saved and served from elsewhere
+    # with the client's modules beside it (Chromium imports no module from a file:// page).
     path = tmp_path / "index.html"
     path.write_text(web.index_page({"AUTH_MODE": "none"})["body"], encoding="utf-8")
+    shutil.copytree(REPO_ROOT / "clients" / "js" / "src", tmp_path / "client")
+    site = static_site(tmp_path)
     driver = browser("alice")
-    page = ChatPage.open(driver, path.as_uri())
+    page = ChatPage.open(driver, f"{site}/index.html")
     assert "No WebSocket URL is configured" in page.find("#no-url").text
     page.find("#connect").click()
     assert "No WebSocket URL" in page.wait_error("config").text
 
-    # A page opened from a file sends "Origin: null", which the gateway refuses unless allowed.
-    gateway = switchboard_gateway(allowed_origins=["null"])
+    # A page served from another origin: the gateway refuses its Origin unless allowed.
+    gateway = switchboard_gateway(allowed_origins=[site])
     url = gateway.urls.websocket.replace("127.0.0.1", "localhost")  # type: ignore[union-attr]
-    page = ChatPage.open(driver, f"{path.as_uri()}?ws={url}&userId=u_alice")
+    page = ChatPage.open(driver, f"{site}/index.html?ws={url}&userId=u_alice")
     assert page.find("#ws-url").get_attribute("value") == url
     assert url in page.find("#ws-override").text
     assert page.connect() and page.status()[1] == "Connected as u_alice"

@@ -137,7 +137,12 @@ export class SwitchboardClient extends Emitter {
     if (typeof this._WebSocket !== "function") {
       throw new TypeError("no WebSocket implementation: pass { WebSocket } (e.g. from 'ws')");
     }
-    this._timers = options.timers ?? { setTimeout, clearTimeout };
+    // Called as globals: browsers throw "Illegal invocation" for a setTimeout called as a
+    // method of another object (`this._timers.setTimeout(...)`).
+    this._timers = options.timers ?? {
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (handle) => clearTimeout(handle),
+    };
     this._now = options.now ?? (() => Date.now());
     this._random = options.random ?? Math.random;
     this._store = options.store ?? new MemoryStore();

@@ -411,3 +411,29 @@ test("bad options are a clear error", () => {
   assert.throws(() => new SwitchboardClient({}), /url/);
   assert.throws(() => new SwitchboardClient({ url: "ws://x", WebSocket: 1 }), /WebSocket/);
 });
+
+test("the default timers call setTimeout as a global (browsers refuse it as a method)", async () => {
+  const { setTimeout: realSet, clearTimeout: realClear } = globalThis;
+  // A browser's setTimeout throws "Illegal invocation" when `this` is another object.
+  globalThis.setTimeout = function (fn, ms) {
+    if (this !== undefined && this !== globalThis) throw new TypeError("Illegal invocation");
+    return realSet(fn, ms);
+  };
+  globalThis.clearTimeout = function (handle) {
+    if (this !== undefined && this !== globalThis) throw new TypeError("Illegal invocation");
+    return realClear(handle);
+  };
+  try {
+    const { FakeWebSocket, sockets } = fakeWebSocketClass();
+    const client = new SwitchboardClient({ url: "ws://gw/api", userId: "u_1", WebSocket: FakeWebSocket });
+    client.connect().catch(() => {});
+    await flush();
+    assert.equal(client.state, "connecting");
+    assert.equal(sockets.length, 1);
+    client.close();
+    assert.equal(client.state, "closed");
+  } finally {
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+  }
+});
