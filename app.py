@@ -254,7 +254,12 @@ def user_history(switchboard: Switchboard, caller: Identity, user_id: str) -> An
 
 
 def _page_params() -> tuple[str | None, str | None]:
+    """``after`` and ``limit``; any other query parameter is a 400 (a misspelled ``after``
+    must not silently answer from the start of the stream)."""
     query = app.current_request.query_params or {}
+    unknown = sorted(set(query) - {"after", "limit"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}: expected after, limit")
     return query.get("after"), query.get("limit")
 
 

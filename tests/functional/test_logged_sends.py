@@ -99,7 +99,7 @@ def test_history_over_http_and_websocket_pages_the_same_log(harness: Harness) ->
     users = harness.client.http.get("/users/alice/messages").json_body
     assert users["messages"] == [] and users["stream"] == "user:alice"
     bad_queries = ("?after=-1", "?limit=0", "?limit=101", "?after=x", "?after=%EF%BC%91")
-    for bad in (*bad_queries, "?after=%201", "?after=1_0", "?after=" + "9" * 5000):
+    for bad in (*bad_queries, "?after=%201", "?after=1_0", "?after=" + "9" * 5000, "?afte=3"):
         response = harness.client.http.get(f"/rooms/lobby/messages{bad}")
         assert response.status_code == 400, bad
     assert harness.client.http.get("/rooms/no%23pe/messages").status_code == 400
