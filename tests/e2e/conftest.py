@@ -14,7 +14,7 @@ import pytest
 from local_gateway import LocalGateway
 from tests import wsclient
 from tests.asyncapi import FrameChecker
-from tests.e2e.helpers import E2E_DIR, ECHO_APP
+from tests.e2e.helpers import E2E_DIR, ECHO_APP, REPO_ROOT
 from tests.gateways import GatewayFactory
 
 
@@ -22,6 +22,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_DIR in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def gw(gateway_factory: GatewayFactory) -> LocalGateway:
+    """The switchboard app itself (the repo root), identity from ``?userId=``."""
+    return gateway_factory(REPO_ROOT, auth_mode="none")
 
 
 @pytest.fixture

@@ -7,16 +7,10 @@ from typing import Any
 import pytest
 
 from local_gateway import LocalGateway
-from tests.e2e.helpers import REPO_ROOT
 from tests.gateways import http
 from tests.wsclient import quiet, recv_json, send
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def gw(gateway_factory: Any) -> LocalGateway:
-    return gateway_factory(REPO_ROOT, auth_mode="none")
 
 
 def test_a_send_retried_after_a_reconnect_is_delivered_once(

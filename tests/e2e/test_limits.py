@@ -11,15 +11,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from local_gateway import LocalGateway
-from tests.e2e.helpers import REPO_ROOT
 from tests.wsclient import recv_json, send
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def gw(gateway_factory: Any) -> LocalGateway:
-    return gateway_factory(REPO_ROOT, auth_mode="none")
 
 
 def test_the_eleventh_connection_of_one_user_is_refused_with_429(

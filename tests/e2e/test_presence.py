@@ -27,11 +27,6 @@ from tests.wsclient import quiet, recv_json, send
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def gw(gateway_factory: Any) -> LocalGateway:
-    return gateway_factory(REPO_ROOT, auth_mode="none")
-
-
 def joined(ws: ClientConnection, room: str = "lobby") -> None:
     reply = send(ws, {"action": "join", "room": room})
     assert reply.get("joined") is True, reply

@@ -14,18 +14,12 @@ import pytest
 from websockets.sync.client import ClientConnection
 
 from local_gateway import LocalGateway
-from tests.e2e.helpers import REPO_ROOT
 from tests.gateways import http
 from tests.wsclient import recv_json, send
 
 pytestmark = pytest.mark.timeout(60)
 
 ALICE, BOB = "u_alice", "u_bob"
-
-
-@pytest.fixture
-def gw(gateway_factory: Any) -> LocalGateway:
-    return gateway_factory(REPO_ROOT, auth_mode="none")
 
 
 def joined(ws: ClientConnection, room: str) -> None:

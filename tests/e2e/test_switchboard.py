@@ -17,11 +17,6 @@ from tests.wsclient import recv_json, send
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def gw(gateway_factory: Any) -> LocalGateway:
-    return gateway_factory(REPO_ROOT, auth_mode="none")
-
-
 def registry_items(gw: LocalGateway) -> int:
     """Connection, membership and presence items (the message log's streams stay by design)."""
     return sum(1 for i in table_items(gw) if not i["PK"]["S"].startswith("STREAM#"))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 from hypothesis import given, settings
@@ -139,7 +140,11 @@ def test_parser_returns_a_command_or_an_error_for_any_input(raw: object) -> None
         assert result.code in protocol.ERROR_CODES
         json.dumps(result.frame())
     else:
-        assert type(result) in (SendMessage, BroadcastAll, Join, Leave, SendRoom, Ping, WhoAmI)
+        # Every class of the Command union (new commands join it, and this test, by themselves).
+        assert type(result) in typing.get_args(protocol.Command)
+        assert {SendMessage, BroadcastAll, Join, Leave, SendRoom, Ping, WhoAmI} <= set(
+            typing.get_args(protocol.Command)
+        )
 
 
 # --- resume and history (streams and seqs) -------------------------------------------------
