@@ -264,7 +264,10 @@ class Registry:
                 ConditionExpression="attribute_not_exists(PK)",
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
-            raise DuplicateConnection(connection_id) from None
+            if not self._is_own_registration(connection_id, user_id, connected_at_ms):
+                raise DuplicateConnection(connection_id) from None
+            # botocore retried a put whose first attempt was applied but answered too late
+            # (a read timeout): the item is this very registration, so $connect succeeds.
         return ConnectionRecord(
             connection_id,
             user_id,
@@ -273,6 +276,14 @@ class Registry:
             endpoint,
             role,
             token_expires_at=token_expires_at,
+        )
+
+    def _is_own_registration(self, connection_id: str, user_id: str, connected_at_ms: int) -> bool:
+        item = self._ddb.get_item(
+            TableName=self._table, Key=self._conn_key(connection_id), ConsistentRead=True
+        ).get("Item")
+        return bool(
+            item and _s(item, "userId") == user_id and _n(item, "connectedAt") == connected_at_ms
         )
 
     def join(self, conn: ConnectionRecord, room: str, also: Sequence[dict[str, Any]] = ()) -> None:

@@ -55,7 +55,8 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "websocket_connect",
         "WebsocketConnect",
         "WebsocketConnectRole",
-        table_actions=("PutItem",),  # register (conditional put)
+        # register (conditional put); a put retried after a late answer reads its own item back
+        table_actions=("PutItem", "GetItem"),
         index_actions=("Query",),  # the per-user connection cap counts GSI1
         connection_methods=(),
         only_indexes=("GSI1",),

@@ -60,6 +60,15 @@ def test_register_is_conditional(registry: Registry, clock: Clock) -> None:
     assert registry.get("a").user_id == "u"  # type: ignore[union-attr]
 
 
+def test_a_retried_put_of_the_same_registration_succeeds(registry: Registry, clock: Clock) -> None:
+    # botocore retries a put whose first attempt DynamoDB applied but answered after the read
+    # timeout: the retry fails its condition on our own item, and $connect must not answer 409.
+    registry.register("a", "u", ms(clock))
+    assert registry.register("a", "u", ms(clock)).user_id == "u"
+    with pytest.raises(DuplicateConnection):  # another registration of that id still is one
+        registry.register("a", "u", ms(clock) + 1)
+
+
 def test_user_query_finds_only_that_users_connections(registry: Registry, clock: Clock) -> None:
     for cid, user in [("a", "u1"), ("b", "u1"), ("c", "u2")]:
         registry.register(cid, user, ms(clock))
