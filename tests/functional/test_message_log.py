@@ -34,9 +34,22 @@ def test_seqs_start_at_one_and_increase_per_stream(log: MessageLog) -> None:
 def test_concurrent_appends_get_unique_seqs(ddb: Any, clock: Clock) -> None:
     seqs: list[int] = []
     lock = threading.Lock()
+    # DynamoDB applies each UpdateItem atomically; moto's server does not across threads, so
+    # its calls are serialised here: what is tested is that every append allocates its own seq.
+    moto_lock = threading.Lock()
+
+    class Serialised:
+        def __getattr__(self, name: str) -> Any:
+            call = getattr(ddb, name)
+
+            def serialised(**kwargs: Any) -> Any:
+                with moto_lock:
+                    return call(**kwargs)
+
+            return serialised
 
     def writer(n: int) -> None:
-        log = MessageLog(ddb, TABLE, clock=clock)  # as separate containers would
+        log = MessageLog(Serialised(), TABLE, clock=clock)  # as separate containers would
         for i in range(10):
             seq = log.append("room:busy", frame(f"{n}.{i}"))["seq"]
             with lock:
