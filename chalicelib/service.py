@@ -492,10 +492,7 @@ class Switchboard:
         client_msg_id = body.get("clientMsgId")
         if client_msg_id is not None and not protocol.valid_client_msg_id(client_msg_id):
             raise BadRequest("clientMsgId must be 1-64 characters of A-Z a-z 0-9 _ . : -")
-        if scope is Scope.USER and not protocol.valid_user_id(name):
-            raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
-        if scope is Scope.ROOM and not protocol.valid_room(name):
-            raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        _check_path_name(scope, name)
         targets, message = self._audience(scope, name, sender.user_id, text)
         with log.event_log(event="http_push", scope=scope.value) as record:
             try:
@@ -517,10 +514,7 @@ class Switchboard:
     def history(self, scope: Scope | str, name: str, after: Any, limit: Any) -> dict[str, Any]:
         """GET /rooms/{room}/messages and /users/{userId}/messages (admin: any stream)."""
         scope = Scope(scope)
-        if scope is Scope.USER and not protocol.valid_user_id(name):
-            raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
-        if scope is Scope.ROOM and not protocol.valid_room(name):
-            raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        _check_path_name(scope, name)
         after_seq = _query_int(after, "after", 0, 0, protocol.MAX_SEQ)
         page_limit = _query_int(
             limit, "limit", protocol.HISTORY_DEFAULT_LIMIT, 1, protocol.HISTORY_MAX_LIMIT
@@ -531,8 +525,7 @@ class Switchboard:
 
     def members(self, room: str) -> dict[str, Any]:
         """GET /rooms/{room}/members: who is present (admin: any room)."""
-        if not protocol.valid_room(room):
-            raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        _check_path_name(Scope.ROOM, room)
         return self.presence.members(room).as_dict()
 
     def connections(self) -> dict[str, Any]:
@@ -573,6 +566,14 @@ def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
         seq=message["seq"],
         **continued,
     )
+
+
+def _check_path_name(scope: Scope, name: str | None) -> None:
+    """The user id or room an HTTP path names, as the protocol accepts them (400 otherwise)."""
+    if scope is Scope.USER and not protocol.valid_user_id(name):
+        raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
+    if scope is Scope.ROOM and not protocol.valid_room(name):
+        raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
 
 
 def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
