@@ -8,6 +8,7 @@ reads the file itself instead of importing the app's code so it works for any ap
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import logging
@@ -133,11 +134,43 @@ class _Serialized:
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self._lock = FifoLock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with self._lock:
             return list(self._app(environ, start_response))
+
+
+class FifoLock:
+    """A lock granted in arrival order.
+
+    ``threading.Lock`` promises no order: with dozens of handler threads queued on the
+    embedded DynamoDB, one request could wait behind many later ones for longer than the
+    app's read timeout (5 s), and botocore then retried a conditional write that had already
+    been applied. DynamoDB itself queues nobody, so the emulator must not starve anybody
+    either: first come, first served bounds each wait by the queue ahead of it.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+        self._held = False
+
+    def __enter__(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait()  # the holder hands the lock over: _held stays True
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._held = False
 
 
 class _SerializedMotoServer:
@@ -151,6 +184,9 @@ class _SerializedMotoServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        from local_gateway import moto_speedups
+
+        moto_speedups.install()
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
