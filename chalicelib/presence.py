@@ -197,11 +197,25 @@ class Presence:
                     ":id": {"S": connection_id},
                 },
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except self._ddb.exceptions.ConditionalCheckFailedException:
-            return False  # not in the set: removed already (a racing removal, or a leave)
+        except self._ddb.exceptions.ConditionalCheckFailedException as exc:
+            # Not in the set: removed already (a racing removal, or a leave), or by this very
+            # call: botocore retried an update whose first answer was lost (a read timeout),
+            # and the first attempt emptied the set. An emptied item left behind is deleted
+            # here either way; the leave is ours to announce only when the call was retried.
+            old = exc.response.get("Item")
+            if old is None or "conns" in old:
+                return False
+            retried = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
+            self._delete_if_empty(room, user_id)
+            return bool(retried)
         if "conns" in response.get("Attributes", {}):
             return False
+        self._delete_if_empty(room, user_id)
+        return True
+
+    def _delete_if_empty(self, room: str, user_id: str) -> None:
         try:
             self._ddb.delete_item(
                 TableName=self._table,
@@ -210,7 +224,6 @@ class Presence:
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
             pass  # a connection of the user joined meanwhile (and entered): keep it
-        return True
 
     # --- transaction items ----------------------------------------------------------------
 

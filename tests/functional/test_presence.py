@@ -227,3 +227,32 @@ def test_an_expired_user_item_no_longer_counts(
     harness.send("a", {"action": "join", "room": "lobby"})
     clock.now += registry.ttl_seconds + 1  # its removal was lost: the ttl ends it
     assert harness.client.http.get("/rooms/lobby/members").json_body["count"] == 0
+
+
+def test_a_removal_retried_after_its_answer_was_lost_leaves_and_deletes_the_item(
+    harness: Harness, ddb: Any
+) -> None:
+    """The presence update of a removal is applied, its answer is lost (a read timeout) and
+    botocore sends it again: the retry finds the id gone. The user still leaves (announced)
+    and the emptied item is deleted, not left behind until its ttl."""
+    harness.connect("w", userId="watcher")
+    harness.connect("a", userId="u_a")
+    harness.send("w", {"action": "join", "room": "lobby"})
+    harness.send("a", {"action": "join", "room": "lobby"})
+    lost: list[int] = []
+
+    def lose_the_first_answer(attempts: int, **_: Any) -> int | None:
+        if not lost:
+            lost.append(attempts)
+            return 0  # retry at once, as after a read timeout: the update was applied
+        return None
+
+    event = "needs-retry.dynamodb.UpdateItem"
+    ddb.meta.events.register_first(event, lose_the_first_answer)
+    try:
+        harness.disconnect("a")
+    finally:
+        ddb.meta.events.unregister(event, lose_the_first_answer)
+    assert lost == [1]
+    assert harness.presence("w") == [("lobby", "enter", "u_a"), ("lobby", "leave", "u_a")]
+    assert presence_items(ddb, "lobby") == {"watcher": ["w"]}
