@@ -24,6 +24,9 @@ class Scale:
     churn_residents: int  # clients there for the whole churn
     churn_seconds: float
     churn_lifetime: tuple[float, float]
+    # What a churning session costs the stack, in set-up joins (measured: presence fan-outs and
+    # broadcasts grow with the rooms and the live clients, so a session costs more at soak)
+    churn_session_joins: float
     # abrupt drops
     drop_clients: int
     frozen_clients: int
@@ -58,6 +61,7 @@ SCALES = {
         churn_residents=8,
         churn_seconds=8.0,
         churn_lifetime=(0.2, 1.5),
+        churn_session_joins=1.5,
         drop_clients=60,
         frozen_clients=20,
         ghost_clients=20,
@@ -84,6 +88,7 @@ SCALES = {
         churn_residents=20,
         churn_seconds=90.0,
         churn_lifetime=(0.5, 6.0),
+        churn_session_joins=4.0,
         drop_clients=400,
         frozen_clients=100,
         ghost_clients=200,

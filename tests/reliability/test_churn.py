@@ -40,6 +40,42 @@ from tests.wsclient import WsClient
 pytestmark = pytest.mark.timeout(SCALE.timeout)
 
 
+class Admission:
+    """Starts a churning session only while the stack keeps up (the load adapts to the
+    machine instead of a fixed guess of what it can take).
+
+    Every request's round trip is noted; while the median of those finished in the last
+    ``window`` seconds exceeds ``threshold`` (derived from the set-up's join cost), churners
+    wait before opening their next session. Sessions already open carry on, finish their
+    requests and bring the median down; with nothing recent the gate is open.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.window = 4 * threshold
+        self.recent: collections.deque[tuple[float, float]] = collections.deque()
+        self.waited = 0.0  # seconds churners spent waiting at the gate, summed
+
+    def note(self, started: float) -> None:
+        now = time.monotonic()
+        self.recent.append((now, now - started))
+
+    def busy(self) -> bool:
+        horizon = time.monotonic() - self.window
+        while self.recent and self.recent[0][0] < horizon:
+            self.recent.popleft()
+        if len(self.recent) < 5:
+            return False
+        ordered = sorted(seconds for _, seconds in self.recent)
+        return ordered[len(ordered) // 2] > self.threshold
+
+    async def wait(self, deadline: float) -> None:
+        started = time.monotonic()
+        while self.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(self.threshold / 4)
+        self.waited += time.monotonic() - started
+
+
 class Churn:
     def __init__(self, sb: StackUnderTest, seed: int) -> None:
         self.sb = sb
@@ -56,6 +92,7 @@ class Churn:
         self.closes: collections.Counter[str] = collections.Counter()
         self.churn_done = asyncio.Event()
         self.join_seconds: list[float] = []  # each set-up join, alone on the stack
+        self.admission: Admission | None = None  # made once the set-up measured a join
 
     def join_cost(self) -> float:
         """The median set-up join in seconds (a request with nothing else under way)."""
@@ -68,13 +105,30 @@ class Churn:
         rooms than the set-up's), never under 15 s."""
         return max(15.0, 4 * SCALE.churn_concurrency * self.join_cost())
 
+    def admission_threshold(self) -> float:
+        """The round trip above which no new session starts: 20 set-up joins (1 s at 50 ms a
+        join; a slower machine measures slower joins and tolerates slower round trips), well
+        under ``request_timeout`` so no request times out while the gate holds."""
+        return 20 * self.join_cost()
+
+    async def request(
+        self, client: WsClient, frame: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        started = time.monotonic()
+        reply = await client.request(frame, timeout=timeout or self.request_timeout())
+        if self.admission is not None:
+            self.admission.note(started)
+        return reply
+
     def capacity(self) -> int:
         """The sessions the churn's deadline allows at the measured cost, at most the scale's
-        target. Measured: with 40 churners the stack starts about one session per 1.2 set-up
-        joins' time (94 sessions in the 8 s deadline at 70 ms a join, other test runs
-        alongside; a join that announces an enter to 10 members takes 105 ms, 34 ms without
-        the event). Counted here: 1.5 joins a session, and half of what that allows."""
-        per_session = 1.5 * self.join_cost()
+        target: ``SCALE.churn_session_joins`` set-up joins a session, and half of what that
+        allows. Measured: small scale, 40 churners start about one session per 1.2 set-up
+        joins' time (94 sessions in the 8 s deadline at 70 ms a join; a join that announces an
+        enter to 10 members takes 105 ms, 34 ms without the event), counted as 1.5; soak, the
+        admission gate let through 474 sessions in 90 s at 49 ms a join (3.9 joins a
+        session: rooms of about 20 users, broadcasts to 140 clients), counted as 4."""
+        per_session = SCALE.churn_session_joins * self.join_cost()
         return min(SCALE.churn_min_sessions, int(0.5 * SCALE.churn_seconds / per_session))
 
     async def timed_join(self, client: WsClient, room: str) -> dict[str, Any] | None:
@@ -85,14 +139,22 @@ class Churn:
 
     async def churner(self, slot: int, deadline: float) -> None:
         rng = random.Random(self.rng.random())
+        assert self.admission is not None
         while self.remaining > 0 and time.monotonic() < deadline:
+            await self.admission.wait(deadline)
+            if time.monotonic() >= deadline:
+                return
             self.remaining -= 1
             await self.session(f"c{slot}.{self.remaining}", rng)
 
     async def session(self, name: str, rng: random.Random) -> None:
         user = rng.choice(self.users)
         try:
-            client = await WsClient.open(self.sb.ws_url, user=user)
+            # A handshake queues behind the other churners' work like any request does.
+            started = time.monotonic()
+            client = await WsClient.open(self.sb.ws_url, user=user, timeout=self.request_timeout())
+            assert self.admission is not None
+            self.admission.note(started)
         except Exception as exc:  # noqa: BLE001 - counted and asserted on
             self.connect_failures.append(f"{type(exc).__name__}: {exc}")
             return
@@ -113,9 +175,7 @@ class Churn:
                 return
             for room in rng.sample(self.rooms, k=rng.randint(0, min(2, len(self.rooms)))):
                 session.tried_rooms.add(room)
-                reply = await client.request(
-                    {"action": "join", "room": room}, timeout=self.request_timeout()
-                )
+                reply = await self.request(client, {"action": "join", "room": room})
                 if reply and reply.get("joined") is True:
                     session.rooms[room] = time.monotonic()
                 else:
@@ -124,13 +184,11 @@ class Churn:
             if session.rooms and rng.random() < 0.25:
                 room = rng.choice(sorted(session.rooms))
                 session.left[room] = time.monotonic()
-                reply = await client.request(
-                    {"action": "leave", "room": room}, timeout=self.request_timeout()
-                )
+                reply = await self.request(client, {"action": "leave", "room": room})
                 if not (reply and reply.get("left") is True):
                     self.problems.append(f"{name} leave {room}: {reply}")
             try:
-                session.ended_at = await client.barrier()
+                session.ended_at = await client.barrier(timeout=self.request_timeout())
             except AssertionError as exc:  # no pong: nothing is known to have been read
                 session.ended_at = session.opened_at
                 self.problems.append(f"{name} barrier: {exc}")
@@ -165,7 +223,7 @@ class Churn:
                 target = rng.choice(self.users)
                 frame.update(action="sendMessage", targetUserId=target)
             sent_at = time.monotonic()
-            reply = await client.request(frame, timeout=30)
+            reply = await self.request(client, frame, timeout=max(30.0, self.request_timeout()))
             self.sent.append(Sent(session.name, kind, target, sent_at, time.monotonic(), reply))
             await asyncio.sleep(rng.uniform(0.0, 0.05))
 
@@ -195,6 +253,7 @@ class Churn:
         senders = list(stayers)
         stayers += [await self.resident(n) for n in range(SCALE.churn_residents)]
         self.sessions.extend(session for _, session in stayers)
+        self.admission = Admission(self.admission_threshold())
         deadline = time.monotonic() + SCALE.churn_seconds
         sending = [asyncio.create_task(self.sender(k, c, s)) for k, (c, s) in enumerate(senders)]
         await asyncio.gather(
@@ -277,6 +336,8 @@ def test_churn_loses_nothing_and_leaks_nothing(
             "churn_seconds": round(churn_seconds, 1),
             "setup_join_ms": round(churn.join_cost() * 1000, 1),
             "capacity_target": churn.capacity(),
+            "admission_threshold_ms": round(churn.admission_threshold() * 1000),
+            "admission_waited_s": round(churn.admission.waited if churn.admission else 0, 1),
             "handler_errors": sb.handler_errors(),
         },
     )

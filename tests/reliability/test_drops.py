@@ -33,6 +33,9 @@ class Sender:
 
     def __init__(self, client: WsClient, name: str = "sender") -> None:
         self.client = client
+        # How long a reply may take: raised by a scenario that measured its own set-up (a
+        # send may queue behind as much serial work as the set-up was).
+        self.timeout = 30.0
         self.session = Session(name, name, client.opened_at, tried_rooms={ROOM})
         self.sent: list[Sent] = []
 
@@ -51,7 +54,7 @@ class Sender:
         else:
             frame = {"action": "sendRoom", "room": ROOM, "text": "to the room"}
         sent_at = time.monotonic()
-        reply = await self.client.request(frame, timeout=30)
+        reply = await self.client.request(frame, timeout=self.timeout)
         target = None if scope == "all" else ROOM
         self.sent.append(Sent(self.session.name, scope, target, sent_at, time.monotonic(), reply))
         return reply
@@ -61,7 +64,7 @@ class Sender:
             if stop.is_set():
                 return
             if ping:
-                await self.client.request({"action": "ping"}, timeout=30)
+                await self.client.request({"action": "ping"}, timeout=self.timeout)
             else:
                 await self.send("all" if n % 2 else "room")
             await asyncio.sleep(pause)
@@ -94,11 +97,20 @@ def test_reset_connections_are_removed_by_disconnect(
         await client.abort()
         session.messages, session.duplicates = client.messages, client.duplicates
 
+    waits: list[float] = []
+
     async def scenario() -> tuple[Sender, TableSnapshot, dict[str, object] | None]:
         sender = await Sender.open(sb)
         keep = {await sender.client.whoami()}
+        opening = time.monotonic()
         clients = await open_many(sb.ws_url, users, rooms=(ROOM,))
         joined = time.monotonic()
+        # Every client's $disconnect (and the prunes of the sends racing them) is serial work
+        # on this one-process stack, about as much as its $connect and join were: waits scale
+        # with the measured set-up, never under their floor, so a slower machine waits longer.
+        wait = max(30.0, 2 * (joined - opening))
+        waits.append(wait)
+        sender.timeout = wait
         stop = asyncio.Event()
         sending = asyncio.create_task(sender.loop(stop))
         pairs = [(c, _session(c, f"d{n}", joined)) for n, c in enumerate(clients)]
@@ -106,7 +118,7 @@ def test_reset_connections_are_removed_by_disconnect(
         await asyncio.gather(*(vanish(c, s) for c, s in pairs))
         stop.set()
         await sending
-        pending = await asyncio.to_thread(sb.wait_for_disconnects, 30, keep)
+        pending = await asyncio.to_thread(sb.wait_for_disconnects, wait, keep)
         assert pending == set(), f"{len(pending)} $disconnects never ran"
         registered = await asyncio.to_thread(sb.registry)
         last = await sender.send("room")  # every $disconnect ran: nothing left to prune
@@ -114,8 +126,8 @@ def test_reset_connections_are_removed_by_disconnect(
         return sender, registered, last
 
     sender, registered, last = run(scenario())
-    sb.wait_for_disconnects(timeout=30)
-    registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)
+    sb.wait_for_disconnects(timeout=waits[0])
+    registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=waits[0] / 2)
     verdict = check([*sessions, sender.session], sender.sent)
     figures.record(
         "abrupt drops: TCP reset",
@@ -125,6 +137,7 @@ def test_reset_connections_are_removed_by_disconnect(
             "messages": verdict.acked,
             "faults": "every client resets its TCP connection, no close frame",
             "leaked": registry.items,
+            "wait_seconds": round(waits[0], 1),
             "disconnect_codes": dict(sb.invocations.disconnect_codes),
             "handler_errors": sb.handler_errors(),
         },
@@ -146,10 +159,14 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
     idle = 2.0
     sb = switchboard_factory(idle_timeout=idle, close_timeout=1.0)
     users = [f"h{n}" for n in range(SCALE.frozen_clients)]
+    allowance: list[float] = []
 
     async def scenario() -> tuple[Sender, float, TableSnapshot, dict[str, object] | None, float]:
         sender = await Sender.open(sb)
         keep = {await sender.client.whoami()}
+        # While the frozen clients' $disconnects keep the stack busy, a reply to the sender may
+        # take longer than the idle timeout: WebSocket pings keep it active regardless.
+        sender.client.keep_alive(idle / 4)
         stop = asyncio.Event()
         # The sender stays active with pings; nothing is posted to the frozen clients (traffic
         # either way resets API Gateway's idle timer, so a half-open client that is still
@@ -164,7 +181,10 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
         for client in clients:
             client.freeze()
         frozen_at = time.monotonic()
-        pending = await asyncio.to_thread(sb.wait_for_disconnects, idle + 15, keep)
+        # Once the idle timeout fires, the clients' $disconnects are serial work on this
+        # one-process stack, about as much as their set-up was: allow that much, at least 10 s.
+        allowance.append(max(10.0, setup_seconds))
+        pending = await asyncio.to_thread(sb.wait_for_disconnects, idle + 1.5 * allowance[0], keep)
         converged = time.monotonic() - frozen_at
         stop.set()
         await sending
@@ -192,7 +212,7 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
         handler_errors=sb.handler_errors(),
     )
     assert sb.invocations.disconnect_codes[1001] >= len(users)
-    assert converged < idle + 10
+    assert converged < idle + allowance[0]
     assert registered.items == 3, registered  # the sender, its membership and presence
     assert last and (last["delivered"], last["gone"]) == (0, 0), last
     assert registry.items == 0
