@@ -19,6 +19,10 @@ after a join without waiting for its ack (the join races ``$disconnect``). At th
   what a join costs with nothing else under way and the target is what the deadline allows at
   that cost (``Churn.capacity``), at most ``SCALE.churn_min_sessions``. A machine twice as
   slow measures twice the cost and expects half the sessions; reply timeouts scale likewise.
+
+The offered load follows the machine as well: a churner opens its next session only while
+recent round trips stay under 10 set-up joins (``Admission``), so a slower machine gets fewer
+new sessions a second instead of requests queued past their timeouts.
 """
 
 from __future__ import annotations
@@ -50,20 +54,34 @@ class Admission:
     requests and bring the median down; with nothing recent the gate is open.
     """
 
+    # Handshakes under way at once: 150 churners starting together would swamp the stack
+    # before the gate has a single round trip to go by; this ramps them in.
+    STARTING = 8
+    # A send (a fan-out to every live client, pruning the ones that vanished, each prune
+    # announcing a leave) may take this many thresholds before the gate closes too.
+    SEND_FACTOR = 5
+
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
+        self.starting = asyncio.Semaphore(self.STARTING)
+        self.last_send = 0.0  # the latest send's round trip
         self.window = 4 * threshold
         self.recent: collections.deque[tuple[float, float]] = collections.deque()
         self.waited = 0.0  # seconds churners spent waiting at the gate, summed
 
-    def note(self, started: float) -> None:
+    def note(self, started: float, send: bool = False) -> None:
         now = time.monotonic()
-        self.recent.append((now, now - started))
+        if send:
+            self.last_send = now - started
+        else:
+            self.recent.append((now, now - started))
 
     def busy(self) -> bool:
         horizon = time.monotonic() - self.window
         while self.recent and self.recent[0][0] < horizon:
             self.recent.popleft()
+        if self.last_send > self.SEND_FACTOR * self.threshold:
+            return True
         if len(self.recent) < 5:
             return False
         ordered = sorted(seconds for _, seconds in self.recent)
@@ -93,6 +111,7 @@ class Churn:
         self.churn_done = asyncio.Event()
         self.join_seconds: list[float] = []  # each set-up join, alone on the stack
         self.admission: Admission | None = None  # made once the set-up measured a join
+        self.started = 0.0  # when the churn itself started (after the set-up)
 
     def join_cost(self) -> float:
         """The median set-up join in seconds (a request with nothing else under way)."""
@@ -106,18 +125,21 @@ class Churn:
         return max(15.0, 4 * SCALE.churn_concurrency * self.join_cost())
 
     def admission_threshold(self) -> float:
-        """The round trip above which no new session starts: 20 set-up joins (1 s at 50 ms a
-        join; a slower machine measures slower joins and tolerates slower round trips), well
-        under ``request_timeout`` so no request times out while the gate holds."""
-        return 20 * self.join_cost()
+        """The round trip above which no new session starts: 10 set-up joins (0.5 s at 50 ms
+        a join; a slower machine measures slower joins and tolerates slower round trips), well
+        under ``request_timeout`` so no request times out while the gate holds. (20 let the
+        soak's broadcasts under throttling reach the 29 s integration timeout.)"""
+        return 10 * self.join_cost()
 
     async def request(
-        self, client: WsClient, frame: dict[str, Any], timeout: float | None = None
+        self, client: WsClient, frame: dict[str, Any], send: bool = False
     ) -> dict[str, Any] | None:
         started = time.monotonic()
-        reply = await client.request(frame, timeout=timeout or self.request_timeout())
+        # A sender's fan-out may wait behind the churn's own (at least 30 s).
+        timeout = max(30.0, self.request_timeout()) if send else self.request_timeout()
+        reply = await client.request(frame, timeout=timeout)
         if self.admission is not None:
-            self.admission.note(started)
+            self.admission.note(started, send=send)
         return reply
 
     def capacity(self) -> int:
@@ -151,9 +173,12 @@ class Churn:
         user = rng.choice(self.users)
         try:
             # A handshake queues behind the other churners' work like any request does.
-            started = time.monotonic()
-            client = await WsClient.open(self.sb.ws_url, user=user, timeout=self.request_timeout())
             assert self.admission is not None
+            async with self.admission.starting:
+                started = time.monotonic()
+                client = await WsClient.open(
+                    self.sb.ws_url, user=user, timeout=self.request_timeout()
+                )
             self.admission.note(started)
         except Exception as exc:  # noqa: BLE001 - counted and asserted on
             self.connect_failures.append(f"{type(exc).__name__}: {exc}")
@@ -223,7 +248,7 @@ class Churn:
                 target = rng.choice(self.users)
                 frame.update(action="sendMessage", targetUserId=target)
             sent_at = time.monotonic()
-            reply = await self.request(client, frame, timeout=max(30.0, self.request_timeout()))
+            reply = await self.request(client, frame, send=True)
             self.sent.append(Sent(session.name, kind, target, sent_at, time.monotonic(), reply))
             await asyncio.sleep(rng.uniform(0.0, 0.05))
 
@@ -254,6 +279,7 @@ class Churn:
         stayers += [await self.resident(n) for n in range(SCALE.churn_residents)]
         self.sessions.extend(session for _, session in stayers)
         self.admission = Admission(self.admission_threshold())
+        self.started = time.monotonic()
         deadline = time.monotonic() + SCALE.churn_seconds
         sending = [asyncio.create_task(self.sender(k, c, s)) for k, (c, s) in enumerate(senders)]
         await asyncio.gather(
@@ -338,6 +364,14 @@ def test_churn_loses_nothing_and_leaks_nothing(
             "capacity_target": churn.capacity(),
             "admission_threshold_ms": round(churn.admission_threshold() * 1000),
             "admission_waited_s": round(churn.admission.waited if churn.admission else 0, 1),
+            "slowest_send_s": round(
+                max((s.acked_at - s.sent_at for s in churn.sent), default=0), 1
+            ),
+            "slow_sends_at_s": [
+                round(s.sent_at - churn.started, 1)
+                for s in churn.sent
+                if s.acked_at - s.sent_at > 5
+            ],
             "handler_errors": sb.handler_errors(),
         },
     )
