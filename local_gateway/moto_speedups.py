@@ -16,11 +16,12 @@ day), so left alone the emulator, not the design, becomes the stack's largest co
 What replaces them keeps moto's results, errors and error shapes; everything else (key
 conditions, sorting, paging, filters, ScannedCount) is still moto's own code:
 
-- a transaction first checks every item's key and condition against the table as it is (each
-  item is a different key, so checking them in order or all up front is the same) and only
-  then writes; a write that still fails puts back the items it touched (copies of those items
-  only, taken before the first write). DynamoDB's documented semantics, all or nothing:
-  https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html
+- a transaction runs item by item exactly as moto's does, but copies each item just before
+  writing it and, if the transaction fails, puts back only those items (all or nothing, as
+  DynamoDB documents:
+  https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html);
+  one difference: an entry with two operations undoes what was written before it (moto kept
+  it; DynamoDB rejects the whole request);
 - a Query hands moto's own query only its candidates (a thread-local read once by
   ``Table.all_items``, so concurrent callers in one process never see each other's): the
   table's partition (a dict lookup), or the items whose index key matches (one walk groups the
@@ -163,14 +164,19 @@ def _index_partition(table: Any, walk: Any, attribute: str, value: Any) -> list[
             groups = defaultdict(list)
             for item in walk(table):
                 key = item.attrs.get(attribute)
-                if key is not None:
+                if key is None:
+                    continue
+                try:
                     groups[key].append(item)
+                except TypeError:  # a list, map or set: never equal to a key value (moto skips it)
+                    continue
             cache[1][attribute] = groups
         return list(groups.get(value, ()))
 
 
 def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-    """moto's ``DynamoDBBackend.transact_write_items``: check everything, then write."""
+    """moto's ``DynamoDBBackend.transact_write_items``, item by item as moto does it, with a
+    copy of each item taken before it is written instead of a copy of every table."""
     from moto.dynamodb.comparisons import get_filter_expression
     from moto.dynamodb.exceptions import (
         ConditionalCheckFailed,
@@ -183,18 +189,35 @@ def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Non
 
     if len(transact_items) > 100:
         raise TooManyTransactionsException()
+    backups: list[tuple[str, dict[str, Any], Any]] = []  # (table, key, item before its write)
+
+    def rollback() -> None:
+        for table_name, key, item in reversed(backups):
+            table = self.get_table(table_name)
+            hash_key, range_key = self.get_keys_value(table, key)
+            table.delete_item(hash_key, range_key)  # marks the table changed
+            if item is None:
+                continue
+            if range_key is not None:
+                table.items[hash_key][range_key] = item
+            else:
+                table.items[hash_key] = item
+
     seen: set[tuple[str, str]] = set()
-    planned: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = []
     errors: list[tuple[str | None, str | None, dict[str, Any] | None]] = []
     for entry in transact_items:
-        if len(entry) > 1:
-            raise TransactWriteSingleOpException
         original_item: dict[str, Any] | None = None
+        if len(entry) > 1:
+            rollback()  # moto keeps what it wrote so far; DynamoDB rejects the whole request
+            raise TransactWriteSingleOpException
         try:
             op_type, op = next(iter(entry.items()))
             if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
                 raise ValueError("Unsupported transaction operation")
             table_name = op["TableName"]
+            condition = op.get("ConditionExpression")
+            names = op.get("ExpressionAttributeNames")
+            values = op.get("ExpressionAttributeValues")
             if op_type == "Put":
                 table = self.get_table(table_name)
                 attrs = op["Item"]
@@ -208,66 +231,47 @@ def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Non
                 raise MultipleTransactionsException()
             seen.add(unique)
             current = self.get_item(table_name, key)
-            condition = op.get("ConditionExpression")
             if condition is not None:
-                check = get_filter_expression(
-                    condition,
-                    op.get("ExpressionAttributeNames"),
-                    op.get("ExpressionAttributeValues"),
-                )
-                if not check.expr(current):
+                if not get_filter_expression(condition, names, values).expr(current):
                     if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
                         original_item = current.to_json()["Attributes"]
                     raise ConditionalCheckFailed(item=original_item)
-            planned.append((op_type, op, table_name, key))
-            errors.append((None, None, None))
-        except (MultipleTransactionsException, MockValidationException):
-            raise  # nothing written yet: no rollback needed
-        except ConditionalCheckFailed as exc:
-            errors.append(("ConditionalCheckFailed", str(exc.message), original_item))
-        except Exception as exc:  # noqa: BLE001 - moto reports any other failure per item
-            errors.append((type(exc).__name__, str(exc), original_item))
-    if any(code is not None for code, _, _ in errors):
-        raise TransactionCanceledException(errors)
-
-    backups = [
-        (table_name, key, copy.deepcopy(self.get_item(table_name, key)))
-        for _, _, table_name, key in planned
-    ]
-    for n, (op_type, op, table_name, key) in enumerate(planned):
-        names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
-        try:
+            if op_type != "ConditionCheck":
+                # update_item changes the item in place: keep a copy, not the item.
+                backups.append((table_name, key, copy.deepcopy(current)))
             if op_type == "Put":
                 self.put_item(
                     table_name,
                     op["Item"],
+                    condition_expression=condition,
                     expression_attribute_names=names,
                     expression_attribute_values=values,
                 )
             elif op_type == "Delete":
-                self.delete_item(table_name, key)
+                self.delete_item(
+                    table_name,
+                    key,
+                    condition_expression=condition,
+                    expression_attribute_names=names,
+                    expression_attribute_values=values,
+                )
             elif op_type == "Update":
                 self.update_item(
                     table_name,
                     key,
                     update_expression=op["UpdateExpression"],
+                    condition_expression=condition,
                     expression_attribute_names=names,
                     expression_attribute_values=values,
                 )
-        except Exception as exc:
-            for backup_table, backup_key, item in backups:
-                table = self.get_table(backup_table)
-                hash_key, range_key = self.get_keys_value(table, backup_key)
-                table.delete_item(hash_key, range_key)  # marks the table changed
-                if item is not None:
-                    if range_key is not None:
-                        table.items[hash_key][range_key] = item
-                    else:
-                        table.items[hash_key] = item
-            if isinstance(exc, MockValidationException):
-                raise
-            failed: list[tuple[str | None, str | None, dict[str, Any] | None]] = [
-                (None, None, None)
-            ] * len(errors)
-            failed[n] = (type(exc).__name__, str(exc), None)
-            raise TransactionCanceledException(failed) from exc
+            errors.append((None, None, None))
+        except (MultipleTransactionsException, MockValidationException):
+            rollback()
+            raise
+        except ConditionalCheckFailed as exc:
+            errors.append(("ConditionalCheckFailed", str(exc.message), original_item))
+        except Exception as exc:  # noqa: BLE001 - moto reports any other failure per item
+            errors.append((type(exc).__name__, str(exc), original_item))
+    if any(code is not None for code, _, _ in errors):
+        rollback()
+        raise TransactionCanceledException(errors)

@@ -239,3 +239,35 @@ def test_an_index_query_finds_what_moto_finds_before_and_after_writes(backend: A
             TransactItems=_for("ours", [{"Delete": {"Key": _key(1, 0)}}, FAILING])
         )
     assert _query_both(client, **by_tag)["Count"] == 6
+
+
+@pytest.mark.parametrize("order", ["failing-first", "failing-last"])
+def test_a_validation_error_while_writing_wins_over_a_failed_condition(
+    backend: Any, order: str
+) -> None:
+    # Changing a key attribute fails only when the update is applied: moto raises that
+    # validation error whatever the other items' conditions say; so must we.
+    rekey = {
+        "Update": {
+            "Key": _key(1, 2),
+            "UpdateExpression": "SET SK = :v",
+            "ExpressionAttributeValues": {":v": {"S": "moved"}},
+        }
+    }
+    items = [FAILING, rekey] if order == "failing-first" else [rekey, FAILING]
+    kind, _ = _both(backend, items)
+    assert kind != "TransactionCanceledException"
+
+
+def test_an_index_key_of_the_wrong_type_is_left_out_as_moto_does(backend: Any) -> None:
+    client = boto3.client("dynamodb", region_name=REGION)
+    client.put_item(
+        TableName="ours", Item={**_key(0, 7), "tag": {"L": [{"S": "even"}]}, "n": {"N": "7"}}
+    )
+    answer = _query_both(
+        client,
+        IndexName="byTag",
+        KeyConditionExpression="tag = :t",
+        ExpressionAttributeValues={":t": {"S": "even"}},
+    )
+    assert answer["Count"] == 6
