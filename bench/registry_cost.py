@@ -29,8 +29,8 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from bench import motofast
 from bench.common import REGION, median
+from local_gateway import moto_speedups
 
 TABLE = "bench-connections"
 SHARDS = 8
@@ -226,11 +226,11 @@ def _one_size(live: int, reps: int, check: bool) -> tuple[dict[str, Any], bool |
         same: bool | None = None
         if check:  # the partition-only Query gives moto's own answers
             fast = _answers(registry)
-            motofast.enabled = False
+            moto_speedups.enabled = False
             try:
                 same = fast == _answers(registry)
             finally:
-                motofast.enabled = True
+                moto_speedups.enabled = True
     row = {
         "live": live,
         "table_items": len(items),
@@ -246,7 +246,7 @@ def measure(sizes: list[int], reps: int = 3, progress: Any = print) -> dict[str,
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
-    motofast.install()
+    moto_speedups.install()
     rows = []
     checks = []
     for live in sizes:

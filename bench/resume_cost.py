@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import motofast
 from bench.common import DUMMY_CREDENTIALS, REGION, RESULTS_DIR, Child, median
 from bench.readstats import StatsClient
 from bench.registry_cost import item_size, modelled_rcu
+from local_gateway import moto_speedups
 
 TABLE = "bench-resume"
 SIZES = (10, 100, 500)
@@ -134,7 +134,7 @@ def measure(
     from chalicelib.message_log import MessageLog
     from deploy.create_table import create_table
 
-    motofast.install()
+    moto_speedups.install()
     out: dict[str, Any] = {"replay": [], "recipients": recipients, "appends": appends}
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)

@@ -27,16 +27,13 @@ from bench.common import (
 
 
 def run_dynamodb(exact_moto: bool = False) -> None:
-    from bench import motofast
-    from local_gateway import EmbeddedDynamoDB
-
-    if not exact_moto:
-        motofast.install()
+    from local_gateway import EmbeddedDynamoDB, moto_speedups
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     db = EmbeddedDynamoDB(host="127.0.0.1", port=0, region=REGION, credentials=bench_credentials())
-    url = db.start()
-    emit({"url": url, "partition_queries": motofast.installed()})
+    url = db.start()  # installs moto_speedups
+    moto_speedups.enabled = not exact_moto
+    emit({"url": url, "partition_queries": moto_speedups.enabled})
     try:
         command_loop(lambda message: {"ok": True})
     finally:
