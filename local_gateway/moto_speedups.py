@@ -239,30 +239,18 @@ def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Non
             if op_type != "ConditionCheck":
                 # update_item changes the item in place: keep a copy, not the item.
                 backups.append((table_name, key, copy.deepcopy(current)))
+            expression = {
+                "condition_expression": condition,
+                "expression_attribute_names": names,
+                "expression_attribute_values": values,
+            }
             if op_type == "Put":
-                self.put_item(
-                    table_name,
-                    op["Item"],
-                    condition_expression=condition,
-                    expression_attribute_names=names,
-                    expression_attribute_values=values,
-                )
+                self.put_item(table_name, op["Item"], **expression)
             elif op_type == "Delete":
-                self.delete_item(
-                    table_name,
-                    key,
-                    condition_expression=condition,
-                    expression_attribute_names=names,
-                    expression_attribute_values=values,
-                )
+                self.delete_item(table_name, key, **expression)
             elif op_type == "Update":
                 self.update_item(
-                    table_name,
-                    key,
-                    update_expression=op["UpdateExpression"],
-                    condition_expression=condition,
-                    expression_attribute_names=names,
-                    expression_attribute_values=values,
+                    table_name, key, update_expression=op["UpdateExpression"], **expression
                 )
             errors.append((None, None, None))
         except (MultipleTransactionsException, MockValidationException):
