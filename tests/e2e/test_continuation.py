@@ -92,6 +92,9 @@ def broadcast_reaches_everyone_once(
     gw: LocalGateway = gateway_factory(
         REPO_ROOT,
         auth_mode="none",
+        # The gateway keeps at most 4,096 sockets by default (a guard for a developer's
+        # machine); 5,000 listeners, the sender and the @connections posts need more.
+        max_sockets=n + 1000,
         env={
             "FANOUT_DEADLINE_SECONDS": str(deadline_seconds),
             "CONTINUATION_QUEUE_URL": QUEUE_URL,
