@@ -215,7 +215,7 @@ class Registry:
         self._ttl_seconds = ttl_seconds
         self._shards = all_shards
         self._clock = clock
-        # Items per Query page of a sweep (DynamoDB's Limit); None: DynamoDB's 1 MB pages.
+        # Items per Query page of a registry read (DynamoDB's Limit); None: 1 MB pages.
         self.page_size: int | None = None
         # Shard queries of a broadcast run side by side; a pool of their own so they never
         # wait behind the posts of the fan-out pool.
@@ -432,32 +432,18 @@ class Registry:
         )
 
     def user_connections(self, user_id: str) -> Iterator[Target]:
-        return self._query(
-            IndexName="GSI1",
-            KeyConditionExpression="GSI1PK = :pk",
-            values={":pk": {"S": f"USER#{user_id}"}},
-        )
+        return self._targets(self.user_query(user_id))
 
     def room_members(self, room: str) -> Iterator[Target]:
-        return self._query(
-            KeyConditionExpression="PK = :pk AND begins_with(SK, :conn)",
-            values={":pk": {"S": f"ROOM#{room}"}, ":conn": {"S": "CONN#"}},
-        )
+        return self._targets(self.room_query(room))
 
     def all_connections(self) -> Iterator[Target]:
         """Every live connection: one paged Query per ALL shard, shards read side by side and
         yielded as each finishes, so a fan-out can start posting before the slowest shard."""
-
-        def shard(n: int) -> list[Target]:
-            return list(
-                self._query(
-                    IndexName="GSI2",
-                    KeyConditionExpression="GSI2PK = :pk",
-                    values={":pk": {"S": f"ALL#{n}"}},
-                )
-            )
-
-        futures = [self._shard_pool.submit(shard, n) for n in range(self._shards)]
+        futures = [
+            self._shard_pool.submit(lambda spec: list(self._targets(spec)), spec)
+            for spec in self.all_queries()
+        ]
         for future in as_completed(futures):
             yield from future.result()
 
@@ -505,25 +491,14 @@ class Registry:
         ]
         return targets, response.get("LastEvaluatedKey") or None
 
-    def _query(self, values: dict[str, Any], **kwargs: Any) -> Iterator[Target]:
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "FilterExpression": "#ttl > :now",
-            "ProjectionExpression": _TARGET_PROJECTION,
-            "ExpressionAttributeNames": {"#ttl": TTL},
-            "ExpressionAttributeValues": {**values, ":now": {"N": str(self._now())}},
-            **kwargs,
-        }
+    def _targets(self, spec: QuerySpec) -> Iterator[Target]:
+        """Every live target of ``spec``, read page by page as the caller iterates."""
         while True:
-            response = self._ddb.query(**params)
-            for item in response.get("Items", []):
-                cid = _s(item, "connectionId")
-                if cid:
-                    yield Target(cid, _s(item, "userId"), _s(item, "endpoint"))
-            last = response.get("LastEvaluatedKey")
+            targets, last = self._page(spec)
+            yield from targets
             if not last:
                 return
-            params["ExclusiveStartKey"] = last
+            spec = replace(spec, start=last)
 
     @property
     def client(self) -> Any:
