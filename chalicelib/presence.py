@@ -204,6 +204,10 @@ class Presence:
             # call: botocore retried an update whose first answer was lost (a read timeout),
             # and the first attempt emptied the set. An emptied item left behind is deleted
             # here either way; the leave is ours to announce only when the call was retried.
+            # ALL_OLD on a failed condition: "ReturnValuesOnConditionCheckFailure" in
+            # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html
+            # (botocore puts the item in the error's "Item"); RetryAttempts is botocore's count
+            # of resends, in every response's and error's ResponseMetadata.
             old = exc.response.get("Item")
             if old is None or "conns" in old:
                 return False

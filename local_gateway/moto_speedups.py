@@ -46,10 +46,6 @@ _lock = threading.Lock()
 _local = threading.local()  # .items: a Query's candidates, read by Table.all_items
 
 
-def installed() -> bool:
-    return bool(ORIGINALS)
-
-
 def install() -> None:
     """Patch moto's DynamoDB backend (idempotent)."""
     with _lock:
