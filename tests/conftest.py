@@ -29,6 +29,7 @@ from chalicelib.config import EndpointRule, Settings
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
+from chalicelib.table import DynamoDB
 from deploy.create_table import create_table
 from local_gateway import LocalGateway
 from tests.gateways import GatewayFactory, started_gateways
@@ -70,12 +71,19 @@ def ddb(aws_env: None) -> Iterator[Any]:
 def clock() -> Clock:
     import time
 
-    return Clock(time.time())
+    # A whole second: the test's steps (``clock.now += 0.1``) then land on exact microseconds.
+    return Clock(float(int(time.time())))
 
 
 @pytest.fixture
-def registry(ddb: Any, clock: Clock) -> Registry:
-    return Registry(ddb, TABLE, ttl_seconds=7500, all_shards=4, clock=clock)
+def table(ddb: Any, clock: Clock) -> DynamoDB:
+    """The table layer over moto, on the test's clock (every service reads time from it)."""
+    return DynamoDB(ddb, TABLE, clock=clock)
+
+
+@pytest.fixture
+def registry(table: DynamoDB) -> Registry:
+    return Registry(table, ttl_seconds=7500, all_shards=4)
 
 
 @pytest.fixture
@@ -97,7 +105,7 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
         workers=config.fanout_workers,
         deadline_seconds=config.fanout_deadline_seconds,
     )
-    message_log = MessageLog(registry._ddb, TABLE, config.history_ttl_seconds)
+    message_log = MessageLog(registry.table, config.history_ttl_seconds)
     built.append(Switchboard(config, registry, gateway, broadcaster, message_log))  # type: ignore[arg-type]
     return built[0]
 
