@@ -49,7 +49,7 @@ from chalicelib import keys, protocol
 from chalicelib.aws_errors import error_code
 from chalicelib.config import Settings
 from chalicelib.keys import TTL
-from chalicelib.registry import ConnectionRecord
+from chalicelib.registry import ConnectionRecord, Registry
 from chalicelib.table import ConditionFailed, Item, Query, Table, Update, live, query_all
 
 _MICROS = 1_000_000
@@ -89,6 +89,11 @@ class Limits:
         self.max_rooms = settings.max_rooms_per_user
         self._interval = max(1, round(_MICROS / settings.message_rate))
         self._tau = (settings.message_burst - 1) * self._interval
+
+    @classmethod
+    def over(cls, registry: Registry, settings: Settings) -> Limits:
+        """Limits on the table ``registry`` writes to (and so on its clock)."""
+        return cls(registry.table, settings)
 
     def _now_us(self) -> int:
         """The table's clock in whole microseconds, rounded (not truncated): epoch seconds in
