@@ -36,7 +36,7 @@ from boto3.dynamodb.conditions import Attr
 
 from chalicelib import keys
 from chalicelib.keys import TTL
-from chalicelib.table import Item, Query, Table, Update, query_all
+from chalicelib.table import Item, Query, Table, Update, live, query_all
 
 
 class LogWriteError(Exception):
@@ -140,7 +140,7 @@ class MessageLog:
         item = self._table.get(keys.message_key(stream, seq))
         if not item or "frame" not in item:
             return None
-        if int(item.get(TTL, 0)) <= int(self._table.now()):
+        if not live(item, self._table.now()):
             return None
         frame: dict[str, Any] = json.loads(item["frame"])
         return frame

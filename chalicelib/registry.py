@@ -45,6 +45,7 @@ from chalicelib.table import (
     TxOp,
     UnprocessedItems,
     Update,
+    live,
 )
 
 _TARGET_PROJECTION = ("connectionId", "userId", "endpoint", TTL)
@@ -401,7 +402,7 @@ class Registry:
     def get(self, connection_id: str) -> ConnectionRecord | None:
         """The live connection, or None if unknown or expired."""
         item = self._table.get(keys.conn_key(connection_id))
-        if not item or int(item.get(TTL, 0)) <= self._now():
+        if not item or not live(item, self._table.now()):
             return None
         return ConnectionRecord(
             connection_id=str(item.get("connectionId", connection_id)),
@@ -475,6 +476,3 @@ class Registry:
     def now(self) -> float:
         """The table's clock (epoch seconds): what ttl and token expiry are compared with."""
         return self._table.now()
-
-    def _now(self) -> int:
-        return int(self._table.now())
