@@ -204,6 +204,11 @@ class MemoryTable:
     def transact(self, ops: Sequence[TxOp]) -> None:
         with self._lock:
             self.calls.append("transact")
+            touched = [self._pk(op.item if isinstance(op, Put) else op.key) for op in ops]
+            if len(set(touched)) != len(touched):
+                # DynamoDB refuses a transaction naming one item twice (ValidationException,
+                # TransactWriteItems API reference): so must the twin.
+                raise ValueError("a transaction cannot include more than one operation on one item")
             reasons = []
             for op in ops:
                 key = op.item if isinstance(op, Put) else op.key
