@@ -83,7 +83,10 @@ def test_remove_connection_deletes_every_membership_and_says_what_it_removed(
     for room in ("r1", "r2", "r3"):
         registry.join(a, room)
     removed = registry.remove_connection("a")
-    assert removed is not None and (removed.user_id, removed.rooms) == ("u1", {"r1", "r2", "r3"})
+    assert removed is not None and (removed.user_id, removed.rooms) == (
+        "u1",
+        frozenset({"r1", "r2", "r3"}),
+    )
     assert mem.items() == []
     assert registry.remove_connection("a") is None and registry.remove("a") is False
 
