@@ -63,14 +63,18 @@ class _Capture:
                 self.items.append(op["Put"]["Item"])
             elif "Update" in op:
                 key = op["Update"]["Key"]["PK"]["S"]
-                self.rooms[key] += op["Update"]["ExpressionAttributeValues"][":r"]["SS"]
+                # The one value of the registry's "ADD rooms" update: the room joined.
+                (added,) = op["Update"]["ExpressionAttributeValues"].values()
+                self.rooms[key] += added["SS"]
 
 
 def build_items(live: int, now: float) -> list[dict[str, Any]]:
     from chalicelib.registry import Registry
+    from chalicelib.table import DynamoDB
 
     capture = _Capture()
-    registry = Registry(capture, TABLE, ttl_seconds=7500, all_shards=SHARDS, clock=lambda: now)
+    table = DynamoDB(capture, TABLE, clock=lambda: now)
+    registry = Registry(table, ttl_seconds=7500, all_shards=SHARDS)
     endpoint = "https://abc123.execute-api.us-east-1.amazonaws.com/api"
     now_ms = int(now * 1000)
     rooms = max(2, live // 50)
@@ -197,6 +201,7 @@ def _one_size(live: int, reps: int, check: bool) -> tuple[dict[str, Any], bool |
 
     from bench.readstats import StatsClient
     from chalicelib.registry import Registry
+    from chalicelib.table import DynamoDB
     from deploy.create_table import create_table
 
     with mock_aws():
@@ -208,7 +213,7 @@ def _one_size(live: int, reps: int, check: bool) -> tuple[dict[str, Any], bool |
         _load(client, items)
         load_s = time.perf_counter() - started
         reads = StatsClient(client)
-        registry = Registry(reads, TABLE, all_shards=SHARDS, clock=lambda: now)
+        registry = Registry(DynamoDB(reads, TABLE, clock=lambda: now), all_shards=SHARDS)
         by_user: dict[str, list[int]] = defaultdict(list)
         by_shard: dict[str, list[int]] = defaultdict(list)
         for item in items:

@@ -132,6 +132,7 @@ def measure(
     from moto import mock_aws
 
     from chalicelib.message_log import MessageLog
+    from chalicelib.table import DynamoDB
     from deploy.create_table import create_table
 
     moto_speedups.install()
@@ -140,7 +141,7 @@ def measure(
         client = boto3.client("dynamodb", region_name=REGION)
         create_table(client, TABLE)
         reads = _ReadsClient(client)
-        log = MessageLog(reads, TABLE)
+        log = MessageLog(DynamoDB(reads, TABLE))
         for n in sizes:
             row = _replay(log, reads, n, reps)
             progress(f"  replay {n}: {row['ms']:.1f} ms, {row['items']} items")

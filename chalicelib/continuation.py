@@ -35,7 +35,10 @@ from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import QuerySpec, Registry, Target
 
-VERSION = 1
+# 2: a job's Queries carry a partition, prefix and start key in plain strings (the table
+# layer's encoding), no longer DynamoDB expressions and attribute values; a version-1 job left
+# on the queue by the previous deploy is refused as BadJob rather than misread.
+VERSION = 2
 # A job that keeps coming back without finishing (a registry page slower than the deadline,
 # every time) stops here instead of circling forever; its rest is reported failed.
 MAX_HOPS = 1000

@@ -32,20 +32,14 @@ DynamoDB that does not return the old item, one consistent GetItem (1 RRU).
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from boto3.dynamodb.conditions import Attr
 
-from chalicelib import protocol
-from chalicelib.aws_errors import error_code
-from chalicelib.message_log import MessageLog
-from chalicelib.schema import ttl_attribute
-
-TTL = ttl_attribute()
-_CONDITION_FAILED = "ConditionalCheckFailedException"
+from chalicelib import keys, protocol
+from chalicelib.keys import TTL
+from chalicelib.table import ConditionFailed, Item, Table, Update
 
 
 class DuplicateSend(Exception):
@@ -117,90 +111,66 @@ class Claim:
 
 
 class SendLedger:
-    """The ``(userId, clientMsgId)`` records, in the message log's table through its client."""
+    """The ``(userId, clientMsgId)`` records, in the one table beside the message log."""
 
     def __init__(
         self,
-        log: MessageLog,
+        table: Table,
         *,
         ttl_seconds: int = 86400,
         pending_seconds: float = 90.0,
-        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._ddb, self._table = log.client, log.table_name  # beside the log, in its table
+        self._table = table
         self._ttl_seconds = ttl_seconds
-        self._clock = clock
         # A claim this old without a seq has outlived its writer (the function's timeout).
         self._pending_ms = int(pending_seconds * 1000)
 
     def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
-
-    def _key(self, user_id: str, client_msg_id: str) -> dict[str, Any]:
-        return {"PK": {"S": f"SENT#{user_id}"}, "SK": {"S": f"MSG#{client_msg_id}"}}
+        return int(self._table.now() * 1000)
 
     def claim(self, user_id: str, client_msg_id: str, stream: str, text: str) -> Claim:
         """Own the send, or raise ``DuplicateSend`` (nothing may be sent then). DynamoDB errors
         other than the failed condition propagate: nothing was sent either."""
         now_ms = self._now_ms()
-        key = self._key(user_id, client_msg_id)
-        item = {
+        key = keys.sent_key(user_id, client_msg_id)
+        item: Item = {
             **key,
-            "stream": {"S": stream},
-            "digest": {"S": digest(text)},
-            "at": {"N": str(now_ms)},
-            TTL: {"N": str(now_ms // 1000 + self._ttl_seconds)},
+            "stream": stream,
+            "digest": digest(text),
+            "at": now_ms,
+            TTL: now_ms // 1000 + self._ttl_seconds,
         }
         try:
-            self._ddb.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(PK) OR #ttl <= :now",
-                ExpressionAttributeNames={"#ttl": TTL},
-                ExpressionAttributeValues={":now": {"N": str(now_ms // 1000)}},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            # A record past its ttl counts as absent (TTL deletes only eventually).
+            self._table.put(
+                item,
+                condition=Attr("PK").not_exists() | Attr(TTL).lte(now_ms // 1000),
+                old_on_failure=True,
             )
             return Claim(user_id, client_msg_id, now_ms)
-        except ClientError as exc:
-            if error_code(exc) != _CONDITION_FAILED:
-                raise
-            old = exc.response.get("Item") or self._read(key)
+        except ConditionFailed as failed:
+            # moto (and a DynamoDB that does not return the old item) answers without it.
+            old = failed.old or self._table.get(key, consistent=True)
         if old is None:  # deleted (released) between the put and the read: the retry sends
             raise SendInProgress()
-        if old.get("stream", {}).get("S") != stream or old.get("digest", {}).get("S") != digest(
-            text
-        ):
+        if old.get("stream") != stream or old.get("digest") != digest(text):
             raise ClientMsgIdReused()
         if "seq" in old:
-            raise AlreadySent(old["id"]["S"], stream, int(old["seq"]["N"]))
-        then = int(old.get("at", {}).get("N", "0"))
+            raise AlreadySent(str(old["id"]), stream, int(old["seq"]))
+        then = int(old.get("at", 0))
         if then > now_ms - self._pending_ms:
             raise SendInProgress()
         return self._take_over(user_id, client_msg_id, then, now_ms)
 
-    def _read(self, key: dict[str, Any]) -> dict[str, Any] | None:
-        item: dict[str, Any] | None = self._ddb.get_item(
-            TableName=self._table, Key=key, ConsistentRead=True
-        ).get("Item")
-        return item
-
     def _take_over(self, user_id: str, client_msg_id: str, then: int, now_ms: int) -> Claim:
         """The claim's writer died before logging (or after, unknowably): claim it anew."""
         try:
-            self._ddb.update_item(
-                TableName=self._table,
-                Key=self._key(user_id, client_msg_id),
-                UpdateExpression="SET #at = :now",
-                ConditionExpression="#at = :then AND attribute_not_exists(seq)",
-                ExpressionAttributeNames={"#at": "at"},
-                ExpressionAttributeValues={
-                    ":now": {"N": str(now_ms)},
-                    ":then": {"N": str(then)},
-                },
+            self._table.update(
+                keys.sent_key(user_id, client_msg_id),
+                Update(set={"at": now_ms}),
+                condition=Attr("at").eq(then) & Attr("seq").not_exists(),
             )
-        except ClientError as exc:
-            if error_code(exc) != _CONDITION_FAILED:
-                raise
+        except ConditionFailed:
             raise SendInProgress() from None  # another repeat took it over first
         return Claim(user_id, client_msg_id, now_ms)
 
@@ -208,21 +178,12 @@ class SendLedger:
         """Record the logged message's ``id`` and ``seq``; False if the claim was taken over
         meanwhile. DynamoDB errors propagate (the caller sends all the same)."""
         try:
-            self._ddb.update_item(
-                TableName=self._table,
-                Key=self._key(claim.user_id, claim.client_msg_id),
-                UpdateExpression="SET #id = :id, seq = :seq",
-                ConditionExpression="#at = :at",
-                ExpressionAttributeNames={"#id": "id", "#at": "at"},
-                ExpressionAttributeValues={
-                    ":id": {"S": str(logged["id"])},
-                    ":seq": {"N": str(logged["seq"])},
-                    ":at": {"N": str(claim.at)},
-                },
+            self._table.update(
+                keys.sent_key(claim.user_id, claim.client_msg_id),
+                Update(set={"id": str(logged["id"]), "seq": int(logged["seq"])}),
+                condition=Attr("at").eq(claim.at),
             )
-        except ClientError as exc:
-            if error_code(exc) != _CONDITION_FAILED:
-                raise
+        except ConditionFailed:
             return False
         return True
 
@@ -230,12 +191,9 @@ class SendLedger:
         """Nothing was sent: forget the claim so a retry sends (best effort: a claim left
         behind is taken over after ``pending_seconds``)."""
         try:
-            self._ddb.delete_item(
-                TableName=self._table,
-                Key=self._key(claim.user_id, claim.client_msg_id),
-                ConditionExpression="#at = :at AND attribute_not_exists(seq)",
-                ExpressionAttributeNames={"#at": "at"},
-                ExpressionAttributeValues={":at": {"N": str(claim.at)}},
+            self._table.delete(
+                keys.sent_key(claim.user_id, claim.client_msg_id),
+                condition=Attr("at").eq(claim.at) & Attr("seq").not_exists(),
             )
         except Exception:  # noqa: BLE001 - best effort, see above
             pass

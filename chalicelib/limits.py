@@ -39,21 +39,20 @@ so. A join whose rooms cannot be read fails like any join DynamoDB refuses (noth
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import protocol
+from chalicelib import keys, protocol
 from chalicelib.aws_errors import error_code
 from chalicelib.config import Settings
-from chalicelib.registry import TTL, ConnectionRecord, Registry
+from chalicelib.keys import TTL
+from chalicelib.registry import ConnectionRecord, Registry
+from chalicelib.table import ConditionFailed, Item, Query, Table, Update, live, query_all
 
 _MICROS = 1_000_000
-# BatchGetItem takes at most 100 keys per call (DynamoDB API reference, BatchGetItem).
-_BATCH_GET_KEYS = 100
 
 
 @dataclass(frozen=True)
@@ -82,18 +81,10 @@ ALLOWED = Verdict(True)
 
 
 class Limits:
-    """The three limits over the registry's table (a low-level boto3 DynamoDB client)."""
+    """The three limits over the one table (the registry's connection items and index)."""
 
-    def __init__(
-        self,
-        client: Any,
-        table_name: str,
-        settings: Settings,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._ddb = client
-        self._table = table_name
-        self._clock = clock
+    def __init__(self, table: Table, settings: Settings) -> None:
+        self._table = table
         self.max_connections = settings.max_connections_per_user
         self.max_rooms = settings.max_rooms_per_user
         self._interval = max(1, round(_MICROS / settings.message_rate))
@@ -101,9 +92,14 @@ class Limits:
 
     @classmethod
     def over(cls, registry: Registry, settings: Settings) -> Limits:
-        """Limits on ``registry``'s table, client and clock (what the registry's reads compare
-        ``ttl`` with is what the limits compare it with too)."""
-        return cls(registry._ddb, registry._table, settings, registry.now)
+        """Limits on the table ``registry`` writes to (and so on its clock)."""
+        return cls(registry.table, settings)
+
+    def _now_us(self) -> int:
+        """The table's clock in whole microseconds, rounded (not truncated): epoch seconds in
+        a float are exact to about 0.2 µs, so ``int()`` of ``t + 0.1`` s could land 1 µs
+        short of ``t`` + one interval and refuse a frame the bucket holds a token for."""
+        return round(self._table.now() * _MICROS)
 
     # --- connections per user -------------------------------------------------------------
 
@@ -115,30 +111,13 @@ class Limits:
         return None
 
     def live_connections(self, user_id: str) -> int:
-        params = self._user_query(user_id, Select="COUNT")
-        count = 0
-        while True:
-            response = self._ddb.query(**params)
-            count += int(response.get("Count", 0))  # after the filter
-            last = response.get("LastEvaluatedKey")
-            if not last or count >= self.max_connections:
-                return count
-            params["ExclusiveStartKey"] = last
+        """The user's live connections (a GSI1 Query, ``Select=COUNT``), counted up to the cap."""
+        return self._table.count(self._user_query(user_id), stop_at=self.max_connections)
 
-    def _user_query(self, user_id: str, **extra: Any) -> dict[str, Any]:
+    @staticmethod
+    def _user_query(user_id: str, **extra: Any) -> Query:
         """A Query of the user's live connections on GSI1 (the registry's users index)."""
-        return {
-            "TableName": self._table,
-            "IndexName": "GSI1",
-            "KeyConditionExpression": "GSI1PK = :pk",
-            "FilterExpression": "#ttl > :now",
-            "ExpressionAttributeNames": {"#ttl": TTL},
-            "ExpressionAttributeValues": {
-                ":pk": {"S": f"USER#{user_id}"},
-                ":now": {"N": str(int(self._clock()))},
-            },
-            **extra,
-        }
+        return Query(keys.user_partition(user_id), index=keys.USERS_INDEX, live=True, **extra)
 
     # --- rooms per user -------------------------------------------------------------------
 
@@ -153,46 +132,22 @@ class Limits:
         return f"at most {self.max_rooms} rooms per user, across all of its connections"
 
     def user_rooms(self, user_id: str) -> set[str]:
-        """The distinct rooms of the user's live connections."""
+        """The distinct rooms of the user's live connections. Rooms of connections a batch
+        read leaves unprocessed are unknown: counting without them lets the join in, the same
+        direction as every other failure of a limit."""
+        ids = [
+            str(item["connectionId"])
+            for item in query_all(
+                self._table, self._user_query(user_id, projection=("connectionId",))
+            )
+            if "connectionId" in item
+        ]
         rooms: set[str] = set()
-        ids = list(self._user_connection_ids(user_id))
-        for start in range(0, len(ids), _BATCH_GET_KEYS):
-            for item in self._batch_get(ids[start : start + _BATCH_GET_KEYS]):
-                if int(item.get(TTL, {}).get("N", "0")) > int(self._clock()):
-                    rooms.update(item.get("rooms", {}).get("SS", []))
+        now = self._table.now()
+        for item in self._table.batch_get([keys.conn_key(c) for c in ids], ("rooms", TTL)):
+            if live(item, now):
+                rooms.update(item.get("rooms", set()))
         return rooms
-
-    def _user_connection_ids(self, user_id: str) -> Iterator[str]:
-        params = self._user_query(user_id, ProjectionExpression="connectionId")
-        while True:
-            response = self._ddb.query(**params)
-            for item in response.get("Items", []):
-                if "connectionId" in item:
-                    yield str(item["connectionId"]["S"])
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return
-            params["ExclusiveStartKey"] = last
-
-    def _batch_get(self, connection_ids: list[str]) -> list[dict[str, Any]]:
-        request: dict[str, Any] = {
-            self._table: {
-                "Keys": [_conn_key(cid) for cid in connection_ids],
-                "ProjectionExpression": "rooms, #ttl",
-                "ExpressionAttributeNames": {"#ttl": TTL},
-            }
-        }
-        items: list[dict[str, Any]] = []
-        for attempt in range(8):
-            response = self._ddb.batch_get_item(RequestItems=request)
-            items.extend(response.get("Responses", {}).get(self._table, []))
-            request = response.get("UnprocessedKeys") or {}
-            if not request:
-                return items
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-        # Rooms of unread connections are unknown: counting without them lets the join in,
-        # the same direction as every other failure of a limit.
-        return items
 
     # --- frames per connection ------------------------------------------------------------
 
@@ -200,7 +155,7 @@ class Limits:
         """Take one token from the connection's bucket: at most two conditional UpdateItems.
         An unknown connection passes (the dispatch answers ``not_found``); a DynamoDB error
         passes too, with ``error`` set."""
-        now = int(self._clock() * _MICROS)
+        now = self._now_us()
         try:
             # Each step answers None (the update applied: a token taken), {} (no such
             # connection) or the item that failed the condition.
@@ -217,52 +172,34 @@ class Limits:
             return Verdict(True, error=error_code(exc))
         return Verdict(False, retry_after_ms=max(1, math.ceil((tat - self._tau - now) / 1000)))
 
-    def _refill(self, connection_id: str, now: int) -> dict[str, Any] | None:
+    def _refill(self, connection_id: str, now: int) -> Item | None:
         """The full-bucket branch (``rateTat <= now``)."""
         return self._conditional(
             connection_id,
-            "SET rateTat = :next",
-            "attribute_exists(PK) AND (attribute_not_exists(rateTat) OR rateTat <= :now)",
-            {":next": {"N": str(now + self._interval)}, ":now": {"N": str(now)}},
+            Update(set={"rateTat": now + self._interval}),
+            Attr("PK").exists() & (Attr("rateTat").not_exists() | Attr("rateTat").lte(now)),
         )
 
-    def _advance(self, connection_id: str, now: int) -> dict[str, Any] | None:
-        """The partly-drained branch (``now < rateTat <= now + tau``)."""
+    def _advance(self, connection_id: str, now: int) -> Item | None:
+        """The partly-drained branch (``now < rateTat <= now + tau``): ADD to a number that
+        exists (the condition says so) is ``rateTat = rateTat + interval``."""
         return self._conditional(
             connection_id,
-            "SET rateTat = rateTat + :interval",
-            "attribute_exists(PK) AND rateTat > :now AND rateTat <= :limit",
-            {
-                ":interval": {"N": str(self._interval)},
-                ":now": {"N": str(now)},
-                ":limit": {"N": str(now + self._tau)},
-            },
+            Update(add={"rateTat": self._interval}),
+            Attr("PK").exists() & Attr("rateTat").gt(now) & Attr("rateTat").lte(now + self._tau),
         )
 
-    def _conditional(
-        self, connection_id: str, update: str, condition: str, values: dict[str, Any]
-    ) -> dict[str, Any] | None:
+    def _conditional(self, connection_id: str, update: Update, condition: Any) -> Item | None:
         try:
-            self._ddb.update_item(
-                TableName=self._table,
-                Key=_conn_key(connection_id),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            # The bucket lives on the connection item, so it goes when the connection does.
+            self._table.update(
+                keys.conn_key(connection_id), update, condition=condition, old_on_failure=True
             )
-        except self._ddb.exceptions.ConditionalCheckFailedException as exc:
-            item: dict[str, Any] = exc.response.get("Item") or {}
-            return item
+        except ConditionFailed as failed:
+            return failed.old or {}
         return None
 
 
-def _tat(item: dict[str, Any]) -> int:
+def _tat(item: Item) -> int:
     """``rateTat`` of a connection item; an item without one (or no item) is a full bucket."""
-    return int(item.get("rateTat", {}).get("N", "0"))
-
-
-def _conn_key(connection_id: str) -> dict[str, Any]:
-    # The registry's connection key (registry.py): the bucket lives on the connection item, so
-    # it goes when the connection does.
-    return {"PK": {"S": f"CONN#{connection_id}"}, "SK": {"S": "CONN"}}
+    return int(item.get("rateTat", 0))

@@ -28,28 +28,19 @@ head (0.5 RCU).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.schema import ttl_attribute
+from boto3.dynamodb.conditions import Attr
 
-TTL = ttl_attribute()
-_SEQ_DIGITS = 20
-_HEAD = "HEAD"
+from chalicelib import keys
+from chalicelib.keys import TTL
+from chalicelib.table import Item, Query, Table, Update, live, query_all
 
 
 class LogWriteError(Exception):
     """The message could not be logged; it must not be sent."""
-
-
-def stream_key(stream: str) -> dict[str, Any]:
-    return {"S": f"STREAM#{stream}"}
-
-
-def _sk(seq: int) -> str:
-    return f"SEQ#{seq:0{_SEQ_DIGITS}d}"
 
 
 @dataclass(frozen=True)
@@ -75,105 +66,83 @@ class Page:
 
 
 class MessageLog:
-    """Append and read the numbered messages of streams, over a low-level DynamoDB client."""
+    """Append and read the numbered messages of streams, over the table layer."""
 
     def __init__(
         self,
-        client: Any,
-        table_name: str,
+        table: Table,
         ttl_seconds: int = 86400,
-        clock: Callable[[], float] = time.time,
         settle_seconds: float = 30.0,
     ) -> None:
-        self._ddb = client
-        self._table = table_name
+        self._table = table
         self._ttl_seconds = ttl_seconds
-        self._clock = clock
         self._settle_ms = int(settle_seconds * 1000)
 
-    @property
-    def client(self) -> Any:
-        """The DynamoDB client (other records of the one table share it)."""
-        return self._ddb
-
-    @property
-    def table_name(self) -> str:
-        return self._table
+    def _now_ms(self) -> int:
+        return int(self._table.now() * 1000)
 
     # --- writes ---------------------------------------------------------------------------
 
     def append(self, stream: str, frame: dict[str, Any]) -> dict[str, Any]:
         """Number ``frame`` in ``stream`` and store it; the stored frame (with ``stream`` and
         ``seq``). Raises ``LogWriteError`` when it could not be stored: send nothing then."""
-        now_ms = int(self._clock() * 1000)
+        now_ms = self._now_ms()
         try:
             seq = self._allocate(stream, now_ms)
         except Exception as exc:  # noqa: BLE001 - any failure means: not logged, send nothing
             raise LogWriteError(f"allocating a seq in {stream} failed: {exc}") from exc
         logged = {**frame, "stream": stream, "seq": seq}
         item = self._item(stream, seq, now_ms)
-        item["frame"] = {"S": json.dumps(logged, ensure_ascii=False, separators=(",", ":"))}
+        item["frame"] = json.dumps(logged, ensure_ascii=False, separators=(",", ":"))
         try:
-            self._ddb.put_item(TableName=self._table, Item=item)
+            self._table.put(item)
         except Exception as exc:  # noqa: BLE001 - as above; the seq is marked skipped
             self._mark_skipped(stream, seq, now_ms)
             raise LogWriteError(f"storing seq {seq} of {stream} failed: {exc}") from exc
         return logged
 
     def _allocate(self, stream: str, now_ms: int) -> int:
-        response = self._ddb.update_item(
-            TableName=self._table,
-            Key={"PK": stream_key(stream), "SK": {"S": _HEAD}},
-            UpdateExpression="ADD #last :one SET #at = :at",
-            ExpressionAttributeNames={"#last": "last", "#at": "at"},
-            ExpressionAttributeValues={":one": {"N": "1"}, ":at": {"N": str(now_ms)}},
-            ReturnValues="UPDATED_NEW",
+        new = self._table.update(
+            keys.head_key(stream),
+            Update(set={"at": now_ms}, add={"last": 1}),
+            returns="UPDATED_NEW",
         )
-        return int(response["Attributes"]["last"]["N"])
+        return int((new or {})["last"])
 
-    def _item(self, stream: str, seq: int, now_ms: int) -> dict[str, Any]:
+    def _item(self, stream: str, seq: int, now_ms: int) -> Item:
         return {
-            "PK": stream_key(stream),
-            "SK": {"S": _sk(seq)},
-            "seq": {"N": str(seq)},
-            "at": {"N": str(now_ms)},
-            TTL: {"N": str(now_ms // 1000 + self._ttl_seconds)},
+            **keys.message_key(stream, seq),
+            "seq": seq,
+            "at": now_ms,
+            TTL: now_ms // 1000 + self._ttl_seconds,
         }
 
     def _mark_skipped(self, stream: str, seq: int, now_ms: int) -> None:
         item = self._item(stream, seq, now_ms)
-        item["skipped"] = {"BOOL": True}
+        item["skipped"] = True
         try:
-            self._ddb.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(PK)",
-            )
-        except Exception:  # noqa: BLE001 - best effort: the hole settles as skipped later
+            self._table.put(item, condition=Attr("PK").not_exists())
+        except Exception:  # noqa: BLE001 - best effort (a failed condition too): the hole settles as skipped later
             pass
 
     # --- reads ----------------------------------------------------------------------------
 
     def last_seq(self, stream: str) -> tuple[int, int]:
         """The last allocated seq of ``stream`` and when (ms); (0, 0) for a new stream."""
-        item = self._ddb.get_item(
-            TableName=self._table, Key={"PK": stream_key(stream), "SK": {"S": _HEAD}}
-        ).get("Item")
+        item = self._table.get(keys.head_key(stream))
         if not item:
             return 0, 0
-        return int(item["last"]["N"]), int(item.get("at", {}).get("N", "0"))
+        return int(item["last"]), int(item.get("at", 0))
 
     def get(self, stream: str, seq: int) -> dict[str, Any] | None:
         """The logged frame of ``seq`` in ``stream``; None if it is unknown, skipped or past
         retention (a fan-out's continuation re-reads its message here: SQS carries no text)."""
-        item = self._ddb.get_item(
-            TableName=self._table, Key={"PK": stream_key(stream), "SK": {"S": _sk(seq)}}
-        ).get("Item")
+        item = self._table.get(keys.message_key(stream, seq))
         if not item or "frame" not in item:
             return None
-        if int(item.get(TTL, {}).get("N", "0")) <= int(self._clock()):
+        if not live(item, self._table.now()):
             return None
-        frame: dict[str, Any] = json.loads(item["frame"]["S"])
+        frame: dict[str, Any] = json.loads(item["frame"])
         return frame
 
     def read(self, stream: str, after: int, limit: int) -> Page:
@@ -182,7 +151,7 @@ class MessageLog:
         last, head_at = self.last_seq(stream)
         if after >= last:
             return Page(stream, after, last=last)
-        now_ms = int(self._clock() * 1000)
+        now_ms = self._now_ms()
         now_s = now_ms // 1000
         messages: list[dict[str, Any]] = []
         skipped: list[int] = []
@@ -194,12 +163,12 @@ class MessageLog:
         # a hole right after it is a skipped seq, not the end of retention.
         anchored = False
         for item in self._items(stream, max(after, 1), last, limit):
-            seq = int(item["seq"]["N"])
-            at = int(item.get("at", {}).get("N", "0"))
+            seq = int(item["seq"])
+            at = int(item.get("at", 0))
             if seq == after:
-                anchored = int(item.get(TTL, {}).get("N", "0")) > now_s
+                anchored = int(item.get(TTL, 0)) > now_s
                 continue
-            if int(item.get(TTL, {}).get("N", "0")) <= now_s:
+            if int(item.get(TTL, 0)) <= now_s:
                 # Past retention (TTL deletes eventually): gone for good, like a deleted one.
                 truncated = truncated or not (messages or skipped or anchored)
                 expected = seq + 1
@@ -214,10 +183,10 @@ class MessageLog:
                     skipped.extend(range(expected, seq))
             if oldest is None:
                 oldest = seq
-            if item.get("skipped", {}).get("BOOL"):
+            if item.get("skipped"):
                 skipped.append(seq)
             else:
-                messages.append(json.loads(item["frame"]["S"]))
+                messages.append(json.loads(item["frame"]))
             expected = seq + 1
             if len(messages) >= limit:
                 break
@@ -234,23 +203,14 @@ class MessageLog:
         nxt = stop if stop is not None else (expected if expected <= last else None)
         return Page(stream, after, messages, skipped, last, oldest, truncated, nxt)
 
-    def _items(self, stream: str, first: int, last: int, limit: int) -> Any:
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            # Pages about the size asked for (plus a few tombstones or expired items), rather
-            # than DynamoDB's 1 MB default: a history page never reads far past its limit.
-            "Limit": limit + 9,
-            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :lo AND :hi",
-            "ExpressionAttributeValues": {
-                ":pk": stream_key(stream),
-                ":lo": {"S": _sk(first)},
-                ":hi": {"S": _sk(last)},
-            },
-        }
-        while True:
-            response = self._ddb.query(**params)
-            yield from response.get("Items", [])
-            key = response.get("LastEvaluatedKey")
-            if not key:
-                return
-            params["ExclusiveStartKey"] = key
+    def _items(self, stream: str, first: int, last: int, limit: int) -> Iterator[Item]:
+        # Pages about the size asked for (plus a few tombstones or expired items), rather
+        # than DynamoDB's 1 MB default: a history page never reads far past its limit.
+        return query_all(
+            self._table,
+            Query(
+                keys.stream_partition(stream),
+                sk_between=(keys.seq_sort_key(first), keys.seq_sort_key(last)),
+                limit=limit + 9,
+            ),
+        )

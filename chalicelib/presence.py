@@ -50,23 +50,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import log, protocol
 from chalicelib.message_log import LogWriteError, MessageLog
+from chalicelib.presence_store import PresenceStore, Roster
 from chalicelib.protocol import Scope
-from chalicelib.registry import TTL, ConnectionRecord, ItemConflict, Registry, Target
+from chalicelib.registry import ConnectionRecord, Registry, Target
 
 _log = logging.getLogger("switchboard")
 
 ENTER = "enter"
 LEAVE = "leave"
-# A join or leave retried this many times when the user's item keeps changing under it (other
-# connections of the same user joining or leaving the same room at the same moment).
-_ATTEMPTS = 6
+
+__all__ = ["ENTER", "LEAVE", "Presence", "Roster"]
 
 
 class FanOut(Protocol):
@@ -81,30 +80,13 @@ class FanOut(Protocol):
     ) -> Any: ...
 
 
-@dataclass(frozen=True)
-class Roster:
-    """Who is in a room: ``count`` users, the first ``max_list`` of them by userId."""
-
-    room: str
-    count: int
-    users: list[dict[str, Any]] = field(default_factory=list)
-    truncated: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "room": self.room,
-            "count": self.count,
-            "users": self.users,
-            "truncated": self.truncated,
-        }
-
-
 class Presence:
     """Keeps the per-user items of rooms in step with memberships and announces enter/leave.
 
     ``join``/``leave``/``remove`` replace the registry's calls of the same name for callers
     that want presence; announcing never raises (a failed announcement is logged and the
-    membership change stands; ``members`` is always right).
+    membership change stands; ``members`` is always right). The items themselves are
+    ``PresenceStore``'s (presence_store.py).
     """
 
     def __init__(
@@ -116,49 +98,26 @@ class Presence:
         max_list: int = 1000,
     ) -> None:
         self._registry = registry
-        self._ddb = registry.client
-        self._table = registry.table
+        self._store = PresenceStore(registry.table, registry, max_list)
         self._log = message_log
         self._broadcaster = broadcaster
         self._max_members = max_members
-        self._max_list = max_list
 
     # --- membership changes ---------------------------------------------------------------
 
     def join(self, conn: ConnectionRecord, room: str) -> bool:
         """Join ``room``; True (and announced) when this is the user's first connection there.
         Raises ``NotConnected`` like ``Registry.join``."""
-        for attempt in range(_ATTEMPTS):
-            first = attempt % 2 == 0
-            try:
-                self._registry.join(conn, room, also=[self._add(conn, room, first)])
-            except ItemConflict:
-                continue
-            if first:
-                self.announce(room, ENTER, conn.user_id, exclude=conn.connection_id)
-            return first
-        raise ItemConflict(conn.connection_id)
+        entered = self._store.join(conn, room)
+        if entered:
+            self.announce(room, ENTER, conn.user_id, exclude=conn.connection_id)
+        return entered
 
     def leave(self, conn: ConnectionRecord, room: str) -> bool:
         """Leave ``room``; True (and announced) when this was the user's last connection."""
-        cid, user = conn.connection_id, conn.user_id
-        for attempt in range(4):
-            last = attempt % 2 == 0
-            item = self._delete_last(user, cid, room) if last else self._delete_one(user, cid, room)
-            try:
-                self._registry.leave(cid, room, also=[item])
-            except ItemConflict:
-                continue
-            if last:
-                self.announce(room, LEAVE, user)
-            return last
-        # Not in the set at all (a membership older than presence, or a user item past its
-        # ttl): leave plainly, then drop the id in case a racing join of this very
-        # connection added it meanwhile.
-        self._registry.leave(cid, room)
-        left = self._drop(user, cid, room)
+        left = self._store.leave(conn, room)
         if left:
-            self.announce(room, LEAVE, user)
+            self.announce(room, LEAVE, conn.user_id)
         return left
 
     def remove(self, connection_id: str) -> bool:
@@ -166,158 +125,22 @@ class Presence:
         presence of every room it was in, announcing the user's leave where it was their last
         connection. True if the connection existed. Registry errors raise; presence errors
         past the removal are logged (ttl heals them)."""
-        removed = self._registry.remove_connection(connection_id)
-        if removed is None:
+        departure = self._store.remove(connection_id)
+        if departure is None:
             return False
-        for room in sorted(removed.rooms):
-            try:
-                left = self._drop(removed.user_id, connection_id, room)
-            except (ClientError, BotoCoreError) as exc:
-                log.emit(
-                    logging.WARNING,
-                    event="presence_error",
-                    room=room,
-                    connectionId=connection_id,
-                    error=type(exc).__name__,
-                )
-                continue
-            if left:
-                self.announce(room, LEAVE, removed.user_id)
+        for room in departure.left:
+            self.announce(room, LEAVE, departure.user_id)
         return True
-
-    def _drop(self, user_id: str, connection_id: str, room: str) -> bool:
-        try:
-            response = self._ddb.update_item(
-                TableName=self._table,
-                Key=_key(room, user_id),
-                UpdateExpression="DELETE conns :ids",
-                ConditionExpression="contains(conns, :id)",
-                ExpressionAttributeValues={
-                    ":ids": {"SS": [connection_id]},
-                    ":id": {"S": connection_id},
-                },
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except self._ddb.exceptions.ConditionalCheckFailedException as exc:
-            # Not in the set: removed already (a racing removal, or a leave), or by this very
-            # call: botocore retried an update whose first answer was lost (a read timeout),
-            # and the first attempt emptied the set. An emptied item left behind is deleted
-            # here either way; the leave is ours to announce only when the call was retried.
-            # ALL_OLD on a failed condition: "ReturnValuesOnConditionCheckFailure" in
-            # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html
-            # (botocore puts the item in the error's "Item"); RetryAttempts is botocore's count
-            # of resends, in every response's and error's ResponseMetadata.
-            old = exc.response.get("Item")
-            if old is None or "conns" in old:
-                return False
-            retried = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
-            self._delete_if_empty(room, user_id)
-            return bool(retried)
-        if "conns" in response.get("Attributes", {}):
-            return False
-        self._delete_if_empty(room, user_id)
-        return True
-
-    def _delete_if_empty(self, room: str, user_id: str) -> None:
-        try:
-            self._ddb.delete_item(
-                TableName=self._table,
-                Key=_key(room, user_id),
-                ConditionExpression="attribute_not_exists(conns)",
-            )
-        except self._ddb.exceptions.ConditionalCheckFailedException:
-            pass  # a connection of the user joined meanwhile (and entered): keep it
-
-    # --- transaction items ----------------------------------------------------------------
-
-    def _add(self, conn: ConnectionRecord, room: str, first: bool) -> dict[str, Any]:
-        ttl = int(self._registry.now()) + self._registry.ttl_seconds
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": _key(room, conn.user_id),
-                "UpdateExpression": "ADD conns :ids SET userId = :u, #ttl = :ttl",
-                "ConditionExpression": (
-                    "attribute_not_exists(conns)" if first else "attribute_exists(conns)"
-                ),
-                "ExpressionAttributeNames": {"#ttl": TTL},
-                "ExpressionAttributeValues": {
-                    ":ids": {"SS": [conn.connection_id]},
-                    ":u": {"S": conn.user_id},
-                    ":ttl": {"N": str(ttl)},
-                },
-            }
-        }
-
-    def _delete_last(self, user_id: str, connection_id: str, room: str) -> dict[str, Any]:
-        return {
-            "Delete": {
-                "TableName": self._table,
-                "Key": _key(room, user_id),
-                "ConditionExpression": "contains(conns, :id) AND size(conns) = :one",
-                "ExpressionAttributeValues": {":id": {"S": connection_id}, ":one": {"N": "1"}},
-            }
-        }
-
-    def _delete_one(self, user_id: str, connection_id: str, room: str) -> dict[str, Any]:
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": _key(room, user_id),
-                "UpdateExpression": "DELETE conns :ids",
-                "ConditionExpression": "contains(conns, :id) AND size(conns) > :one",
-                "ExpressionAttributeValues": {
-                    ":ids": {"SS": [connection_id]},
-                    ":id": {"S": connection_id},
-                    ":one": {"N": "1"},
-                },
-            }
-        }
 
     # --- reads ----------------------------------------------------------------------------
 
     def members(self, room: str) -> Roster:
         """Every user present in ``room`` (count), the first ``max_list`` listed."""
-        users: list[dict[str, Any]] = []
-        count = 0
-        for user_id, connections in self._users(room):
-            count += 1
-            if len(users) < self._max_list:
-                users.append({"userId": user_id, "connections": connections})
-        return Roster(room, count, users, truncated=count > len(users))
+        return self._store.members(room)
 
     def small(self, room: str) -> bool:
         """True when ``room`` has at most ``max_members`` users: small enough for events."""
-        for n, _ in enumerate(self._users(room, page=self._max_members + 1), start=1):
-            if n > self._max_members:
-                return False
-        return True
-
-    def _users(self, room: str, page: int | None = None) -> Iterator[tuple[str, int]]:
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :user)",
-            "FilterExpression": "#ttl > :now AND attribute_exists(conns)",
-            "ProjectionExpression": "userId, conns",
-            "ExpressionAttributeNames": {"#ttl": TTL},
-            "ExpressionAttributeValues": {
-                ":pk": {"S": f"ROOM#{room}"},
-                ":user": {"S": "USER#"},
-                ":now": {"N": str(int(self._registry.now()))},
-            },
-        }
-        if page is not None:
-            params["Limit"] = page
-        while True:
-            response = self._ddb.query(**params)
-            for item in response.get("Items", []):
-                ids = item.get("conns", {}).get("SS", [])
-                yield item.get("userId", {}).get("S", ""), len(ids)
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return
-            params["ExclusiveStartKey"] = last
+        return self._store.small(room, self._max_members)
 
     # --- events ---------------------------------------------------------------------------
 
@@ -347,7 +170,3 @@ class Presence:
                 record.update(report.as_dict())
             except (LogWriteError, ClientError, BotoCoreError) as exc:
                 record.update(outcome="presence_error", error=type(exc).__name__)
-
-
-def _key(room: str, user_id: str) -> dict[str, Any]:
-    return {"PK": {"S": f"ROOM#{room}"}, "SK": {"S": f"USER#{user_id}"}}

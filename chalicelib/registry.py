@@ -15,18 +15,55 @@ filters ``ttl > now``, and every Query pages through ``LastEvaluatedKey``.
 
 from __future__ import annotations
 
-import time
-import zlib
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ThreadPoolExecutor,
+    as_completed,
+    wait,
+)
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chalicelib.schema import ttl_attribute
+from boto3.dynamodb.conditions import Attr
 
-TTL = ttl_attribute()
-_TARGET_PROJECTION = "connectionId, userId, endpoint, #ttl"
+from chalicelib import keys
+from chalicelib.keys import TTL, shard_of
+from chalicelib.table import (
+    Change,
+    ConditionFailed,
+    Delete,
+    Item,
+    ItemKey,
+    Put,
+    Query,
+    Table,
+    TransactionCancelled,
+    TxOp,
+    UnprocessedItems,
+    Update,
+    live,
+)
+
+_TARGET_PROJECTION = ("connectionId", "userId", "endpoint", TTL)
+
+__all__ = [
+    "TTL",
+    "ConnectionRecord",
+    "DuplicateConnection",
+    "ItemConflict",
+    "NotConnected",
+    "QuerySpec",
+    "Registry",
+    "RegistryError",
+    "Removed",
+    "Sweep",
+    "Target",
+    "shard_of",
+]
 
 
 class RegistryError(Exception):
@@ -81,19 +118,22 @@ class Target:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """One registry Query of an audience and where to resume it: ``start`` is the
-    ``ExclusiveStartKey`` of its next unread page (None: from the beginning). JSON-safe both
-    ways (``as_dict``/``from_dict``), so a fan-out's continuation can carry it on SQS."""
+    """One registry Query of an audience and where to resume it: the ``partition`` of the
+    table or of ``index``, its sort keys narrowed to ``prefix``, and ``start``, the key of the
+    last item read (None: from the beginning). JSON-safe both ways (``as_dict``/``from_dict``),
+    so a fan-out's continuation can carry it on SQS."""
 
-    key_condition: str
-    values: dict[str, Any]
+    partition: str
     index: str | None = None
-    start: dict[str, Any] | None = None
+    prefix: str | None = None
+    start: ItemKey | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"key": self.key_condition, "values": self.values}
+        out: dict[str, Any] = {"pk": self.partition}
         if self.index:
             out["index"] = self.index
+        if self.prefix:
+            out["prefix"] = self.prefix
         if self.start:
             out["start"] = self.start
         return out
@@ -101,20 +141,31 @@ class QuerySpec:
     @classmethod
     def from_dict(cls, data: Any) -> QuerySpec:
         """Raises ValueError on anything but what ``as_dict`` writes."""
-        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
-            raise ValueError("a query needs a key condition")
-        values, index, start = data.get("values"), data.get("index"), data.get("start")
-        if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
-            raise ValueError("query values must be DynamoDB attribute values")
-        if index is not None and index not in _INDEXES:
+        if not isinstance(data, dict) or not isinstance(data.get("pk"), str):
+            raise ValueError("a query needs a partition")
+        index, prefix, start = data.get("index"), data.get("prefix"), data.get("start")
+        if index is not None and index not in keys.INDEXES:
             raise ValueError(f"unknown index {index!r}")
-        if start is not None and not isinstance(start, dict):
-            raise ValueError("a query start must be a DynamoDB key")
-        return cls(data["key"], values, index, start)
+        if prefix is not None and not isinstance(prefix, str):
+            raise ValueError("a query prefix must be a string")
+        if start is not None and not (
+            isinstance(start, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in start.items())
+        ):
+            raise ValueError("a query start must be a key of string attributes")
+        return cls(data["pk"], index, prefix, start)
 
-
-# The indexes an audience Query may name (schema.json); a continuation names nothing else.
-_INDEXES = ("GSI1", "GSI2")
+    def query(self, page_size: int | None) -> Query:
+        """The table Query of this spec's next page: live items, as a send path reads them."""
+        return Query(
+            self.partition,
+            index=self.index,
+            sk_prefix=self.prefix,
+            live=True,
+            projection=_TARGET_PROJECTION,
+            limit=page_size,
+            start=self.start,
+        )
 
 
 class Sweep:
@@ -128,12 +179,18 @@ class Sweep:
     nothing is listed twice (a connection is in one shard, once per Query).
     """
 
-    def __init__(self, registry: Registry, queries: list[QuerySpec]) -> None:
-        self._registry = registry
+    def __init__(
+        self,
+        pool: Executor,
+        page: Callable[[QuerySpec], tuple[list[Target], ItemKey | None]],
+        queries: list[QuerySpec],
+    ) -> None:
+        self._pool = pool
+        self._page = page
         self._queries = list(queries)
         self._open = [True] * len(self._queries)
         self._buffer: deque[Target] = deque()
-        self._inflight: dict[Future[tuple[list[Target], Any]], int] = {}
+        self._inflight: dict[Future[tuple[list[Target], ItemKey | None]], int] = {}
         self._started = False
 
     @property
@@ -157,10 +214,10 @@ class Sweep:
                 self._fetch(i)
 
     def _fetch(self, i: int) -> None:
-        future = self._registry._shard_pool.submit(self._registry._page, self._queries[i])
+        future = self._pool.submit(self._page, self._queries[i])
         self._inflight[future] = i
 
-    def _land(self, future: Future[tuple[list[Target], Any]]) -> None:
+    def _land(self, future: Future[tuple[list[Target], ItemKey | None]]) -> None:
         i = self._inflight.pop(future)
         items, last = future.result()
         self._buffer.extend(items)
@@ -181,40 +238,13 @@ class Sweep:
         return targets, unread
 
 
-def shard_of(connection_id: str, shards: int) -> int:
-    return zlib.crc32(connection_id.encode("utf-8")) % shards
-
-
-def _s(item: dict[str, Any], name: str) -> str | None:
-    value = item.get(name)
-    return value["S"] if value and "S" in value else None
-
-
-def _n(item: dict[str, Any], name: str) -> int:
-    value = item.get(name)
-    return int(value["N"]) if value and "N" in value else 0
-
-
 class Registry:
-    """The connection registry over a low-level boto3 DynamoDB client.
+    """The connection registry over the table layer."""
 
-    The low-level client, not the resource API: items are small and fixed, and skipping the
-    resource layer's type (de)serialisation keeps fan-out reads cheap.
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        table_name: str,
-        ttl_seconds: int = 7500,
-        all_shards: int = 8,
-        clock: Any = time.time,
-    ) -> None:
-        self._ddb = client
-        self._table = table_name
+    def __init__(self, table: Table, ttl_seconds: int = 7500, all_shards: int = 8) -> None:
+        self._table = table
         self._ttl_seconds = ttl_seconds
         self._shards = all_shards
-        self._clock = clock
         # Items per Query page of a registry read (DynamoDB's Limit); None: 1 MB pages.
         self.page_size: int | None = None
         # Shard queries of a broadcast run side by side; a pool of their own so they never
@@ -239,31 +269,23 @@ class Registry:
         token_expires_at: int | None = None,
     ) -> ConnectionRecord:
         ttl = self.expiry_for(connected_at_ms)
-        item: dict[str, Any] = {
-            "PK": {"S": f"CONN#{connection_id}"},
-            "SK": {"S": "CONN"},
-            "connectionId": {"S": connection_id},
-            "connectedAt": {"N": str(connected_at_ms)},
-            TTL: {"N": str(ttl)},
-            "userId": {"S": user_id},
-            "GSI1PK": {"S": f"USER#{user_id}"},
-            "GSI1SK": {"S": f"CONN#{connection_id}"},
-            "GSI2PK": {"S": f"ALL#{shard_of(connection_id, self._shards)}"},
-            "GSI2SK": {"S": f"CONN#{connection_id}"},
+        item: Item = {
+            **keys.conn_key(connection_id),
+            "connectionId": connection_id,
+            "connectedAt": connected_at_ms,
+            TTL: ttl,
+            "userId": user_id,
+            **keys.conn_index_keys(connection_id, user_id, shard_of(connection_id, self._shards)),
         }
         if endpoint:
-            item["endpoint"] = {"S": endpoint}
+            item["endpoint"] = endpoint
         if role:
-            item["role"] = {"S": role}
+            item["role"] = role
         if token_expires_at is not None:
-            item["tokenExp"] = {"N": str(token_expires_at)}
+            item["tokenExp"] = token_expires_at
         try:
-            self._ddb.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(PK)",
-            )
-        except self._ddb.exceptions.ConditionalCheckFailedException:
+            self._table.put(item, condition=Attr("PK").not_exists())
+        except ConditionFailed:
             if not self._is_own_registration(connection_id, user_id, connected_at_ms):
                 raise DuplicateConnection(connection_id) from None
             # botocore retried a put whose first attempt was applied but answered too late
@@ -279,87 +301,69 @@ class Registry:
         )
 
     def _is_own_registration(self, connection_id: str, user_id: str, connected_at_ms: int) -> bool:
-        item = self._ddb.get_item(
-            TableName=self._table, Key=self._conn_key(connection_id), ConsistentRead=True
-        ).get("Item")
+        item = self._table.get(keys.conn_key(connection_id), consistent=True)
         return bool(
-            item and _s(item, "userId") == user_id and _n(item, "connectedAt") == connected_at_ms
+            item
+            and item.get("userId") == user_id
+            and int(item.get("connectedAt", 0)) == connected_at_ms
         )
 
-    def join(self, conn: ConnectionRecord, room: str, also: Sequence[dict[str, Any]] = ()) -> None:
+    def join(self, conn: ConnectionRecord, room: str, also: Sequence[TxOp] = ()) -> None:
         """Add a membership item and record the room on the connection, atomically, together
         with the transaction items in ``also`` (presence keeps its per-user item there)."""
-        member: dict[str, Any] = {
-            "PK": {"S": f"ROOM#{room}"},
-            "SK": {"S": f"CONN#{conn.connection_id}"},
-            "connectionId": {"S": conn.connection_id},
-            "userId": {"S": conn.user_id},
-            TTL: {"N": str(conn.ttl)},
+        member: Item = {
+            **keys.member_key(room, conn.connection_id),
+            "connectionId": conn.connection_id,
+            "userId": conn.user_id,
+            TTL: conn.ttl,
         }
         if conn.endpoint:
-            member["endpoint"] = {"S": conn.endpoint}
+            member["endpoint"] = conn.endpoint
         try:
-            self._ddb.transact_write_items(
-                TransactItems=[
-                    {"Put": {"TableName": self._table, "Item": member}},
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": self._conn_key(conn.connection_id),
-                            "UpdateExpression": "ADD rooms :r",
-                            # No membership for a connection that disconnected meanwhile.
-                            "ConditionExpression": "attribute_exists(PK)",
-                            "ExpressionAttributeValues": {":r": {"SS": [room]}},
-                        }
-                    },
+            self._table.transact(
+                [
+                    Put(member),
+                    # No membership for a connection that disconnected meanwhile.
+                    Change(
+                        keys.conn_key(conn.connection_id),
+                        Update(add={"rooms": {room}}),
+                        Attr("PK").exists(),
+                    ),
                     *also,
                 ]
             )
-        except self._ddb.exceptions.TransactionCanceledException as exc:
+        except TransactionCancelled as exc:
             raise self._cancelled(exc, conn.connection_id) from None
 
-    def leave(self, connection_id: str, room: str, also: Sequence[dict[str, Any]] = ()) -> None:
+    def leave(self, connection_id: str, room: str, also: Sequence[TxOp] = ()) -> None:
         try:
-            self._leave(connection_id, room, also)
-        except self._ddb.exceptions.TransactionCanceledException as exc:
+            self._table.transact(
+                [
+                    Delete(keys.member_key(room, connection_id)),
+                    Change(
+                        keys.conn_key(connection_id),
+                        Update(delete={"rooms": {room}}),
+                        Attr("PK").exists(),
+                    ),
+                    *also,
+                ]
+            )
+        except TransactionCancelled as exc:
             raise self._cancelled(exc, connection_id) from None
 
     @staticmethod
-    def _cancelled(exc: Exception, connection_id: str) -> RegistryError:
+    def _cancelled(exc: TransactionCancelled, connection_id: str) -> RegistryError:
         """Why a join or leave transaction was cancelled. Items 0 and 1 are the membership and
         the connection (its condition: still registered); the caller's own items follow.
         Reasons are listed item by item (TransactWriteItems API reference,
         "CancellationReasons"): a failed condition or a conflicting transaction on one of the
         caller's items is the caller's to handle; anything else means not connected."""
-        reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
-        codes = [r.get("Code") for r in reasons]
+        codes = exc.reasons
         if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
             return NotConnected(connection_id)
         if any(c in ("ConditionalCheckFailed", "TransactionConflict") for c in codes):
             return ItemConflict(connection_id)
         return NotConnected(connection_id)
-
-    def _leave(self, connection_id: str, room: str, also: Sequence[dict[str, Any]]) -> None:
-        self._ddb.transact_write_items(
-            TransactItems=[
-                {
-                    "Delete": {
-                        "TableName": self._table,
-                        "Key": {"PK": {"S": f"ROOM#{room}"}, "SK": {"S": f"CONN#{connection_id}"}},
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": self._conn_key(connection_id),
-                        "UpdateExpression": "DELETE rooms :r",
-                        "ConditionExpression": "attribute_exists(PK)",
-                        "ExpressionAttributeValues": {":r": {"SS": [room]}},
-                    }
-                },
-                *also,
-            ]
-        )
 
     def remove(self, connection_id: str) -> bool:
         """Delete a connection and all its memberships. Idempotent; True if it existed."""
@@ -376,59 +380,39 @@ class Registry:
         membership). If anything fails midway the connection item is still there, and the
         next removal (a 410 prune) finishes the job.
         """
-        response = self._ddb.get_item(
-            TableName=self._table,
-            Key=self._conn_key(connection_id),
-            ProjectionExpression="rooms, userId",
-            ConsistentRead=True,
-        )
-        item = response.get("Item")
+        key = keys.conn_key(connection_id)
+        item = self._table.get(key, consistent=True, projection=("rooms", "userId"))
         if item is None:
             return None
-        rooms = set(item.get("rooms", {}).get("SS", []))
+        rooms = set(item.get("rooms", set()))
         self._delete_memberships(connection_id, rooms)
-        old = self._ddb.delete_item(
-            TableName=self._table, Key=self._conn_key(connection_id), ReturnValues="ALL_OLD"
-        ).get("Attributes")
-        late = set(old.get("rooms", {}).get("SS", [])) - rooms if old else set()
+        old = self._table.delete(key, return_old=True)
+        late = set(old.get("rooms", set())) - rooms if old else set()
         self._delete_memberships(connection_id, late)
-        return Removed(_s(old or item, "userId") or "", frozenset(rooms | late))
+        return Removed(str((old or item).get("userId", "")), frozenset(rooms | late))
 
     def _delete_memberships(self, connection_id: str, rooms: set[str]) -> None:
-        keys = [
-            {"PK": {"S": f"ROOM#{room}"}, "SK": {"S": f"CONN#{connection_id}"}}
-            for room in sorted(rooms)
-        ]
-        for start in range(0, len(keys), 25):
-            self._batch_delete(keys[start : start + 25])
-
-    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
-        requests: list[dict[str, Any]] = [{"DeleteRequest": {"Key": k}} for k in keys]
-        for attempt in range(8):
-            response = self._ddb.batch_write_item(RequestItems={self._table: requests})
-            requests = response.get("UnprocessedItems", {}).get(self._table, [])
-            if not requests:
-                return
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise RegistryError(f"{len(requests)} deletes left unprocessed after retries")
+        try:
+            self._table.batch_delete([keys.member_key(r, connection_id) for r in sorted(rooms)])
+        except UnprocessedItems as exc:
+            raise RegistryError(str(exc)) from None
 
     # --- reads ----------------------------------------------------------------------------
 
     def get(self, connection_id: str) -> ConnectionRecord | None:
         """The live connection, or None if unknown or expired."""
-        response = self._ddb.get_item(TableName=self._table, Key=self._conn_key(connection_id))
-        item = response.get("Item")
-        if not item or _n(item, TTL) <= self._now():
+        item = self._table.get(keys.conn_key(connection_id))
+        if not item or not live(item, self._table.now()):
             return None
         return ConnectionRecord(
-            connection_id=_s(item, "connectionId") or connection_id,
-            user_id=_s(item, "userId") or "",
-            connected_at=_n(item, "connectedAt"),
-            ttl=_n(item, TTL),
-            endpoint=_s(item, "endpoint"),
-            role=_s(item, "role"),
-            rooms=frozenset(item.get("rooms", {}).get("SS", [])),
-            token_expires_at=_n(item, "tokenExp") if "tokenExp" in item else None,
+            connection_id=str(item.get("connectionId", connection_id)),
+            user_id=str(item.get("userId", "")),
+            connected_at=int(item.get("connectedAt", 0)),
+            ttl=int(item.get(TTL, 0)),
+            endpoint=item.get("endpoint"),
+            role=item.get("role"),
+            rooms=frozenset(item.get("rooms", set())),
+            token_expires_at=int(item["tokenExp"]) if "tokenExp" in item else None,
         )
 
     def user_connections(self, user_id: str) -> Iterator[Target]:
@@ -450,46 +434,26 @@ class Registry:
     # --- resumable audiences (a fan-out that continues on SQS) --------------------------------
 
     def user_query(self, user_id: str) -> QuerySpec:
-        return QuerySpec("GSI1PK = :pk", {":pk": {"S": f"USER#{user_id}"}}, "GSI1")
+        return QuerySpec(keys.user_partition(user_id), keys.USERS_INDEX)
 
     def room_query(self, room: str) -> QuerySpec:
-        return QuerySpec(
-            "PK = :pk AND begins_with(SK, :conn)",
-            {":pk": {"S": f"ROOM#{room}"}, ":conn": {"S": "CONN#"}},
-        )
+        return QuerySpec(keys.room_partition(room), prefix=keys.CONN_PREFIX)
 
     def all_queries(self) -> list[QuerySpec]:
-        return [
-            QuerySpec("GSI2PK = :pk", {":pk": {"S": f"ALL#{n}"}}, "GSI2")
-            for n in range(self._shards)
-        ]
+        return [QuerySpec(keys.all_partition(n), keys.ALL_INDEX) for n in range(self._shards)]
 
     def sweep(self, queries: list[QuerySpec]) -> Sweep:
-        return Sweep(self, queries)
+        return Sweep(self._shard_pool, self._page, queries)
 
-    def _page(self, spec: QuerySpec) -> tuple[list[Target], Any]:
+    def _page(self, spec: QuerySpec) -> tuple[list[Target], ItemKey | None]:
         """One page of ``spec``: its live targets and the ``LastEvaluatedKey`` (None: done)."""
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": spec.key_condition,
-            "FilterExpression": "#ttl > :now",
-            "ProjectionExpression": _TARGET_PROJECTION,
-            "ExpressionAttributeNames": {"#ttl": TTL},
-            "ExpressionAttributeValues": {**spec.values, ":now": {"N": str(self._now())}},
-        }
-        if spec.index:
-            params["IndexName"] = spec.index
-        if spec.start:
-            params["ExclusiveStartKey"] = spec.start
-        if self.page_size:
-            params["Limit"] = self.page_size
-        response = self._ddb.query(**params)
+        page = self._table.query(spec.query(self.page_size))
         targets = [
-            Target(cid, _s(item, "userId"), _s(item, "endpoint"))
-            for item in response.get("Items", [])
-            if (cid := _s(item, "connectionId"))
+            Target(str(item["connectionId"]), item.get("userId"), item.get("endpoint"))
+            for item in page.items
+            if item.get("connectionId")
         ]
-        return targets, response.get("LastEvaluatedKey") or None
+        return targets, page.last
 
     def _targets(self, spec: QuerySpec) -> Iterator[Target]:
         """Every live target of ``spec``, read page by page as the caller iterates."""
@@ -501,12 +465,8 @@ class Registry:
             spec = replace(spec, start=last)
 
     @property
-    def client(self) -> Any:
-        """The DynamoDB client: presence keeps its items in the same table."""
-        return self._ddb
-
-    @property
-    def table(self) -> str:
+    def table(self) -> Table:
+        """The table layer the registry writes to (the other services share it)."""
         return self._table
 
     @property
@@ -514,12 +474,5 @@ class Registry:
         return self._ttl_seconds
 
     def now(self) -> float:
-        """The registry's clock (epoch seconds): what ttl and token expiry are compared with."""
-        return float(self._clock())
-
-    def _now(self) -> int:
-        return int(self._clock())
-
-    @staticmethod
-    def _conn_key(connection_id: str) -> dict[str, Any]:
-        return {"PK": {"S": f"CONN#{connection_id}"}, "SK": {"S": "CONN"}}
+        """The table's clock (epoch seconds): what ttl and token expiry are compared with."""
+        return self._table.now()

@@ -81,7 +81,9 @@ class Switchboard:
         self.broadcaster = broadcaster
         self.message_log = message_log
         self.replayer = Replayer(message_log, settings.history_max_replay)
-        self.sends = sends or SendLedger(message_log, ttl_seconds=settings.idempotency_ttl_seconds)
+        self.sends = sends or SendLedger(
+            registry.table, ttl_seconds=settings.idempotency_ttl_seconds
+        )
         self.presence = Presence(
             registry,
             message_log,
@@ -89,7 +91,7 @@ class Switchboard:
             settings.presence_max_members,
             settings.presence_max_list,
         )
-        self.limits = limits if limits is not None else Limits.over(registry, settings)
+        self.limits = limits if limits is not None else Limits(registry.table, settings)
 
     # --- WebSocket events -----------------------------------------------------------------
 

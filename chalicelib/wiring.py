@@ -19,6 +19,7 @@ from chalicelib.management_api import ManagementApi
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
+from chalicelib.table import DynamoDB
 
 
 def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
@@ -28,9 +29,9 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
     log.configure(settings.log_level)
     session = session or boto3.session.Session()
     ddb = session.client("dynamodb", config=_config(settings, settings.fanout_workers))
-    registry = Registry(
-        ddb, settings.table_name, settings.connection_ttl_seconds, settings.all_shards
-    )
+    # The table layer alone holds the DynamoDB client; every service shares it (and its clock).
+    table = DynamoDB(ddb, settings.table_name)
+    registry = Registry(table, settings.connection_ttl_seconds, settings.all_shards)
     gateway = ManagementApi(
         override=settings.management_endpoint,
         session=session,
@@ -56,7 +57,7 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         settings.fanout_workers,
         deadline_seconds=settings.fanout_deadline_seconds,
     )
-    message_log = MessageLog(ddb, settings.table_name, settings.history_ttl_seconds)
+    message_log = MessageLog(table, settings.history_ttl_seconds)
     continuation = None
     if settings.continuation_queue_url:
         # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).

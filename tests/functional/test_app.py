@@ -485,7 +485,7 @@ def test_sending_to_yourself_reaches_your_other_connections_only(harness: Harnes
 
 
 def test_no_send_path_scans_the_table(
-    harness: Harness, registry: Registry, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, ddb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(6):
         harness.connect(f"c{i}", userId=f"u{i % 2}")
@@ -494,7 +494,7 @@ def test_no_send_path_scans_the_table(
     def no_scan(**kwargs: Any) -> Any:
         raise AssertionError("Scan called on a send path")
 
-    monkeypatch.setattr(registry._ddb, "scan", no_scan)
+    monkeypatch.setattr(ddb, "scan", no_scan)
     assert harness.send("c0", {"action": "broadcastAll", "text": "x"})["delivered"] == 5
     assert (
         harness.send("c0", {"action": "sendRoom", "room": "lobby", "text": "x"})["delivered"] == 5

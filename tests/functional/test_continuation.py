@@ -18,7 +18,7 @@ from chalicelib.continuation import BadJob, Continuation, Job
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
-from tests.conftest import TABLE, Clock, make_switchboard
+from tests.conftest import Clock, make_switchboard
 from tests.helpers import FakeGateway
 
 N = 300
@@ -38,7 +38,7 @@ def wired(
     )  # fmt: skip
     sb = make_switchboard(registry, gateway)
     sb.broadcaster = broadcaster
-    message_log = MessageLog(ddb, TABLE)
+    message_log = MessageLog(registry.table)
     sb.continuation = Continuation(
         sqs, url, registry, message_log, broadcaster, per_message=5, deadline_seconds=40
     )
@@ -85,7 +85,7 @@ def test_a_job_survives_the_round_trip_and_junk_is_refused() -> None:
     job = Job(
         "room:lobby", 42, "room", "cX",
         [Target("c1", None, "https://e/api"), Target("c2")],
-        [QuerySpec("PK = :pk", {":pk": {"S": "ROOM#lobby"}}, None, {"PK": {"S": "x"}})],
+        [QuerySpec("ROOM#lobby", None, "CONN#", {"PK": "ROOM#lobby", "SK": "CONN#x"})],
         hop=3,
     )  # fmt: skip
     # Compared through its encoding: the e2e suite re-imports chalicelib, so the registry's

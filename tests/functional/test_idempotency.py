@@ -15,8 +15,9 @@ from chalicelib.idempotency import (
     SendInProgress,
     SendLedger,
 )
-from chalicelib.message_log import LogWriteError, MessageLog
+from chalicelib.message_log import LogWriteError
 from chalicelib.service import Switchboard
+from chalicelib.table import DynamoDB
 from tests.conftest import TABLE, Clock
 from tests.functional import test_app
 from tests.functional.test_app import Harness, _post
@@ -34,7 +35,7 @@ def alice_and_bob(harness: Harness) -> None:
 
 @pytest.fixture
 def ledger(ddb: Any, clock: Clock) -> SendLedger:
-    return SendLedger(MessageLog(ddb, TABLE), ttl_seconds=600, clock=clock, pending_seconds=90)
+    return SendLedger(DynamoDB(ddb, TABLE, clock=clock), ttl_seconds=600, pending_seconds=90)
 
 
 @pytest.fixture
@@ -196,7 +197,7 @@ def test_of_concurrent_claims_exactly_one_wins(ddb: Any, clock: Clock) -> None:
     lock = threading.Lock()
 
     def claim() -> None:
-        ledger = SendLedger(MessageLog(ddb, TABLE), clock=clock)  # as separate containers would
+        ledger = SendLedger(DynamoDB(ddb, TABLE, clock=clock))  # as separate containers would
         try:
             ledger.claim("alice", "m-1", "room:a", "x")
             outcome = "won"

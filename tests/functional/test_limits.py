@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from chalicelib.limits import Limits
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
+from chalicelib.table import DynamoDB
 from tests.conftest import TABLE, Clock, make_switchboard
 from tests.helpers import FakeGateway, connect_event, disconnect_event, message_event
 
@@ -193,7 +194,9 @@ def test_two_containers_share_one_bucket(ddb: Any, clock: Clock) -> None:
     total accepted is the bucket's, not twice it: burst + rate * elapsed."""
     gateways = [FakeGateway(), FakeGateway()]
     boards = [
-        make_switchboard(Registry(ddb, TABLE, ttl_seconds=7500, all_shards=4, clock=clock), gw)
+        make_switchboard(
+            Registry(DynamoDB(ddb, TABLE, clock=clock), ttl_seconds=7500, all_shards=4), gw
+        )
         for gw in gateways
     ]
     assert connect(boards[0], "a", "u_1") == 200
@@ -240,6 +243,6 @@ def test_the_rate_is_a_setting(registry: Registry, gateway: FakeGateway, clock: 
     replies = [ping(sb, gateway, "a", n) for n in range(4)]
     assert [r["type"] for r in replies] == ["pong"] * 3 + ["error"]
     assert replies[3]["retryAfterMs"] == 500
-    limits = Limits.over(registry, sb.settings)
+    limits = Limits(registry.table, sb.settings)
     clock.now += 0.25
     assert limits.take_frame("a").retry_after_ms == 250

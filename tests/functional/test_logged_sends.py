@@ -119,8 +119,7 @@ def test_http_push_answers_with_stream_and_seq(harness: Harness) -> None:
 
 
 @pytest.fixture
-def broken_log(switchboard: Switchboard, monkeypatch: pytest.MonkeyPatch) -> None:
-    ddb = switchboard.message_log._ddb
+def broken_log(switchboard: Switchboard, ddb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     real = ddb.update_item
 
     def update_item(**kwargs: Any) -> Any:

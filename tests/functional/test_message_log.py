@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.message_log import LogWriteError, MessageLog, stream_key
+from chalicelib.message_log import LogWriteError, MessageLog
+from chalicelib.table import DynamoDB
 from tests.conftest import TABLE, Clock
 
 
@@ -17,7 +18,7 @@ def frame(text: str) -> dict[str, Any]:
 
 @pytest.fixture
 def log(ddb: Any, clock: Clock) -> MessageLog:
-    return MessageLog(ddb, TABLE, ttl_seconds=3600, clock=clock, settle_seconds=30)
+    return MessageLog(DynamoDB(ddb, TABLE, clock=clock), ttl_seconds=3600, settle_seconds=30)
 
 
 def texts(messages: list[dict[str, Any]]) -> list[str]:
@@ -41,6 +42,8 @@ def test_concurrent_appends_get_unique_seqs(ddb: Any, clock: Clock) -> None:
     class Serialised:
         def __getattr__(self, name: str) -> Any:
             call = getattr(ddb, name)
+            if not callable(call):
+                return call
 
             def serialised(**kwargs: Any) -> Any:
                 with moto_lock:
@@ -49,7 +52,7 @@ def test_concurrent_appends_get_unique_seqs(ddb: Any, clock: Clock) -> None:
             return serialised
 
     def writer(n: int) -> None:
-        log = MessageLog(Serialised(), TABLE, clock=clock)  # as separate containers would
+        log = MessageLog(DynamoDB(Serialised(), TABLE, clock=clock))  # as separate containers would
         for i in range(10):
             seq = log.append("room:busy", frame(f"{n}.{i}"))["seq"]
             with lock:
@@ -123,7 +126,7 @@ def test_a_hole_left_by_a_dead_writer_waits_while_young_then_reads_as_skipped(
     # A writer that allocated seq 2 and died before storing it.
     ddb.update_item(
         TableName=TABLE,
-        Key={"PK": stream_key("room:a"), "SK": {"S": "HEAD"}},
+        Key={"PK": {"S": "STREAM#room:a"}, "SK": {"S": "HEAD"}},
         UpdateExpression="ADD #l :one",
         ExpressionAttributeNames={"#l": "last"},
         ExpressionAttributeValues={":one": {"N": "1"}},
@@ -181,4 +184,4 @@ def test_a_read_is_a_query_on_the_stream_partition_never_a_scan(
     monkeypatch.setattr(ddb, "query", recording)
     assert len(log.read("room:a", after=2, limit=2).messages) == 2
     assert len(queries) == 1 and queries[0]["Limit"] < 20
-    assert queries[0]["ExpressionAttributeValues"][":pk"] == {"S": "STREAM#room:a"}
+    assert {"S": "STREAM#room:a"} in queries[0]["ExpressionAttributeValues"].values()

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from chalicelib.registry import DuplicateConnection, NotConnected, Registry
+from chalicelib.table import DynamoDB
 from tests.conftest import TABLE, Clock
 
 
@@ -99,7 +100,7 @@ def test_join_after_disconnect_leaves_no_orphan(registry: Registry, clock: Clock
 
 def test_all_connections_uses_every_shard(ddb: Any, clock: Clock) -> None:
     client = QueryRecorder(ddb)
-    registry = Registry(client, TABLE, ttl_seconds=7500, all_shards=4, clock=clock)
+    registry = Registry(DynamoDB(client, TABLE, clock=clock), ttl_seconds=7500, all_shards=4)
     for i in range(40):
         registry.register(f"c{i}", f"u{i % 3}", ms(clock))
     assert ids(registry.all_connections()) == sorted(f"c{i}" for i in range(40))
@@ -132,7 +133,7 @@ def test_expired_items_are_filtered_from_every_read(registry: Registry, clock: C
 
 def test_queries_page_through_last_evaluated_key(ddb: Any, clock: Clock) -> None:
     client = QueryRecorder(ddb, Limit=7)
-    registry = Registry(client, TABLE, all_shards=2, clock=clock)
+    registry = Registry(DynamoDB(client, TABLE, clock=clock), all_shards=2)
     for i in range(30):
         conn = registry.register(f"c{i:02}", "many", ms(clock))
         registry.join(conn, "big")

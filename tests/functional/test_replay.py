@@ -11,12 +11,13 @@ from chalicelib.management_api import Outcome
 from chalicelib.message_log import MessageLog
 from chalicelib.protocol import History, Resume
 from chalicelib.replay import Replayer
+from chalicelib.table import DynamoDB
 from tests.conftest import TABLE, Clock
 
 
 @pytest.fixture
 def log(ddb: Any, clock: Clock) -> MessageLog:
-    return MessageLog(ddb, TABLE, ttl_seconds=3600, clock=clock)
+    return MessageLog(DynamoDB(ddb, TABLE, clock=clock), ttl_seconds=3600)
 
 
 class Inbox:

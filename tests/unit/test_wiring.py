@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import boto3
 
 from chalicelib.config import Settings
@@ -15,11 +17,19 @@ def test_build_switchboard_sizes_the_clients_from_the_settings(aws_env: None) ->
         table_name="t", auth_mode="none", fanout_workers=12, all_shards=3, http_read_timeout=4.0
     )
     session = boto3.session.Session()
+    made: dict[str, Any] = {}
+    real_client = session.client
+
+    def client(name: str, **options: Any) -> Any:
+        made[name] = real_client(name, **options)  # type: ignore[call-overload]
+        return made[name]
+
+    session.client = client  # type: ignore[method-assign]
     switchboard = build_switchboard(settings, session=session)
     assert switchboard.settings is settings
     assert isinstance(switchboard.registry, Registry)
     assert isinstance(switchboard.gateway, ManagementApi)
-    config = switchboard.registry._ddb.meta.config
+    config = made["dynamodb"].meta.config
     assert config.max_pool_connections == 12 and config.read_timeout == 4.0
     assert config.retries == {"mode": "standard"}
     management = switchboard.gateway.client("https://abc.execute-api.us-east-1.amazonaws.com/api")

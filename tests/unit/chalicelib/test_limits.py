@@ -1,0 +1,78 @@
+"""The abuse limits on the in-memory table: connections and rooms per user, frames per connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.config import Settings
+from chalicelib.limits import Limits
+from chalicelib.registry import Registry
+from tests.conftest import Clock
+from tests.memtable import MemoryTable
+from tests.unit.chalicelib.memory import START, ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(START)
+
+
+@pytest.fixture
+def mem(clock: Clock) -> MemoryTable:
+    return MemoryTable(clock, page_size=2)
+
+
+@pytest.fixture
+def registry(mem: MemoryTable) -> Registry:
+    return Registry(mem, ttl_seconds=7500, all_shards=2)
+
+
+def limits(mem: MemoryTable, **settings: object) -> Limits:
+    return Limits(mem, Settings(table_name="t", auth_mode="none", **settings))  # type: ignore[arg-type]
+
+
+def test_the_connection_cap_counts_live_connections_only(
+    mem: MemoryTable, registry: Registry, clock: Clock
+) -> None:
+    cap = limits(mem, max_connections_per_user=3)
+    for i in range(3):
+        assert cap.connection_refusal("u1") is None
+        registry.register(f"c{i}", "u1", ms(clock))
+    assert cap.connection_refusal("u1") == "too many connections for this user (limit 3)"
+    assert cap.connection_refusal("u2") is None
+    clock.now += 7501  # their $disconnect never came: past the ttl they stop counting
+    assert cap.live_connections("u1") == 0
+
+
+def test_the_rooms_cap_spans_every_connection_of_the_user(
+    mem: MemoryTable, registry: Registry, clock: Clock
+) -> None:
+    cap = limits(mem, max_rooms_per_user=2)
+    a = registry.register("a", "u1", ms(clock))
+    b = registry.register("b", "u1", ms(clock))
+    registry.join(a, "r1")
+    registry.join(b, "r2")
+    b = registry.get("b")  # type: ignore[assignment]
+    assert cap.user_rooms("u1") == {"r1", "r2"}
+    assert cap.room_refusal(b, "r3") == ("at most 2 rooms per user, across all of its connections")
+    assert cap.room_refusal(b, "r1") is None  # another connection holds it: no new room
+
+
+def test_a_burst_drains_the_bucket_and_time_refills_it_exactly(
+    mem: MemoryTable, registry: Registry, clock: Clock
+) -> None:
+    bucket = limits(mem, message_rate=10.0, message_burst=20)
+    registry.register("a", "u1", ms(clock))
+    verdicts = [bucket.take_frame("a") for _ in range(21)]
+    assert [v.allowed for v in verdicts] == [True] * 20 + [False]
+    assert verdicts[20].retry_after_ms == 100
+    for _ in range(30):  # one token back per 0.1 s, every step, however many steps
+        clock.now += 0.1
+        assert bucket.take_frame("a").allowed
+        assert not bucket.take_frame("a").allowed
+    clock.now += 5.0  # a quiet spell refills to the burst, no further
+    assert [bucket.take_frame("a").allowed for _ in range(21)] == [True] * 20 + [False]
+
+
+def test_an_unknown_connection_is_let_through(mem: MemoryTable) -> None:
+    assert limits(mem).take_frame("ghost").allowed

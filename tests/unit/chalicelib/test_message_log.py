@@ -1,0 +1,86 @@
+"""The message log on the in-memory table: seqs, pages, tombstones and holes."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib import keys
+from chalicelib.message_log import MessageLog
+from chalicelib.table import Update
+from tests.conftest import Clock
+from tests.memtable import MemoryTable
+from tests.unit.chalicelib.memory import START
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(START)
+
+
+@pytest.fixture
+def mem(clock: Clock) -> MemoryTable:
+    return MemoryTable(clock, page_size=2)
+
+
+@pytest.fixture
+def log(mem: MemoryTable) -> MessageLog:
+    return MessageLog(mem, ttl_seconds=3600, settle_seconds=30)
+
+
+def frame(text: str) -> dict[str, str]:
+    return {"type": "message", "text": text}
+
+
+def texts(page: object) -> list[str]:
+    return [m["text"] for m in page.messages]  # type: ignore[attr-defined]
+
+
+def test_appends_are_numbered_and_read_back_in_pages(log: MessageLog) -> None:
+    assert [log.append("room:a", frame(f"m{i}"))["seq"] for i in range(5)] == [1, 2, 3, 4, 5]
+    page = log.read("room:a", after=1, limit=2)
+    assert texts(page) == ["m1", "m2"] and (page.last, page.next) == (5, 4)
+    page = log.read("room:a", after=3, limit=10)
+    assert texts(page) == ["m3", "m4"] and page.next is None
+    assert log.get("room:a", 2) == {"type": "message", "text": "m1", "stream": "room:a", "seq": 2}
+    assert log.last_seq("room:b") == (0, 0)
+
+
+def test_a_hole_stops_a_read_while_young_and_is_skipped_once_settled(
+    log: MessageLog, mem: MemoryTable, clock: Clock
+) -> None:
+    log.append("room:a", frame("m0"))
+    # A writer that allocated seq 2 and died before storing it.
+    mem.update(keys.head_key("room:a"), Update(add={"last": 1}))
+    log.append("room:a", frame("m2"))
+    young = log.read("room:a", after=0, limit=10)
+    assert texts(young) == ["m0"] and young.next == 2
+    clock.now += 31
+    settled = log.read("room:a", after=0, limit=10)
+    assert texts(settled) == ["m0", "m2"] and settled.skipped == [2]
+
+
+def test_a_message_the_log_could_not_store_leaves_a_tombstone(
+    log: MessageLog, mem: MemoryTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_put = mem.put
+
+    def put(item: dict[str, object], **options: object) -> None:
+        if "frame" in item:
+            raise RuntimeError("unavailable")
+        real_put(item, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mem, "put", put)
+    with pytest.raises(Exception, match="storing seq 1"):
+        log.append("room:a", frame("lost"))
+    monkeypatch.undo()
+    log.append("room:a", frame("kept"))
+    page = log.read("room:a", after=0, limit=10)
+    assert texts(page) == ["kept"] and page.skipped == [1]
+
+
+def test_messages_past_retention_are_gone(log: MessageLog, clock: Clock) -> None:
+    log.append("room:a", frame("old"))
+    clock.now += 3601
+    assert log.get("room:a", 1) is None
+    page = log.read("room:a", after=0, limit=10)
+    assert page.messages == [] and page.truncated
