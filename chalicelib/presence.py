@@ -51,14 +51,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import log, protocol
-from chalicelib.message_log import LogWriteError, MessageLog
+from chalicelib.message_log import MessageLog
 from chalicelib.protocol import Scope
-from chalicelib.registry import TTL, ConnectionRecord, ItemConflict, Registry, Target
+from chalicelib.registry import TTL, ConnectionRecord, ItemConflict, Registry
 
 _log = logging.getLogger("switchboard")
 
@@ -69,16 +69,15 @@ LEAVE = "leave"
 _ATTEMPTS = 6
 
 
-class FanOut(Protocol):
-    def fan_out(
-        self,
-        targets: Iterator[Target],
-        payload: bytes,
-        exclude: str | None = None,
-        scope: str | None = None,
-        *,
-        prune_gone: bool = True,
-    ) -> Any: ...
+@dataclass(frozen=True)
+class Announcement:
+    """A presence event to log and fan out: ``user_id`` entered or left ``room``.
+    ``exclude`` is the connection that caused it (a joining connection is not told)."""
+
+    room: str
+    event: str
+    user_id: str
+    exclude: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,15 +102,15 @@ class Presence:
     """Keeps the per-user items of rooms in step with memberships and announces enter/leave.
 
     ``join``/``leave``/``remove`` replace the registry's calls of the same name for callers
-    that want presence; announcing never raises (a failed announcement is logged and the
-    membership change stands; ``members`` is always right).
+    that want presence. They return the ``Announcement`` to make rather than making it: the
+    caller (``Switchboard``) logs it with ``log_event`` and fans it out, so presence never
+    calls the broadcaster (and a removal found by a fan-out never nests inside it).
     """
 
     def __init__(
         self,
         registry: Registry,
         message_log: MessageLog,
-        broadcaster: FanOut,
         max_members: int = 100,
         max_list: int = 1000,
     ) -> None:
@@ -119,15 +118,14 @@ class Presence:
         self._ddb = registry.client
         self._table = registry.table
         self._log = message_log
-        self._broadcaster = broadcaster
         self._max_members = max_members
         self._max_list = max_list
 
     # --- membership changes ---------------------------------------------------------------
 
-    def join(self, conn: ConnectionRecord, room: str) -> bool:
-        """Join ``room``; True (and announced) when this is the user's first connection there.
-        Raises ``NotConnected`` like ``Registry.join``."""
+    def join(self, conn: ConnectionRecord, room: str) -> Announcement | None:
+        """Join ``room``; the user's enter to announce when this is their first connection
+        there, else None. Raises ``NotConnected`` like ``Registry.join``."""
         for attempt in range(_ATTEMPTS):
             first = attempt % 2 == 0
             try:
@@ -135,12 +133,13 @@ class Presence:
             except ItemConflict:
                 continue
             if first:
-                self.announce(room, ENTER, conn.user_id, exclude=conn.connection_id)
-            return first
+                return Announcement(room, ENTER, conn.user_id, exclude=conn.connection_id)
+            return None
         raise ItemConflict(conn.connection_id)
 
-    def leave(self, conn: ConnectionRecord, room: str) -> bool:
-        """Leave ``room``; True (and announced) when this was the user's last connection."""
+    def leave(self, conn: ConnectionRecord, room: str) -> Announcement | None:
+        """Leave ``room``; the user's leave to announce when this was their last connection
+        there, else None."""
         cid, user = conn.connection_id, conn.user_id
         for attempt in range(4):
             last = attempt % 2 == 0
@@ -149,26 +148,22 @@ class Presence:
                 self._registry.leave(cid, room, also=[item])
             except ItemConflict:
                 continue
-            if last:
-                self.announce(room, LEAVE, user)
-            return last
+            return Announcement(room, LEAVE, user) if last else None
         # Not in the set at all (a membership older than presence, or a user item past its
         # ttl): leave plainly, then drop the id in case a racing join of this very
         # connection added it meanwhile.
         self._registry.leave(cid, room)
-        left = self._drop(user, cid, room)
-        if left:
-            self.announce(room, LEAVE, user)
-        return left
+        return Announcement(room, LEAVE, user) if self._drop(user, cid, room) else None
 
-    def remove(self, connection_id: str) -> bool:
+    def remove(self, connection_id: str) -> list[Announcement] | None:
         """Remove a connection (``Registry.remove_connection``), then take it out of the
-        presence of every room it was in, announcing the user's leave where it was their last
-        connection. True if the connection existed. Registry errors raise; presence errors
-        past the removal are logged (ttl heals them)."""
+        presence of every room it was in. Returns the user's leaves to announce (the rooms
+        where it was their last connection), or None if the connection did not exist.
+        Registry errors raise; presence errors past the removal are logged (ttl heals them)."""
         removed = self._registry.remove_connection(connection_id)
         if removed is None:
-            return False
+            return None
+        leaves: list[Announcement] = []
         for room in sorted(removed.rooms):
             try:
                 left = self._drop(removed.user_id, connection_id, room)
@@ -182,8 +177,8 @@ class Presence:
                 )
                 continue
             if left:
-                self.announce(room, LEAVE, removed.user_id)
-        return True
+                leaves.append(Announcement(room, LEAVE, removed.user_id))
+        return leaves
 
     def _drop(self, user_id: str, connection_id: str, room: str) -> bool:
         try:
@@ -321,32 +316,17 @@ class Presence:
 
     # --- events ---------------------------------------------------------------------------
 
-    def announce(self, room: str, event: str, user_id: str, exclude: str | None = None) -> None:
-        """Log a presence event in the room's stream and fan it out to the room's members.
-        Never raises: the membership change it reports has happened either way."""
-        with log.event_log(event="presence", room=room, change=event, userId=user_id) as record:
-            try:
-                if not self.small(room):
-                    record["outcome"] = "over_cap"
-                    return
-                frame = self._log.append(
-                    protocol.stream_name(Scope.ROOM, room),
-                    protocol.presence_frame(room, event, user_id),
-                )
-                record.update(stream=frame["stream"], seq=frame["seq"])
-                report = self._broadcaster.fan_out(
-                    self._registry.room_members(room),
-                    protocol.encode(frame),
-                    exclude=exclude,
-                    scope="presence",
-                    # An announcement leaves closed connections to the next send's prune: a
-                    # prune here would announce another leave, and at soak scale those chains
-                    # made joins take 20 s.
-                    prune_gone=False,
-                )
-                record.update(report.as_dict())
-            except (LogWriteError, ClientError, BotoCoreError) as exc:
-                record.update(outcome="presence_error", error=type(exc).__name__)
+    def log_event(self, announcement: Announcement) -> dict[str, Any] | None:
+        """Log ``announcement`` in its room's stream; the logged frame (with ``stream`` and
+        ``seq``) for the caller to fan out to the room, or None when the room is over
+        ``max_members`` (no events). Raises ``LogWriteError`` and registry errors."""
+        room = announcement.room
+        if not self.small(room):
+            return None
+        return self._log.append(
+            protocol.stream_name(Scope.ROOM, room),
+            protocol.presence_frame(room, announcement.event, announcement.user_id),
+        )
 
 
 def _key(room: str, user_id: str) -> dict[str, Any]:
