@@ -121,9 +121,7 @@ def test_batches_are_started_before_earlier_ones_are_awaited() -> None:
 
 def test_batches_in_flight_are_bounded() -> None:
     gateway = Overlapping()
-    Broadcaster(gateway, batch_size=1, max_pending=2).fan_out(
-        targets(5), b"x"
-    )
+    Broadcaster(gateway, batch_size=1, max_pending=2).fan_out(targets(5), b"x")
     assert gateway.log[:5] == ["start0", "start1", "start2", "wait0", "start3"]
 
 
@@ -164,9 +162,7 @@ def test_a_fan_out_past_its_deadline_starts_no_new_batch_and_reports_the_rest_fa
 ) -> None:
     clock = FakeClock()
     gateway = SlowBatches(clock, seconds=10.0)
-    broadcaster = Broadcaster(
-        gateway, batch_size=10, deadline_seconds=25.0, clock=clock
-    )
+    broadcaster = Broadcaster(gateway, batch_size=10, deadline_seconds=25.0, clock=clock)
     caplog.set_level("INFO", logger="switchboard")
     report = broadcaster.fan_out(targets(100), b"x", scope="all")
     # Batches start at 0 s, 10 s and 20 s; at 30 s the deadline (25 s) has passed.
@@ -203,9 +199,9 @@ def test_targets_read_but_not_started_at_the_deadline_are_failed_with_reason_dea
 def test_a_fan_out_within_its_deadline_is_not_stopped_early() -> None:
     clock = FakeClock()
     gateway = SlowBatches(clock, seconds=1.0)
-    report = Broadcaster(
-        gateway, batch_size=10, deadline_seconds=25.0, clock=clock
-    ).fan_out(targets(100), b"x")
+    report = Broadcaster(gateway, batch_size=10, deadline_seconds=25.0, clock=clock).fan_out(
+        targets(100), b"x"
+    )
     assert report.delivered == 100 and not report.stopped_early
     assert "stoppedEarly" not in report.as_dict()
 
