@@ -33,9 +33,11 @@ period), so an id whose removal was lost (a handler killed midway) stops countin
 latest, when the last connection that joined would have expired; every read filters ``ttl >
 now`` and ``attribute_exists(conns)``.
 
-Events (``{"type":"presence","room":..,"event":"enter"|"leave","userId":..}``) are logged in
-the room's stream (``room:<name>``: they carry ``stream`` and ``seq`` and are replayed by a
-resume) and fanned out to the room's members, except the joining connection. Rooms with more
+Events (``{"type":"presence","room":..,"event":"enter"|"leave","userId":..}``): ``join``,
+``leave`` and ``remove`` return them as ``Announcement``s; the caller (``Switchboard``) has
+``log_event`` log each in the room's stream (``room:<name>``: they carry ``stream`` and
+``seq`` and are replayed by a resume) and fans it out to the room's members, except the
+joining connection. Presence never calls the broadcaster. Rooms with more
 than ``PRESENCE_MAX_MEMBERS`` users send no events (checked with one Query of at most that
 many + 1 user items, only when an enter or leave happens).
 

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, assert_never
 from chalicelib import log, metrics, protocol
 from chalicelib.audience import Audience
 from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
-from chalicelib.aws_errors import error_code
 from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.config import Settings
 from chalicelib.errors import BadRequest, NotFound, NotRegistered, classify
@@ -49,7 +48,7 @@ if TYPE_CHECKING:  # imported by wiring.py only when a queue is configured
 
 Frame = dict[str, Any]
 _PLAIN_INT_RE = re.compile(r"-?[0-9]{1,16}")
-_log = logging.getLogger("switchboard")
+_logger = logging.getLogger("switchboard")
 # Rounds of "remove the gone, announce their leaves" one handler runs (see the docstring).
 SETTLE_ROUNDS = 2
 
@@ -206,7 +205,7 @@ class Switchboard:
                 if error.detail is not None:
                     record["error"] = error.detail
                 if error.outcome == "internal_error":
-                    _log.exception("unhandled error in message handler")
+                    _logger.exception("unhandled error in message handler")
                 frame = error.frame(command.ref)
             if frame is not None:
                 self._reply(event, frame, record)
@@ -485,7 +484,7 @@ class Switchboard:
         connections each found gone; Lambda's partial-batch response. Without a queue every
         job is failed back to SQS."""
         if self.continuation is None:
-            _log.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
+            _logger.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
             return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
         return self.continuation.run_batch(
             records, after=lambda report: self._settle(report.gone_ids)
@@ -518,7 +517,7 @@ class Switchboard:
                 self.sends.complete(claim, logged)
             except Exception as exc:  # noqa: BLE001 - logged: send it all the same
                 # A repeat meets a pending claim ("retry") until it is stale.
-                record["idempotency"] = error_code(exc)
+                record["idempotency"] = classify(exc).detail
         return message.logged(str(logged["stream"]), int(logged["seq"]))
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
