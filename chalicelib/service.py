@@ -5,24 +5,14 @@ app.py only wires Chalice's decorators to these methods; everything here takes i
 collaborators (registry, gateway, broadcaster) in the constructor so tests can pass fakes
 (``wiring.build_switchboard`` builds the real ones).
 
-Removing closed connections: the broadcaster only reports the connections it found gone (410)
-and presence only says which enter/leave to announce; this class removes and announces, after
-the fan-out, in ``_settle``: a bounded work-queue of rounds, each "remove every connection
-found gone, then announce the leaves those removals made". Removing before announcing means an
-announcement never meets the connections of its own round (the cascade the old nested prune
-had: each prune's leave announcement found the next closed connection and pruned it from
-inside itself). The queue stops after ``SETTLE_ROUNDS`` rounds: what the last round's
-announcements found gone is left registered, for the next send's 410 or the connection's
-``$disconnect`` to remove and announce, exactly as announcements used to leave every closed
-connection they met; so no leave is dropped, and one handler's extra work is bounded.
+Closed connections found by a fan-out or a reply are removed, and their leaves announced,
+by ``Departures`` (departures.py) after the fan-out, never from inside it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, assert_never
 
@@ -31,6 +21,7 @@ from chalicelib.audience import Audience
 from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
 from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.config import Settings
+from chalicelib.departures import Departures, Settled
 from chalicelib.errors import BadRequest, NotFound, NotRegistered, classify
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
 from chalicelib.limits import Limits
@@ -49,35 +40,12 @@ if TYPE_CHECKING:  # imported by wiring.py only when a queue is configured
 Frame = dict[str, Any]
 _PLAIN_INT_RE = re.compile(r"-?[0-9]{1,16}")
 _logger = logging.getLogger("switchboard")
-# Rounds of "remove the gone, announce their leaves" one handler runs (see the docstring).
-SETTLE_ROUNDS = 2
 
 
 @dataclass(frozen=True)
 class HttpResult:
     status: int
     body: Any = None
-
-
-@dataclass
-class Settled:
-    """What one ``_settle`` did: connections removed, removals that failed (left to TTL),
-    and connections found gone but left for the next send or their ``$disconnect``."""
-
-    removed: int = 0
-    failed: int = 0
-    left: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            k: v
-            for k, v in (
-                ("pruned", self.removed),
-                ("pruneFailed", self.failed),
-                ("goneLeft", self.left),
-            )
-            if v
-        }
 
 
 class Switchboard:
@@ -106,10 +74,8 @@ class Switchboard:
             registry, message_log, settings.presence_max_members, settings.presence_max_list
         )
         self.limits = limits if limits is not None else Limits.over(registry, settings)
-        # Removals of closed connections run side by side (each is a few DynamoDB writes);
-        # nothing run here submits to this pool again, so it can never wait on itself.
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, min(settings.fanout_workers, 32)), thread_name_prefix="prune"
+        self.departures = Departures(
+            self.presence, broadcaster, registry, workers=settings.fanout_workers
         )
 
     # --- WebSocket events -----------------------------------------------------------------
@@ -284,7 +250,7 @@ class Switchboard:
         leaves = self.presence.remove(connection_id)
         if leaves is None:
             return False
-        settled = self._settle((), leaves)
+        settled = self.departures.settle((), leaves)
         if record is not None:
             record.update(settled.as_dict())
         return True
@@ -292,71 +258,7 @@ class Switchboard:
     def announce(self, *announcements: Announcement | None) -> Settled:
         """Announce what presence returned (None: nothing to announce), then settle the
         connections those announcements found gone."""
-        return self._settle((), [a for a in announcements if a is not None])
-
-    def _settle(self, gone: Iterable[str], leaves: Sequence[Announcement] = ()) -> Settled:
-        """Remove the connections found ``gone`` (410) and announce ``leaves`` and the leaves
-        those removals make, in at most ``SETTLE_ROUNDS`` rounds (see the module docstring).
-        Never raises: a removal that fails is counted and left to TTL."""
-        settled = Settled()
-        done: set[str] = set()
-        pending_gone = list(gone)
-        pending_leaves = list(leaves)
-        for _ in range(SETTLE_ROUNDS):
-            ids = [cid for cid in dict.fromkeys(pending_gone) if cid not in done]
-            done.update(ids)
-            for removal in self._pool.map(self._remove_quietly, ids):
-                if removal is None:
-                    settled.failed += 1
-                else:
-                    settled.removed += 1
-                    pending_leaves.extend(removal)
-            if not pending_leaves:
-                return settled
-            found = self._pool.map(self._announce, pending_leaves)
-            pending_gone = [cid for ids_found in found for cid in ids_found]
-            pending_leaves = []
-        settled.left = len({cid for cid in pending_gone if cid not in done})
-        return settled
-
-    def _remove_quietly(self, connection_id: str) -> list[Announcement] | None:
-        """Remove a connection found closed: the leaves to announce ([] if it was removed
-        already), or None when the registry failed (TTL reaps it)."""
-        try:
-            return self.presence.remove(connection_id) or []
-        except Exception as exc:  # noqa: BLE001 - one failed removal must not stop the rest
-            log.emit(
-                logging.WARNING,
-                event="prune_failed",
-                connectionId=connection_id,
-                error=classify(exc).detail,
-            )
-            return None
-
-    def _announce(self, announcement: Announcement) -> list[str]:
-        """Log a presence event and fan it out to the room (not to the connection that caused
-        it); the ids the fan-out found gone. Never raises: the change it reports happened."""
-        room = announcement.room
-        with log.event_log(
-            event="presence", room=room, change=announcement.event, userId=announcement.user_id
-        ) as record:
-            try:
-                frame = self.presence.log_event(announcement)
-                if frame is None:
-                    record["outcome"] = "over_cap"
-                    return []
-                record.update(stream=frame["stream"], seq=frame["seq"])
-                report = self.broadcaster.fan_out(
-                    Audience.of(self.registry, Scope.ROOM, room),
-                    protocol.encode(frame),
-                    exclude=announcement.exclude,
-                    scope="presence",
-                )
-            except Exception as exc:  # noqa: BLE001 - see the docstring
-                record.update(outcome="presence_error", error=type(classify(exc)).__name__)
-                return []
-            record.update(report.as_dict())
-            return list(report.gone_ids)
+        return self.departures.settle((), [a for a in announcements if a is not None])
 
     def _join(self, conn: ConnectionRecord, command: protocol.Join) -> Frame:
         if command.room not in conn.rooms:
@@ -392,7 +294,7 @@ class Switchboard:
         frame = self.replayer.resume(command, conn.user_id, conn.rooms, post)
         if frame is None:
             record["outcome"] = "gone_during_resume"
-            record.update(self._settle([conn.connection_id]).as_dict())
+            record.update(self.departures.settle([conn.connection_id]).as_dict())
             return None
         record["replayed"] = sum(s.get("replayed", 0) for s in frame["streams"].values())
         return frame
@@ -474,7 +376,7 @@ class Switchboard:
         if self.continuation is not None and report.stopped_early:
             report = self.continuation.hand_off(report, audience, message, exclude, scope.value)
         record.update(report.as_dict())
-        record.update(self._settle(report.gone_ids).as_dict())
+        record.update(self.departures.settle(report.gone_ids).as_dict())
         stream, seq = message.position
         metrics.emit_report(report, scope.value, stream=stream, seq=seq, hop=0)
         return report
@@ -487,7 +389,7 @@ class Switchboard:
             _logger.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
             return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
         return self.continuation.run_batch(
-            records, after=lambda report: self._settle(report.gone_ids)
+            records, after=lambda report: self.departures.settle(report.gone_ids)
         )
 
     def _log(
@@ -529,7 +431,7 @@ class Switchboard:
             # The sender never gets this ack or error (retries ran out): the log says so.
             record["reply"] = outcome.value
         if outcome is Outcome.GONE:
-            record.update(self._settle([event.connection_id]).as_dict())
+            record.update(self.departures.settle([event.connection_id]).as_dict())
 
     # --- HTTP API -------------------------------------------------------------------------
 

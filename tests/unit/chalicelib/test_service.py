@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import service as service_module
+from chalicelib import departures
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import EndpointRule, Settings
 from chalicelib.idempotency import ClientMsgIdReused, SendInProgress
@@ -411,7 +411,7 @@ def test_a_connection_found_gone_by_that_announcement_is_removed_without_nesting
 def test_past_the_rounds_a_gone_connection_is_left_for_the_next_send(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(service_module, "SETTLE_ROUNDS", 1)
+    monkeypatch.setattr(departures, "SETTLE_ROUNDS", 1)
     world = World(PresenceGone("c"))
     for cid, user in (("a", "u1"), ("b", "u2"), ("c", "u3")):
         world.registry.add(cid, user, "lobby")
