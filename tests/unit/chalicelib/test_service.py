@@ -544,3 +544,27 @@ def test_kick_of_an_unknown_connection_is_not_found(world: World) -> None:
 
     with pytest.raises(NotFound):
         world.switchboard.kick("Qa1bCHk2IAMFZ8A=")
+
+
+def test_without_a_queue_nothing_loads_the_continuation_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, chalicelib.service, chalicelib.wiring, chalicelib.departures\n"
+        "print('chalicelib.continuation' in sys.modules)"
+    )
+    from pathlib import Path
+
+    root = Path(__file__).parents[3]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_the_broadcaster_holds_no_way_back_into_the_service() -> None:
+    import inspect
+
+    parameters = inspect.signature(Broadcaster).parameters
+    assert set(parameters) == {"gateway", "batch_size", "max_pending", "deadline_seconds", "clock"}
