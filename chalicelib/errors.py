@@ -258,6 +258,8 @@ def http_answer(exc: BaseException) -> HttpAnswer:
     """The one mapping of an exception to the HTTP API's answer, logged as it deserves: a
     configuration problem names the variables, anything unexpected gets its traceback."""
     error = classify(exc)
+    if isinstance(exc, ConfigError):
+        _log.error("configuration error: %s", exc)  # the whole message: the log may quote it
     if isinstance(error, Misconfigured):
         _log.error("configuration problem: %s %s", str(error), list(error.missing))
     elif isinstance(error, (Internal, Upstream, LogUnavailable)):
