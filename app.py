@@ -12,15 +12,12 @@ from urllib.parse import unquote
 from chalice import Chalice, Response
 from chalice.app import SQSEvent, WebsocketEvent
 
-from chalicelib import web
-from chalicelib.auth import AuthError, Identity
-from chalicelib.aws_errors import ConfigProblem, config_problem
-from chalicelib.config import CONTINUATION_QUEUE, ConfigError, Settings
-from chalicelib.idempotency import SendInProgress
-from chalicelib.message_log import LogWriteError
+from chalicelib import errors, web
+from chalicelib.auth import Identity
+from chalicelib.config import CONTINUATION_QUEUE, ConfigError
 from chalicelib.protocol import Scope
-from chalicelib.service import BadRequest, HttpResult, NotFound, Switchboard
-from chalicelib.wiring import build_switchboard
+from chalicelib.service import HttpResult, Switchboard
+from chalicelib.wiring import build_switchboard, health_check, settings_from_env
 
 app = Chalice(app_name="switchboard")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -35,7 +32,7 @@ def get_switchboard() -> Switchboard:
     if _switchboard is None:
         with _lock:
             if _switchboard is None:
-                _switchboard = build_switchboard(Settings.from_env())
+                _switchboard = build_switchboard(settings_from_env())
     return _switchboard
 
 
@@ -77,11 +74,7 @@ def disconnect(event: WebsocketEvent) -> dict[str, Any]:
 @app.on_sqs_message(queue=CONTINUATION_QUEUE, batch_size=5, name="continue_fan_out")
 def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
     records = [(r.to_dict()["messageId"], r.body) for r in event]
-    continuation = get_switchboard().continuation
-    if continuation is None:
-        app.log.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
-        return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
-    return continuation.run_batch(records)
+    return get_switchboard().continue_fan_out(records)
 
 
 # --- HTTP API ------------------------------------------------------------------------------
@@ -95,7 +88,7 @@ RouteBody = Callable[..., Any]
 def http_route(
     admin: bool = True, status: int = 200
 ) -> Callable[[RouteBody], Callable[..., Response]]:
-    """Run a route body with auth and map the service's errors onto HTTP statuses.
+    """Run a route body with auth; any error is answered by ``errors.http_answer``.
 
     ``admin`` routes need ``Authorization: Bearer <token>`` with the admin role. A ``status``
     of 204 answers with an empty body. Path parameters may arrive percent-encoded (connection
@@ -113,29 +106,9 @@ def http_route(
                     headers = app.current_request.headers
                     caller = switchboard.authorize_http(headers.get("authorization"))
                 answer = body(switchboard, caller, **{k: unquote(v) for k, v in params.items()})
-            except AuthError as exc:
-                return _error(exc.status, str(exc))
-            except BadRequest as exc:
-                return _error(400, str(exc))
-            except NotFound as exc:
-                return _error(404, str(exc))
-            except ConfigError as exc:
-                app.log.error("configuration error: %s", exc)
-                return _misconfigured(_setting_problem(exc))
-            except SendInProgress as exc:  # the same clientMsgId is being sent: retry shortly
-                return _error(409, str(exc))
-            except LogWriteError as exc:
-                problem = config_problem(exc.__cause__)
-                if problem is not None:
-                    return _misconfigured(problem)
-                app.log.exception("message log write failed")
-                return _error(503, "the message could not be logged; nothing was sent")
-            except Exception as exc:  # noqa: BLE001 - a clear 502, never a stack trace to the caller
-                problem = config_problem(exc)
-                if problem is not None:
-                    return _misconfigured(problem)
-                app.log.exception("route failed")
-                return _error(502, "upstream error; see the function's logs")
+            except Exception as exc:  # noqa: BLE001 - one mapping, never a stack trace
+                error = errors.http_answer(exc)
+                return Response(body=error.body, status_code=error.status)
             if status == 204:
                 return Response(body="", status_code=204)
             return Response(
@@ -159,62 +132,18 @@ def framework_errors_as_ours(event: Any, get_response: Callable[[Any], Response]
     return response
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(body={"error": message}, status_code=status)
-
-
-def _setting_problem(exc: ConfigError) -> ConfigProblem:
-    # Only the variable's name: the message may quote a value or an SSM parameter's name.
-    missing = (exc.setting,) if exc.setting else ()
-    return ConfigProblem(missing, "server misconfigured; see the function's logs")
-
-
-def _misconfigured(problem: ConfigProblem) -> Response:
-    """500 saying what is missing (variable names only, never values or the table name)."""
-    app.log.error("configuration problem: %s %s", problem.message, list(problem.missing))
-    body = {"error": problem.message, "missing": list(problem.missing)}
-    return Response(body=body, status_code=500)
-
-
 def _json_body() -> Any:
     try:
         return app.current_request.json_body
     except Exception:  # noqa: BLE001 - chalice raises BadRequestError on bad JSON
-        raise BadRequest("body must be valid JSON") from None
+        raise errors.BadRequest("body must be valid JSON") from None
 
 
 @app.route("/health", methods=["GET"])
 def health() -> Response:
-    """200 ``{"status":"ok"}`` (nothing about the deployment, no table name), or 503
-    ``{"status":"misconfigured","missing":[variable names],"error":...}`` when the function
-    cannot work: no table, region or credentials (e.g. ``chalice local`` without the
-    environment ``make run`` writes), or a setting ConfigError refuses."""
-    problem: ConfigProblem | None = None
-    try:
-        get_switchboard()
-        problem = _missing_credentials()
-    except ConfigError as exc:
-        app.log.error("configuration error: %s", exc)
-        problem = _setting_problem(exc)
-    except Exception as exc:  # noqa: BLE001 - anything else is reported, never raised
-        problem = config_problem(exc)
-        if problem is None:
-            app.log.exception("health check failed")
-            problem = ConfigProblem((), "the function could not start; see its logs")
-    if problem is None:
-        return Response(body={"status": "ok"}, status_code=200)
-    body = {"status": "misconfigured", "missing": list(problem.missing), "error": problem.message}
-    return Response(body=body, status_code=503)
-
-
-def _missing_credentials() -> ConfigProblem | None:
-    """botocore finds credentials only when it signs: look now so /health can say so."""
-    import boto3
-    from botocore.exceptions import NoCredentialsError
-
-    if boto3.session.Session().get_credentials() is None:
-        return config_problem(NoCredentialsError())
-    return None
+    """200 ``{"status":"ok"}`` or 503 ``{"status":"misconfigured",...}`` (wiring.health)."""
+    answer = health_check(get_switchboard)
+    return Response(body=answer.body, status_code=answer.status)
 
 
 @app.route("/broadcast", methods=["POST"])
@@ -259,7 +188,7 @@ def _page_params() -> tuple[str | None, str | None]:
     query = app.current_request.query_params or {}
     unknown = sorted(set(query) - {"after", "limit"})
     if unknown:
-        raise BadRequest(f"unknown query parameter {unknown[0]!r}: expected after, limit")
+        raise errors.BadRequest(f"unknown query parameter {unknown[0]!r}: expected after, limit")
     return query.get("after"), query.get("limit")
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from chalicelib.rate_control import RATE_CONTROLS
 
 AUTH_MODES = ("jwt", "none")
+TRANSPORTS = ("async", "boto3")
 # The SQS queue of fan-out continuations as app.py's on_sqs_message names it (``chalice
 # deploy`` subscribes the worker to this name; the packaged stack makes its own queue and
 # points the event source mapping at it). The senders find it by CONTINUATION_QUEUE_URL.
@@ -89,73 +91,135 @@ class EndpointRule:
 
 
 @dataclass(frozen=True)
+class Var:
+    """How one setting is read: its environment variable, bounds (inclusive, for numbers),
+    or its allowed values (compared lower-cased). The default lives in the dataclass field
+    that carries this as metadata, so name, default and bounds are declared on one line."""
+
+    env: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def read(self, env: Mapping[str, str], default: Any) -> Any:
+        raw = env.get(self.env)
+        if isinstance(default, bool) or raw is None or raw.strip() == "":
+            return default
+        if self.choices:
+            value = raw.strip().lower()
+            if value not in self.choices:
+                raise ConfigError(
+                    f"{self.env} must be one of {', '.join(self.choices)}, got {value!r}"
+                )
+            return value
+        if isinstance(default, int):
+            return _int(env, self.env, default, int(self.low or 0), int(self.high or 0))
+        if isinstance(default, float) or (default is None and self.low is not None):
+            return _float(env, self.env, 0.0, self.low, self.high)
+        return raw
+
+
+def setting(
+    env: str,
+    default: Any,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A dataclass field read from ``env`` by ``Settings.from_env`` (see ``Var``)."""
+    return field(default=default, metadata={"var": Var(env, low, high, choices)})
+
+
+@dataclass(frozen=True)
 class Settings:
+    """Every setting, declared once: field name, environment variable, default and bounds,
+    grouped by concern (docs/CONFIGURATION.md lists them in the same groups). Fields without
+    a ``setting(...)`` are read by ``from_env`` itself (required, derived or secret ones)."""
+
     table_name: str
-    auth_mode: str = "jwt"
+
+    # --- who may connect and push -------------------------------------------------------------
+    auth_mode: str = setting("AUTH_MODE", "jwt", choices=AUTH_MODES)
+    # The secret itself: JWT_SECRET, or the SSM parameter JWT_SECRET_PARAMETER names (read by
+    # the ``read_secret`` that wiring.settings_from_env passes).
     jwt_secret: str | None = None
-    jwt_algorithm: str = "HS256"
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
+    jwt_algorithm: str = "HS256"  # JWT_ALGORITHM: case-sensitive, checked in from_env
+    jwt_issuer: str | None = setting("JWT_ISSUER", None)
+    jwt_audience: str | None = setting("JWT_AUDIENCE", None)
     # The longest a token may live (exp - iat): a leaked token is useful for at most this long.
-    jwt_max_lifetime_seconds: int = 86400
-    admin_role: str = "admin"
+    jwt_max_lifetime_seconds: int = setting("JWT_MAX_LIFETIME_SECONDS", 86400, 60, 30 * 86400)
+    admin_role: str = setting("ADMIN_ROLE", "admin")
+
+    # --- connections and the management API ---------------------------------------------------
     # Connect time + 2 h API Gateway maximum + 5 min margin.
-    connection_ttl_seconds: int = 7500
-    management_endpoint: str | None = None
-    fanout_workers: int = 64
+    connection_ttl_seconds: int = setting("CONNECTION_TTL_SECONDS", 7500, 60, 30 * 86400)
+    management_endpoint: str | None = None  # APIGW_MANAGEMENT_ENDPOINT, trailing "/" dropped
+    endpoint_rule: EndpointRule = field(default_factory=EndpointRule)  # MANAGEMENT_ENDPOINT_*
+    max_attempts: int = setting("MANAGEMENT_MAX_ATTEMPTS", 3, 1, 10)
+    management_transport: str = setting("MANAGEMENT_TRANSPORT", "async", choices=TRANSPORTS)
+    http_connect_timeout: float = setting("HTTP_CONNECT_TIMEOUT", 2.0)
+    http_read_timeout: float = setting("HTTP_READ_TIMEOUT", 5.0)
+
+    # --- fan-out --------------------------------------------------------------------------------
+    fanout_workers: int = setting("FANOUT_WORKERS", 64, 1, 1024)
     # A fan-out stops starting posts after this long: under API Gateway's 29 s integration
     # timeout, so the sender gets its ack instead of "Endpoint request timed out".
-    fanout_deadline_seconds: float = 25.0
+    fanout_deadline_seconds: float = setting("FANOUT_DEADLINE_SECONDS", 25.0, 0.1, 900.0)
     # Posts/s pacing against the account's @connections quota (rate_control.py): "aimd"
     # learns a share from 429s, "off" posts as fast as FANOUT_WORKERS allow. The maximum
-    # defaults to AWS's default account quota (10,000 rps); the initial rate to what
-    # FANOUT_WORKERS sustain at ~20 ms a post (3,200/s for 64), under the maximum.
-    fanout_rate_control: str = "aimd"
-    fanout_initial_rate: float | None = None
-    fanout_max_rate: float = 10000.0
-    all_shards: int = 8
-    max_text_chars: int = 8192
-    max_rooms_per_connection: int = 50
-    http_connect_timeout: float = 2.0
-    http_read_timeout: float = 5.0
-    max_attempts: int = 3
-    management_transport: str = "async"
-    log_level: str = "INFO"
-    # The message log (resume and history): retention, and how many messages one resume replays
-    # per stream before it answers truncated (the client pages the rest with history).
-    history_ttl_seconds: int = 86400
-    history_max_replay: int = 500
-    endpoint_rule: EndpointRule = field(default_factory=EndpointRule)
-    # How long a send's clientMsgId is remembered: a retry within it is answered, not re-sent.
-    idempotency_ttl_seconds: int = 86400
-    # Presence: rooms with more users send no enter/leave events (Pusher's presence channels
-    # stop at 100 too); ``members`` lists at most this many users and says truncated.
-    presence_max_members: int = 100
-    presence_max_list: int = 1000
-    # Abuse limits (chalicelib/limits.py): they belong to the user or the connection, not the
-    # process, so their state is in DynamoDB.
-    max_connections_per_user: int = 10
-    max_rooms_per_user: int = 50
-    message_rate: float = 10.0  # frames per second per connection, sustained
-    message_burst: int = 20  # frames a connection may send at once after a quiet spell
+    # defaults to AWS's default account quota (10,000 rps); the initial rate (None here) to
+    # what FANOUT_WORKERS sustain at ~20 ms a post (3,200/s for 64), under the maximum.
+    fanout_rate_control: str = setting("FANOUT_RATE_CONTROL", "aimd", choices=RATE_CONTROLS)
+    fanout_initial_rate: float | None = setting("FANOUT_INITIAL_RATE", None, 1.0, 1e6)
+    fanout_max_rate: float = setting("FANOUT_MAX_RATE", 10000.0, 1.0, 1e6)
+    all_shards: int = setting("ALL_SHARDS", 8, 1, 256)
     # Where a fan-out that reaches its deadline hands the rest of its audience (an SQS queue
     # URL; chalicelib/continuation.py). None: no continuation, the rest is reported failed.
-    continuation_queue_url: str | None = None
+    continuation_queue_url: str | None = None  # CONTINUATION_QUEUE_URL, checked in from_env
     # Target ids per continuation message: ~2,000 with their endpoints stay far under SQS's
     # 256 KB message limit (endpoints are listed once per message).
-    continuation_batch: int = 2000
+    continuation_batch: int = setting("CONTINUATION_BATCH", 2000, 1, 2000)
+
+    # --- messages, the log and presence -----------------------------------------------------
+    max_text_chars: int = setting("MAX_TEXT_CHARS", 8192, 1, 32768)
+    # The message log (resume and history): retention, and how many messages one resume
+    # replays per stream before it answers truncated (the client pages the rest with history).
+    history_ttl_seconds: int = setting("HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400)
+    history_max_replay: int = setting("HISTORY_MAX_REPLAY", 500, 1, 10000)
+    # How long a send's clientMsgId is remembered: a retry within it is answered, not re-sent.
+    idempotency_ttl_seconds: int = setting("IDEMPOTENCY_TTL_SECONDS", 86400, 60, 366 * 86400)
+    # Presence: rooms with more users send no enter/leave events (Pusher's presence channels
+    # stop at 100 too); ``members`` lists at most this many users and says truncated.
+    presence_max_members: int = setting("PRESENCE_MAX_MEMBERS", 100, 0, 100000)
+    presence_max_list: int = setting("PRESENCE_MAX_LIST", 1000, 1, 10000)
+
+    # --- abuse limits (chalicelib/limits.py): per user or connection, so kept in DynamoDB ----
+    max_rooms_per_connection: int = setting("MAX_ROOMS_PER_CONNECTION", 50, 1, 1000)
+    max_connections_per_user: int = setting("MAX_CONNECTIONS_PER_USER", 10, 1, 100_000)
+    max_rooms_per_user: int = setting("MAX_ROOMS_PER_USER", 50, 1, 100_000)
+    message_rate: float = setting("MESSAGE_RATE", 10.0, 0.01, 100_000.0)  # frames/s, sustained
+    message_burst: int = setting("MESSAGE_BURST", 20, 1, 100_000)  # frames at once after a lull
+
+    log_level: str = "INFO"  # LOG_LEVEL, upper-cased
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        read_secret: Callable[[str], str] | None = None,
+    ) -> Settings:
+        """Read every setting; ``read_secret`` fetches the secret JWT_SECRET_PARAMETER names
+        (``wiring.read_secret_parameter``; without it a parameter is a ConfigError)."""
         env = os.environ if env is None else env
         table = env.get("CONNECTIONS_TABLE", "").strip()
         if not table:
             raise ConfigError("CONNECTIONS_TABLE is required (the DynamoDB connections table name)")
-        auth_mode = env.get("AUTH_MODE", "jwt").strip().lower()
-        if auth_mode not in AUTH_MODES:
-            raise ConfigError(
-                f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {auth_mode!r}"
-            )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = f.metadata.get("var")
+            if var is not None:
+                values[f.name] = var.read(env, f.default)
+        auth_mode = values["auth_mode"]
         # Lambda sets AWS_LAMBDA_FUNCTION_NAME in every function's environment (docs:
         # https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html, "Defined runtime
         # environment variables"); the local gateway and chalice.test.Client do not set it. Not
@@ -173,72 +237,51 @@ class Settings:
                 f"JWT_ALGORITHM={algorithm} needs the 'cryptography' package "
                 "(add PyJWT[crypto] to requirements.txt); the default bundle supports HS* only"
             )
-        transport = env.get("MANAGEMENT_TRANSPORT", "async").strip().lower()
-        if transport not in ("async", "boto3"):
-            raise ConfigError(f"MANAGEMENT_TRANSPORT must be async or boto3, got {transport!r}")
-        rate_control = env.get("FANOUT_RATE_CONTROL", "aimd").strip().lower()
-        if rate_control not in RATE_CONTROLS:
-            raise ConfigError(
-                f"FANOUT_RATE_CONTROL must be one of {', '.join(RATE_CONTROLS)}, got {rate_control!r}"
-            )
-        max_rate = _float(env, "FANOUT_MAX_RATE", 10000.0, 1.0, 1e6)
-        workers = _int(env, "FANOUT_WORKERS", 64, 1, 1024)
-        # What the pool sustains at ~20 ms a post (see Limits in the README), under the cap.
-        initial_rate = _float(env, "FANOUT_INITIAL_RATE", min(max_rate, workers / 0.02), 1.0, 1e6)
+        max_rate = values["fanout_max_rate"]
+        if values["fanout_initial_rate"] is None:
+            # What the pool sustains at ~20 ms a post (see Limits in the README), under the cap.
+            values["fanout_initial_rate"] = min(max_rate, values["fanout_workers"] / 0.02)
+        initial_rate = values["fanout_initial_rate"]
         if initial_rate > max_rate:
             raise ConfigError(
                 f"FANOUT_INITIAL_RATE ({initial_rate:g}) must not exceed FANOUT_MAX_RATE ({max_rate:g})"
             )
-        secret = env.get("JWT_SECRET") or None
-        source = "JWT_SECRET"
-        parameter = (env.get("JWT_SECRET_PARAMETER") or "").strip()
-        if auth_mode == "jwt" and not secret and parameter:
-            secret = read_secret_parameter(parameter)
-            source = f"the secret in JWT_SECRET_PARAMETER {parameter!r}"
-        if auth_mode == "jwt" and not secret:
-            raise ConfigError(
-                "AUTH_MODE=jwt needs JWT_SECRET (an HMAC secret or a PEM public key) "
-                "or JWT_SECRET_PARAMETER (the name of an SSM SecureString holding it)"
-            )
-        if auth_mode == "jwt" and secret and algorithm in HMAC_MIN_SECRET_BYTES:
-            _check_secret_length(secret, algorithm, source)
+        secret = _secret(env, auth_mode, algorithm, read_secret)
         return cls(
             table_name=table,
-            auth_mode=auth_mode,
             jwt_secret=secret,
             jwt_algorithm=algorithm,
-            jwt_issuer=env.get("JWT_ISSUER") or None,
-            jwt_audience=env.get("JWT_AUDIENCE") or None,
-            jwt_max_lifetime_seconds=_int(env, "JWT_MAX_LIFETIME_SECONDS", 86400, 60, 30 * 86400),
-            admin_role=env.get("ADMIN_ROLE", "admin"),
-            connection_ttl_seconds=_int(env, "CONNECTION_TTL_SECONDS", 7500, 60, 30 * 86400),
             management_endpoint=(env.get("APIGW_MANAGEMENT_ENDPOINT") or "").rstrip("/") or None,
-            fanout_workers=workers,
-            fanout_deadline_seconds=_float(env, "FANOUT_DEADLINE_SECONDS", 25.0, 0.1, 900.0),
-            fanout_rate_control=rate_control,
-            fanout_initial_rate=initial_rate,
-            fanout_max_rate=max_rate,
-            all_shards=_int(env, "ALL_SHARDS", 8, 1, 256),
-            max_text_chars=_int(env, "MAX_TEXT_CHARS", 8192, 1, 32768),
-            max_rooms_per_connection=_int(env, "MAX_ROOMS_PER_CONNECTION", 50, 1, 1000),
-            http_connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", 2.0),
-            http_read_timeout=_float(env, "HTTP_READ_TIMEOUT", 5.0),
-            max_attempts=_int(env, "MANAGEMENT_MAX_ATTEMPTS", 3, 1, 10),
-            management_transport=transport,
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            history_ttl_seconds=_int(env, "HISTORY_TTL_SECONDS", 86400, 60, 366 * 86400),
-            history_max_replay=_int(env, "HISTORY_MAX_REPLAY", 500, 1, 10000),
             endpoint_rule=EndpointRule.from_env(env),
-            idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 86400, 60, 366 * 86400),
-            presence_max_members=_int(env, "PRESENCE_MAX_MEMBERS", 100, 0, 100000),
-            presence_max_list=_int(env, "PRESENCE_MAX_LIST", 1000, 1, 10000),
-            max_connections_per_user=_int(env, "MAX_CONNECTIONS_PER_USER", 10, 1, 100_000),
-            max_rooms_per_user=_int(env, "MAX_ROOMS_PER_USER", 50, 1, 100_000),
-            message_rate=_float(env, "MESSAGE_RATE", 10.0, 0.01, 100_000.0),
-            message_burst=_int(env, "MESSAGE_BURST", 20, 1, 100_000),
             continuation_queue_url=_queue_url(env),
-            continuation_batch=_int(env, "CONTINUATION_BATCH", 2000, 1, 2000),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            **values,
         )
+
+
+def _secret(
+    env: Mapping[str, str],
+    auth_mode: str,
+    algorithm: str,
+    read_secret: Callable[[str], str] | None,
+) -> str | None:
+    """JWT_SECRET, else the SSM parameter JWT_SECRET_PARAMETER names; checked for length."""
+    secret = env.get("JWT_SECRET") or None
+    source = "JWT_SECRET"
+    parameter = (env.get("JWT_SECRET_PARAMETER") or "").strip()
+    if auth_mode == "jwt" and not secret and parameter:
+        if read_secret is None:
+            raise ConfigError("JWT_SECRET_PARAMETER is set but nothing here reads SSM")
+        secret = read_secret(parameter)
+        source = f"the secret in JWT_SECRET_PARAMETER {parameter!r}"
+    if auth_mode == "jwt" and not secret:
+        raise ConfigError(
+            "AUTH_MODE=jwt needs JWT_SECRET (an HMAC secret or a PEM public key) "
+            "or JWT_SECRET_PARAMETER (the name of an SSM SecureString holding it)"
+        )
+    if auth_mode == "jwt" and secret and algorithm in HMAC_MIN_SECRET_BYTES:
+        _check_secret_length(secret, algorithm, source)
+    return secret
 
 
 def _queue_url(env: Mapping[str, str]) -> str | None:
@@ -249,33 +292,6 @@ def _queue_url(env: Mapping[str, str]) -> str | None:
             f"https://sqs.us-east-1.amazonaws.com/123456789012/name, got {url!r}"
         )
     return url or None
-
-
-def read_secret_parameter(name: str) -> str:
-    """The decrypted value of an SSM (SecureString) parameter: deployed stages keep the JWT
-    secret there, so it never appears in a template, a Lambda's configuration or the repo."""
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from chalicelib.aws_errors import error_code
-
-    client = boto3.client(
-        "ssm",
-        config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"}),
-    )
-    try:
-        response = client.get_parameter(Name=name, WithDecryption=True)
-    except ClientError as exc:
-        raise ConfigError(
-            f"JWT_SECRET_PARAMETER {name!r} could not be read: {error_code(exc)}"
-        ) from None
-    except BotoCoreError as exc:
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {exc}") from None
-    value = str(response["Parameter"]["Value"])
-    if not value.strip():
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} is empty")
-    return value
 
 
 def _check_secret_length(secret: str, algorithm: str, source: str) -> None:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chalicelib import log, metrics, protocol
+from chalicelib.audience import Audience
 from chalicelib.broadcaster import Broadcaster, Report
+from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import QuerySpec, Registry, Target
 
@@ -113,24 +114,6 @@ class Resumable(Protocol):
     def rest(self) -> tuple[list[Target], list[QuerySpec]]: ...
 
 
-class Remainder:
-    """Explicit targets first, then a registry sweep; ``rest()`` is exactly what was not
-    iterated (the targets not yielded, and the sweep's own rest)."""
-
-    def __init__(self, targets: list[Target], registry: Registry, queries: list[QuerySpec]):
-        self._targets = deque(targets)
-        self._sweep = registry.sweep(queries)
-
-    def __iter__(self) -> Iterator[Target]:
-        while self._targets:
-            yield self._targets.popleft()
-        yield from self._sweep
-
-    def rest(self) -> tuple[list[Target], list[QuerySpec]]:
-        read, queries = self._sweep.rest()  # an unstarted sweep: nothing read, every Query
-        return list(self._targets) + read, queries
-
-
 def split(job: Job, per_message: int) -> list[Job]:
     """``job`` as SQS-sized jobs: ``per_message`` targets each, the Queries in the first."""
     chunks = [job.targets[i : i + per_message] for i in range(0, len(job.targets), per_message)]
@@ -173,46 +156,30 @@ class Continuation:
         self._deadline_seconds = deadline_seconds
         self._max_hops = max_hops
 
-    def audience(self, queries: list[QuerySpec]) -> Remainder:
-        """A resumable audience for a new fan-out: what ``hand_off`` can continue."""
-        return Remainder([], self._registry, queries)
-
     def hand_off(
         self,
         report: Report,
         audience: Resumable,
-        message: dict[str, Any],
+        message: Message,
         exclude: str | None,
         scope: str | None,
         hop: int = 1,
         strict: bool = False,
-    ) -> None:
-        """If the fan-out stopped at its deadline, enqueue its rest and count the targets it
-        had read as ``continued``. When SQS refuses, or after ``max_hops``, the unstarted ones
-        stay failed (reason ``deadline``) as without a continuation; ``strict`` (a worker,
+    ) -> Report:
+        """The policy for a fan-out's remainder: if it stopped at its deadline, enqueue its
+        rest and return the report with the targets it had read counted ``continued``. When
+        SQS refuses, or after ``max_hops``, the report is returned as it was (the unstarted
+        ones failed, reason ``deadline``, as without a continuation); ``strict`` (a worker,
         whose job SQS can redeliver) raises instead."""
         if not report.stopped_early:
-            return
+            return report
+        stream, seq = message.position
         if hop > self._max_hops:
-            log.emit(
-                logging.ERROR,
-                event="continuation_gave_up",
-                stream=message["stream"],
-                seq=message["seq"],
-                hop=hop,
-            )
-            return
+            log.emit(logging.ERROR, event="continuation_gave_up", stream=stream, seq=seq, hop=hop)
+            return report
         read, queries = audience.rest()
         read = [t for t in read if t.connection_id != exclude]  # the sender is never sent to
-        job = Job(
-            str(message["stream"]),
-            int(message["seq"]),
-            scope,
-            exclude,
-            report.unstarted + read,
-            queries,
-            hop,
-        )
+        job = Job(stream, seq, scope, exclude, [*report.unstarted, *read], queries, hop)
         jobs = split(job, self._per_message)
         sent = 0
         try:
@@ -231,9 +198,7 @@ class Continuation:
             )
             if strict:
                 raise
-            return
-        report.hand_off()
-        report.continued += len(read)
+            return report
         log.emit(
             event="continuation_enqueued",
             stream=job.stream,
@@ -243,15 +208,21 @@ class Continuation:
             queries=len(queries),
             messages=len(jobs),
         )
+        return report.continued_by(len(read))
 
-    def run_batch(self, records: list[tuple[str, str]]) -> dict[str, Any]:
+    def run_batch(
+        self,
+        records: list[tuple[str, str]],
+        after: Callable[[Report], object] = lambda report: None,
+    ) -> dict[str, Any]:
         """Carry on every job of one SQS batch (``(messageId, body)`` pairs) within one
-        deadline; the answer is Lambda's partial-batch response (``batchItemFailures``)."""
+        deadline; the answer is Lambda's partial-batch response (``batchItemFailures``).
+        ``after`` gets each job's report (the service removes the connections found gone)."""
         deadline = time.monotonic() + self._deadline_seconds
         failures: list[dict[str, str]] = []
         for message_id, body in records:
             try:
-                self.run(body, deadline)
+                after(self.run(body, deadline))
             except BadJob as exc:
                 # Redelivering a body that can never parse helps nobody: logged and dropped.
                 log.emit(
@@ -275,39 +246,17 @@ class Continuation:
                 logging.WARNING, event="continuation_message_gone", stream=job.stream, seq=job.seq
             )
             return Report()
-        audience = Remainder(job.targets, self._registry, job.queries)
+        message = Message.from_frame(frame)
+        audience = Audience(self._registry, job.queries, job.targets)
         report = self._broadcaster.fan_out(
             audience,
-            protocol.encode(frame),
+            protocol.encode(message.to_frame()),
             exclude=job.exclude,
             scope=job.scope,
             deadline=deadline,
         )
-        self.hand_off(report, audience, frame, job.exclude, job.scope, job.hop + 1, strict=True)
-        emit_metrics(report, job.scope, stream=job.stream, seq=job.seq, hop=job.hop)
+        report = self.hand_off(
+            report, audience, message, job.exclude, job.scope, job.hop + 1, strict=True
+        )
+        metrics.emit_report(report, job.scope, stream=job.stream, seq=job.seq, hop=job.hop)
         return report
-
-
-def queries_for(registry: Registry, scope: str, name: str | None) -> list[QuerySpec]:
-    """The registry Queries of a scope's audience (``user``, ``room`` or ``all``)."""
-    if scope == "user":
-        return [registry.user_query(str(name))]
-    if scope == "room":
-        return [registry.room_query(str(name))]
-    if scope == "all":
-        return registry.all_queries()
-    raise ValueError(f"unknown scope {scope!r}")
-
-
-def emit_metrics(report: Report, scope: str | None, **extra: Any) -> None:
-    """The fan-out's EMF line (``chalicelib.metrics``)."""
-    values = {
-        "recipients": report.recipients,
-        "delivered": report.delivered,
-        "gone": report.gone,
-        "failed": report.failed,
-        "throttled": report.outcomes.get("throttled", 0),
-        "continued": report.continued,
-        "duration_ms": report.duration_ms,
-    }
-    metrics.emit_fanout(scope, values, **extra)

@@ -43,10 +43,9 @@ from chalicelib.table import ConditionFailed, Item, Table, Update
 
 
 class DuplicateSend(Exception):
-    """This ``clientMsgId`` was used before: the request must send nothing."""
-
-    def frame(self, ref: protocol.Ref) -> dict[str, Any]:
-        raise NotImplementedError
+    """This ``clientMsgId`` was used before: the request must send nothing. The refusals
+    (``SendInProgress``, ``ClientMsgIdReused``) get their frame and HTTP status from
+    ``errors.classify``; ``AlreadySent`` is no error: its answer is the original's ack."""
 
 
 class AlreadySent(DuplicateSend):
@@ -82,18 +81,12 @@ class SendInProgress(DuplicateSend):
     def __init__(self) -> None:
         super().__init__("a send with this clientMsgId is still in progress; retry shortly")
 
-    def frame(self, ref: protocol.Ref) -> dict[str, Any]:
-        return protocol.error_frame("rate_limited", str(self), ref)
-
 
 class ClientMsgIdReused(DuplicateSend):
     """The id was used for a different message (another stream or text)."""
 
     def __init__(self) -> None:
         super().__init__("this clientMsgId was already used for a different message")
-
-    def frame(self, ref: protocol.Ref) -> dict[str, Any]:
-        return protocol.error_frame("bad_request", str(self), ref)
 
 
 def digest(text: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 NAMESPACE = "Switchboard"
 # By scope, and (the empty dimension set) across scopes: what the template's alarms watch.
@@ -65,3 +65,34 @@ def emit_fanout(
     stream = out or sys.stdout
     stream.write(json.dumps(fanout_line(scope, values, **extra), separators=(",", ":")) + "\n")
     stream.flush()
+
+
+class FanoutCounts(Protocol):
+    """What a fan-out's line is made of (``broadcaster.Report`` has these, read-only)."""
+
+    @property
+    def recipients(self) -> int: ...
+
+    @property
+    def delivered(self) -> int: ...
+
+    @property
+    def gone(self) -> int: ...
+
+    @property
+    def failed(self) -> int: ...
+
+    @property
+    def throttled(self) -> int: ...
+
+    @property
+    def continued(self) -> int: ...
+
+    @property
+    def duration_ms(self) -> float: ...
+
+
+def emit_report(report: FanoutCounts, scope: str | None, **extra: Any) -> None:
+    """The EMF line of one fan-out's report (``extra``: stream, seq, hop)."""
+    values = {attribute: getattr(report, attribute) for attribute, _, _ in METRICS}
+    emit_fanout(scope, values, **extra)

@@ -33,9 +33,11 @@ period), so an id whose removal was lost (a handler killed midway) stops countin
 latest, when the last connection that joined would have expired; every read filters ``ttl >
 now`` and ``attribute_exists(conns)``.
 
-Events (``{"type":"presence","room":..,"event":"enter"|"leave","userId":..}``) are logged in
-the room's stream (``room:<name>``: they carry ``stream`` and ``seq`` and are replayed by a
-resume) and fanned out to the room's members, except the joining connection. Rooms with more
+Events (``{"type":"presence","room":..,"event":"enter"|"leave","userId":..}``): ``join``,
+``leave`` and ``remove`` return them as ``Announcement``s; the caller (``Switchboard``) has
+``log_event`` log each in the room's stream (``room:<name>``: they carry ``stream`` and
+``seq`` and are replayed by a resume) and fans it out to the room's members, except the
+joining connection. Presence never calls the broadcaster. Rooms with more
 than ``PRESENCE_MAX_MEMBERS`` users send no events (checked with one Query of at most that
 many + 1 user items, only when an enter or leave happens).
 
@@ -49,88 +51,81 @@ when the user left. An enter or leave event adds the size check (one Query, abou
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib import log, protocol
-from chalicelib.message_log import LogWriteError, MessageLog
+from chalicelib import protocol
+from chalicelib.message_log import MessageLog
 from chalicelib.presence_store import PresenceStore, Roster
 from chalicelib.protocol import Scope
-from chalicelib.registry import ConnectionRecord, Registry, Target
+from chalicelib.registry import ConnectionRecord, Registry
 
 _log = logging.getLogger("switchboard")
 
 ENTER = "enter"
 LEAVE = "leave"
 
-__all__ = ["ENTER", "LEAVE", "Presence", "Roster"]
+__all__ = ["ENTER", "LEAVE", "Announcement", "Presence", "Roster"]
 
 
-class FanOut(Protocol):
-    def fan_out(
-        self,
-        targets: Iterator[Target],
-        payload: bytes,
-        exclude: str | None = None,
-        scope: str | None = None,
-        *,
-        prune_gone: bool = True,
-    ) -> Any: ...
+@dataclass(frozen=True)
+class Announcement:
+    """A presence event to log and fan out: ``user_id`` entered or left ``room``.
+    ``exclude`` is the connection that caused it (a joining connection is not told)."""
+
+    room: str
+    event: str
+    user_id: str
+    exclude: str | None = None
 
 
 class Presence:
-    """Keeps the per-user items of rooms in step with memberships and announces enter/leave.
+    """Keeps the per-user items of rooms in step with memberships and says what to announce.
 
     ``join``/``leave``/``remove`` replace the registry's calls of the same name for callers
-    that want presence; announcing never raises (a failed announcement is logged and the
-    membership change stands; ``members`` is always right). The items themselves are
-    ``PresenceStore``'s (presence_store.py).
+    that want presence. The items themselves are ``PresenceStore``'s (presence_store.py).
+    These methods return the ``Announcement`` to make rather than making it: the caller
+    (``Switchboard``) logs it with ``log_event`` and fans it out, so presence never calls the
+    broadcaster (and a removal found by a fan-out never nests inside it).
     """
 
     def __init__(
         self,
         registry: Registry,
         message_log: MessageLog,
-        broadcaster: FanOut,
         max_members: int = 100,
         max_list: int = 1000,
     ) -> None:
         self._registry = registry
         self._store = PresenceStore(registry.table, registry, max_list)
         self._log = message_log
-        self._broadcaster = broadcaster
         self._max_members = max_members
 
     # --- membership changes ---------------------------------------------------------------
 
-    def join(self, conn: ConnectionRecord, room: str) -> bool:
-        """Join ``room``; True (and announced) when this is the user's first connection there.
-        Raises ``NotConnected`` like ``Registry.join``."""
-        entered = self._store.join(conn, room)
-        if entered:
-            self.announce(room, ENTER, conn.user_id, exclude=conn.connection_id)
-        return entered
+    def join(self, conn: ConnectionRecord, room: str) -> Announcement | None:
+        """Join ``room``; the user's enter to announce when this is their first connection
+        there, else None. Raises ``NotConnected`` like ``Registry.join``."""
+        if self._store.join(conn, room):
+            return Announcement(room, ENTER, conn.user_id, exclude=conn.connection_id)
+        return None
 
-    def leave(self, conn: ConnectionRecord, room: str) -> bool:
-        """Leave ``room``; True (and announced) when this was the user's last connection."""
-        left = self._store.leave(conn, room)
-        if left:
-            self.announce(room, LEAVE, conn.user_id)
-        return left
+    def leave(self, conn: ConnectionRecord, room: str) -> Announcement | None:
+        """Leave ``room``; the user's leave to announce when this was their last connection
+        there, else None."""
+        if self._store.leave(conn, room):
+            return Announcement(room, LEAVE, conn.user_id)
+        return None
 
-    def remove(self, connection_id: str) -> bool:
+    def remove(self, connection_id: str) -> list[Announcement] | None:
         """Remove a connection (``Registry.remove_connection``), then take it out of the
-        presence of every room it was in, announcing the user's leave where it was their last
-        connection. True if the connection existed. Registry errors raise; presence errors
-        past the removal are logged (ttl heals them)."""
+        presence of every room it was in. Returns the user's leaves to announce (the rooms
+        where it was their last connection), or None if the connection did not exist.
+        Registry errors raise; presence errors past the removal are logged (ttl heals them)."""
         departure = self._store.remove(connection_id)
         if departure is None:
-            return False
-        for room in departure.left:
-            self.announce(room, LEAVE, departure.user_id)
-        return True
+            return None
+        return [Announcement(room, LEAVE, departure.user_id) for room in departure.left]
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -144,29 +139,14 @@ class Presence:
 
     # --- events ---------------------------------------------------------------------------
 
-    def announce(self, room: str, event: str, user_id: str, exclude: str | None = None) -> None:
-        """Log a presence event in the room's stream and fan it out to the room's members.
-        Never raises: the membership change it reports has happened either way."""
-        with log.event_log(event="presence", room=room, change=event, userId=user_id) as record:
-            try:
-                if not self.small(room):
-                    record["outcome"] = "over_cap"
-                    return
-                frame = self._log.append(
-                    protocol.stream_name(Scope.ROOM, room),
-                    protocol.presence_frame(room, event, user_id),
-                )
-                record.update(stream=frame["stream"], seq=frame["seq"])
-                report = self._broadcaster.fan_out(
-                    self._registry.room_members(room),
-                    protocol.encode(frame),
-                    exclude=exclude,
-                    scope="presence",
-                    # An announcement leaves closed connections to the next send's prune: a
-                    # prune here would announce another leave, and at soak scale those chains
-                    # made joins take 20 s.
-                    prune_gone=False,
-                )
-                record.update(report.as_dict())
-            except (LogWriteError, ClientError, BotoCoreError) as exc:
-                record.update(outcome="presence_error", error=type(exc).__name__)
+    def log_event(self, announcement: Announcement) -> dict[str, Any] | None:
+        """Log ``announcement`` in its room's stream; the logged frame (with ``stream`` and
+        ``seq``) for the caller to fan out to the room, or None when the room is over
+        ``max_members`` (no events). Raises ``LogWriteError`` and registry errors."""
+        room = announcement.room
+        if not self.small(room):
+            return None
+        return self._log.append(
+            protocol.stream_name(Scope.ROOM, room),
+            protocol.presence_frame(room, announcement.event, announcement.user_id),
+        )

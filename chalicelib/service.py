@@ -1,64 +1,51 @@
-"""switchboard's behaviour: the three WebSocket events and the HTTP push API.
+"""switchboard's behaviour: the three WebSocket events, the HTTP push API and the SQS
+continuation of a fan-out.
 
 app.py only wires Chalice's decorators to these methods; everything here takes its
 collaborators (registry, gateway, broadcaster) in the constructor so tests can pass fakes
 (``wiring.build_switchboard`` builds the real ones).
+
+Closed connections found by a fan-out or a reply are removed, and their leaves announced,
+by ``Departures`` (departures.py) after the fan-out, never from inside it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib import log, protocol
+from chalicelib import log, metrics, protocol
+from chalicelib.audience import Audience
 from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
-from chalicelib.aws_errors import error_code, is_throttling
-from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
+from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.config import Settings
-from chalicelib.continuation import Continuation, emit_metrics, queries_for
-from chalicelib.idempotency import (
-    AlreadySent,
-    Claim,
-    ClientMsgIdReused,
-    DuplicateSend,
-    SendLedger,
-)
+from chalicelib.departures import Departures, Settled
+from chalicelib.errors import BadRequest, NotFound, NotRegistered, classify
+from chalicelib.idempotency import AlreadySent, Claim, SendLedger
 from chalicelib.limits import Limits
 from chalicelib.management_api import ManagementApi, Outcome
-from chalicelib.message_log import LogWriteError, MessageLog
-from chalicelib.presence import Presence
+from chalicelib.message import Message
+from chalicelib.message_log import MessageLog
+from chalicelib.presence import Announcement, Presence
 from chalicelib.protocol import Scope
-from chalicelib.registry import (
-    ConnectionRecord,
-    DuplicateConnection,
-    NotConnected,
-    Registry,
-    Target,
-)
+from chalicelib.registry import ConnectionRecord, DuplicateConnection, Registry
 from chalicelib.replay import Replayer, page_fields
 from chalicelib.ws_event import WsEvent
 
+if TYPE_CHECKING:  # imported by wiring.py only when a queue is configured
+    from chalicelib.continuation import Continuation
+
 Frame = dict[str, Any]
 _PLAIN_INT_RE = re.compile(r"-?[0-9]{1,16}")
+_logger = logging.getLogger("switchboard")
 
 
 @dataclass(frozen=True)
 class HttpResult:
     status: int
     body: Any = None
-
-
-class BadRequest(ValueError):
-    """An HTTP request body or path parameter is invalid (400)."""
-
-
-class NotFound(LookupError):
-    """The HTTP path names something that does not exist (404)."""
 
 
 class Switchboard:
@@ -72,6 +59,7 @@ class Switchboard:
         sends: SendLedger | None = None,
         limits: Limits | None = None,
         continuation: Continuation | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.settings = settings
         # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
@@ -84,14 +72,13 @@ class Switchboard:
         self.sends = sends or SendLedger(
             registry.table, ttl_seconds=settings.idempotency_ttl_seconds
         )
-        self.presence = Presence(
-            registry,
-            message_log,
-            broadcaster,
-            settings.presence_max_members,
-            settings.presence_max_list,
+        self.presence = presence or Presence(
+            registry, message_log, settings.presence_max_members, settings.presence_max_list
         )
         self.limits = limits if limits is not None else Limits(registry.table, settings)
+        self.departures = Departures(
+            self.presence, broadcaster, registry, workers=settings.fanout_workers
+        )
 
     # --- WebSocket events -----------------------------------------------------------------
 
@@ -123,8 +110,9 @@ class Switchboard:
             except DuplicateConnection:
                 record.update(outcome="duplicate", status=409)
                 return HttpResult(409, {"message": "connection already registered"})
-            except (ClientError, BotoCoreError) as exc:
-                record.update(outcome="registry_error", status=500, error=error_code(exc))
+            except Exception as exc:  # noqa: BLE001 - a refused handshake, never a crash
+                error = classify(exc)
+                record.update(outcome="registry_error", status=500, error=error.detail)
                 return HttpResult(500, {"message": "could not register the connection"})
             return HttpResult(200)
 
@@ -133,8 +121,8 @@ class Switchboard:
         count DynamoDB cannot answer lets the handshake go on to its own registration."""
         try:
             return self.limits.connection_refusal(user_id)
-        except (ClientError, BotoCoreError) as exc:
-            record["limitError"] = error_code(exc)
+        except Exception as exc:  # noqa: BLE001 - fail open, as above
+            record["limitError"] = classify(exc).detail
             return None
 
     def on_disconnect(self, raw_event: dict[str, Any]) -> HttpResult:
@@ -147,10 +135,10 @@ class Switchboard:
             closeCode=event.disconnect_status,
         ) as record:
             try:
-                record["existed"] = self.forget(event.connection_id)
-            except (ClientError, BotoCoreError) as exc:
+                record["existed"] = self.forget(event.connection_id, record)
+            except Exception as exc:  # noqa: BLE001 - $disconnect's answer is ignored anyway
                 # TTL reaps what we could not delete, and every read filters expired items.
-                record.update(outcome="registry_error", error=error_code(exc))
+                record.update(outcome="registry_error", error=classify(exc).detail)
             return HttpResult(200)
 
     def on_message(self, raw_event: dict[str, Any]) -> HttpResult:
@@ -175,41 +163,18 @@ class Switchboard:
                 return HttpResult(200)
             try:
                 frame = self._dispatch(event, command, record)
-            except NotConnected:
-                record["outcome"] = "not_registered"
-                frame = protocol.error_frame(
-                    "not_found", "this connection is not registered; reconnect", command.ref
-                )
-            except PayloadTooLarge as exc:
-                frame = protocol.error_frame("too_large", str(exc), command.ref)
-            except DuplicateSend as exc:
-                # A retry of a send made (or being made) already: nothing is sent again.
-                record["outcome"] = type(exc).__name__
+            except AlreadySent as exc:  # a retried send: the original's ack, nothing sent
+                record["outcome"] = "AlreadySent"
                 frame = exc.frame(command.ref)
-            except LogWriteError as exc:
-                # Logged before sent: a message the log could not take is not sent at all.
-                cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-                throttled = is_throttling(cause)
-                record.update(outcome="log_error", error=error_code(cause))
-                frame = protocol.error_frame(
-                    "rate_limited" if throttled else "internal",
-                    "the message could not be logged; nothing was sent, retry shortly",
-                    command.ref,
-                )
-            except (ClientError, BotoCoreError) as exc:
-                throttled = is_throttling(exc)
-                record.update(outcome="registry_error", error=error_code(exc))
-                frame = protocol.error_frame(
-                    "rate_limited" if throttled else "internal",
-                    "the service is busy, retry shortly"
-                    if throttled
-                    else "the message could not be processed; nothing was sent",
-                    command.ref,
-                )
-            except Exception as exc:  # noqa: BLE001 - the client gets a frame, the log the type
-                logging.getLogger("switchboard").exception("unhandled error in message handler")
-                record.update(outcome="internal_error", error=type(exc).__name__)
-                frame = protocol.error_frame("internal", "internal error", command.ref)
+            except Exception as exc:  # noqa: BLE001 - the client gets a frame, the log the cause
+                error = classify(exc)
+                if error.outcome is not None:
+                    record["outcome"] = error.outcome
+                if error.detail is not None:
+                    record["error"] = error.detail
+                if error.outcome == "internal_error":
+                    _logger.exception("unhandled error in message handler")
+                frame = error.frame(command.ref)
             if frame is not None:
                 self._reply(event, frame, record)
             return HttpResult(200)
@@ -281,11 +246,21 @@ class Switchboard:
         record["close"] = self.gateway.close(conn.connection_id, event.endpoint).value
         self.forget(conn.connection_id)
 
-    def forget(self, connection_id: str) -> bool:
+    def forget(self, connection_id: str, record: dict[str, Any] | None = None) -> bool:
         """Remove a connection and announce the rooms its user left with it: ``$disconnect``,
-        a kick, an expired token, and the broadcaster's 410 prune (see wiring.py) all come here.
-        """
-        return self.presence.remove(connection_id)
+        a kick and an expired token come here. True if it existed. Registry errors raise."""
+        leaves = self.presence.remove(connection_id)
+        if leaves is None:
+            return False
+        settled = self.departures.settle((), leaves)
+        if record is not None:
+            record.update(settled.as_dict())
+        return True
+
+    def announce(self, *announcements: Announcement | None) -> Settled:
+        """Announce what presence returned (None: nothing to announce), then settle the
+        connections those announcements found gone."""
+        return self.departures.settle((), [a for a in announcements if a is not None])
 
     def _join(self, conn: ConnectionRecord, command: protocol.Join) -> Frame:
         if command.room not in conn.rooms:
@@ -297,7 +272,7 @@ class Switchboard:
             refusal = self.limits.room_refusal(conn, command.room)
             if refusal is not None:
                 return protocol.error_frame("forbidden", refusal, command.ref)
-            self.presence.join(conn, command.room)
+            self.announce(self.presence.join(conn, command.room))
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
 
     def _leave(self, conn: ConnectionRecord, command: protocol.Leave) -> Frame:
@@ -305,7 +280,7 @@ class Switchboard:
             return protocol.error_frame(
                 "not_found", f"not a member of {command.room!r}", command.ref
             )
-        self.presence.leave(conn, command.room)
+        self.announce(self.presence.leave(conn, command.room))
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, left=True)
 
     def _resume(
@@ -321,7 +296,7 @@ class Switchboard:
         frame = self.replayer.resume(command, conn.user_id, conn.rooms, post)
         if frame is None:
             record["outcome"] = "gone_during_resume"
-            self.broadcaster.prune(conn.connection_id)
+            record.update(self.departures.settle([conn.connection_id]).as_dict())
             return None
         record["replayed"] = sum(s.get("replayed", 0) for s in frame["streams"].values())
         return frame
@@ -341,12 +316,8 @@ class Switchboard:
                 f"{self.settings.history_ttl_seconds} s for their resume",
                 command.ref,
             )
-            return {
-                **frame,
-                "id": message["id"],
-                "stream": message["stream"],
-                "seq": message["seq"],
-            }
+            stream, seq = message.position
+            return {**frame, "id": message.id, "stream": stream, "seq": seq}
         return _ack(command.ref, message, report)
 
     def _send_room(
@@ -381,73 +352,66 @@ class Switchboard:
         text: str,
         record: dict[str, Any],
         client_msg_id: str | None = None,
-    ) -> tuple[Frame, Report]:
+    ) -> tuple[Message, Report]:
         """Log a client's message in its stream, then fan it out to its audience, except the
         sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``."""
-        audience, message = self._audience(scope, name, conn.user_id, text)
+        message = Message.new(conn.user_id, scope, text, name if scope is Scope.ROOM else None)
         message = self._log(scope, name, message, record, client_msg_id)
-        report = self._fan_out(scope, name, audience, message, conn.connection_id)
-        record.update(report.as_dict())
+        report = self._fan_out(scope, name, message, record, conn.connection_id)
         return message, report
 
     def _fan_out(
         self,
         scope: Scope,
         name: str | None,
-        targets: Iterable[Target],
-        message: Frame,
+        message: Message,
+        record: dict[str, Any],
         exclude: str | None = None,
     ) -> Report:
-        """Fan a logged message out; with a continuation queue, over a resumable audience
-        whose rest goes to SQS at the deadline. One EMF metrics line either way."""
-        if self.continuation is None:
-            report = self.broadcaster.fan_out(
-                targets, protocol.encode(message), exclude=exclude, scope=scope.value
-            )
-        else:
-            audience = self.continuation.audience(queries_for(self.registry, scope.value, name))
-            report = self.broadcaster.fan_out(
-                audience, protocol.encode(message), exclude=exclude, scope=scope.value
-            )
-            self.continuation.hand_off(report, audience, message, exclude, scope.value)
-        emit_metrics(report, scope.value, stream=message["stream"], seq=message["seq"], hop=0)
+        """Fan a logged message out to its audience; then the continuation policy (when there
+        is a queue) takes what the deadline left, and the connections found gone are removed
+        and their leaves announced. One EMF metrics line."""
+        audience = Audience.of(self.registry, scope, name)
+        report = self.broadcaster.fan_out(
+            audience, protocol.encode(message.to_frame()), exclude=exclude, scope=scope.value
+        )
+        if self.continuation is not None and report.stopped_early:
+            report = self.continuation.hand_off(report, audience, message, exclude, scope.value)
+        record.update(report.as_dict())
+        record.update(self.departures.settle(report.gone_ids).as_dict())
+        stream, seq = message.position
+        metrics.emit_report(report, scope.value, stream=stream, seq=seq, hop=0)
         return report
 
-    def _audience(
-        self, scope: Scope, name: str | None, sender: str, text: str
-    ) -> tuple[Iterable[Target], Frame]:
-        """Who a message goes to (read lazily, as the fan-out iterates) and its frame. ``name``
-        is the user id or room; checking it and the sender's rights is the caller's policy."""
-        match scope:
-            case Scope.USER:
-                targets = self.registry.user_connections(str(name))
-                return targets, protocol.message_frame(sender, scope, text)
-            case Scope.ROOM:
-                targets = self.registry.room_members(str(name))
-                return targets, protocol.message_frame(sender, scope, text, str(name))
-            case Scope.ALL:
-                return self.registry.all_connections(), protocol.message_frame(sender, scope, text)
-            case _:
-                assert_never(scope)
+    def continue_fan_out(self, records: list[tuple[str, str]]) -> dict[str, Any]:
+        """The SQS continuation handler: run each job (``(messageId, body)``), then remove the
+        connections each found gone; Lambda's partial-batch response. Without a queue every
+        job is failed back to SQS."""
+        if self.continuation is None:
+            _logger.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
+            return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
+        return self.continuation.run_batch(
+            records, after=lambda report: self.departures.settle(report.gone_ids)
+        )
 
     def _log(
         self,
         scope: Scope,
         name: str | None,
-        message: Frame,
+        message: Message,
         record: dict[str, Any],
         client_msg_id: str | None = None,
-    ) -> Frame:
-        """Store ``message`` in its stream before anyone gets it; the frame as logged, with
+    ) -> Message:
+        """Store ``message`` in its stream before anyone gets it; the message as logged, with
         ``stream`` and ``seq``. Raises ``LogWriteError``: then nothing may be sent; with a
         ``client_msg_id`` used before, ``DuplicateSend`` (idempotency.py): nothing either."""
         stream = protocol.stream_name(scope, name)
         claim: Claim | None = None
         if client_msg_id is not None:
-            claim = self.sends.claim(message["from"], client_msg_id, stream, message["text"])
+            claim = self.sends.claim(message.sender, client_msg_id, stream, message.text)
         try:
-            logged = self.message_log.append(stream, message)
-        except LogWriteError:
+            logged = self.message_log.append(stream, message.to_frame())
+        except Exception:
             if claim is not None:
                 self.sends.release(claim)  # nothing was sent: a retry may send
             raise
@@ -455,10 +419,10 @@ class Switchboard:
         if claim is not None:
             try:
                 self.sends.complete(claim, logged)
-            except (ClientError, BotoCoreError) as exc:
-                # Logged: send it. A repeat meets a pending claim ("retry") until it is stale.
-                record["idempotency"] = error_code(exc)
-        return logged
+            except Exception as exc:  # noqa: BLE001 - logged: send it all the same
+                # A repeat meets a pending claim ("retry") until it is stale.
+                record["idempotency"] = classify(exc).detail
+        return message.logged(str(logged["stream"]), int(logged["seq"]))
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
@@ -469,7 +433,7 @@ class Switchboard:
             # The sender never gets this ack or error (retries ran out): the log says so.
             record["reply"] = outcome.value
         if outcome is Outcome.GONE:
-            self.broadcaster.prune(event.connection_id)
+            record.update(self.departures.settle([event.connection_id]).as_dict())
 
     # --- HTTP API -------------------------------------------------------------------------
 
@@ -495,23 +459,16 @@ class Switchboard:
         if client_msg_id is not None and not protocol.valid_client_msg_id(client_msg_id):
             raise BadRequest("clientMsgId must be 1-64 characters of A-Z a-z 0-9 _ . : -")
         _check_path_name(scope, name)
-        targets, message = self._audience(scope, name, sender.user_id, text)
+        message = Message.new(sender.user_id, scope, text, name if scope is Scope.ROOM else None)
         with log.event_log(event="http_push", scope=scope.value) as record:
             try:
                 message = self._log(scope, name, message, record, client_msg_id)
             except AlreadySent as exc:  # a retried push: the original answer, nothing sent
                 record["outcome"] = "AlreadySent"
                 return {**exc.answer(), "recipients": 0}
-            except ClientMsgIdReused as exc:
-                raise BadRequest(str(exc)) from None
-            report = self._fan_out(scope, name, targets, message)
-            record.update(report.as_dict())
-        return {
-            "id": message["id"],
-            "stream": message["stream"],
-            "seq": message["seq"],
-            **report.as_dict(),
-        }
+            report = self._fan_out(scope, name, message, record)
+        stream, seq = message.position
+        return {"id": message.id, "stream": stream, "seq": seq, **report.as_dict()}
 
     def history(self, scope: Scope | str, name: str, after: Any, limit: Any) -> dict[str, Any]:
         """GET /rooms/{room}/messages and /users/{userId}/messages (admin: any stream)."""
@@ -555,17 +512,18 @@ class Switchboard:
             raise RuntimeError(f"closing the connection failed: {outcome.value}")
 
 
-def _ack(ref: protocol.Ref, message: Frame, report: Report) -> Frame:
+def _ack(ref: protocol.Ref, message: Message, report: Report) -> Frame:
     # How many recipients a continuation took over, only when one did.
     continued = {"continued": report.continued} if report.continued else {}
+    stream, seq = message.position
     return protocol.ack_frame(
         ref,
         report.delivered,
         report.failed,
         report.gone,
-        id=message["id"],
-        stream=message["stream"],
-        seq=message["seq"],
+        id=message.id,
+        stream=stream,
+        seq=seq,
         **continued,
     )
 
@@ -592,4 +550,4 @@ def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-__all__ = ["BadRequest", "HttpResult", "NotConnected", "NotFound", "Scope", "Switchboard"]
+__all__ = ["BadRequest", "HttpResult", "NotFound", "NotRegistered", "Scope", "Switchboard"]

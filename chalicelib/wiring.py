@@ -1,20 +1,26 @@
 """Build the real collaborators of a ``Switchboard``: boto3 clients, botocore configs.
 
 Called once per Lambda container (app.py's ``get_switchboard``). Kept apart from service.py
-so the behaviour there takes its collaborators and never builds an AWS client itself.
+so the behaviour there takes its collaborators and never builds an AWS client itself; the
+one other AWS call a container makes, reading the JWT secret from SSM, is here too
+(``settings_from_env``), and so is the health check that asks botocore for credentials.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from chalicelib import log
+from chalicelib.aws_errors import error_code
 from chalicelib.broadcaster import Broadcaster
-from chalicelib.config import Settings
-from chalicelib.continuation import Continuation
+from chalicelib.config import ConfigError, Settings
+from chalicelib.errors import HttpAnswer, Misconfigured, classify
 from chalicelib.management_api import ManagementApi
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
@@ -44,22 +50,13 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         initial_rate=settings.fanout_initial_rate,
         max_rate=settings.fanout_max_rate,
     )
-    switchboard: list[Switchboard] = []
-
-    def prune(connection_id: str) -> bool:
-        # A 410 prune removes the connection and announces the rooms its user left: the
-        # same path as $disconnect, which may never come for a dropped connection.
-        return switchboard[0].forget(connection_id)
-
-    broadcaster = Broadcaster(
-        gateway,
-        prune,
-        settings.fanout_workers,
-        deadline_seconds=settings.fanout_deadline_seconds,
-    )
+    # The broadcaster returns the connections it found gone; the switchboard removes them.
+    broadcaster = Broadcaster(gateway, deadline_seconds=settings.fanout_deadline_seconds)
     message_log = MessageLog(table, settings.history_ttl_seconds)
     continuation = None
     if settings.continuation_queue_url:
+        from chalicelib.continuation import Continuation  # only a stage with a queue needs it
+
         # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
         sqs = session.client("sqs", config=_config(settings, 10))
         continuation = Continuation(
@@ -71,12 +68,9 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
             per_message=settings.continuation_batch,
             deadline_seconds=settings.fanout_deadline_seconds,
         )
-    switchboard.append(
-        Switchboard(
-            settings, registry, gateway, broadcaster, message_log, continuation=continuation
-        )
+    return Switchboard(
+        settings, registry, gateway, broadcaster, message_log, continuation=continuation
     )
-    return switchboard[0]
 
 
 def _config(settings: Settings, pool: int) -> Config:
@@ -87,3 +81,53 @@ def _config(settings: Settings, pool: int) -> Config:
         connect_timeout=settings.http_connect_timeout,
         read_timeout=settings.http_read_timeout,
     )
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """``Settings.from_env`` with the JWT secret read from SSM when the environment names a
+    parameter (``JWT_SECRET_PARAMETER``) instead of holding the secret."""
+    return Settings.from_env(env, read_secret=read_secret_parameter)
+
+
+def read_secret_parameter(name: str) -> str:
+    """The decrypted value of an SSM (SecureString) parameter: deployed stages keep the JWT
+    secret there, so it never appears in a template, a Lambda's configuration or the repo."""
+    client = boto3.client(
+        "ssm",
+        config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"}),
+    )
+    try:
+        response = client.get_parameter(Name=name, WithDecryption=True)
+    except ClientError as exc:
+        raise ConfigError(
+            f"JWT_SECRET_PARAMETER {name!r} could not be read: {error_code(exc)}"
+        ) from None
+    except BotoCoreError as exc:
+        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {exc}") from None
+    value = str(response["Parameter"]["Value"])
+    if not value.strip():
+        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} is empty")
+    return value
+
+
+def health_check(build: Callable[[], object]) -> HttpAnswer:
+    """GET /health: 200 ``{"status":"ok"}`` (nothing about the deployment, no table name),
+    or 503 ``{"status":"misconfigured","missing":[variable names],"error":...}`` when the
+    function cannot work: no table, region or credentials (e.g. ``chalice local`` without the
+    environment ``make run`` writes), or a setting ConfigError refuses. ``build`` is the
+    app's ``get_switchboard``."""
+    try:
+        build()
+        # botocore finds credentials only when it signs: look now so /health can say so.
+        if boto3.session.Session().get_credentials() is None:
+            raise NoCredentialsError()
+    except Exception as exc:  # noqa: BLE001 - anything is reported, never raised
+        if isinstance(exc, ConfigError):
+            logging.getLogger("switchboard").error("configuration error: %s", exc)
+        error = classify(exc)
+        if not isinstance(error, Misconfigured):
+            logging.getLogger("switchboard").exception("health check failed")
+            error = Misconfigured("the function could not start; see its logs")
+        body = {"status": "misconfigured", "missing": list(error.missing), "error": str(error)}
+        return HttpAnswer(503, body)
+    return HttpAnswer(200, {"status": "ok"})

@@ -112,16 +112,9 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
         base.setdefault("jwt_secret", SECRET)
     base.setdefault("endpoint_rule", EndpointRule.from_env())  # AWS_REGION from aws_env
     config = Settings(**base)
-    built: list[Switchboard] = []
-    broadcaster = Broadcaster(
-        gateway,
-        lambda connection_id: built[0].forget(connection_id),  # as wiring.py: removes, announces
-        workers=config.fanout_workers,
-        deadline_seconds=config.fanout_deadline_seconds,
-    )
+    broadcaster = Broadcaster(gateway, deadline_seconds=config.fanout_deadline_seconds)
     message_log = MessageLog(registry.table, config.history_ttl_seconds)
-    built.append(Switchboard(config, registry, gateway, broadcaster, message_log))  # type: ignore[arg-type]
-    return built[0]
+    return Switchboard(config, registry, gateway, broadcaster, message_log)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.config import ConfigError, Settings
+from chalicelib.config import ConfigError
+from chalicelib.wiring import settings_from_env
 
 PARAM = "/switchboard/test/jwt-secret"
 VALUE = "s3cret-value-from-ssm-" + "x" * 16  # 38 bytes: HS256 needs at least 32
@@ -27,7 +28,7 @@ def env(**extra: str) -> dict[str, str]:
 
 def test_reads_the_secure_string(ssm: Any) -> None:
     ssm.put_parameter(Name=PARAM, Value=VALUE, Type="SecureString")
-    assert Settings.from_env(env(JWT_SECRET_PARAMETER=PARAM)).jwt_secret == VALUE
+    assert settings_from_env(env(JWT_SECRET_PARAMETER=PARAM)).jwt_secret == VALUE
 
 
 def test_a_short_secret_in_the_parameter_is_refused_naming_it(ssm: Any) -> None:
@@ -37,25 +38,25 @@ def test_a_short_secret_in_the_parameter_is_refused_naming_it(ssm: Any) -> None:
         match="JWT_SECRET_PARAMETER '/switchboard/test/jwt-secret' must be at least 32 bytes "
         "for HS256 \\(got 12\\)",
     ):
-        Settings.from_env(env(JWT_SECRET_PARAMETER=PARAM))
+        settings_from_env(env(JWT_SECRET_PARAMETER=PARAM))
 
 
 def test_missing_parameter_is_a_config_error_naming_it(ssm: Any) -> None:
     with pytest.raises(ConfigError, match="JWT_SECRET_PARAMETER '/switchboard/test/jwt-secret'"):
-        Settings.from_env(env(JWT_SECRET_PARAMETER=PARAM))
+        settings_from_env(env(JWT_SECRET_PARAMETER=PARAM))
 
 
 def test_an_explicit_secret_wins_and_ssm_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
-    import chalicelib.config as config
+    import chalicelib.wiring as wiring
 
     def boom(name: str) -> str:
         raise AssertionError("SSM must not be called")
 
-    monkeypatch.setattr(config, "read_secret_parameter", boom)
+    monkeypatch.setattr(wiring, "read_secret_parameter", boom)
     direct = "direct-" + "d" * 32
-    settings = Settings.from_env(env(JWT_SECRET=direct, JWT_SECRET_PARAMETER=PARAM))
+    settings = wiring.settings_from_env(env(JWT_SECRET=direct, JWT_SECRET_PARAMETER=PARAM))
     assert settings.jwt_secret == direct
-    local = Settings.from_env(
+    local = wiring.settings_from_env(
         {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "JWT_SECRET_PARAMETER": PARAM}
     )
     assert local.auth_mode == "none"

@@ -260,7 +260,7 @@ def test_dynamodb_throttling_gets_the_sender_a_rate_limited_frame(
     def throttled(*args: Any, **kwargs: Any) -> Any:
         raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "Query")
 
-    monkeypatch.setattr(registry, "room_members", throttled)
+    monkeypatch.setattr(registry, "room_query", throttled)  # the audience read
     harness.send("a", {"action": "join", "room": "lobby"})
     reply = harness.send("a", {"action": "sendRoom", "room": "lobby", "text": "hi"})
     assert reply["code"] == "rate_limited"
@@ -274,7 +274,7 @@ def test_an_unexpected_error_gets_an_internal_frame_not_a_crash(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(registry, "user_connections", broken)
+    monkeypatch.setattr(registry, "user_query", broken)  # the audience read
     reply = harness.send("a", {"action": "sendMessage", "targetUserId": "u2", "text": "hi"})
     assert reply["code"] == "internal"
 

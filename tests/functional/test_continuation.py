@@ -33,7 +33,7 @@ def wired(
     registry.page_size = 7
     ticks = itertools.count()
     broadcaster = Broadcaster(
-        gateway, registry.remove, workers=4, batch_size=10, deadline_seconds=40,
+        gateway, batch_size=10, deadline_seconds=40,
         clock=lambda: float(next(ticks)),
     )  # fmt: skip
     sb = make_switchboard(registry, gateway)
@@ -52,7 +52,7 @@ def drain(sb: Switchboard, sqs: Any, url: str) -> int:
     assert sb.continuation is not None
     jobs = 0
     while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        result = sb.continuation.run_batch([(m["MessageId"], m["Body"]) for m in messages])
+        result = sb.continue_fan_out([(m["MessageId"], m["Body"]) for m in messages])
         assert result == {"batchItemFailures": []}
         for m in messages:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
@@ -107,7 +107,7 @@ def test_without_a_queue_the_rest_is_reported_failed(
     ticks = itertools.count()
     sb = make_switchboard(registry, gateway)
     sb.broadcaster = Broadcaster(
-        gateway, registry.remove, batch_size=10, deadline_seconds=20,
+        gateway, batch_size=10, deadline_seconds=20,
         clock=lambda: float(next(ticks)),
     )  # fmt: skip
     for i in range(50):

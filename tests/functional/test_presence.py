@@ -170,10 +170,11 @@ def test_concurrent_joins_and_leaves_of_one_user_leave_nobody_stuck(
 
     def churn(cid: str) -> None:
         barrier.wait()
+        # Presence returns what to announce; the switchboard announces it.
         for _ in range(3):
-            switchboard.presence.join(registry.get(cid), "lobby")  # type: ignore[arg-type]
-            switchboard.presence.leave(registry.get(cid), "lobby")  # type: ignore[arg-type]
-        switchboard.presence.join(registry.get(cid), "lobby")  # type: ignore[arg-type]
+            switchboard.announce(switchboard.presence.join(registry.get(cid), "lobby"))  # type: ignore[arg-type]
+            switchboard.announce(switchboard.presence.leave(registry.get(cid), "lobby"))  # type: ignore[arg-type]
+        switchboard.announce(switchboard.presence.join(registry.get(cid), "lobby"))  # type: ignore[arg-type]
         switchboard.forget(cid)
 
     threads = [threading.Thread(target=churn, args=(cid,)) for cid in cids]

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from chalicelib import protocol
+from chalicelib.errors import classify
 from chalicelib.idempotency import AlreadySent, ClientMsgIdReused, SendInProgress
+from chalicelib.message import Message
 from tests.asyncapi import (
     CLIENT_FRAMES,
     GATEWAY_ERROR,
@@ -107,8 +109,10 @@ def _frames() -> list[dict[str, Any]]:
         protocol.ack_frame(None, 0, 0, room="lobby", left=True),
         protocol.error_frame("bad_json", "frame is not valid UTF-8 JSON"),
         {**protocol.error_frame("not_found", "away", 4), "id": MID, "stream": "user:u", "seq": 2},
-        SendInProgress().frame(5),
-        ClientMsgIdReused().frame(None),
+        classify(SendInProgress()).frame(5),
+        classify(ClientMsgIdReused()).frame(None),
+        Message.new("u_1", protocol.Scope.ROOM, "hi", "lobby").logged("room:lobby", 3).to_frame(),
+        Message.new("u_1", protocol.Scope.ALL, "hi").logged("all", 1).to_frame(),
         protocol.pong_frame(),
         protocol.identity_frame("R1kmxc2VNjMCFIA=", "u_1", ["b", "a"], 7, "admin"),
         protocol.resumed_frame(

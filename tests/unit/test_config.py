@@ -226,3 +226,28 @@ def test_the_deployed_stages_carry_the_documented_limits() -> None:
     config = json.loads((Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
     env = config["environment_variables"]
     assert {name: float(env[name]) for name in LIMIT_DEFAULTS} == LIMIT_DEFAULTS
+
+
+def test_every_declared_setting_is_documented_with_its_default() -> None:
+    """Each setting is declared once (config.Settings: variable, default, bounds); the table
+    in docs/CONFIGURATION.md must name every variable, with the same default where it is one
+    plain value."""
+    from dataclasses import fields
+
+    doc = (Path(__file__).parents[2] / "docs" / "CONFIGURATION.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2:
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0]):
+                rows[name] = cells[1]
+    declared = [(f.metadata["var"].env, f.default) for f in fields(Settings) if "var" in f.metadata]
+    assert len(declared) >= 25
+    for env, default in declared:
+        assert env in rows, f"{env} is not in docs/CONFIGURATION.md"
+        plain = re.fullmatch(r"`([0-9.]+|[a-z-]+)`", rows[env])
+        if plain and default is not None:
+            if isinstance(default, str):
+                assert plain.group(1) == default, env
+            else:
+                assert float(plain.group(1)) == float(default), env

@@ -1,0 +1,152 @@
+"""Switchboard itself on the in-memory table and a fake management API: fast, no moto, no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chalicelib.management_api import Outcome
+from chalicelib.service import Switchboard
+from tests.conftest import Clock
+from tests.helpers import FakeGateway, connect_event, disconnect_event, message_event
+from tests.unit.chalicelib import memory
+from tests.unit.chalicelib.memory import START
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(START)
+
+
+@pytest.fixture
+def gateway() -> FakeGateway:
+    return FakeGateway()
+
+
+@pytest.fixture
+def sb(clock: Clock, gateway: FakeGateway) -> Switchboard:
+    return memory.switchboard(clock, gateway)
+
+
+def connect(sb: Switchboard, clock: Clock, cid: str, user: str) -> int:
+    event = connect_event(cid, {"userId": user})
+    event["requestContext"]["connectedAt"] = memory.ms(clock)  # the test's clock, not the host's
+    return sb.on_connect(event).status
+
+
+def send(sb: Switchboard, gateway: FakeGateway, cid: str, frame: dict[str, Any]) -> dict[str, Any]:
+    """The one reply ``frame`` gets (its ack or error), skipping what else reached ``cid``."""
+    before = len(gateway.frames(cid))
+    assert sb.on_message(message_event(cid, frame)).status == 200
+    replies = [f for f in gateway.frames(cid)[before:] if f.get("ref") == frame.get("ref")]
+    assert len(replies) == 1, gateway.frames(cid)[before:]
+    return replies[0]
+
+
+def kinds(gateway: FakeGateway, cid: str, kind: str) -> list[dict[str, Any]]:
+    return [f for f in gateway.frames(cid) if f["type"] == kind]
+
+
+def test_connect_registers_and_whoami_reads_it_back(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    assert connect(sb, clock, "a", "u_1") == 200
+    assert connect(sb, clock, "a", "u_2") == 409  # the id is taken
+    me = send(sb, gateway, "a", {"action": "whoami", "ref": 1})
+    assert (me["type"], me["connectionId"], me["userId"], me["rooms"]) == (
+        "identity", "a", "u_1", [],
+    )  # fmt: skip
+
+
+def test_join_announces_the_enter_to_the_others_and_send_room_reaches_them(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    for cid, user in (("a", "u_a"), ("b", "u_b")):
+        connect(sb, clock, cid, user)
+        assert send(sb, gateway, cid, {"action": "join", "room": "lobby", "ref": 1})["joined"]
+    assert [(p["event"], p["userId"]) for p in kinds(gateway, "a", "presence")] == [
+        ("enter", "u_b")
+    ]
+    ack = send(sb, gateway, "a", {"action": "sendRoom", "room": "lobby", "text": "hi", "ref": 2})
+    assert (ack["type"], ack["delivered"], ack["stream"], ack["seq"]) == (
+        "ack",
+        1,
+        "room:lobby",
+        3,
+    )  # fmt: skip  (seqs 1 and 2: the two enters)
+    [message] = kinds(gateway, "b", "message")
+    assert (message["text"], message["from"], message["seq"]) == ("hi", "u_a", 3)
+    assert kinds(gateway, "a", "message") == []  # not echoed to the sender
+
+
+def test_send_message_reaches_every_connection_of_the_user_or_says_none_is_live(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    connect(sb, clock, "a", "u_a")
+    connect(sb, clock, "b1", "u_b")
+    connect(sb, clock, "b2", "u_b")
+    ack = send(sb, gateway, "a", {"action": "sendMessage", "targetUserId": "u_b", "text": "yo",
+                                  "ref": 1})  # fmt: skip
+    assert ack["delivered"] == 2
+    assert [m["text"] for m in kinds(gateway, "b1", "message") + kinds(gateway, "b2", "message")] == [
+        "yo", "yo",
+    ]  # fmt: skip
+    nobody = send(sb, gateway, "a", {"action": "sendMessage", "targetUserId": "u_x", "text": "?",
+                                     "ref": 2})  # fmt: skip
+    assert (nobody["code"], nobody["stream"], nobody["seq"]) == ("not_found", "user:u_x", 1)
+
+
+def test_leave_then_send_room_is_forbidden_and_the_others_hear_the_leave(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    for cid in ("a", "b"):
+        connect(sb, clock, cid, f"u_{cid}")
+        send(sb, gateway, cid, {"action": "join", "room": "lobby", "ref": 1})
+    assert send(sb, gateway, "a", {"action": "leave", "room": "lobby", "ref": 2})["left"]
+    refused = send(sb, gateway, "a", {"action": "sendRoom", "room": "lobby", "text": "x",
+                                      "ref": 3})  # fmt: skip
+    assert refused["code"] == "forbidden"
+    assert ("leave", "u_a") in [(p["event"], p["userId"]) for p in kinds(gateway, "b", "presence")]
+
+
+def test_disconnect_forgets_the_connection_and_announces_the_leave(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    for cid in ("a", "b"):
+        connect(sb, clock, cid, f"u_{cid}")
+        send(sb, gateway, cid, {"action": "join", "room": "lobby", "ref": 1})
+    assert sb.on_disconnect(disconnect_event("a")).status == 200
+    assert sb.registry.get("a") is None
+    assert kinds(gateway, "b", "presence")[-1]["event"] == "leave"
+    assert sb.members("lobby")["count"] == 1
+
+
+def test_a_gone_recipient_is_pruned_by_the_send_that_meets_it(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    for cid in ("a", "b"):
+        connect(sb, clock, cid, f"u_{cid}")
+        send(sb, gateway, cid, {"action": "join", "room": "lobby", "ref": 1})
+    gateway.outcomes["b"] = Outcome.GONE
+    ack = send(sb, gateway, "a", {"action": "sendRoom", "room": "lobby", "text": "x", "ref": 2})
+    assert (ack["delivered"], ack["gone"]) == (0, 1)
+    assert sb.registry.get("b") is None
+
+
+def test_pings_over_the_burst_are_rate_limited_until_time_refills_the_bucket(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    connect(sb, clock, "a", "u_1")
+    replies = [send(sb, gateway, "a", {"action": "ping", "ref": n}) for n in range(21)]
+    assert [r["type"] for r in replies] == ["pong"] * 20 + ["error"]
+    assert (replies[20]["code"], replies[20]["retryAfterMs"]) == ("rate_limited", 100)
+    for n in range(10):
+        clock.now += 0.1  # one token back at 10 frames/s, on every step
+        assert send(sb, gateway, "a", {"action": "ping", "ref": 100 + n})["type"] == "pong"
+    assert send(sb, gateway, "a", {"action": "ping", "ref": 200})["code"] == "rate_limited"
+
+
+def test_the_connection_cap_refuses_the_handshake(clock: Clock, gateway: FakeGateway) -> None:
+    sb = memory.switchboard(clock, gateway, max_connections_per_user=2)
+    assert [connect(sb, clock, f"c{n}", "u_1") for n in range(3)] == [200, 200, 429]
