@@ -223,6 +223,6 @@ def test_bad_abuse_limits_name_the_variable(name: str, value: str) -> None:
 
 
 def test_the_deployed_stages_carry_the_documented_limits() -> None:
-    config = json.loads((Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
+    config = json.loads((Path(__file__).parents[3] / ".chalice" / "config.json").read_text())
     env = config["environment_variables"]
     assert {name: float(env[name]) for name in LIMIT_DEFAULTS} == LIMIT_DEFAULTS
