@@ -32,7 +32,7 @@ from chalicelib.service import Switchboard
 from deploy.create_table import create_table
 from local_gateway import LocalGateway
 from tests.gateways import GatewayFactory, started_gateways
-from tests.helpers import SECRET, FakeGateway
+from tests.helpers import SECRET, FakeClock, FakeGateway
 from tests.wsclient import WsConnect, open_ws
 
 TABLE = "test-connections"
@@ -50,12 +50,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
 
 
-class Clock:
-    def __init__(self, now: float = 1_795_608_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+Clock = FakeClock  # the suite's one fake clock (tests.helpers), under the name tests import
 
 
 @pytest.fixture

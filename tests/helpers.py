@@ -99,3 +99,14 @@ class FakeGateway:
         frames = self.frames(connection_id)
         assert frames, f"nothing was sent to {connection_id}"
         return frames[-1]
+
+
+class FakeClock:
+    """A clock that moves only when the test moves it: ``clock.now`` in seconds, ``clock()``
+    reads it. The one fake clock of the suite (token buckets, pacing, deadlines, TTLs)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

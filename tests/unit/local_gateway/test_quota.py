@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from local_gateway.quota import TokenBucket, default_burst
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import FakeClock
 
 
 def takes(bucket: TokenBucket, n: int) -> int:
