@@ -43,6 +43,26 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         initial_rate=settings.fanout_initial_rate,
         max_rate=settings.fanout_max_rate,
     )
+    message_log = MessageLog(ddb, settings.table_name, settings.history_ttl_seconds)
+    # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
+    sqs = (
+        session.client("sqs", config=_config(settings, 10))
+        if settings.continuation_queue_url
+        else None
+    )
+    return assemble(settings, registry, gateway, message_log, sqs)
+
+
+def assemble(
+    settings: Settings,
+    registry: Registry,
+    gateway: ManagementApi,
+    message_log: MessageLog,
+    sqs: Any = None,
+) -> Switchboard:
+    """The ``Switchboard`` over its storage and gateway: the broadcaster, the continuation
+    (when ``sqs`` is given and a queue is configured) and the service. The one place they are
+    put together: the tests assemble theirs here too, over moto and a fake gateway."""
     switchboard: list[Switchboard] = []
 
     def prune(connection_id: str) -> bool:
@@ -56,11 +76,8 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         settings.fanout_workers,
         deadline_seconds=settings.fanout_deadline_seconds,
     )
-    message_log = MessageLog(ddb, settings.table_name, settings.history_ttl_seconds)
     continuation = None
-    if settings.continuation_queue_url:
-        # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
-        sqs = session.client("sqs", config=_config(settings, 10))
+    if sqs is not None and settings.continuation_queue_url:
         continuation = Continuation(
             sqs,
             settings.continuation_queue_url,

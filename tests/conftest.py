@@ -24,11 +24,11 @@ import pytest
 from moto import mock_aws
 from websockets.sync.client import ClientConnection
 
-from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import EndpointRule, Settings
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
+from chalicelib.wiring import assemble
 from deploy.create_table import create_table
 from local_gateway import LocalGateway
 from tests.gateways import GatewayFactory, started_gateways
@@ -85,16 +85,9 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
         base.setdefault("jwt_secret", SECRET)
     base.setdefault("endpoint_rule", EndpointRule.from_env())  # AWS_REGION from aws_env
     config = Settings(**base)
-    built: list[Switchboard] = []
-    broadcaster = Broadcaster(
-        gateway,
-        lambda connection_id: built[0].forget(connection_id),  # as wiring.py: removes, announces
-        workers=config.fanout_workers,
-        deadline_seconds=config.fanout_deadline_seconds,
-    )
     message_log = MessageLog(registry._ddb, TABLE, config.history_ttl_seconds)
-    built.append(Switchboard(config, registry, gateway, broadcaster, message_log))  # type: ignore[arg-type]
-    return built[0]
+    # Put together as the deployed one is (wiring.assemble), over moto and the fake gateway.
+    return assemble(config, registry, gateway, message_log)  # type: ignore[arg-type]
 
 
 @pytest.fixture
