@@ -33,6 +33,7 @@ from deploy.create_table import create_table
 from local_gateway import LocalGateway
 from tests.gateways import GatewayFactory, started_gateways
 from tests.helpers import SECRET, FakeClock, FakeGateway
+from tests.tiers import add_option, forbid_unmarked_sockets, mark_socket_tests
 from tests.wsclient import WsConnect, open_ws
 
 TABLE = "test-connections"
@@ -119,11 +120,21 @@ def ws_connect() -> Iterator[WsConnect]:
         yield open_client
 
 
+__all__ = ["forbid_unmarked_sockets"]  # tests/tiers.py's autouse guard, registered here
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_option(parser)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``soak`` tests outside tests/reliability (which skips its own by scale) run only with
+    """Tests that open sockets are marked ``socket`` (tests/tiers.py), before ``-m`` selects
+    (this hook runs before pytest's own, which deselects by marker). ``soak`` tests
+    outside tests/reliability (which skips its own by scale) run only with
     RELIABILITY_SCALE=soak (``make soak``): they take minutes and thousands of sockets."""
     import os
 
+    mark_socket_tests(items)
     if os.environ.get("RELIABILITY_SCALE") == "soak":
         return
     skip = pytest.mark.skip(reason="soak only: make soak (RELIABILITY_SCALE=soak)")
