@@ -58,8 +58,8 @@ from local_gateway.lambda_events import (
     new_aws_id,
     now_ms,
 )
-from local_gateway.limits import Limits
-from local_gateway.project import Invocation, LambdaRuntime
+from local_gateway.lambda_runtime import Invocation, LambdaRuntime
+from local_gateway.quotas import Quotas
 from local_gateway.sigv4 import SigV4Verifier
 from local_gateway.stats import GatewayStats
 
@@ -155,7 +155,7 @@ class WebSocketServer:
         stage: str,
         api_id: str,
         executor: Executor,
-        limits: Limits | None = None,
+        limits: Quotas | None = None,
         faults: FaultInjector | None = None,
         runtime: LambdaRuntime | None = None,
         connection_id_factory: Callable[[], str] = new_aws_id,
@@ -174,7 +174,7 @@ class WebSocketServer:
         self.stage = stage
         self.api_id = api_id
         self.executor = executor
-        self.limits = limits or Limits()
+        self.limits = limits or Quotas()
         self.faults = faults or FaultInjector()
         self.runtime = runtime  # set once the app is imported (it needs our port first)
         self.connection_id_factory = connection_id_factory

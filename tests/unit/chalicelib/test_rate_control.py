@@ -95,7 +95,7 @@ def test_the_rate_stays_within_the_floor_and_the_cap() -> None:
 def test_equal_senders_converge_on_equal_shares_of_a_shared_quota() -> None:
     # Two AIMD senders on one clock behind a 400/s quota; one starts at the cap, one at the
     # floor. Every post the quota cannot take is a 429 to its sender.
-    from local_gateway.quota import TokenBucket
+    from local_gateway.token_bucket import TokenBucket
 
     clock = FakeClock(50.0)
     quota = TokenBucket(400, burst=200, clock=clock)

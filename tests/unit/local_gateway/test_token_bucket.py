@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from local_gateway.quota import TokenBucket, default_burst
+from local_gateway.token_bucket import TokenBucket, default_burst
 from tests.helpers import FakeClock
 
 
