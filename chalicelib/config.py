@@ -23,6 +23,7 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256",
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. A shorter shared
 # secret can be brute-forced offline from any one token. (RS/ES take a PEM public key, not a secret.)
 HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_ISS_AUD = {"JWT_ISSUER": "`iss` claim", "JWT_AUDIENCE": "`aud` value"}
 GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
@@ -202,13 +203,24 @@ class Settings:
             )
         if auth_mode == "jwt" and secret and algorithm in HMAC_MIN_SECRET_BYTES:
             _check_secret_length(secret, algorithm, source)
+        issuer = (env.get("JWT_ISSUER") or "").strip() or None
+        audience = (env.get("JWT_AUDIENCE") or "").strip() or None
+        if auth_mode == "jwt":
+            # Without them a token minted for another service with the same secret is accepted.
+            for name, value in (("JWT_ISSUER", issuer), ("JWT_AUDIENCE", audience)):
+                if value is None:
+                    raise ConfigError(
+                        f"{name} is required with AUTH_MODE=jwt (the {_ISS_AUD[name]} every "
+                        "token must carry): without it a token minted for another service "
+                        "with the same secret would be accepted"
+                    )
         return cls(
             table_name=table,
             auth_mode=auth_mode,
             jwt_secret=secret,
             jwt_algorithm=algorithm,
-            jwt_issuer=env.get("JWT_ISSUER") or None,
-            jwt_audience=env.get("JWT_AUDIENCE") or None,
+            jwt_issuer=issuer,
+            jwt_audience=audience,
             jwt_max_lifetime_seconds=_int(env, "JWT_MAX_LIFETIME_SECONDS", 86400, 60, 30 * 86400),
             admin_role=env.get("ADMIN_ROLE", "admin"),
             connection_ttl_seconds=_int(env, "CONNECTION_TTL_SECONDS", 7500, 60, 30 * 86400),

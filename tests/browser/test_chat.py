@@ -26,7 +26,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from chalicelib import web
 from local_gateway import LocalGateway
 from tests.browser.conftest import REPO_ROOT, BrowserFactory, SwitchboardGateway, screenshot
-from tests.helpers import SECRET, token
+from tests.helpers import JWT_ENV, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -323,7 +323,7 @@ def test_error_frames_and_the_size_check_are_shown_to_the_person(
 def test_with_auth_on_the_page_asks_for_a_token_and_reports_a_refused_one(
     browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = switchboard_gateway(auth_mode="jwt", env={"JWT_SECRET": SECRET})
+    gateway = switchboard_gateway(auth_mode="jwt", env=JWT_ENV)
     page = ChatPage.open(browser("carol"), page_url(gateway))
     assert page.find("#token-field").is_displayed()
     assert not page.find("#user-field").is_displayed()

@@ -22,7 +22,13 @@ def ssm(aws_env: None) -> Iterator[Any]:
 
 
 def env(**extra: str) -> dict[str, str]:
-    return {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "jwt", **extra}
+    return {
+        "CONNECTIONS_TABLE": "t",
+        "AUTH_MODE": "jwt",
+        "JWT_ISSUER": "https://auth.example.com/",
+        "JWT_AUDIENCE": "switchboard",
+        **extra,
+    }
 
 
 def test_reads_the_secure_string(ssm: Any) -> None:

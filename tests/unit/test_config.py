@@ -26,6 +26,8 @@ def test_reads_every_setting() -> None:
             "CONNECTIONS_TABLE": "t",
             "AUTH_MODE": "jwt",
             "JWT_SECRET": SECRET,
+            "JWT_ISSUER": " https://auth.example.com/ ",
+            "JWT_AUDIENCE": "switchboard",
             "JWT_MAX_LIFETIME_SECONDS": "3600",
             "APIGW_MANAGEMENT_ENDPOINT": "http://127.0.0.1:8001/api/",
             "FANOUT_WORKERS": "128",
@@ -42,6 +44,10 @@ def test_reads_every_setting() -> None:
     assert settings.fanout_workers == 128 and settings.connection_ttl_seconds == 7300
     assert settings.jwt_max_lifetime_seconds == 3600
     assert settings.fanout_deadline_seconds == 12.5
+    assert (settings.jwt_issuer, settings.jwt_audience) == (
+        "https://auth.example.com/",
+        "switchboard",
+    )
 
 
 def _local(**settings: str) -> dict[str, str]:
@@ -105,12 +111,7 @@ def test_asymmetric_algorithms_need_cryptography(monkeypatch: pytest.MonkeyPatch
     # The module as it is now: e2e tests re-import chalicelib when they switch projects.
     from chalicelib import config
 
-    env = {
-        "CONNECTIONS_TABLE": "t",
-        "AUTH_MODE": "jwt",
-        "JWT_SECRET": "pem",
-        "JWT_ALGORITHM": "RS256",
-    }
+    env = jwt_env("pem", "RS256")
     monkeypatch.setattr(config, "_has_crypto", lambda: False)
     with pytest.raises(config.ConfigError, match="cryptography"):
         config.Settings.from_env(env)
@@ -124,6 +125,8 @@ def jwt_env(secret: str, algorithm: str = "HS256") -> dict[str, str]:
         "AUTH_MODE": "jwt",
         "JWT_SECRET": secret,
         "JWT_ALGORITHM": algorithm,
+        "JWT_ISSUER": "https://auth.example.com/",
+        "JWT_AUDIENCE": "switchboard",
     }
 
 
@@ -152,6 +155,23 @@ def test_a_public_key_is_not_held_to_the_secret_length(monkeypatch: pytest.Monke
     assert config.Settings.from_env(jwt_env("pem", "ES256")).jwt_secret == "pem"
 
 
+@pytest.mark.parametrize("missing", ["JWT_ISSUER", "JWT_AUDIENCE"])
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_jwt_mode_refuses_to_start_without_issuer_and_audience(
+    missing: str, value: str | None
+) -> None:
+    env = jwt_env(SECRET)
+    if value is None:
+        del env[missing]
+    else:
+        env[missing] = value
+    with pytest.raises(ConfigError, match=f"{missing} is required with AUTH_MODE=jwt") as info:
+        Settings.from_env(env)
+    assert info.value.setting == missing
+    # Local mode checks no tokens: neither is needed there.
+    assert Settings.from_env({**env, "AUTH_MODE": "none"}).auth_mode == "none"
+
+
 def test_no_auth_is_refused_inside_lambda() -> None:
     local = {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"}
     deployed = {**local, "AWS_LAMBDA_FUNCTION_NAME": "switchboard-dev-connect"}
@@ -161,9 +181,7 @@ def test_no_auth_is_refused_inside_lambda() -> None:
     ):
         Settings.from_env(deployed)
     assert Settings.from_env(local).auth_mode == "none"
-    assert (
-        Settings.from_env({**deployed, "AUTH_MODE": "jwt", "JWT_SECRET": SECRET}).auth_mode == "jwt"
-    )
+    assert Settings.from_env({**deployed, **jwt_env(SECRET)}).auth_mode == "jwt"
 
 
 def test_idempotency_ttl_defaults_to_a_day_and_is_bounded() -> None:
