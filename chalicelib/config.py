@@ -142,6 +142,10 @@ class Settings:
     # Where a fan-out that reaches its deadline hands the rest of its audience (an SQS queue
     # URL; chalicelib/continuation.py). None: no continuation, the rest is reported failed.
     continuation_queue_url: str | None = None
+    # Delivery counts in a direct message's ack (DM_DELIVERY_RECEIPTS): they tell the sender
+    # whether and on how many devices the recipient is online. None: by AUTH_MODE (see
+    # ``dm_receipts``).
+    dm_delivery_receipts: bool | None = None
     # Target ids per continuation message: ~2,000 with their endpoints stay far under SQS's
     # 256 KB message limit (endpoints are listed once per message).
     continuation_batch: int = 2000
@@ -250,7 +254,18 @@ class Settings:
             message_burst=_int(env, "MESSAGE_BURST", 20, 1, 100_000),
             continuation_queue_url=_queue_url(env),
             continuation_batch=_int(env, "CONTINUATION_BATCH", 2000, 1, 2000),
+            dm_delivery_receipts=_bool(env, "DM_DELIVERY_RECEIPTS"),
         )
+
+    @property
+    def dm_receipts(self) -> bool:
+        """Whether a DM's ack carries delivery counts. Off by default with AUTH_MODE=jwt (an
+        online oracle: any user could probe any user id); on by default with AUTH_MODE=none,
+        where anyone may connect as any user id and read their stream, so the counts reveal
+        nothing new and the local demo shows them."""
+        if self.dm_delivery_receipts is None:
+            return self.auth_mode == "none"
+        return self.dm_delivery_receipts
 
 
 def _queue_url(env: Mapping[str, str]) -> str | None:
@@ -306,6 +321,17 @@ def _has_crypto() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool | None:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
