@@ -146,6 +146,11 @@ class Settings:
     # whether and on how many devices the recipient is online. None: by AUTH_MODE (see
     # ``dm_receipts``).
     dm_delivery_receipts: bool | None = None
+    # The key continuation jobs are signed with (CONTINUATION_KEY, or the SSM SecureString
+    # CONTINUATION_KEY_PARAMETER names); None: derived from an HMAC JWT secret (see
+    # ``continuation_job_key``). How long a job is honoured (CONTINUATION_JOB_TTL_SECONDS).
+    continuation_key: str | None = None
+    continuation_job_ttl_seconds: int = 900
     # Target ids per continuation message: ~2,000 with their endpoints stay far under SQS's
     # 256 KB message limit (endpoints are listed once per message).
     continuation_batch: int = 2000
@@ -255,6 +260,10 @@ class Settings:
             continuation_queue_url=_queue_url(env),
             continuation_batch=_int(env, "CONTINUATION_BATCH", 2000, 1, 2000),
             dm_delivery_receipts=_bool(env, "DM_DELIVERY_RECEIPTS"),
+            continuation_key=_continuation_key(env, auth_mode, algorithm),
+            continuation_job_ttl_seconds=_int(
+                env, "CONTINUATION_JOB_TTL_SECONDS", 900, 60, 14 * 86400
+            ),
         )
 
     @property
@@ -278,7 +287,31 @@ def _queue_url(env: Mapping[str, str]) -> str | None:
     return url or None
 
 
-def read_secret_parameter(name: str) -> str:
+def _continuation_key(env: Mapping[str, str], auth_mode: str, algorithm: str) -> str | None:
+    """CONTINUATION_KEY, or the SecureString CONTINUATION_KEY_PARAMETER names. Without either,
+    a stage with a continuation queue needs an HMAC JWT secret to derive the key from."""
+    key = env.get("CONTINUATION_KEY") or None
+    source = "CONTINUATION_KEY"
+    parameter = (env.get("CONTINUATION_KEY_PARAMETER") or "").strip()
+    if not key and parameter:
+        key = read_secret_parameter(parameter, "CONTINUATION_KEY_PARAMETER")
+        source = f"the key in CONTINUATION_KEY_PARAMETER {parameter!r}"
+    if key:
+        if len(key.encode("utf-8")) < 32:
+            raise ConfigError(
+                f"{source} must be at least 32 bytes; generate one with `{GENERATE_SECRET}`"
+            )
+        return key
+    if _queue_url(env) and not (auth_mode == "jwt" and algorithm.startswith("HS")):
+        raise ConfigError(
+            "CONTINUATION_KEY (or CONTINUATION_KEY_PARAMETER) is required with "
+            "CONTINUATION_QUEUE_URL unless AUTH_MODE=jwt with an HS* secret to derive it from: "
+            "continuation jobs are signed with it"
+        )
+    return None
+
+
+def read_secret_parameter(name: str, setting: str = "JWT_SECRET_PARAMETER") -> str:
     """The decrypted value of an SSM (SecureString) parameter: deployed stages keep the JWT
     secret there, so it never appears in a template, a Lambda's configuration or the repo."""
     import boto3
@@ -294,14 +327,12 @@ def read_secret_parameter(name: str) -> str:
     try:
         response = client.get_parameter(Name=name, WithDecryption=True)
     except ClientError as exc:
-        raise ConfigError(
-            f"JWT_SECRET_PARAMETER {name!r} could not be read: {error_code(exc)}"
-        ) from None
+        raise ConfigError(f"{setting} {name!r} could not be read: {error_code(exc)}") from None
     except BotoCoreError as exc:
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {exc}") from None
+        raise ConfigError(f"{setting} {name!r} could not be read: {exc}") from None
     value = str(response["Parameter"]["Value"])
     if not value.strip():
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} is empty")
+        raise ConfigError(f"{setting} {name!r} is empty")
     return value
 
 

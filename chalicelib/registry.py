@@ -447,6 +447,36 @@ class Registry:
         for future in as_completed(futures):
             yield from future.result()
 
+    def live_targets(self, connection_ids: Sequence[str]) -> list[Target]:
+        """The live connections among ``connection_ids``, each with the endpoint stored on
+        its item at ``$connect`` (a continuation job names connections, never endpoints).
+        Unknown and expired ids are left out. BatchGetItem, 100 keys a request (its limit),
+        retrying ``UnprocessedKeys``."""
+        found: dict[str, Target] = {}
+        ids = list(dict.fromkeys(connection_ids))
+        for start in range(0, len(ids), 100):
+            keys = [self._conn_key(cid) for cid in ids[start : start + 100]]
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": keys,
+                    "ProjectionExpression": _TARGET_PROJECTION,
+                    "ExpressionAttributeNames": {"#ttl": TTL},
+                }
+            }
+            for attempt in range(8):
+                response = self._ddb.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self._table, []):
+                    cid = _s(item, "connectionId")
+                    if cid and _n(item, TTL) > self._now():
+                        found[cid] = Target(cid, _s(item, "userId"), _s(item, "endpoint"))
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                raise RegistryError("connection reads left unprocessed after retries")
+        return [found[cid] for cid in ids if cid in found]
+
     # --- resumable audiences (a fan-out that continues on SQS) --------------------------------
 
     def user_query(self, user_id: str) -> QuerySpec:

@@ -13,8 +13,9 @@ from botocore.config import Config
 
 from chalicelib import log
 from chalicelib.broadcaster import Broadcaster
-from chalicelib.config import Settings
+from chalicelib.config import ConfigError, Settings
 from chalicelib.continuation import Continuation
+from chalicelib.continuation_guard import JobLedger, JobSigner, job_key
 from chalicelib.management_api import ManagementApi
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
@@ -61,6 +62,9 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
     if settings.continuation_queue_url:
         # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
         sqs = session.client("sqs", config=_config(settings, 10))
+        key = job_key(settings)
+        if key is None:  # Settings.from_env refuses this; a hand-built Settings may not
+            raise ConfigError("CONTINUATION_KEY is required with CONTINUATION_QUEUE_URL")
         continuation = Continuation(
             sqs,
             settings.continuation_queue_url,
@@ -69,6 +73,8 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
             broadcaster,
             per_message=settings.continuation_batch,
             deadline_seconds=settings.fanout_deadline_seconds,
+            signer=JobSigner(key, settings.continuation_job_ttl_seconds),
+            ledger=JobLedger(ddb, settings.table_name),
         )
     switchboard.append(
         Switchboard(

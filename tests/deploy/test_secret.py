@@ -65,3 +65,20 @@ def test_an_explicit_secret_wins_and_ssm_is_not_called(monkeypatch: pytest.Monke
         {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "JWT_SECRET_PARAMETER": PARAM}
     )
     assert local.auth_mode == "none"
+
+
+def test_reads_the_continuation_key_parameter(ssm: Any) -> None:
+    key = "continuation-key-" + "k" * 32
+    ssm.put_parameter(Name="/switchboard/test/job-key", Value=key, Type="SecureString")
+    settings = Settings.from_env(
+        {
+            "CONNECTIONS_TABLE": "t",
+            "AUTH_MODE": "none",
+            "CONTINUATION_KEY_PARAMETER": "/switchboard/test/job-key",
+        }
+    )
+    assert settings.continuation_key == key
+    with pytest.raises(ConfigError, match="CONTINUATION_KEY_PARAMETER '/nope' could not be read"):
+        Settings.from_env(
+            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "CONTINUATION_KEY_PARAMETER": "/nope"}
+        )

@@ -244,3 +244,21 @@ def test_the_deployed_stages_carry_the_documented_limits() -> None:
     config = json.loads((Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
     env = config["environment_variables"]
     assert {name: float(env[name]) for name in LIMIT_DEFAULTS} == LIMIT_DEFAULTS
+
+
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/switchboard-continuation"
+
+
+def test_a_continuation_queue_needs_a_job_key() -> None:
+    # Locally (no JWT secret to derive one from) the key must be given.
+    with pytest.raises(ConfigError, match="CONTINUATION_KEY") as info:
+        Settings.from_env(_local(CONTINUATION_QUEUE_URL=QUEUE))
+    assert info.value.setting == "CONTINUATION_KEY"
+    with pytest.raises(ConfigError, match="CONTINUATION_KEY must be at least 32 bytes"):
+        Settings.from_env(_local(CONTINUATION_QUEUE_URL=QUEUE, CONTINUATION_KEY="short"))
+    key = "k" * 32
+    assert Settings.from_env(_local(CONTINUATION_KEY=key)).continuation_key == key
+    # A stage with an HMAC JWT secret derives it (continuation_guard.job_key).
+    derived = Settings.from_env({**jwt_env(SECRET), "CONTINUATION_QUEUE_URL": QUEUE})
+    assert derived.continuation_key is None
+    assert derived.continuation_job_ttl_seconds == 900
