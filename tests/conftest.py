@@ -33,7 +33,7 @@ from chalicelib.table import DynamoDB
 from deploy.create_table import create_table
 from local_gateway import LocalGateway
 from tests.gateways import GatewayFactory, started_gateways
-from tests.helpers import SECRET, FakeGateway
+from tests.helpers import AUDIENCE, ISSUER, SECRET, FakeGateway
 from tests.wsclient import WsConnect, open_ws
 
 TABLE = "test-connections"
@@ -110,6 +110,8 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
     base.update(settings)
     if base["auth_mode"] == "jwt":
         base.setdefault("jwt_secret", SECRET)
+        base.setdefault("jwt_issuer", ISSUER)
+        base.setdefault("jwt_audience", AUDIENCE)
     base.setdefault("endpoint_rule", EndpointRule.from_env())  # AWS_REGION from aws_env
     config = Settings(**base)
     broadcaster = Broadcaster(gateway, deadline_seconds=config.fanout_deadline_seconds)
