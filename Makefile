@@ -68,7 +68,8 @@ browser-deps:
 
 # Locally, identity comes from ?userId= (AUTH_MODE=none); override with RUN_ARGS=... / ARGS=...
 # With AUTH_MODE=jwt (RUN_ARGS=), pass JWT_SECRET by file or environment, never on the command
-# line: ARGS="--env-file .env.local" or ARGS="--env-from-environ JWT_SECRET".
+# line: ARGS="--env-file .env.local" or ARGS="--env-from-environ JWT_SECRET"; JWT_ISSUER and
+# JWT_AUDIENCE are required too (the same file, or --env JWT_ISSUER=... --env JWT_AUDIENCE=...).
 RUN_ARGS ?= --auth-mode none
 
 # .chalice/local.env: the app's environment while `make run` runs (for chalice local).

@@ -304,21 +304,35 @@ class Switchboard:
     def _send_message(
         self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]
     ) -> Frame:
-        target = command.target_user_id
-        message, report = self._send(
-            conn, Scope.USER, target, command.text, record, command.client_msg_id
-        )
-        if report.recipients == 0 and target != conn.user_id:  # only this very connection: fine
-            # Logged all the same: the user gets it when they connect and resume.
-            frame = protocol.error_frame(
-                "not_found",
-                f"user {target!r} has no live connections; the message is kept "
-                f"{self.settings.history_ttl_seconds} s for their resume",
-                command.ref,
+        """A direct message is answered the same way whoever the recipient is, online or not:
+        an ack that it was stored (logged for the recipient's resume), with its ``id``. Not the
+        recipient stream's ``seq`` (how many DMs they got; the sender does not read that
+        stream) and, unless ``dm_receipts``, no delivery counts (whether and on how many
+        devices they are online)."""
+        try:
+            message, report = self._send(
+                conn,
+                Scope.USER,
+                command.target_user_id,
+                command.text,
+                record,
+                command.client_msg_id,
             )
-            stream, seq = message.position
-            return {**frame, "id": message.id, "stream": stream, "seq": seq}
-        return _ack(command.ref, message, report)
+        except AlreadySent as exc:  # a retried send: the same answer, nothing sent again
+            record["outcome"] = "AlreadySent"
+            receipts = {"delivered": 0, "failed": 0, "gone": 0} if self.settings.dm_receipts else {}
+            return protocol.dm_ack_frame(command.ref, exc.message_id, duplicate=True, **receipts)
+        if not self.settings.dm_receipts:
+            return protocol.dm_ack_frame(command.ref, message.id)
+        continued = {"continued": report.continued} if report.continued else {}
+        return protocol.dm_ack_frame(
+            command.ref,
+            message.id,
+            delivered=report.delivered,
+            failed=report.failed,
+            gone=report.gone,
+            **continued,
+        )
 
     def _send_room(
         self, conn: ConnectionRecord, command: protocol.SendRoom, record: dict[str, Any]

@@ -2,8 +2,9 @@
 
 Called once per Lambda container (app.py's ``get_switchboard``). Kept apart from service.py
 so the behaviour there takes its collaborators and never builds an AWS client itself; the
-one other AWS call a container makes, reading the JWT secret from SSM, is here too
-(``settings_from_env``), and so is the health check that asks botocore for credentials.
+one other AWS call a container makes, reading the JWT secret (and a continuation job key)
+from SSM, is here too (``settings_from_env``), and so is the health check that asks botocore
+for credentials.
 """
 
 from __future__ import annotations
@@ -75,8 +76,13 @@ def assemble(
     broadcaster = Broadcaster(gateway, deadline_seconds=settings.fanout_deadline_seconds)
     continuation = None
     if sqs is not None and settings.continuation_queue_url:
-        from chalicelib.continuation import Continuation  # only a stage with a queue needs it
+        # Only a stage with a queue needs these.
+        from chalicelib.continuation import Continuation
+        from chalicelib.continuation_guard import JobLedger, JobSigner, job_key
 
+        key = job_key(settings)
+        if key is None:  # Settings.from_env refuses this; a hand-built Settings may not
+            raise ConfigError("CONTINUATION_KEY is required with CONTINUATION_QUEUE_URL")
         continuation = Continuation(
             sqs,
             settings.continuation_queue_url,
@@ -85,6 +91,8 @@ def assemble(
             broadcaster,
             per_message=settings.continuation_batch,
             deadline_seconds=settings.fanout_deadline_seconds,
+            signer=JobSigner(key, settings.continuation_job_ttl_seconds),
+            ledger=JobLedger(registry.table),
         )
     return Switchboard(
         settings, registry, gateway, broadcaster, message_log, continuation=continuation
@@ -102,14 +110,16 @@ def _config(settings: Settings, pool: int) -> Config:
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """``Settings.from_env`` with the JWT secret read from SSM when the environment names a
-    parameter (``JWT_SECRET_PARAMETER``) instead of holding the secret."""
+    """``Settings.from_env`` with the JWT secret and the continuation job key read from SSM
+    when the environment names a parameter (``JWT_SECRET_PARAMETER``,
+    ``CONTINUATION_KEY_PARAMETER``) instead of holding the secret."""
     return Settings.from_env(env, read_secret=read_secret_parameter)
 
 
-def read_secret_parameter(name: str) -> str:
+def read_secret_parameter(name: str, setting: str = "JWT_SECRET_PARAMETER") -> str:
     """The decrypted value of an SSM (SecureString) parameter: deployed stages keep the JWT
-    secret there, so it never appears in a template, a Lambda's configuration or the repo."""
+    secret and the continuation job key there, so neither appears in a template, a Lambda's
+    configuration or the repo. ``setting`` is the variable that named it (error messages)."""
     client = boto3.client(
         "ssm",
         config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"}),
@@ -117,14 +127,12 @@ def read_secret_parameter(name: str) -> str:
     try:
         response = client.get_parameter(Name=name, WithDecryption=True)
     except ClientError as exc:
-        raise ConfigError(
-            f"JWT_SECRET_PARAMETER {name!r} could not be read: {error_code(exc)}"
-        ) from None
+        raise ConfigError(f"{setting} {name!r} could not be read: {error_code(exc)}") from None
     except BotoCoreError as exc:
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {exc}") from None
+        raise ConfigError(f"{setting} {name!r} could not be read: {exc}") from None
     value = str(response["Parameter"]["Value"])
     if not value.strip():
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} is empty")
+        raise ConfigError(f"{setting} {name!r} is empty")
     return value
 
 

@@ -110,8 +110,17 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "ContinueFanOutRole",
         # the logged frame (GetItem), a room's or user's rest (Query), prune on 410 (removal,
         # and the presence leave it announces: UpdateItem on the user's item, the event logged
-        # with UpdateItem + PutItem).
-        table_actions=("GetItem", "PutItem", "UpdateItem", "Query", "BatchWriteItem", "DeleteItem"),
+        # with UpdateItem + PutItem); a job's connections read back for their stored endpoints
+        # (BatchGetItem) and its one-time claim (conditional PutItem, UpdateItem, DeleteItem).
+        table_actions=(
+            "BatchGetItem",
+            "GetItem",
+            "PutItem",
+            "UpdateItem",
+            "Query",
+            "BatchWriteItem",
+            "DeleteItem",
+        ),
         index_actions=("Query",),
         connection_methods=("POST",),
         # SendMessage: its own rest; the others: the event source mapping, under this role.

@@ -39,6 +39,8 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 API_ID = "abc123def4"  # tests/events/*.json: domainName abc123def4.execute-api.us-east-1...
 STAGE = stage("dev")
+# The dev stage's own JWT_ISSUER/JWT_AUDIENCE (.chalice/config.json): its tokens carry them.
+STAGE_CLAIMS = {"iss": STAGE.environment["JWT_ISSUER"], "aud": STAGE.environment["JWT_AUDIENCE"]}
 QUEUE = CONTINUATION_QUEUE
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
 
@@ -225,7 +227,7 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ws("message", message_event(cid, body))
 
     def http(method: str, path: str, body: Any = None) -> int:
-        headers = {"Authorization": f"Bearer {token('ops', role='admin')}"}
+        headers = {"Authorization": f"Bearer {token('ops', role='admin', **STAGE_CLAIMS)}"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         call = getattr(client.http, method)
@@ -243,7 +245,7 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ("d", "ops", "admin"),
         ("e", "u_2", None),  # u_2's second connection: a user's rest can span pages
     ):
-        event = connect_event(cid, {"token": token(user, role=role)})
+        event = connect_event(cid, {"token": token(user, role=role, **STAGE_CLAIMS)})
         ws("connect", event)
         if cid == "a":  # the same $connect again, as a put retried after a late answer:
             ws("connect", event)  # it reads its own item back and succeeds

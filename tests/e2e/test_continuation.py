@@ -98,6 +98,8 @@ def broadcast_reaches_everyone_once(
         env={
             "FANOUT_DEADLINE_SECONDS": str(deadline_seconds),
             "CONTINUATION_QUEUE_URL": QUEUE_URL,
+            # AUTH_MODE=none has no JWT secret to derive the job key from (#22 item 5).
+            "CONTINUATION_KEY": "e2e-continuation-key-" + "k" * 32,
         },
     )
     listeners = Listeners(gw.urls.websocket)  # type: ignore[union-attr]

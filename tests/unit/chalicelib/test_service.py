@@ -311,10 +311,19 @@ def test_send_room_logs_then_fans_out_to_members_but_the_sender(world: World) ->
     assert not any(f["type"] == "message" for f in world.gateway.frames("a"))
 
 
-def test_send_message_to_a_user_without_connections_is_kept_for_resume(world: World) -> None:
+def test_send_message_to_a_user_without_connections_is_stored_not_refused(world: World) -> None:
+    # Issue #22 item 9: no online oracle. Kept for the recipient's resume and acked as stored;
+    # never not_found, never the recipient stream's stream/seq (how many DMs they got).
     world.registry.add("a", "u1")
     reply = world.send("a", {"action": "sendMessage", "targetUserId": "u9", "text": "hi"})
-    assert (reply["code"], reply["stream"], reply["seq"]) == ("not_found", "user:u9", 1)
+    assert reply == {"type": "ack", "stored": True, "id": reply["id"], "delivered": 0,
+                     "failed": 0, "gone": 0}  # fmt: skip
+    assert world.log.get("user:u9", 1) is not None
+    # Without receipts (jwt's default), not even whether anyone got it.
+    quiet = World(dm_delivery_receipts=False)
+    quiet.registry.add("a", "u1")
+    reply = quiet.send("a", {"action": "sendMessage", "targetUserId": "u9", "text": "hi"})
+    assert reply == {"type": "ack", "stored": True, "id": reply["id"]}
 
 
 def test_broadcast_all_needs_the_admin_role_with_auth(world: World) -> None:
