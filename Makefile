@@ -1,10 +1,13 @@
 # switchboard: `make run` starts the local stack, `make test` runs the whole suite.
-# Both create the virtualenv under .venv and install what they need on first use.
+# Both create the virtualenv under .venv and install what they need on first use: `make run`
+# only the local stack (requirements-run.txt), everything else the test tools too
+# (requirements-dev.txt, which includes it).
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
 
 .PHONY: help run test lint unit functional e2e clean browser-deps chalice-local
@@ -16,8 +19,12 @@ help:
 	@echo "make chalice-local   chalice local (port 8002) against a running make run"
 	@echo "make clean  remove the virtualenv and caches"
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(RUN_STAMP): requirements.txt requirements-run.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-run.txt
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
 
@@ -43,11 +50,11 @@ RUN_ARGS ?= --auth-mode none
 LOCAL_ENV := .chalice/local.env
 CHALICE_PORT ?= 8002
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(PY) -m local_gateway --write-env-file $(LOCAL_ENV) $(RUN_ARGS) $(ARGS)
 
 # Chalice's own `chalice local` against a running `make run` (its DynamoDB and gateway).
-chalice-local: $(STAMP)
+chalice-local: $(RUN_STAMP)
 	@test -f $(LOCAL_ENV) || { echo "$(LOCAL_ENV) not found: start 'make run' in another shell first"; exit 1; }
 	set -a; . ./$(LOCAL_ENV); set +a; $(VENV)/bin/chalice local --port $(CHALICE_PORT) $(ARGS)
 
