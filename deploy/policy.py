@@ -89,7 +89,8 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
             "BatchWriteItem",
         ),
         index_actions=("Query",),  # a user's connections (GSI1), everyone (GSI2)
-        connection_methods=("POST",),
+        # POST: replies, fan-out, replay; DELETE: an expired token closes its socket.
+        connection_methods=("POST", "DELETE"),
         queue_actions=("SendMessage",),  # a fan-out's rest past its deadline
     ),
     FunctionAccess(

@@ -6,15 +6,22 @@ Each AWS call becomes the (IAM action, resource ARN) that AWS would authorise, t
 
 - every call is allowed by the function's role in the merge template (intrinsics resolved)
   and by ``.chalice/policy-<stage>.json`` (``chalice deploy``);
-- every DynamoDB / execute-api / SSM action a function is granted was used (least privilege).
+- every DynamoDB / execute-api / SSM action a function is granted was used (least privilege);
+- every call of the management API that chalicelib's code contains (``post``, ``post_many``,
+  ``start_many`` -> POST, ``close`` -> DELETE) ran in the scenario, so the two checks above cover
+  every ``@connections`` method a function can use: a code path the scenario misses (token
+  expiry closing the socket, which the message function's role once lacked) fails the test.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -99,14 +106,57 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterat
         raise AssertionError(f"unexpected AWS call {service}:{operation}: map it to IAM")
 
 
+# The management API's methods as chalicelib calls them, and the HTTP method each one uses on
+# @connections (chalicelib/management_api.py: post_to_connection, delete_connection).
+MANAGEMENT_METHODS = {"post": "POST", "post_many": "POST", "start_many": "POST", "close": "DELETE"}
+CHALICELIB = Path(__file__).resolve().parents[2] / "chalicelib"
+
+CallSite = tuple[str, int, int]  # (file under chalicelib, first line, last line)
+
+
+def management_call_sites() -> set[CallSite]:
+    """Every ``<...>gateway.<method>(...)`` call in chalicelib: what the code can ask of the API."""
+    sites: set[CallSite] = set()
+    for path in sorted(CHALICELIB.rglob("*.py")):
+        if path.name == "management_api.py":  # the client itself: its methods call each other
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            receiver = node.func.value
+            name = (
+                receiver.attr
+                if isinstance(receiver, ast.Attribute)
+                else receiver.id
+                if isinstance(receiver, ast.Name)
+                else ""
+            )
+            if node.func.attr in MANAGEMENT_METHODS and name.lstrip("_") == "gateway":
+                end = node.end_lineno or node.lineno
+                sites.add((path.relative_to(CHALICELIB).as_posix(), node.lineno, end))
+    return sites
+
+
 class RecordingGateway:
-    """The management API as IAM sees it: post -> POST, close -> DELETE."""
+    """The management API as IAM sees it: post -> POST, close -> DELETE; and where it was called."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.outcomes: dict[str, Outcome] = {}
+        self.callers: set[tuple[str, int]] = set()  # (file under chalicelib, line)
+        self.closed: list[str] = []
+
+    def _caller(self) -> None:
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename == __file__:
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is not None:
+            path = Path(frame.f_code.co_filename).resolve()
+            if path.is_relative_to(CHALICELIB):
+                self.callers.add((path.relative_to(CHALICELIB).as_posix(), frame.f_lineno))
 
     def _record(self, method: str, connection_id: str) -> Outcome:
+        self._caller()
         self.recorder.add(
             "execute-api:ManageConnections",
             f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{STAGE.api_gateway_stage}/"
@@ -125,12 +175,13 @@ class RecordingGateway:
         return lambda: outcomes
 
     def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
+        self.closed.append(connection_id)
         return self._record("DELETE", connection_id)
 
 
 @pytest.fixture(scope="module")
-def recorded() -> dict[str, set[Call]]:
-    """Run every handler of the dev stage once through its paths; the calls per function."""
+def scenario() -> tuple[Recorder, RecordingGateway]:
+    """Run every handler of the dev stage once through its paths."""
     recorder = Recorder()
     gateway = RecordingGateway(recorder)
     original = botocore.client.BaseClient._make_api_call
@@ -167,7 +218,13 @@ def recorded() -> dict[str, set[Call]]:
     finally:
         mp.undo()
         app_module.reset_switchboard(None)
-    return dict(recorder.calls)
+    return recorder, gateway
+
+
+@pytest.fixture(scope="module")
+def recorded(scenario: tuple[Recorder, RecordingGateway]) -> dict[str, set[Call]]:
+    """The calls per function."""
+    return dict(scenario[0].calls)
 
 
 def _cold(recorder: Recorder, function: str) -> None:
@@ -242,6 +299,7 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ("c", "u_3", None),
         ("d", "ops", "admin"),
         ("e", "u_2", None),  # u_2's second connection: a user's rest can span pages
+        ("x", "u_4", None),  # its token expires: the message function closes it
     ):
         event = connect_event(cid, {"token": token(user, role=role)})
         ws("connect", event)
@@ -265,12 +323,22 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     frame("a", idempotent)
     frame("a", idempotent)  # a retry: answered from the clientMsgId record
     frame("a", {"action": "sendRoom", "room": "lobby", "text": "hi all"})
+    frame("b", {"action": "resume", "streams": {"room:lobby": 0}})  # replay posts (POST)
     frame("b", {"action": "leave", "room": "lobby"})
     frame("b", {"action": "join", "room": "side"})  # kicked below: a membership to delete
     frame("c", {"action": "join", "room": "side"})  # its prune deletes a membership too
     gateway.outcomes["c"] = Outcome.GONE  # closed without $disconnect: pruned on 410
     frame("d", {"action": "broadcastAll", "text": "maintenance"})
     frame("e", {"action": "join", "room": "side"})
+    # A token that has expired: the next frame closes the socket (DELETE @connections).
+    registry = _built().registry
+    saved_clock = registry._clock
+    registry._clock = lambda: saved_clock() + 5400  # past x's exp (1 h), before its ttl (2 h+)
+    try:
+        frame("x", {"action": "whoami"})
+    finally:
+        registry._clock = saved_clock
+    assert gateway.closed == ["x"], "the expired token's socket was closed"
     _past_deadline(lambda: frame("e", {"action": "sendRoom", "room": "side", "text": "c"}))
     _past_deadline(
         lambda: frame("a", {"action": "sendMessage", "targetUserId": "u_2", "text": "c"})
@@ -410,5 +478,20 @@ def test_every_function_reads_the_secret_and_only_senders_post(
     assert all(any(a == "ssm:GetParameter" for a, _ in calls) for calls in recorded.values())
     assert methods("WebsocketConnect") == set()
     assert methods("WebsocketDisconnect") == {"POST"}  # announces the user's presence leave
-    assert methods("WebsocketMessage") == {"POST"}
+    # An expired token closes its socket (service._expire): DELETE.
+    assert methods("WebsocketMessage") == {"POST", "DELETE"}
     assert methods("APIHandler") == {"POST", "DELETE"}
+
+
+def test_the_scenario_makes_every_management_call_the_code_can_make(
+    scenario: tuple[Recorder, RecordingGateway],
+) -> None:
+    """A management API call site the scenario never reaches is a method no policy test saw:
+    extend ``_exercise`` until it reaches it (and grant the method if a role lacks it)."""
+    sites = management_call_sites()
+    assert sites, "no management API call found in chalicelib: the scan is broken"
+    hit = scenario[1].callers
+    missed = sorted(
+        site for site in sites if not any(f == site[0] and site[1] <= ln <= site[2] for f, ln in hit)
+    )
+    assert missed == [], f"management API calls the IAM scenario never makes: {missed}"
