@@ -64,13 +64,33 @@ clean:
 # --- deploy (see README "Deploy") ----------------------------------------------------------
 STAGE ?= dev
 
-.PHONY: package create-table
+.PHONY: package create-table create-queue chalice-deploy
 
 package: $(STAMP)
 	$(PY) -m deploy.package --stage $(STAGE)
 
 create-table: $(STAMP)
 	$(PY) -m deploy.create_table --stage $(STAGE) $(ARGS)
+
+# `chalice deploy` takes the functions' runtime from the Python it runs on, and Lambda can no
+# longer create python3.11 functions: the chalice deploy path has its own virtualenv.
+DEPLOY_PYTHON ?= python3.13
+DEPLOY_VENV   ?= .venv-deploy
+DEPLOY_STAMP  := $(DEPLOY_VENV)/.installed
+
+$(DEPLOY_STAMP): requirements.txt
+	@test -x $(DEPLOY_VENV)/bin/python || $(DEPLOY_PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements.txt chalice==1.34.0 boto3==1.44.5
+	@touch $(DEPLOY_STAMP)
+
+# The stage's table, continuation queue and dead-letter queue (no chalice deploy).
+create-queue: $(STAMP)
+	$(PY) -m deploy.chalice_deploy --stage $(STAGE) --only-resources $(ARGS)
+
+# Table and queues first (Chalice subscribes the worker to the queue), then chalice deploy.
+chalice-deploy: $(DEPLOY_STAMP)
+	$(DEPLOY_VENV)/bin/python -m deploy.chalice_deploy --stage $(STAGE) $(ARGS)
 
 # --- benchmarks (see README "Performance") ---------------------------------------------------
 BENCH_STAMP := $(VENV)/.bench-installed

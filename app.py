@@ -15,7 +15,7 @@ from chalice.app import SQSEvent, WebsocketEvent
 from chalicelib import web
 from chalicelib.auth import AuthError, Identity
 from chalicelib.aws_errors import ConfigProblem, config_problem
-from chalicelib.config import CONTINUATION_QUEUE, ConfigError, Settings
+from chalicelib.config import ConfigError, Settings, continuation_queue_name
 from chalicelib.idempotency import SendInProgress
 from chalicelib.message_log import LogWriteError
 from chalicelib.protocol import Scope
@@ -71,17 +71,35 @@ def disconnect(event: WebsocketEvent) -> dict[str, Any]:
     return _ws_response(get_switchboard().on_disconnect(event.to_dict()))  # type: ignore[return-value]
 
 
-# A fan-out that reaches its deadline continues here (chalicelib/continuation.py). Up to 5 jobs
-# per invocation share one deadline; a job that fails is reported in batchItemFailures (the
-# event source mapping has ReportBatchItemFailures) and comes back after the visibility timeout.
-@app.on_sqs_message(queue=CONTINUATION_QUEUE, batch_size=5, name="continue_fan_out")
+# A fan-out that reaches its deadline continues here (chalicelib/continuation.py). The queue is
+# the stage's own (CONTINUATION_QUEUE_NAME, read at import: see chalicelib/config.py).
+# batch_size=1 is what ``chalice deploy`` subscribes with: its mapping cannot report partial
+# batch failures, so a failed job raises and SQS delivers that one job again. The packaged
+# stack replaces the mapping with one of 5 jobs and ReportBatchItemFailures
+# (deploy/template.py) and sets CONTINUATION_PARTIAL_BATCH=true: there only the failed jobs
+# are reported and come back after the visibility timeout.
+@app.on_sqs_message(queue=continuation_queue_name(), batch_size=1, name="continue_fan_out")
 def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
     records = [(r.to_dict()["messageId"], r.body) for r in event]
-    continuation = get_switchboard().continuation
+    switchboard = get_switchboard()
+    continuation = switchboard.continuation
     if continuation is None:
-        app.log.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
-        return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
-    return continuation.run_batch(records)
+        app.log.error("no continuation queue is configured: %d jobs left to SQS", len(records))
+        result: dict[str, Any] = {
+            "batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]
+        }
+    else:
+        result = continuation.run_batch(records)
+    failed = result.get("batchItemFailures") or []
+    if failed and not switchboard.settings.continuation_partial_batch:
+        # Returning would delete every job of the batch ("Handling errors for an SQS event
+        # source in Lambda": without ReportBatchItemFailures the response is ignored).
+        raise ContinuationBatchFailed(f"{len(failed)} of {len(records)} jobs failed")
+    return result
+
+
+class ContinuationBatchFailed(RuntimeError):
+    """Raised so that Lambda's SQS poller leaves the batch on the queue for another try."""
 
 
 # --- HTTP API ------------------------------------------------------------------------------

@@ -14,10 +14,24 @@ from dataclasses import dataclass, field
 from chalicelib.rate_control import RATE_CONTROLS
 
 AUTH_MODES = ("jwt", "none")
-# The SQS queue of fan-out continuations as app.py's on_sqs_message names it (``chalice
-# deploy`` subscribes the worker to this name; the packaged stack makes its own queue and
-# points the event source mapping at it). The senders find it by CONTINUATION_QUEUE_URL.
-CONTINUATION_QUEUE = "switchboard-continuation"
+# The SQS queue of fan-out continuations, one per stage: its name is CONTINUATION_QUEUE_NAME
+# (each stage's environment_variables in .chalice/config.json). Chalice has no per-stage
+# decorator argument, so app.py's on_sqs_message reads the name from the environment when it
+# is imported (the way a Chalice maintainer suggests in aws/chalice#1385): in Lambda the stage's
+# variables are set; ``make chalice-deploy`` (deploy/chalice_deploy.py) sets it for the CLI,
+# which subscribes the worker to the queue by this name. Unset, the name below names no queue
+# anyone creates, so a plain ``chalice deploy`` fails at the subscription instead of
+# consuming another stage's jobs. The packaged stack makes its own queue and points the event
+# source mapping at it (deploy/template.py).
+CONTINUATION_QUEUE_UNSET = "CONTINUATION_QUEUE_NAME-not-set-see-docs-DEPLOY-md"
+
+
+def continuation_queue_name(env: Mapping[str, str] | None = None) -> str:
+    """The continuation queue's name for app.py's decorator (see above)."""
+    env = os.environ if env is None else env
+    return _queue_name(env) or CONTINUATION_QUEUE_UNSET
+
+
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. A shorter shared
@@ -141,6 +155,14 @@ class Settings:
     # Where a fan-out that reaches its deadline hands the rest of its audience (an SQS queue
     # URL; chalicelib/continuation.py). None: no continuation, the rest is reported failed.
     continuation_queue_url: str | None = None
+    # ``chalice deploy`` cannot put the queue's URL (it holds the account id) in the stage's
+    # variables: there the senders look it up by name once per container (sqs:GetQueueUrl).
+    continuation_queue_name: str | None = None
+    # Whether the worker's event source mapping has ReportBatchItemFailures (the packaged
+    # stack sets this to true). Chalice 1.34's own mapping (``chalice deploy``) has no
+    # FunctionResponseTypes and deletes a batch whose invocation returned, whatever the
+    # response says: there a failed job must raise so that SQS delivers it again.
+    continuation_partial_batch: bool = False
     # Target ids per continuation message: ~2,000 with their endpoints stay far under SQS's
     # 256 KB message limit (endpoints are listed once per message).
     continuation_batch: int = 2000
@@ -237,6 +259,8 @@ class Settings:
             message_rate=_float(env, "MESSAGE_RATE", 10.0, 0.01, 100_000.0),
             message_burst=_int(env, "MESSAGE_BURST", 20, 1, 100_000),
             continuation_queue_url=_queue_url(env),
+            continuation_queue_name=_queue_name(env),
+            continuation_partial_batch=_partial_batch(env),
             continuation_batch=_int(env, "CONTINUATION_BATCH", 2000, 1, 2000),
         )
 
@@ -249,6 +273,24 @@ def _queue_url(env: Mapping[str, str]) -> str | None:
             f"https://sqs.us-east-1.amazonaws.com/123456789012/name, got {url!r}"
         )
     return url or None
+
+
+def _queue_name(env: Mapping[str, str]) -> str | None:
+    name = (env.get("CONTINUATION_QUEUE_NAME") or "").strip()
+    # SQS: up to 80 characters, alphanumerics, hyphens and underscores (.fifo for FIFO).
+    if name and not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", name):
+        raise ConfigError(
+            f"CONTINUATION_QUEUE_NAME must be an SQS queue name ([A-Za-z0-9_-], at most 80), "
+            f"got {name!r}"
+        )
+    return name or None
+
+
+def _partial_batch(env: Mapping[str, str]) -> bool:
+    value = (env.get("CONTINUATION_PARTIAL_BATCH") or "false").strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"CONTINUATION_PARTIAL_BATCH must be true or false, got {value!r}")
+    return value == "true"
 
 
 def read_secret_parameter(name: str) -> str:

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.config import CONTINUATION_QUEUE
 from deploy.project import CHALICE_DIR, Stage, iam_policy_file, index_names, stage, stages
 
 
@@ -142,6 +141,8 @@ class Arns:
     log_groups: list[Any]  # for logs:CreateLogGroup (chalice deploy only)
     log_streams: list[Any]  # for logs:CreateLogStream / PutLogEvents
     queue: Any = None  # the continuation queue
+    # ``chalice deploy``: the functions know the queue by name and look its URL up.
+    queue_by_name: bool = False
 
 
 def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> list[dict[str, Any]]:
@@ -178,7 +179,8 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
             }
         )
     if access.queue_actions:
-        actions = [f"sqs:{a}" for a in access.queue_actions]
+        extra = ("GetQueueUrl",) if arns.queue_by_name else ()
+        actions = [f"sqs:{a}" for a in (*access.queue_actions, *extra)]
         out.append(_allow("ContinuationQueue", actions, [arns.queue]))
     out.append(
         {
@@ -235,8 +237,10 @@ def static_arns(s: Stage, access: FunctionAccess) -> Arns:
         secret=f"arn:aws:ssm:*:*:parameter{_parameter_arn_suffix(s.secret_parameter)}",
         log_groups=[group],
         log_streams=[f"{group}:*"],
-        # app.py's on_sqs_message queue name (``chalice deploy`` subscribes to it by name).
-        queue=f"arn:aws:sqs:*:*:{CONTINUATION_QUEUE}",
+        # The stage's own queue (CONTINUATION_QUEUE_NAME): ``chalice deploy`` subscribes the
+        # worker to it by name, and the senders look its URL up by name.
+        queue=f"arn:aws:sqs:*:*:{s.continuation_queue}",
+        queue_by_name=True,
     )
 
 
@@ -275,6 +279,18 @@ def problems() -> list[str]:
                 f"config.json: stages {', '.join(shared)} share api_gateway_stage "
                 f"{path_name!r}: each could post to the other's connections"
             )
+    # What each stage owns by name on the ``chalice deploy`` path: a shared one mixes stages
+    # (two workers consuming one queue take each other's jobs).
+    for variable in ("CONNECTIONS_TABLE", "JWT_SECRET_PARAMETER", "CONTINUATION_QUEUE_NAME"):
+        by_value: dict[str, list[str]] = {}
+        for name in stages():
+            by_value.setdefault(stage(name).environment[variable], []).append(name)
+        for value, shared in sorted(by_value.items()):
+            if len(shared) > 1:
+                out.append(
+                    f"config.json: stages {', '.join(shared)} share {variable} {value!r}: "
+                    "each stage needs its own"
+                )
     for path in sorted(CHALICE_DIR.glob("policy-*.json")):
         if path.name not in generated:
             out.append(f"{path.relative_to(CHALICE_DIR.parent)} is not generated: remove it")

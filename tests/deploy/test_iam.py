@@ -32,7 +32,6 @@ from moto import mock_aws
 
 import app as app_module
 import chalicelib.wiring as wiring_module
-from chalicelib.config import CONTINUATION_QUEUE
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
 from deploy import template
@@ -46,7 +45,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 API_ID = "abc123def4"  # tests/events/*.json: domainName abc123def4.execute-api.us-east-1...
 STAGE = stage("dev")
-QUEUE = CONTINUATION_QUEUE
+QUEUE = STAGE.continuation_queue
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
 
 Call = tuple[str, str]  # (IAM action, resource ARN)
@@ -96,6 +95,8 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterat
             if params.get("IndexName"):
                 arn += f"/index/{params['IndexName']}"
             yield f"dynamodb:{operation}", arn
+    elif service == "sqs" and operation == "GetQueueUrl":
+        yield "sqs:GetQueueUrl", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{params['QueueName']}"
     elif service == "sqs" and "QueueUrl" in params:
         name = params["QueueUrl"].rsplit("/", 1)[-1]
         yield f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
@@ -179,8 +180,19 @@ class RecordingGateway:
         return self._record("DELETE", connection_id)
 
 
-@pytest.fixture(scope="module")
-def scenario() -> tuple[Recorder, RecordingGateway]:
+# The functions' environment on each deploy path, besides the stage's config.json variables
+# (which ``Client(stage_name="dev")`` applies): the packaged stack sets the queue's URL and
+# turns partial batch responses on (deploy/template.py); ``chalice deploy`` gives the queue's
+# name only (CONTINUATION_QUEUE_NAME), and the functions look its URL up.
+PATH_ENV = {
+    "template": {"CONTINUATION_QUEUE_URL": QUEUE_URL, "CONTINUATION_PARTIAL_BATCH": "true"},
+    "file": {},
+}
+
+Scenario = tuple[Recorder, RecordingGateway]
+
+
+def run_scenario(path_env: dict[str, str]) -> Scenario:
     """Run every handler of the dev stage once through its paths."""
     recorder = Recorder()
     gateway = RecordingGateway(recorder)
@@ -197,13 +209,13 @@ def scenario() -> tuple[Recorder, RecordingGateway]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
+        **path_env,
     }
-    # The packaged stack sets the queue URL (deploy/template.py); chalice deploy users, too.
-    env["CONTINUATION_QUEUE_URL"] = QUEUE_URL
     for key, value in env.items():
         mp.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET"):
-        mp.delenv(key, raising=False)
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET", *PATH_ENV["template"]):
+        if key not in env:
+            mp.delenv(key, raising=False)
     mp.setattr(botocore.client.BaseClient, "_make_api_call", recording_call)
     mp.setattr(wiring_module, "ManagementApi", lambda *a, **k: gateway)
     try:
@@ -222,9 +234,16 @@ def scenario() -> tuple[Recorder, RecordingGateway]:
 
 
 @pytest.fixture(scope="module")
-def recorded(scenario: tuple[Recorder, RecordingGateway]) -> dict[str, set[Call]]:
-    """The calls per function."""
-    return dict(scenario[0].calls)
+def scenarios() -> dict[str, Scenario]:
+    """The scenario on each deploy path: ``template`` (make package) and ``file`` (chalice
+    deploy, whose policies are the .chalice/policy-*.json files)."""
+    return {source: run_scenario(path_env) for source, path_env in PATH_ENV.items()}
+
+
+@pytest.fixture(scope="module")
+def recorded(scenarios: dict[str, Scenario]) -> dict[str, set[Call]]:
+    """The calls per function on the packaged path."""
+    return dict(scenarios["template"][0].calls)
 
 
 def _cold(recorder: Recorder, function: str) -> None:
@@ -451,9 +470,9 @@ POLICIES: dict[str, Callable[[FunctionAccess], list[dict[str, Any]]]] = {
 @pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
 @pytest.mark.parametrize("source", POLICIES)
 def test_policy_allows_every_call_of_its_function(
-    recorded: dict[str, set[Call]], source: str, access: FunctionAccess
+    scenarios: dict[str, Scenario], source: str, access: FunctionAccess
 ) -> None:
-    calls = recorded.get(access.logical_id)
+    calls = scenarios[source][0].calls.get(access.logical_id)
     assert calls, f"the scenario never ran {access.logical_id}"
     statements = POLICIES[source](access)
     denied = sorted(c for c in calls if not allowed(statements, *c))
@@ -463,9 +482,9 @@ def test_policy_allows_every_call_of_its_function(
 @pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
 @pytest.mark.parametrize("source", POLICIES)
 def test_policy_grants_nothing_its_function_does_not_use(
-    recorded: dict[str, set[Call]], source: str, access: FunctionAccess
+    scenarios: dict[str, Scenario], source: str, access: FunctionAccess
 ) -> None:
-    unused = unused_grants(POLICIES[source](access), recorded[access.logical_id])
+    unused = unused_grants(POLICIES[source](access), scenarios[source][0].calls[access.logical_id])
     assert unused == [], f"{source}: {access.logical_id} is granted more than it uses: {unused}"
 
 
@@ -483,15 +502,18 @@ def test_every_function_reads_the_secret_and_only_senders_post(
     assert methods("APIHandler") == {"POST", "DELETE"}
 
 
+@pytest.mark.parametrize("source", PATH_ENV)
 def test_the_scenario_makes_every_management_call_the_code_can_make(
-    scenario: tuple[Recorder, RecordingGateway],
+    scenarios: dict[str, Scenario], source: str
 ) -> None:
     """A management API call site the scenario never reaches is a method no policy test saw:
     extend ``_exercise`` until it reaches it (and grant the method if a role lacks it)."""
     sites = management_call_sites()
     assert sites, "no management API call found in chalicelib: the scan is broken"
-    hit = scenario[1].callers
+    hit = scenarios[source][1].callers
     missed = sorted(
-        site for site in sites if not any(f == site[0] and site[1] <= ln <= site[2] for f, ln in hit)
+        site
+        for site in sites
+        if not any(f == site[0] and site[1] <= ln <= site[2] for f, ln in hit)
     )
     assert missed == [], f"management API calls the IAM scenario never makes: {missed}"
