@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="HOST[:PORT]",
-        help="Host header value accepted besides the bound address, 127.0.0.1 and localhost "
+        help="Host header value accepted on both ports (WebSocket and REST) besides the bound "
+        "address, 127.0.0.1 and localhost "
         "(repeatable; '*' = any); others are refused with 403 (DNS rebinding)",
     )
     g.add_argument(

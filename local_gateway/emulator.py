@@ -107,19 +107,26 @@ class InvocationLog:
 class RestServer:
     """Chalice's own local REST server (what ``chalice local`` runs) on a thread."""
 
-    def __init__(self, app: Any, config: Any, host: str, port: int) -> None:
+    def __init__(
+        self, app: Any, config: Any, host: str, port: int, allowed_hosts: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.config = config
         self.host = host
         self.port = port
+        self.allowed_hosts = list(allowed_hosts)
         self._dev: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
         from chalice.local import create_local_server
 
+        from local_gateway import rest_hosts
+
         self._dev = create_local_server(self.app, self.config, self.host, self.port)
         self.port = self._dev.server.server_address[1]
+        # The WebSocket port's Host allow-list here too (DNS rebinding): rest_hosts.py.
+        rest_hosts.guard(self._dev, self.app, self.config, self.host, self.allowed_hosts)
         # serve_forever on the inner server: LocalDevServer's own prints a line per start.
         self._thread = threading.Thread(
             target=self._dev.server.serve_forever,
@@ -494,7 +501,9 @@ class LocalGateway:
 
         rest_url = None
         if self.rest_port is not None:
-            self._rest = RestServer(self.app, project.chalice_config(), self.host, self.rest_port)
+            self._rest = RestServer(
+                self.app, project.chalice_config(), self.host, self.rest_port, self.allowed_hosts
+            )
             rest_port = self._rest.start()
             rest_url = f"http://{self.host}:{rest_port}"
             # The demo page's origin, however the developer's browser names the host.
