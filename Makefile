@@ -50,8 +50,11 @@ RUN_ARGS ?= --auth-mode none
 LOCAL_ENV := .chalice/local.env
 CHALICE_PORT ?= 8002
 
+# The embedded SQS queue (with its dead-letter queue, as deployed) carries fan-outs past their
+# deadline: the app gets its URL in CONTINUATION_QUEUE_URL.
 run: $(RUN_STAMP)
-	$(PY) -m local_gateway --write-env-file $(LOCAL_ENV) $(RUN_ARGS) $(ARGS)
+	$(PY) -m local_gateway --write-env-file $(LOCAL_ENV) --queue-url-env CONTINUATION_QUEUE_URL \
+		$(RUN_ARGS) $(ARGS)
 
 # Chalice's own `chalice local` against a running `make run` (its DynamoDB and gateway).
 chalice-local: $(RUN_STAMP)

@@ -210,6 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds an idle keep-alive HTTP connection stays open",
     )
+    g = p.add_argument_group("sqs (the app's on_sqs_message handlers)")
+    g.add_argument(
+        "--queue-url-env",
+        default=None,
+        metavar="NAME",
+        help="set the app's environment variable NAME to its SQS handler's queue URL "
+        "(make run: CONTINUATION_QUEUE_URL, so fan-outs past their deadline continue)",
+    )
+    g.add_argument(
+        "--queue-visibility-timeout",
+        type=int,
+        default=360,
+        metavar="S",
+        help="visibility timeout of the embedded queues (deployed: 6x the worker's 60 s)",
+    )
+    g.add_argument(
+        "--queue-max-receives",
+        type=int,
+        default=5,
+        metavar="N",
+        help="receives before a job moves to the queue's dead-letter queue <queue>-dlq",
+    )
     g = p.add_argument_group("dynamodb")
     g.add_argument(
         "--schema",
@@ -311,6 +333,12 @@ def banner(gateway: LocalGateway) -> str:
         ),
         f"  AUTH_MODE       {auth}",
     ]
+    if gateway.queue_url_env and gateway.queue_url_env in gateway.environment:
+        lines.insert(
+            -1,
+            f"  SQS queue       {gateway.environment[gateway.queue_url_env]}"
+            f"  ({gateway.queue_url_env}; dead letters: <queue>-dlq)",
+        )
     if gateway.custom_domain:
         mapped = "/".join(filter(None, [gateway.custom_domain, gateway.base_path]))
         lines.insert(
@@ -404,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         custom_domain=args.custom_domain,
         base_path=args.base_path or "",
+        queue_url_env=args.queue_url_env,
+        queue_visibility_timeout=args.queue_visibility_timeout,
+        queue_max_receives=args.queue_max_receives,
     )
     stop = threading.Event()
 
