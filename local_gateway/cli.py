@@ -306,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--fault-seed", type=int, default=None, help="seed for the fault RNG (reproducible runs)"
     )
+    g.add_argument(
+        "--drop-disconnect-rate",
+        type=_rate,
+        default=0.0,
+        help="share of closed connections whose $disconnect is not run (AWS: best effort); "
+        "seeded by --fault-seed",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -356,7 +363,7 @@ def banner(gateway: LocalGateway) -> str:
         lines.append(f"  account quota   {gateway.limits.account_rps:g} rps, burst {burst:g}")
     if faults.active:
         lines.append(
-            f"  faults          latency {faults.latency_ms:g}ms, 429 rate {faults.throttle_rate:g}, 500 rate {faults.error_rate:g}, seed {faults.seed}"
+            f"  faults          latency {faults.latency_ms:g}ms, 429 rate {faults.throttle_rate:g}, 500 rate {faults.error_rate:g}, $disconnect drop rate {faults.drop_disconnect_rate:g}, seed {faults.seed}"
         )
     lines += [
         "",
@@ -429,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             throttle_rate=args.throttle_rate,
             error_rate=args.error_rate,
             seed=args.fault_seed,
+            drop_disconnect_rate=args.drop_disconnect_rate,
         ),
         custom_domain=args.custom_domain,
         base_path=args.base_path or "",
