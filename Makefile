@@ -56,10 +56,10 @@ run: $(RUN_STAMP)
 	$(PY) -m local_gateway --write-env-file $(LOCAL_ENV) --queue-url-env CONTINUATION_QUEUE_URL \
 		$(RUN_ARGS) $(ARGS)
 
-# Chalice's own `chalice local` against a running `make run` (its DynamoDB and gateway).
+# Chalice's own `chalice local` against a running `make run` (its DynamoDB, gateway, auth mode
+# and secret: .chalice/local.env wins over the stage's config.json variables).
 chalice-local: $(RUN_STAMP)
-	@test -f $(LOCAL_ENV) || { echo "$(LOCAL_ENV) not found: start 'make run' in another shell first"; exit 1; }
-	set -a; . ./$(LOCAL_ENV); set +a; $(VENV)/bin/chalice local --port $(CHALICE_PORT) $(ARGS)
+	$(PY) -m local_gateway.chalice_local --env-file $(LOCAL_ENV) --port $(CHALICE_PORT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
