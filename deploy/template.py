@@ -16,12 +16,16 @@ this template into it key by key; lists are replaced whole. It adds:
   stack's table, this stack's WebSocket API ``@connections`` and this function's log group;
 - throttling on both API stages (``WebsocketAPIStage`` default route settings, ``RestAPI``
   method settings), from stack parameters (``THROTTLING`` has the defaults), so that one
-  tenant's flood is refused by API Gateway before it reaches Lambda.
+  tenant's flood is refused by API Gateway before it reaches Lambda;
+- the continuation queue, its dead-letter queue and the worker's mapping (5 jobs per batch,
+  ``ReportBatchItemFailures``), alarms that notify the ``AlarmTopicArn`` topic, and opt-in
+  parameters: ``MessageReservedConcurrency`` (0 = none) and ``AccessLogs`` (both APIs);
+- ``DeletionPolicy: Retain`` on the table: it holds the message log, not only connections.
 
-Memory, timeout and the message function's reserved concurrency live in .chalice/config.json
-(``lambda_functions``), so that ``chalice deploy`` gets them too; Chalice writes them into the
-template as ``MemorySize``, ``Timeout`` and ``ReservedConcurrentExecutions``. Stage
-throttling has no ``chalice deploy`` setting.
+Nothing gets a fixed name: two stacks (stages) in one account share nothing. Memory and
+timeout live in .chalice/config.json (``lambda_functions``), so that ``chalice deploy`` gets
+them too; Chalice writes them into the template as ``MemorySize`` and ``Timeout``. Stage
+throttling, alarms and access logs have no ``chalice deploy`` setting.
 
     python -m deploy.template --stage dev -o build/merge-template-dev.json
 """

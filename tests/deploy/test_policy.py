@@ -187,3 +187,10 @@ def test_functions_match_the_app_handlers() -> None:
     }
     sqs = {s.name for s in app_module.app.event_sources if type(s).__name__ == "SQSEventConfig"}
     assert sqs == {"continue_fan_out"}
+
+
+def test_deploy_md_states_the_generated_iam_summary() -> None:
+    """DEPLOY.md's IAM summary is generated from FUNCTIONS: a grant added to the code and not
+    to the doc (the message function's DELETE once) fails here."""
+    text = policy.DEPLOY_DOC.read_text(encoding="utf-8")
+    assert policy.SUMMARY_START + "\n" + policy.summary() + "\n" + policy.SUMMARY_END in text
