@@ -226,3 +226,38 @@ def test_the_deployed_stages_carry_the_documented_limits() -> None:
     config = json.loads((Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
     env = config["environment_variables"]
     assert {name: float(env[name]) for name in LIMIT_DEFAULTS} == LIMIT_DEFAULTS
+
+
+def test_continuation_queue_by_name_and_batch_mode() -> None:
+    base = {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"}
+    settings = Settings.from_env(base)
+    assert (settings.continuation_queue_name, settings.continuation_partial_batch) == (None, False)
+    settings = Settings.from_env(
+        {**base, "CONTINUATION_QUEUE_NAME": "sb-dev-q", "CONTINUATION_PARTIAL_BATCH": "true"}
+    )
+    assert (settings.continuation_queue_name, settings.continuation_partial_batch) == (
+        "sb-dev-q",
+        True,
+    )
+    for name, value in (
+        ("CONTINUATION_QUEUE_NAME", "https://sqs.us-east-1.amazonaws.com/1/q"),  # a URL, not a name
+        ("CONTINUATION_QUEUE_NAME", "x" * 81),
+        ("CONTINUATION_PARTIAL_BATCH", "yes"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({**base, name: value})
+
+
+def test_a_queue_known_by_name_is_looked_up_once() -> None:
+    from chalicelib.continuation import QueueByName
+
+    calls: list[str] = []
+
+    class Sqs:
+        def get_queue_url(self, QueueName: str) -> dict[str, str]:  # noqa: N803 - boto3's name
+            calls.append(QueueName)
+            return {"QueueUrl": f"https://sqs.example/123456789012/{QueueName}"}
+
+    url = QueueByName(Sqs(), "sb-dev-q")
+    assert url() == url() == "https://sqs.example/123456789012/sb-dev-q"
+    assert calls == ["sb-dev-q"]
