@@ -18,6 +18,8 @@ help:
 	@echo "make test   lint + the whole test suite (what CI runs)"
 	@echo "make lint   ruff and mypy only"
 	@echo "make chalice-local   chalice local (port 8002) against a running make run"
+	@echo "make package STAGE=dev          the CloudFormation template + zip (docs/DEPLOY.md, path A)"
+	@echo "make chalice-deploy STAGE=dev   table, queues, then chalice deploy (docs/DEPLOY.md, path B)"
 	@echo "make clean  remove the virtualenv and caches"
 
 $(RUN_STAMP): requirements.txt requirements-run.txt
