@@ -16,10 +16,26 @@ from chalicelib.rate_control import RATE_CONTROLS
 
 AUTH_MODES = ("jwt", "none")
 TRANSPORTS = ("async", "boto3")
-# The SQS queue of fan-out continuations as app.py's on_sqs_message names it (``chalice
-# deploy`` subscribes the worker to this name; the packaged stack makes its own queue and
-# points the event source mapping at it). The senders find it by CONTINUATION_QUEUE_URL.
-CONTINUATION_QUEUE = "switchboard-continuation"
+# The SQS queue of fan-out continuations, one per stage: its name is CONTINUATION_QUEUE_NAME
+# (each stage's environment_variables in .chalice/config.json). Chalice has no per-stage
+# decorator argument, so app.py's on_sqs_message reads the name from the environment when it
+# is imported (the way a Chalice maintainer suggests in aws/chalice#1385): in Lambda the stage's
+# variables are set; ``make chalice-deploy`` (deploy/chalice_deploy.py) sets it for the CLI,
+# which subscribes the worker to the queue by this name. Unset, the name below names no queue
+# anyone creates, so a plain ``chalice deploy`` fails at the subscription instead of
+# consuming another stage's jobs. The packaged stack makes its own queue and points the event
+# source mapping at it (deploy/template.py).
+CONTINUATION_QUEUE_UNSET = "CONTINUATION_QUEUE_NAME-not-set-see-docs-DEPLOY-md"
+
+
+def continuation_queue_name(env: Mapping[str, str] | None = None) -> str:
+    """The continuation queue's name for app.py's decorator (see above), read and checked
+    as ``Settings.continuation_queue_name`` declares it."""
+    env = os.environ if env is None else env
+    (var,) = [f.metadata["var"] for f in fields(Settings) if f.name == "continuation_queue_name"]
+    return str(var.read(env, None) or CONTINUATION_QUEUE_UNSET)
+
+
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. A shorter shared
@@ -100,11 +116,18 @@ class Var:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+    # For text: a regular expression the whole value must match, and what it describes.
+    pattern: tuple[str, str] | None = None
 
     def read(self, env: Mapping[str, str], default: Any) -> Any:
         raw = env.get(self.env)
-        if isinstance(default, bool) or raw is None or raw.strip() == "":
+        if raw is None or raw.strip() == "":
             return default
+        if isinstance(default, bool):
+            value = raw.strip().lower()
+            if value not in ("true", "false"):
+                raise ConfigError(f"{self.env} must be true or false, got {value!r}")
+            return value == "true"
         if self.choices:
             value = raw.strip().lower()
             if value not in self.choices:
@@ -116,6 +139,13 @@ class Var:
             return _int(env, self.env, default, int(self.low or 0), int(self.high or 0))
         if isinstance(default, float) or (default is None and self.low is not None):
             return _float(env, self.env, 0.0, self.low, self.high)
+        if self.pattern is not None:
+            value = raw.strip()
+            if not re.fullmatch(self.pattern[0], value):
+                raise ConfigError(
+                    f"{self.env} must be {self.pattern[1]} ({self.pattern[0]}), got {value!r}"
+                )
+            return value
         return raw
 
 
@@ -125,9 +155,10 @@ def setting(
     low: float | None = None,
     high: float | None = None,
     choices: tuple[str, ...] = (),
+    pattern: tuple[str, str] | None = None,
 ) -> Any:
     """A dataclass field read from ``env`` by ``Settings.from_env`` (see ``Var``)."""
-    return field(default=default, metadata={"var": Var(env, low, high, choices)})
+    return field(default=default, metadata={"var": Var(env, low, high, choices, pattern)})
 
 
 @dataclass(frozen=True)
@@ -176,6 +207,17 @@ class Settings:
     # Where a fan-out that reaches its deadline hands the rest of its audience (an SQS queue
     # URL; chalicelib/continuation.py). None: no continuation, the rest is reported failed.
     continuation_queue_url: str | None = None  # CONTINUATION_QUEUE_URL, checked in from_env
+    # ``chalice deploy`` cannot put the queue's URL (it holds the account id) in the stage's
+    # variables: there the senders look it up by name once per container (sqs:GetQueueUrl).
+    # SQS names: up to 80 alphanumerics, hyphens and underscores (CreateQueue's QueueName).
+    continuation_queue_name: str | None = setting(
+        "CONTINUATION_QUEUE_NAME", None, pattern=(r"[A-Za-z0-9_-]{1,80}", "an SQS queue name")
+    )
+    # Whether the worker's event source mapping has ReportBatchItemFailures (the packaged
+    # stack sets this to true). Chalice 1.34's own mapping (``chalice deploy``) has no
+    # FunctionResponseTypes and deletes a batch whose invocation returned, whatever the
+    # response says: there a failed job must raise so that SQS delivers it again.
+    continuation_partial_batch: bool = setting("CONTINUATION_PARTIAL_BATCH", False)
     # Target ids per continuation message: ~2,000 with their endpoints stay far under SQS's
     # 256 KB message limit (endpoints are listed once per message).
     continuation_batch: int = setting("CONTINUATION_BATCH", 2000, 1, 2000)

@@ -54,14 +54,20 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
     broadcaster = Broadcaster(gateway, deadline_seconds=settings.fanout_deadline_seconds)
     message_log = MessageLog(table, settings.history_ttl_seconds)
     continuation = None
-    if settings.continuation_queue_url:
-        from chalicelib.continuation import Continuation  # only a stage with a queue needs it
+    queue_name = settings.continuation_queue_name
+    if settings.continuation_queue_url or queue_name:
+        # Only a stage with a queue needs these.
+        from chalicelib.continuation import Continuation, QueueByName
 
-        # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
-        sqs = session.client("sqs", config=_config(settings, 10))
+        # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally); the
+        # client is made when first used (_OnFirstUse).
+        sqs = _OnFirstUse(lambda: session.client("sqs", config=_config(settings, 10)))
+        queue: str | QueueByName = settings.continuation_queue_url or QueueByName(
+            sqs, queue_name or ""
+        )
         continuation = Continuation(
             sqs,
-            settings.continuation_queue_url,
+            queue,
             registry,
             message_log,
             broadcaster,
@@ -131,3 +137,18 @@ def health_check(build: Callable[[], object]) -> HttpAnswer:
         body = {"status": "misconfigured", "missing": list(error.missing), "error": str(error)}
         return HttpAnswer(503, body)
     return HttpAnswer(200, {"status": "ok"})
+
+
+class _OnFirstUse:
+    """A client made when first used: every function of a ``chalice deploy`` stage has the
+    queue's name, but $connect and $disconnect never enqueue, and making an SQS client costs
+    tens of milliseconds of a cold start."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)
