@@ -16,10 +16,26 @@ from chalicelib.rate_control import RATE_CONTROLS
 
 AUTH_MODES = ("jwt", "none")
 TRANSPORTS = ("async", "boto3")
-# The SQS queue of fan-out continuations as app.py's on_sqs_message names it (``chalice
-# deploy`` subscribes the worker to this name; the packaged stack makes its own queue and
-# points the event source mapping at it). The senders find it by CONTINUATION_QUEUE_URL.
-CONTINUATION_QUEUE = "switchboard-continuation"
+# The SQS queue of fan-out continuations, one per stage: its name is CONTINUATION_QUEUE_NAME
+# (each stage's environment_variables in .chalice/config.json). Chalice has no per-stage
+# decorator argument, so app.py's on_sqs_message reads the name from the environment when it
+# is imported (the way a Chalice maintainer suggests in aws/chalice#1385): in Lambda the stage's
+# variables are set; ``make chalice-deploy`` (deploy/chalice_deploy.py) sets it for the CLI,
+# which subscribes the worker to the queue by this name. Unset, the name below names no queue
+# anyone creates, so a plain ``chalice deploy`` fails at the subscription instead of
+# consuming another stage's jobs. The packaged stack makes its own queue and points the event
+# source mapping at it (deploy/template.py).
+CONTINUATION_QUEUE_UNSET = "CONTINUATION_QUEUE_NAME-not-set-see-docs-DEPLOY-md"
+
+
+def continuation_queue_name(env: Mapping[str, str] | None = None) -> str:
+    """The continuation queue's name for app.py's decorator (see above), read and checked
+    as ``Settings.continuation_queue_name`` declares it."""
+    env = os.environ if env is None else env
+    (var,) = [f.metadata["var"] for f in fields(Settings) if f.name == "continuation_queue_name"]
+    return str(var.read(env, None) or CONTINUATION_QUEUE_UNSET)
+
+
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. A shorter shared
@@ -103,6 +119,8 @@ class Var:
     high: float | None = None
     choices: tuple[str, ...] = ()
     boolean: bool = False
+    # For text: a regular expression the whole value must match, and what it describes.
+    pattern: tuple[str, str] | None = None
 
     def read(self, env: Mapping[str, str], default: Any) -> Any:
         raw = env.get(self.env)
@@ -121,6 +139,13 @@ class Var:
             return _int(env, self.env, default, int(self.low or 0), int(self.high or 0))
         if isinstance(default, float) or (default is None and self.low is not None):
             return _float(env, self.env, 0.0, self.low, self.high)
+        if self.pattern is not None:
+            value = raw.strip()
+            if not re.fullmatch(self.pattern[0], value):
+                raise ConfigError(
+                    f"{self.env} must be {self.pattern[1]} ({self.pattern[0]}), got {value!r}"
+                )
+            return value
         return raw.strip()
 
 
@@ -131,9 +156,10 @@ def setting(
     high: float | None = None,
     choices: tuple[str, ...] = (),
     boolean: bool = False,
+    pattern: tuple[str, str] | None = None,
 ) -> Any:
     """A dataclass field read from ``env`` by ``Settings.from_env`` (see ``Var``)."""
-    return field(default=default, metadata={"var": Var(env, low, high, choices, boolean)})
+    return field(default=default, metadata={"var": Var(env, low, high, choices, boolean, pattern)})
 
 
 @dataclass(frozen=True)
@@ -185,6 +211,17 @@ class Settings:
     # Where a fan-out that reaches its deadline hands the rest of its audience (an SQS queue
     # URL; chalicelib/continuation.py). None: no continuation, the rest is reported failed.
     continuation_queue_url: str | None = None  # CONTINUATION_QUEUE_URL, checked in from_env
+    # ``chalice deploy`` cannot put the queue's URL (it holds the account id) in the stage's
+    # variables: there the senders look it up by name once per container (sqs:GetQueueUrl).
+    # SQS names: up to 80 alphanumerics, hyphens and underscores (CreateQueue's QueueName).
+    continuation_queue_name: str | None = setting(
+        "CONTINUATION_QUEUE_NAME", None, pattern=(r"[A-Za-z0-9_-]{1,80}", "an SQS queue name")
+    )
+    # Whether the worker's event source mapping has ReportBatchItemFailures (the packaged
+    # stack sets this to true). Chalice 1.34's own mapping (``chalice deploy``) has no
+    # FunctionResponseTypes and deletes a batch whose invocation returned, whatever the
+    # response says: there a failed job must raise so that SQS delivers it again.
+    continuation_partial_batch: bool = setting("CONTINUATION_PARTIAL_BATCH", False)
     # The key continuation jobs are signed with: CONTINUATION_KEY, or the SSM SecureString
     # CONTINUATION_KEY_PARAMETER names (read by the ``read_secret`` wiring passes); None:
     # derived from an HMAC JWT secret (``continuation_guard.job_key``). Checked in from_env.
@@ -361,10 +398,11 @@ def _continuation_key(
                 f"{source} must be at least 32 bytes; generate one with `{GENERATE_SECRET}`"
             )
         return key
-    if _queue_url(env) and not (auth_mode == "jwt" and algorithm.startswith("HS")):
+    queue = _queue_url(env) or (env.get("CONTINUATION_QUEUE_NAME") or "").strip()
+    if queue and not (auth_mode == "jwt" and algorithm.startswith("HS")):
         raise ConfigError(
             "CONTINUATION_KEY (or CONTINUATION_KEY_PARAMETER) is required with "
-            "CONTINUATION_QUEUE_URL unless AUTH_MODE=jwt with an HS* secret to derive it from: "
+            "CONTINUATION_QUEUE_URL or CONTINUATION_QUEUE_NAME unless AUTH_MODE=jwt with an HS* secret to derive it from: "
             "continuation jobs are signed with it"
         )
     return None

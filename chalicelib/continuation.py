@@ -164,13 +164,28 @@ def split(job: Job, per_message: int) -> list[Job]:
     ]
 
 
+class QueueByName:
+    """A queue's URL looked up by its name on first use, once (``chalice deploy`` stages know
+    only the name: the URL holds the account id)."""
+
+    def __init__(self, sqs: Any, name: str) -> None:
+        self._sqs = sqs
+        self._name = name
+        self._url: str | None = None
+
+    def __call__(self) -> str:
+        if self._url is None:
+            self._url = str(self._sqs.get_queue_url(QueueName=self._name)["QueueUrl"])
+        return self._url
+
+
 class Continuation:
     """Hands a stopped fan-out's rest to SQS, and runs the jobs that arrive from it."""
 
     def __init__(
         self,
         sqs: Any,
-        queue_url: str,
+        queue_url: str | Callable[[], str],
         registry: Registry,
         message_log: MessageLog,
         broadcaster: Broadcaster,
@@ -191,6 +206,9 @@ class Continuation:
         self._per_message = per_message
         self._deadline_seconds = deadline_seconds
         self._max_hops = max_hops
+
+    def _url(self) -> str:
+        return self._queue_url if isinstance(self._queue_url, str) else self._queue_url()
 
     def hand_off(
         self,
@@ -230,7 +248,7 @@ class Continuation:
         try:
             for part in jobs:
                 body = self._signer.sign(part.encode())
-                self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=body)
+                self._sqs.send_message(QueueUrl=self._url(), MessageBody=body)
                 sent += 1
         except Exception as exc:  # noqa: BLE001 - no continuation: the rest fails, as before
             log.emit(

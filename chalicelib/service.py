@@ -22,7 +22,13 @@ from chalicelib.auth import AuthError, Identity, connect_identity, require_admin
 from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
-from chalicelib.errors import BadRequest, NotFound, NotRegistered, classify
+from chalicelib.errors import (
+    BadRequest,
+    ContinuationBatchFailed,
+    NotFound,
+    NotRegistered,
+    classify,
+)
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
 from chalicelib.limits import Limits
 from chalicelib.management_api import ManagementApi, Outcome
@@ -400,13 +406,22 @@ class Switchboard:
     def continue_fan_out(self, records: list[tuple[str, str]]) -> dict[str, Any]:
         """The SQS continuation handler: run each job (``(messageId, body)``), then remove the
         connections each found gone; Lambda's partial-batch response. Without a queue every
-        job is failed back to SQS."""
+        job is failed back to SQS. Where the event source mapping cannot report partial batch
+        failures (``settings.continuation_partial_batch`` false: ``chalice deploy``), a batch
+        with a failed job raises ``errors.ContinuationBatchFailed`` instead of returning."""
         if self.continuation is None:
-            _logger.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
-            return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
-        return self.continuation.run_batch(
-            records, after=lambda report: self.departures.settle(report.gone_ids)
-        )
+            _logger.error("no continuation queue is configured: %d jobs left to SQS", len(records))
+            result: dict[str, Any] = {
+                "batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]
+            }
+        else:
+            result = self.continuation.run_batch(
+                records, after=lambda report: self.departures.settle(report.gone_ids)
+            )
+        failed = result.get("batchItemFailures") or []
+        if failed and not self.settings.continuation_partial_batch:
+            raise ContinuationBatchFailed(len(failed), len(records))
+        return result
 
     def _log(
         self,

@@ -52,12 +52,11 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         max_rate=settings.fanout_max_rate,
     )
     message_log = MessageLog(table, settings.history_ttl_seconds)
-    # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
-    sqs = (
-        session.client("sqs", config=_config(settings, 10))
-        if settings.continuation_queue_url
-        else None
-    )
+    # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally); the
+    # client is made when first used (_OnFirstUse).
+    sqs = None
+    if settings.continuation_queue_url or settings.continuation_queue_name:
+        sqs = _OnFirstUse(lambda: session.client("sqs", config=_config(settings, 10)))
     return assemble(settings, registry, gateway, message_log, sqs)
 
 
@@ -75,17 +74,21 @@ def assemble(
     # The broadcaster returns the connections it found gone; the switchboard removes them.
     broadcaster = Broadcaster(gateway, deadline_seconds=settings.fanout_deadline_seconds)
     continuation = None
-    if sqs is not None and settings.continuation_queue_url:
+    queue_name = settings.continuation_queue_name
+    if sqs is not None and (settings.continuation_queue_url or queue_name):
         # Only a stage with a queue needs these.
-        from chalicelib.continuation import Continuation
+        from chalicelib.continuation import Continuation, QueueByName
         from chalicelib.continuation_guard import JobLedger, JobSigner, job_key
 
         key = job_key(settings)
         if key is None:  # Settings.from_env refuses this; a hand-built Settings may not
-            raise ConfigError("CONTINUATION_KEY is required with CONTINUATION_QUEUE_URL")
+            raise ConfigError("CONTINUATION_KEY is required with a continuation queue")
+        queue: str | QueueByName = settings.continuation_queue_url or QueueByName(
+            sqs, queue_name or ""
+        )
         continuation = Continuation(
             sqs,
-            settings.continuation_queue_url,
+            queue,
             registry,
             message_log,
             broadcaster,
@@ -157,3 +160,18 @@ def health_check(build: Callable[[], object]) -> HttpAnswer:
         body = {"status": "misconfigured", "missing": list(error.missing), "error": str(error)}
         return HttpAnswer(503, body)
     return HttpAnswer(200, {"status": "ok"})
+
+
+class _OnFirstUse:
+    """A client made when first used: every function of a ``chalice deploy`` stage has the
+    queue's name, but $connect and $disconnect never enqueue, and making an SQS client costs
+    tens of milliseconds of a cold start."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)

@@ -265,7 +265,9 @@ def test_every_declared_setting_is_documented_with_its_default() -> None:
         assert env in rows, f"{env} is not in docs/CONFIGURATION.md"
         plain = re.fullmatch(r"`([0-9.]+|[a-z-]+)`", rows[env])
         if plain and default is not None:
-            if isinstance(default, str):
+            if isinstance(default, bool):
+                assert plain.group(1) == str(default).lower(), env
+            elif isinstance(default, str):
                 assert plain.group(1) == default, env
             else:
                 assert float(plain.group(1)) == float(default), env
@@ -327,3 +329,38 @@ def test_dm_delivery_receipts_default_by_auth_mode(
 def test_a_bad_dm_delivery_receipts_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="DM_DELIVERY_RECEIPTS must be true or false"):
         Settings.from_env(_local(DM_DELIVERY_RECEIPTS="maybe"))
+
+
+def test_continuation_queue_by_name_and_batch_mode() -> None:
+    base = {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"}
+    settings = Settings.from_env(base)
+    assert (settings.continuation_queue_name, settings.continuation_partial_batch) == (None, False)
+    settings = Settings.from_env(
+        {**base, "CONTINUATION_QUEUE_NAME": "sb-dev-q", "CONTINUATION_PARTIAL_BATCH": "true"}
+    )
+    assert (settings.continuation_queue_name, settings.continuation_partial_batch) == (
+        "sb-dev-q",
+        True,
+    )
+    for name, value in (
+        ("CONTINUATION_QUEUE_NAME", "https://sqs.us-east-1.amazonaws.com/1/q"),  # a URL, not a name
+        ("CONTINUATION_QUEUE_NAME", "x" * 81),
+        ("CONTINUATION_PARTIAL_BATCH", "maybe"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({**base, name: value})
+
+
+def test_a_queue_known_by_name_is_looked_up_once() -> None:
+    from chalicelib.continuation import QueueByName
+
+    calls: list[str] = []
+
+    class Sqs:
+        def get_queue_url(self, QueueName: str) -> dict[str, str]:  # noqa: N803 - boto3's name
+            calls.append(QueueName)
+            return {"QueueUrl": f"https://sqs.example/123456789012/{QueueName}"}
+
+    url = QueueByName(Sqs(), "sb-dev-q")
+    assert url() == url() == "https://sqs.example/123456789012/sb-dev-q"
+    assert calls == ["sb-dev-q"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from botocore.exceptions import ClientError
 from chalicelib import departures
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import EndpointRule, Settings
+from chalicelib.errors import ContinuationBatchFailed
 from chalicelib.idempotency import ClientMsgIdReused, SendInProgress
 from chalicelib.limits import ALLOWED, Verdict
 from chalicelib.management_api import Outcome
@@ -523,8 +525,18 @@ def test_continuation_jobs_run_and_their_gone_connections_are_removed(world: Wor
 
 
 def test_without_a_queue_continuation_jobs_go_back_to_sqs(world: World) -> None:
+    # The packaged stack's mapping reports partial batch failures: every job is listed.
+    world.switchboard.settings = replace(
+        world.switchboard.settings, continuation_partial_batch=True
+    )
     answer = world.switchboard.continue_fan_out([("m1", "{}"), ("m2", "{}")])
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
+    # chalice deploy's mapping would delete a batch whose invocation returned: it raises.
+    world.switchboard.settings = replace(
+        world.switchboard.settings, continuation_partial_batch=False
+    )
+    with pytest.raises(ContinuationBatchFailed, match="2 of 2"):
+        world.switchboard.continue_fan_out([("m1", "{}"), ("m2", "{}")])
 
 
 # --- HTTP ------------------------------------------------------------------------------------------
