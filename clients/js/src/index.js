@@ -270,11 +270,11 @@ export class SwitchboardClient extends Emitter {
     this._rooms.add(room);
     const stream = `room:${room}`;
     if (this._state === "open") {
-      // Resume the room's stream at once: from the stored cursor (an app restarted in a quiet
-      // room gets what it missed now, not when the next message reveals the gap), or learn
-      // where "now" is for a new stream so a reconnect resumes from there. Lost with the
-      // connection, it is resumed with the others after the reconnect.
-      this._resume([stream]).catch((err) => err.code !== "disconnected" && this._report(err));
+      // Resume the room's stream at once (join resolves after it): from the stored cursor (an
+      // app restarted in a quiet room gets what it missed now, not when the next message
+      // reveals the gap), or learn where "now" is for a new stream so a reconnect resumes from
+      // there. Lost with the connection, it is resumed with the others after the reconnect.
+      await this._resume([stream]).catch((err) => err.code !== "disconnected" && this._report(err));
     }
     return ack;
   }
@@ -692,7 +692,8 @@ export class SwitchboardClient extends Emitter {
       } else if (type === "error" && frame.code === "not_found" && op.frame.action === "sendMessage" && Number.isSafeInteger(frame.seq)) {
         // An offline recipient is not an error: the message is stored for their resume
         // (the server's newer answer is an ack with "stored": true).
-        this._acked(op, { type: "ack", ref: frame.ref, id: frame.id, stored: true, delivered: 0, failed: 0, gone: 0 });
+        const { code: _code, message: _message, type: _type, ...rest } = frame;
+        this._acked(op, { type: "ack", stored: true, delivered: 0, failed: 0, gone: 0, ...rest });
       } else if (type === "error") this._settle(op, new SwitchboardError(frame.code, frame.message, frame));
       else if (type === "ack") this._acked(op, frame);
       else this._settle(op, undefined, frame);
@@ -736,7 +737,11 @@ export class SwitchboardClient extends Emitter {
     for (const op of [...this._inflight.values(), ...this._queue, ...this._retrying]) {
       if (op.claimed || op.settled || op.stream !== entry.stream) continue;
       const f = op.frame;
-      if (f.text === entry.text && f.event === entry.event && JSON.stringify(f.data) === JSON.stringify(entry.data)) {
+      const same =
+        (f.text || undefined) === (entry.text || undefined) &&
+        (f.event ?? "message") === (entry.event ?? "message") &&
+        JSON.stringify(f.data) === JSON.stringify(entry.data);
+      if (same) {
         return op;
       }
     }

@@ -48,10 +48,10 @@ async function joinRoom(t, room, summary) {
   const ws = t.sockets.at(-1);
   const joined = t.client.join(room);
   ack(ws, ws.last("join"), { room, joined: true });
-  await joined;
   await flush();
   const resume = ws.last("resume");
   ws.receive({ type: "resumed", ref: resume.ref, streams: { [`room:${room}`]: summary(resume.streams[`room:${room}`]) } });
+  await joined;
   await flush();
   return resume;
 }
@@ -263,13 +263,18 @@ test("a resumed entry with reset restarts the stream's cursor and emits reset; n
   const store = new MemoryStore({ "room:lobby": { epoch: "e1", seq: 24 } });
   const t = await connected({ store });
   const ws = t.sockets[0];
-  const resume = await joinRoom(t, "lobby", () => ({ reset: true, epoch: "e2", after: 0, last: 2, replayed: 0, truncated: false }));
+  const joined = t.client.join("lobby");
+  ack(ws, ws.last("join"), { room: "lobby", joined: true });
+  await flush();
+  const resume = ws.last("resume");
   assert.deepEqual(resume.streams["room:lobby"], { epoch: "e1", seq: 24 });
+  const summary = { reset: true, epoch: "e2", after: 0, last: 2, replayed: 0, truncated: false };
+  ws.receive({ type: "resumed", ref: resume.ref, streams: { "room:lobby": summary } });
   await flush();
   const history = ws.last("history");
   assert.deepEqual([history.stream, history.after], ["room:lobby", 0]);
   ws.receive({ type: "history", ref: history.ref, stream: "room:lobby", messages: [message("room:lobby", 1), message("room:lobby", 2)], next: null, last: 2 });
-  await flush();
+  await joined;
   ws.receive({ ...message("room:lobby", 3), epoch: "e2" });
   assert.deepEqual(t.seen, ["reset room:lobby e1->e2", "room:lobby#1", "room:lobby#2", "room:lobby#3"]);
   assert.deepEqual(store.load()["room:lobby"], { epoch: "e2", seq: 3 });
