@@ -409,9 +409,14 @@ export class SwitchboardClient extends Emitter {
         res.on("data", (chunk) => {
           if (body.length < 2048) body += chunk;
         });
-        res.on("end", () => current() && this._refused(res.statusCode, body));
-        res.on("error", () => current() && this._refused(res.statusCode, body));
-        req.destroy?.();
+        // Read the body (the server's message), then drop the request: with a listener for
+        // this event, `ws` leaves aborting it to us.
+        const done = () => {
+          req.destroy?.();
+          if (current()) this._refused(res.statusCode, body);
+        };
+        res.on("end", done);
+        res.on("error", done);
       });
     }
   }
