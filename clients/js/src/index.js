@@ -116,6 +116,74 @@ class Emitter {
   }
 }
 
+/**
+ * One room, as Ably's `channels.get`, Pusher's `subscribe` or Centrifugo's `newSubscription`
+ * give it: `client.room("lobby")` (the same object each time). Its events are the client's,
+ * for this room only: `message`, `presence`, `removed`, `reset`, `gap`.
+ */
+export class Room extends Emitter {
+  constructor(client, name) {
+    super();
+    this.client = client;
+    this.name = name;
+    this.stream = `room:${name}`;
+  }
+
+  /** Join (remembered across reconnects); resolves once the room's stream is resumed. */
+  join() {
+    return this.client.join(this.name);
+  }
+
+  leave() {
+    return this.client.leave(this.name);
+  }
+
+  /** A structured send: `event` (a name) and `data` (any JSON value); `{ text, ephemeral }`. */
+  publish(event, data, options = {}) {
+    return this.client.publish(this.name, event, data, options);
+  }
+
+  send(text) {
+    return this.client.sendRoom(this.name, text);
+  }
+
+  /** One page of the room's log: the newest `limit` (default), or those before `before`
+   * (`prev` of a page is the `before` of the page before it), or forward from `after`. */
+  history({ before, after, limit, latest } = {}) {
+    const query = { limit };
+    if (before !== undefined) query.before = before;
+    else if (after !== undefined) query.after = after;
+    else query.latest = latest ?? true;
+    return this.client.history(this.stream, query);
+  }
+
+  members() {
+    return this.client.members(this.name);
+  }
+
+  get joined() {
+    return this.client.rooms.includes(this.name);
+  }
+}
+
+/** Direct messages with one user: `client.user("u_2")`; its `message` event is what that user
+ * sent this client directly. */
+export class User extends Emitter {
+  constructor(client, id) {
+    super();
+    this.client = client;
+    this.id = id;
+  }
+
+  send(text) {
+    return this.client.sendMessage(this.id, text);
+  }
+
+  publish(event, data, options = {}) {
+    return this.client._send({ action: "sendMessage", targetUserId: this.id }, { ...options, event, data });
+  }
+}
+
 export class SwitchboardClient extends Emitter {
   /**
    * @param {object} options see index.d.ts (`ClientOptions`)
@@ -160,6 +228,7 @@ export class SwitchboardClient extends Emitter {
     this._queue = [];
     this._rooms = new Set();
     this._roomObjects = new Map();
+    this._userObjects = new Map();
     this._gapTimers = new Map();
     this._retrying = new Set(); // sends waiting out a rate_limited answer or a token refresh
     this._refreshing = undefined; // the token refresh in progress (a Promise)
@@ -244,6 +313,31 @@ export class SwitchboardClient extends Emitter {
   reconnectNow() {
     if (this._state !== "reconnecting" || this._socket) return;
     this._setTimer(0, () => this._dial());
+  }
+
+  /** The room object for `name` (created once; events for the room go to it too). */
+  room(name) {
+    let room = this._roomObjects.get(name);
+    if (!room) {
+      room = new Room(this, name);
+      this._roomObjects.set(name, room);
+    }
+    return room;
+  }
+
+  /** The direct-message object for user `id`. */
+  user(id) {
+    let user = this._userObjects.get(id);
+    if (!user) {
+      user = new User(this, id);
+      this._userObjects.set(id, user);
+    }
+    return user;
+  }
+
+  /** The room object an event of `stream` goes to, if the app made one. */
+  _roomOf(stream) {
+    return typeof stream === "string" && stream.startsWith("room:") ? this._roomObjects.get(stream.slice(5)) : undefined;
   }
 
   /** A direct message to `userId` (`text`, or `{ event, data, text, ephemeral }`). */
@@ -834,11 +928,13 @@ export class SwitchboardClient extends Emitter {
   _removed(frame) {
     if (typeof frame.room === "string") this._rooms.delete(frame.room);
     this.emit("removed", frame);
+    this._roomObjects.get(frame.room)?.emit("removed", frame);
   }
 
   _resetEvent(event) {
     this.stats.resets += 1;
     this.emit("reset", event);
+    this._roomOf(event.stream)?.emit("reset", event);
   }
 
   /** One stream entry, in order: a presence event or a message. */
@@ -846,10 +942,15 @@ export class SwitchboardClient extends Emitter {
     if (entry.type === "presence") {
       this.stats.presence += 1;
       this.emit("presence", entry);
+      this._roomOf(entry.stream)?.emit("presence", entry);
     } else {
       // `sender`: the same field name as the Python client's Message (`from` is the wire's).
       const message = entry.sender === undefined && entry.from !== undefined ? { ...entry, sender: entry.from } : entry;
       this.emit("message", message);
+      this._roomOf(message.stream)?.emit("message", message);
+      if (message.scope === "user" && message.stream === `user:${this.userId}`) {
+        this._userObjects.get(message.sender)?.emit("message", message);
+      }
     }
   }
 
@@ -930,7 +1031,10 @@ export class SwitchboardClient extends Emitter {
 
   _lost(stream, seq) {
     const gap = this._order.lose(stream, seq);
-    if (gap) this.emit("gap", gap);
+    if (gap) {
+      this.emit("gap", gap);
+      this._roomOf(stream)?.emit("gap", gap);
+    }
   }
 
   _scheduleGap(stream) {

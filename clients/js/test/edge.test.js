@@ -320,3 +320,50 @@ test("an ephemeral send carries no clientMsgId", async () => {
   assert.equal(frame.clientMsgId, undefined);
   assert.equal(NOW_SEQ > 0, true);
 });
+
+// --- 8. room and user objects ---------------------------------------------------------------
+
+test("client.room(name) joins, sends, reads history and gets only its room's events", async () => {
+  const t = await connected();
+  const ws = t.sockets[0];
+  const lobby = t.client.room("lobby");
+  assert.equal(t.client.room("lobby"), lobby, "one object per room");
+  const got = [];
+  for (const type of ["message", "presence", "removed"]) lobby.on(type, (v) => got.push(`${type} ${v.seq ?? v.reason}`));
+  const joined = lobby.join();
+  ack(ws, ws.last("join"), { room: "lobby", joined: true });
+  await flush();
+  ws.receive({ type: "resumed", ref: ws.last("resume").ref, streams: { "room:lobby": { after: NOW_SEQ, last: 0 } } });
+  await joined;
+  assert.equal(lobby.joined, true);
+  lobby.publish("cursor", { x: 1 });
+  assert.deepEqual([ws.last("sendRoom").event, ws.last("sendRoom").data], ["cursor", { x: 1 }]);
+  lobby.send("hi");
+  assert.equal(ws.last("sendRoom").text, "hi");
+  lobby.history({ before: 40, limit: 10 });
+  assert.deepEqual([ws.last("history").stream, ws.last("history").before, ws.last("history").limit], ["room:lobby", 40, 10]);
+  lobby.history();
+  assert.equal(ws.last("history").latest, true);
+  lobby.members();
+  assert.equal(ws.last("members").room, "lobby");
+  ws.receive(message("room:lobby", 1));
+  ws.receive(message("room:other", 1));
+  ws.receive({ type: "presence", room: "lobby", event: "enter", userId: "u_2", stream: "room:lobby", seq: 2 });
+  ws.receive({ type: "removed", room: "lobby", reason: "revoked" });
+  assert.deepEqual(got, ["message 1", "presence 2", "removed revoked"]);
+});
+
+test("client.user(id) sends direct messages and gets that user's", async () => {
+  const t = await connected();
+  const ws = t.sockets[0];
+  const bob = t.client.user("u_2");
+  const got = [];
+  bob.on("message", (m) => got.push(m.text));
+  bob.send("hi");
+  assert.deepEqual([ws.last("sendMessage").targetUserId, ws.last("sendMessage").text], ["u_2", "hi"]);
+  bob.publish("ping", 1);
+  assert.equal(ws.last("sendMessage").event, "ping");
+  ws.receive({ ...message("user:u_1", 1, "from bob"), from: "u_2", scope: "user" });
+  ws.receive({ ...message("user:u_1", 2, "from carol"), from: "u_3", scope: "user" });
+  assert.deepEqual(got, ["from bob"]);
+});

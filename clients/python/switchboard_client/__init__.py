@@ -40,6 +40,7 @@ from switchboard_client.ordering import (
     StreamOrder,
     entry_from_frame,
 )
+from switchboard_client.rooms import Room, User
 from switchboard_client.store import FileStore, MemoryStore, SeqStore
 
 __version__ = "0.1.0"
@@ -62,6 +63,7 @@ __all__ = [
     "QueueFull",
     "RequestTimeout",
     "Reset",
+    "Room",
     "SeqStore",
     "Sequencer",
     "State",
@@ -71,6 +73,7 @@ __all__ = [
     "SwitchboardClient",
     "SwitchboardError",
     "Transport",
+    "User",
     "entry_from_frame",
     "is_retryable",
     "jwt_expiry",

@@ -68,6 +68,7 @@ from switchboard_client.ordering import (
     Stats,
     entry_from_frame,
 )
+from switchboard_client.rooms import Room, User
 from switchboard_client.store import MemoryStore, SeqStore
 
 __all__ = [
@@ -290,6 +291,37 @@ class SwitchboardClient:
         self._removed_listeners: list[Callable[[Frame], None]] = []
         self._error_listeners: list[Callable[[SwitchboardError], None]] = []
         self.retried = 0  # re-sent sends answered rate_limited (or token_expired) and asked again
+        self._room_objects: dict[str, Room] = {}
+        self._user_objects: dict[str, User] = {}
+
+    # --- room and user objects -----------------------------------------------------------
+
+    def room(self, name: str) -> Room:
+        """The room object for ``name`` (the same one each time); the room's events go to it."""
+        if name not in self._room_objects:
+            self._room_objects[name] = Room(self, name)
+        return self._room_objects[name]
+
+    def user(self, user_id: str) -> User:
+        """The direct-message object for ``user_id``."""
+        if user_id not in self._user_objects:
+            self._user_objects[user_id] = User(self, user_id)
+        return self._user_objects[user_id]
+
+    def _to_objects(self, stream: str, value: object) -> None:
+        """Hand a room's event to its room object, a direct message to its sender's object."""
+        room = self._room_objects.get(stream[5:]) if stream.startswith("room:") else None
+        try:
+            if room is not None:
+                room._event_in(value)
+            if (
+                isinstance(value, Message)
+                and stream == f"user:{self.user_id}"
+                and value.sender in self._user_objects
+            ):
+                self._user_objects[value.sender]._message_in(value)
+        except Exception:
+            log.exception("a room or user listener raised")
 
     # --- events --------------------------------------------------------------------------
 
@@ -815,11 +847,7 @@ class SwitchboardClient:
         epoch = summary.get("epoch")
         if summary.get("reset") is True:
             # The stream's log was recreated (a new epoch): its old cursor means nothing now.
-            self._notify(
-                self._reset_listeners,
-                self._sequencer.reset(stream, epoch if isinstance(epoch, str) else None),
-                "reset",
-            )
+            self._on_reset(self._sequencer.reset(stream, epoch if isinstance(epoch, str) else None))
             last = summary.get("last")
             if isinstance(last, int) and last > 0:
                 await self._page_history(transport, stream, 0, from_gap=False)
@@ -836,7 +864,11 @@ class SwitchboardClient:
     def _note_epoch(self, stream: str, epoch: object) -> None:
         reset = self._sequencer.epoch(stream, epoch)
         if reset is not None:
-            self._notify(self._reset_listeners, reset, "reset")
+            self._on_reset(reset)
+
+    def _on_reset(self, reset: Reset) -> None:
+        self._notify(self._reset_listeners, reset, "reset")
+        self._to_objects(reset.stream, reset)
 
     def _page_fields(self, stream: str, page: Frame) -> None:
         """``skipped`` seqs are not waited for; ``truncated`` with ``oldest`` and no ``next``:
@@ -860,7 +892,9 @@ class SwitchboardClient:
         self._deliver(self._sequencer.advance(stream, seq))
         first = (before if before is not None else seq) + 1
         if first <= seq:
-            self._notify(self._gap_listeners, Gap(stream, first, seq), "gap")
+            gap = Gap(stream, first, seq)
+            self._notify(self._gap_listeners, gap, "gap")
+            self._to_objects(stream, gap)
 
     async def _page_history(
         self, transport: Transport, stream: str, after: int, from_gap: bool
@@ -981,6 +1015,8 @@ class SwitchboardClient:
                     listener(frame)
                 except Exception:
                     log.exception("a removed listener raised")
+            if isinstance(room, str):
+                self._to_objects(f"room:{room}", frame)
             return
         ref = frame.get("ref")
         request = self._requests.get(ref) if isinstance(ref, int) else None
@@ -1004,6 +1040,7 @@ class SwitchboardClient:
             return
         if isinstance(entry, Message) and entry.ephemeral and entry.seq == 0:
             self._notify(self._message_listeners, entry, "message")  # not logged: no order
+            self._to_objects(entry.stream, entry)
             return
         self._note_epoch(entry.stream, frame.get("epoch"))
         if isinstance(entry, Message):
@@ -1054,6 +1091,7 @@ class SwitchboardClient:
                 self._notify(self._presence_listeners, entry, "presence")
             else:
                 self._notify(self._message_listeners, entry, "message")
+            self._to_objects(entry.stream, entry)
         for stream in {e.stream for e in entries}:
             if stream not in self._sequencer.waiting():
                 task = self._gap_tasks.pop(stream, None)

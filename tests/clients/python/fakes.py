@@ -166,7 +166,10 @@ class FakeServer:
             else:
                 socket.push({**self.acks[frame["clientMsgId"]], "ref": ref, "duplicate": True})
         elif action in ("sendRoom", "sendMessage", "broadcastAll"):
-            stream = f"room:{frame['room']}" if action == "sendRoom" else "all"
+            stream = {
+                "sendRoom": f"room:{frame.get('room')}",
+                "sendMessage": f"user:{frame.get('targetUserId')}",
+            }.get(action, "all")
             if frame.get("ephemeral"):  # not logged: an ack without stream/seq
                 socket.push({"type": "ack", "ref": ref, "ephemeral": True, "delivered": 0})
                 return

@@ -366,3 +366,72 @@ def test_replay_frames_ephemeral_messages_and_removed_frames() -> None:
         await client.close()
 
     run(scenario)
+
+
+# --- 8. room and user objects -----------------------------------------------------------------
+
+
+def test_room_objects_join_send_read_and_iterate_their_own_messages() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        server.members["lobby"] = [{"userId": "u_1", "connections": 1}]
+        client, _ = make(server)
+        await client.connect(5)
+        lobby = client.room("lobby")
+        assert client.room("lobby") is lobby
+        await lobby.join()
+        assert lobby.joined
+        seen: list[str] = []
+        lobby.on_message(lambda m: seen.append(m.text))
+        removed: list[str] = []
+        lobby.on_removed(lambda f: removed.append(str(f["reason"])))
+
+        async def first_two() -> list[str]:
+            out = []
+            async for message in lobby:
+                out.append(message.text)
+                if len(out) == 2:
+                    return out
+            return out
+
+        iterating = asyncio.ensure_future(first_two())
+        await asyncio.sleep(0)
+        server.socket.push(server.append("room:lobby", "one"))
+        server.socket.push(server.append("room:other", "elsewhere"))
+        server.socket.push(server.append("room:lobby", "two"))
+        assert await asyncio.wait_for(iterating, 5) == ["one", "two"]
+        assert seen == ["one", "two"]
+        ack = await lobby.publish("cursor", {"x": 1})
+        assert server.log["room:lobby"][ack["seq"] - 1]["event"] == "cursor"
+        await lobby.send("hi")
+        page = await lobby.history(after=0, limit=10)
+        assert [m["text"] for m in page["messages"]][:2] == ["one", "two"]
+        assert (await lobby.members())["count"] == 1
+        server.socket.push({"type": "removed", "room": "lobby", "reason": "revoked"})
+        await until(lambda: removed == ["revoked"])
+        assert not lobby.joined
+        await client.close()
+
+    run(scenario)
+
+
+def test_user_objects_send_and_receive_direct_messages() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        client, _ = make(server)
+        await client.connect(5)
+        bob = client.user("u_2")
+        got: list[str] = []
+        bob.on_message(lambda m: got.append(m.text))
+        await bob.send("hi")
+        assert server.socket.sent[-1]["targetUserId"] == "u_2"
+        for sender, text in (("u_2", "from bob"), ("u_3", "from carol")):
+            frame = server.append("user:u_1", text)
+            frame.update({"from": sender, "scope": "user"})
+            server.socket.push(frame)
+        await until(lambda: len(got) == 1)
+        await asyncio.sleep(0.02)
+        assert got == ["from bob"]
+        await client.close()
+
+    run(scenario)
