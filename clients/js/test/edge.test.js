@@ -367,3 +367,11 @@ test("client.user(id) sends direct messages and gets that user's", async () => {
   ws.receive({ ...message("user:u_1", 2, "from carol"), from: "u_3", scope: "user" });
   assert.deepEqual(got, ["from bob"]);
 });
+
+test("index.d.ts declares every runtime export", async () => {
+  const { readFileSync } = await import("node:fs");
+  const types = readFileSync(new URL("../src/index.d.ts", import.meta.url), "utf8");
+  const declared = new Set([...types.matchAll(/^export declare (?:class|function|const) (\w+)/gm)].map((m) => m[1]));
+  const runtime = Object.keys(await import("../src/index.js")).filter((name) => name !== "default");
+  assert.deepEqual(runtime.filter((name) => !declared.has(name)), []);
+});
