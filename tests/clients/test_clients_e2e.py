@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import shutil
 import sys
 import time
@@ -334,3 +335,156 @@ def test_jwt_mode_a_bad_token_is_401_and_a_token_callback_runs_before_every_conn
         await client.close()
 
     run(scenario)
+
+
+# --- the chaos run with app restarts (issue 25: "Done when") --------------------------------
+
+
+def _seq_of(line: dict[str, Any]) -> int:
+    """The room seq of a probe's message line (0 for any other line)."""
+    message = line.get("message")
+    if isinstance(message, dict) and message.get("stream") == "room:chaos":
+        return int(message.get("seq") or 0)
+    return 0
+
+
+def test_chaos_with_app_restarts_nothing_lost_nothing_twice_no_own_message_as_incoming(
+    gateway_factory: GatewayFactory, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    """A Python and a JS sender send to one room while their sockets are kicked at random; a
+    Python and a JS receiver are restarted again and again (closed, then a new client on the
+    same file store connects and joins). Every receiver's deliveries, across its restarts: every
+    acked message once, in seq order; no sender ever shown one of its own messages."""
+    node_ready()
+    gw = gateway_factory(REPO_ROOT, auth_mode="none", env=TEST_LIMITS)
+    url = ws_url(gw)
+    per_sender = 60
+    rng = random.Random(25)
+
+    async def scenario() -> dict[str, Any]:
+        py_sender, py_sender_got = py_client(url, "s_py")
+        await py_sender.connect(15)
+        await py_sender.join("chaos")
+        js_sender = await Probe.start(url, "s_js", rooms=["chaos"])
+        await js_sender.wait(lambda line: line.get("ready") is True)
+        py_store, js_store = tmp_path / "py-rx.json", tmp_path / "js-rx.json"
+        py_rx_got: list[Message] = []
+        js_rx_seen: list[dict[str, Any]] = []
+        restarts = {"py": 0, "js": 0}
+        acked: dict[int, str] = {}
+        stop = asyncio.Event()
+        first_join = {"py": asyncio.Event(), "js": asyncio.Event()}
+
+        async def py_receiver() -> None:
+            while True:
+                rx, _ = py_client(url, "rx_py", store=FileStore(py_store))
+                rx.on_message(py_rx_got.append)
+                await rx.connect(15)
+                await rx.join("chaos")
+                first_join["py"].set()
+                if stop.is_set():
+                    top = max(acked)
+                    await until(lambda c=rx, t=top: c.last_seqs().get("room:chaos", 0) >= t, 20)
+                    await rx.close()
+                    return
+                await asyncio.sleep(rng.uniform(0.4, 1.0))
+                await rx.close()
+                restarts["py"] += 1
+
+        async def js_receiver() -> None:
+            while True:
+                probe = await Probe.start(url, "rx_js", rooms=["chaos"], store=str(js_store))
+                await probe.wait(lambda line: line.get("ready") is True, 20)
+                first_join["js"].set()
+                if stop.is_set():
+                    top = max(acked)
+                    reached = max((_seq_of({"message": m}) for m in js_rx_seen), default=0)
+                    if reached < top:
+                        await probe.wait(lambda line, t=top: _seq_of(line) >= t, 20)
+                    await probe.stop()
+                    js_rx_seen.extend(probe.messages())
+                    return
+                await asyncio.sleep(rng.uniform(0.4, 1.0))
+                await probe.stop()
+                js_rx_seen.extend(probe.messages())
+                restarts["js"] += 1
+
+        async def send_py() -> None:
+            for i in range(per_sender):
+                ack = await py_sender.send_room("chaos", f"py-{i}")
+                acked[ack["seq"]] = f"py-{i}"
+                await asyncio.sleep(rng.uniform(0, 0.05))
+
+        def answered() -> int:
+            return sum("ack" in x or "failed" in x for x in js_sender.lines)
+
+        async def send_js() -> None:
+            for i in range(per_sender):
+                js_sender.command(send={"room": "chaos", "text": f"js-{i}"})
+                await until(lambda n=i: answered() > n, 20)
+                await asyncio.sleep(rng.uniform(0, 0.05))
+            assert not [x for x in js_sender.lines if "failed" in x]
+            for line in js_sender.lines:
+                if "ack" in line:
+                    acked[line["ack"]["seq"]] = "js"
+
+        kicks = 0
+
+        async def kicker() -> None:
+            nonlocal kicks
+            while not stop.is_set():
+                await asyncio.sleep(rng.uniform(0.2, 0.6))
+                opens = [x for x in js_sender.lines if x.get("state") == "open"]
+                victims = [py_sender.connection_id, opens[-1]["connectionId"] if opens else None]
+                victim = rng.choice([v for v in victims if v])
+                status, _ = await asyncio.to_thread(http, gw, "DELETE", f"/connections/{victim}")
+                kicks += status == 204
+
+        receivers = [asyncio.ensure_future(py_receiver()), asyncio.ensure_future(js_receiver())]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in first_join.values())), 30)
+        chaos = asyncio.ensure_future(kicker())
+        await asyncio.gather(send_py(), send_js())
+        stop.set()
+        await chaos
+        await asyncio.gather(*receivers)
+        await asyncio.sleep(0.5)  # anything shown twice or echoed back would be here by now
+        js_sender_seen = js_sender.messages()
+        await js_sender.stop()
+        await py_sender.close()
+
+        top = max(acked)
+        py_rx = [(m.seq, m.text) for m in py_rx_got if m.stream == "room:chaos"]
+        js_rx = [(m["seq"], m["text"]) for m in js_rx_seen if m["stream"] == "room:chaos"]
+        texts = {f"py-{i}" for i in range(per_sender)} | {f"js-{i}" for i in range(per_sender)}
+        figures: dict[str, Any] = {"sent": 2 * per_sender, "acked": len(acked), "kicks": kicks,
+                                   "restarts": restarts}  # fmt: skip
+        for name, seen in (("py_rx", py_rx), ("js_rx", js_rx)):
+            got = [text for _, text in seen]
+            figures[f"{name}_received"] = len(got)
+            figures[f"{name}_lost"] = sorted(texts - set(got))
+            figures[f"{name}_twice"] = len(got) - len(set(got))
+            figures[f"{name}_in_order"] = [q for q, _ in seen] == sorted(q for q, _ in seen)
+            assert max(q for q, _ in seen) >= top
+        figures["py_sender_own_as_incoming"] = sum(
+            1 for m in py_sender_got if m.text.startswith("py-")
+        )
+        figures["js_sender_own_as_incoming"] = sum(
+            1 for m in js_sender_seen if str(m["text"]).startswith("js-")
+        )
+        figures["py_sender_saw_js"] = sum(1 for m in py_sender_got if m.text.startswith("js-"))
+        figures["js_sender_saw_py"] = sum(
+            1 for m in js_sender_seen if str(m["text"]).startswith("py-")
+        )
+        return figures
+
+    figures = run(scenario, timeout=110)
+    print(f"chaos with restarts: {figures}", file=sys.stderr)
+    for key, value in figures.items():
+        record_property(key, json.dumps(value))
+    assert figures["acked"] == figures["sent"]
+    assert figures["restarts"]["py"] >= 2 and figures["restarts"]["js"] >= 2
+    for name in ("py_rx", "js_rx"):
+        assert figures[f"{name}_lost"] == [] and figures[f"{name}_twice"] == 0, figures
+        assert figures[f"{name}_in_order"], figures
+    assert figures["py_sender_own_as_incoming"] == 0 and figures["js_sender_own_as_incoming"] == 0
+    assert figures["py_sender_saw_js"] == per_sender and figures["js_sender_saw_py"] == per_sender

@@ -12,7 +12,7 @@ const options = JSON.parse(raw);
 const out = (record) => process.stdout.write(`${JSON.stringify({ t: Date.now(), ...record })}\n`);
 const store = options.store ? new FileStore(options.store, { flushMs: 10 }) : undefined;
 const client = new SwitchboardClient({ url, userId, WebSocket, store, echo: options.echo === true });
-client.on("state", (e) => out({ state: e.state, reason: e.reason, status: e.status }));
+client.on("state", (e) => out({ state: e.state, reason: e.reason, status: e.status, connectionId: e.connectionId }));
 client.on("message", (m) => out({ message: { stream: m.stream, seq: m.seq, sender: m.sender, text: m.text, echo: m.echo === true } }));
 client.on("error", (e) => out({ error: e.code, status: e.status }));
 
