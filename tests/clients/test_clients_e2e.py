@@ -488,3 +488,45 @@ def test_chaos_with_app_restarts_nothing_lost_nothing_twice_no_own_message_as_in
         assert figures[f"{name}_in_order"], figures
     assert figures["py_sender_own_as_incoming"] == 0 and figures["js_sender_own_as_incoming"] == 0
     assert figures["py_sender_saw_js"] == per_sender and figures["js_sender_saw_py"] == per_sender
+
+
+def test_ordered_sends_keep_the_senders_order_in_the_log_and_what_it_costs(
+    gateway_factory: GatewayFactory, record_property: Callable[[str, object], None]
+) -> None:
+    """40 sends to one room made at once: with ``ordered_sends`` the room's log holds them in
+    the order they were made (each goes out after the previous ack); without, API Gateway's
+    concurrent invocations may log them in another order. The wall time of both is recorded."""
+    gw = gateway_factory(REPO_ROOT, auth_mode="none", env=TEST_LIMITS)
+    url = ws_url(gw)
+    count = 40
+
+    async def burst(client: SwitchboardClient, room: str) -> tuple[float, list[str]]:
+        await client.join(room)
+        started = time.monotonic()
+        await asyncio.gather(*(client.send_room(room, f"m{i}") for i in range(count)))
+        elapsed = time.monotonic() - started
+        page = await client.history(f"room:{room}", 0, 100)
+        return elapsed, [m["text"] for m in page["messages"] if m.get("type") == "message"]
+
+    async def scenario() -> dict[str, Any]:
+        ordered, _ = py_client(url, "ordered", ordered_sends=True)
+        free, _ = py_client(url, "free")
+        await ordered.connect(15)
+        await free.connect(15)
+        ordered_s, ordered_log = await burst(ordered, "ordered")
+        free_s, free_log = await burst(free, "free")
+        await ordered.close()
+        await free.close()
+        expected = [f"m{i}" for i in range(count)]
+        assert ordered_log == expected
+        assert sorted(free_log) == sorted(expected)
+        return {
+            "ordered_s": round(ordered_s, 3),
+            "unordered_s": round(free_s, 3),
+            "unordered_out_of_place": sum(a != b for a, b in zip(free_log, expected, strict=True)),
+        }
+
+    figures = run(scenario)
+    print(f"ordered sends: {figures}", file=sys.stderr)
+    for key, value in figures.items():
+        record_property(key, value)

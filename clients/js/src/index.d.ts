@@ -238,6 +238,9 @@ export interface ClientOptions {
   echo?: boolean;
   /** The same as `reconnect.maxAttempts`. */
   maxAttempts?: number;
+  /** Per-publisher order: a send to a stream goes out after the previous send to that stream
+   * is answered (default false; a round trip per send to one stream). */
+  orderedSends?: boolean;
   /** Local gateway with AUTH_MODE=none only: connect as this user. */
   userId?: string;
   /** The WebSocket class; default `globalThis.WebSocket` (Node 20: pass `ws`). */

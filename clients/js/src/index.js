@@ -53,6 +53,11 @@ const DEFAULTS = Object.freeze({
   // Own sends are never presented as incoming; with `echo`, each is presented once, in stream
   // order, when its ack arrives (Ably's echoMessages; the server itself never echoes).
   echo: false,
+  // Per-publisher order: a send to a stream goes out only after the previous send to that
+  // stream is answered, so the log keeps this client's order (API Gateway runs a
+  // connection's frames as concurrent invocations: back-to-back sends can be logged out of
+  // order). Costs a round trip per send to one stream; off by default.
+  orderedSends: false,
   gapWaitMs: 500,
   historyLimit: 100,
   maxQueue: 1000,
@@ -230,6 +235,7 @@ export class SwitchboardClient extends Emitter {
     this._roomObjects = new Map();
     this._userObjects = new Map();
     this._gapTimers = new Map();
+    this._sendChains = new Map(); // stream -> the last ordered send to it (orderedSends)
     this._retrying = new Set(); // sends waiting out a rate_limited answer or a token refresh
     this._refreshing = undefined; // the token refresh in progress (a Promise)
     this._tokenExpiresAt = undefined;
@@ -711,7 +717,16 @@ export class SwitchboardClient extends Emitter {
     for (const key of ["text", "event", "data"]) if (body[key] !== undefined) out[key] = body[key];
     if (body.ephemeral) out.ephemeral = true; // nothing to dedupe against: no clientMsgId
     else out.clientMsgId = randomId();
-    return this._request(out);
+    const stream = sendStream(out);
+    if (!this._opts.orderedSends || stream === undefined) return this._request(out);
+    const previous = this._sendChains.get(stream) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(() => this._request(out));
+    this._sendChains.set(stream, next);
+    const forget = () => {
+      if (this._sendChains.get(stream) === next) this._sendChains.delete(stream);
+    };
+    next.then(forget, forget);
+    return next;
   }
 
   /** Send a frame with a fresh `ref`; resolves with the answer, rejects with its error. App

@@ -375,3 +375,20 @@ test("index.d.ts declares every runtime export", async () => {
   const runtime = Object.keys(await import("../src/index.js")).filter((name) => name !== "default");
   assert.deepEqual(runtime.filter((name) => !declared.has(name)), []);
 });
+
+test("orderedSends: a send to a stream goes out after the previous one's answer", async () => {
+  const t = await connected({ orderedSends: true });
+  const ws = t.sockets[0];
+  const first = t.client.sendRoom("lobby", "m1");
+  const second = t.client.sendRoom("lobby", "m2");
+  const elsewhere = t.client.sendRoom("other", "o1");
+  await flush();
+  assert.deepEqual(ws.sent.filter((f) => f.action === "sendRoom").map((f) => f.text), ["m1", "o1"]);
+  ws.receive({ type: "error", ref: ws.last("sendRoom").ref, code: "forbidden", message: "no" });
+  ack(ws, ws.sent.find((f) => f.text === "m1"), { stream: "room:lobby", seq: 1 });
+  await flush();
+  assert.equal(ws.last("sendRoom").text, "m2");
+  ack(ws, ws.last("sendRoom"), { stream: "room:lobby", seq: 2 });
+  assert.deepEqual([(await first).seq, (await second).seq], [1, 2]);
+  await assert.rejects(elsewhere, { code: "forbidden" });
+});

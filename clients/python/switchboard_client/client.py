@@ -240,6 +240,7 @@ class SwitchboardClient:
         echo: bool = False,
         start_from: str = "latest",
         token_refresh_margin: float = TOKEN_REFRESH_MARGIN,
+        ordered_sends: bool = False,
     ) -> None:
         if token is not None and user_id is not None:
             raise ValueError("give a token or a user id, not both")
@@ -261,6 +262,11 @@ class SwitchboardClient:
         self._echo = echo
         self._start_from = start_from
         self._token_refresh_margin = token_refresh_margin
+        # Per-publisher order: a send to a stream goes out only after the previous send to it
+        # is answered (API Gateway runs a connection's frames as concurrent invocations, so
+        # back-to-back sends can be logged out of order); a round trip per send to one stream.
+        self._ordered_sends = ordered_sends
+        self._send_locks: dict[str, asyncio.Lock] = {}
 
         self.state = State.CLOSED
         self.connection_id: str | None = None
@@ -465,7 +471,12 @@ class SwitchboardClient:
             frame["data"] = data
         if ephemeral:
             frame["ephemeral"] = True  # nothing to deduplicate against: no clientMsgId
-        return await self._send(frame, message=not ephemeral)
+        stream = _send_stream(frame)
+        if not self._ordered_sends or stream is None:
+            return await self._send(frame, message=not ephemeral)
+        lock = self._send_locks.setdefault(stream, asyncio.Lock())
+        async with lock:
+            return await self._send(frame, message=True)
 
     async def join(self, room: str) -> Frame:
         """Join ``room``; it is remembered and rejoined after every reconnect. Its stream is

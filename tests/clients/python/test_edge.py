@@ -435,3 +435,25 @@ def test_user_objects_send_and_receive_direct_messages() -> None:
         await client.close()
 
     run(scenario)
+
+
+def test_ordered_sends_wait_for_the_previous_answer_per_stream() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        client, _ = make(server, ordered_sends=True)
+        await client.connect(5)
+        await client.join("lobby")
+        server.hold_acks = True
+        first = asyncio.ensure_future(client.send_room("lobby", "m1"))
+        second = asyncio.ensure_future(client.send_room("lobby", "m2"))
+        await until(lambda: "sendRoom" in server.socket.actions())
+        await asyncio.sleep(0.05)
+        assert [f["text"] for f in server.socket.sent if f["action"] == "sendRoom"] == ["m1"]
+        server.hold_acks = False
+        ack = server.acks[server.socket.sent[-1]["clientMsgId"]]
+        server.socket.push(ack)
+        assert (await asyncio.wait_for(first, 5))["seq"] == 1
+        assert (await asyncio.wait_for(second, 5))["seq"] == 2
+        await client.close()
+
+    run(scenario)
