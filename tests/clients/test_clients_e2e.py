@@ -530,3 +530,66 @@ def test_ordered_sends_keep_the_senders_order_in_the_log_and_what_it_costs(
     print(f"ordered sends: {figures}", file=sys.stderr)
     for key, value in figures.items():
         record_property(key, value)
+
+
+def test_a_recreated_log_after_a_gateway_restart_is_a_reset_not_duplicates(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """Both clients keep their file stores across a restart of the local gateway (its embedded
+    table starts empty): the room's new log numbers from 1 again, below the stored cursors. Each
+    client restarts that stream's cursor (a ``reset``) and delivers the new messages, where
+    before it dropped them as duplicates of seqs it had seen."""
+    node_ready()
+    py_store, js_store = tmp_path / "py.json", tmp_path / "js.json"
+
+    async def first_run(url: str) -> None:
+        alice, _ = py_client(url, "alice")
+        bob, bob_got = py_client(url, "bob", store=FileStore(py_store))
+        await alice.connect(15)
+        await bob.connect(15)
+        await alice.join("lobby")
+        await bob.join("lobby")
+        js = await Probe.start(url, "jsbob", rooms=["lobby"], store=str(js_store))
+        await js.wait(lambda line: line.get("ready") is True)
+        for i in range(6):
+            await alice.send_room("lobby", f"old-{i}")
+        await until(lambda: len(bob_got) == 6)
+        await js.wait(
+            lambda line: sum(1 for m in js.messages() if m["stream"] == "room:lobby") >= 6
+        )
+        await js.stop()
+        await bob.close()
+        await alice.close()
+
+    async def second_run(url: str) -> None:
+        bob, bob_got = py_client(url, "bob", store=FileStore(py_store))
+        resets: list[Any] = []
+        bob.on_reset(resets.append)
+        await bob.connect(15)
+        await bob.join("lobby")
+        js = await Probe.start(url, "jsbob", rooms=["lobby"], store=str(js_store))
+        await js.wait(lambda line: line.get("ready") is True)
+        alice, _ = py_client(url, "alice")
+        await alice.connect(15)
+        await alice.join("lobby")
+        for i in range(3):
+            await alice.send_room("lobby", f"new-{i}")
+        await until(lambda: [m.text for m in bob_got] == ["new-0", "new-1", "new-2"], 10)
+        await js.wait(
+            lambda line: (
+                [m["text"] for m in js.messages() if m["stream"] == "room:lobby"]
+                == ["new-0", "new-1", "new-2"]
+            ),
+            10,
+        )
+        assert [r.stream for r in resets] == ["room:lobby"]
+        await js.stop()
+        await alice.close()
+        await bob.close()
+
+    first = gateway_factory(REPO_ROOT, auth_mode="none", env=TEST_LIMITS)
+    run(lambda: first_run(ws_url(first)))
+    first.stop()
+    assert json.loads(py_store.read_text())["room:lobby"] >= 6
+    second = gateway_factory(REPO_ROOT, auth_mode="none", env=TEST_LIMITS)
+    run(lambda: second_run(ws_url(second)))

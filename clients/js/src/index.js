@@ -993,7 +993,11 @@ export class SwitchboardClient extends Emitter {
         this._report(new SwitchboardError("resume_refused", `${stream}: ${summary.refused}`, resumed));
         continue;
       }
-      if (summary.reset === true) {
+      const cursor = this._order.cursor(stream);
+      // A log younger than our cursor was recreated, even from a server without epochs: the
+      // last seq it ever gave is below one we delivered.
+      const younger = summary.after !== NOW_SEQ && Number.isSafeInteger(summary.last) && cursor !== undefined && summary.last < cursor;
+      if (summary.reset === true || younger) {
         // The stream's log was recreated (a new epoch): its old cursor means nothing now.
         this._order.reset(stream, summary.epoch ?? null, (e) => this._resetEvent(e));
         await this._pageAll(stream, 0, summary.last);

@@ -856,10 +856,19 @@ class SwitchboardClient:
             )
             return
         epoch = summary.get("epoch")
-        if summary.get("reset") is True:
+        cursor = self._sequencer.cursor(stream)
+        last = summary.get("last")
+        # A log younger than our cursor was recreated, even from a server without epochs: the
+        # last seq it ever gave is below one we delivered.
+        younger = (
+            summary.get("after") != NOW_SEQ
+            and isinstance(last, int)
+            and cursor is not None
+            and last < cursor
+        )
+        if summary.get("reset") is True or younger:
             # The stream's log was recreated (a new epoch): its old cursor means nothing now.
             self._on_reset(self._sequencer.reset(stream, epoch if isinstance(epoch, str) else None))
-            last = summary.get("last")
             if isinstance(last, int) and last > 0:
                 await self._page_history(transport, stream, 0, from_gap=False)
             return
