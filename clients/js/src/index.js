@@ -993,10 +993,11 @@ export class SwitchboardClient extends Emitter {
         this._report(new SwitchboardError("resume_refused", `${stream}: ${summary.refused}`, resumed));
         continue;
       }
-      const cursor = this._order.cursor(stream);
-      // A log younger than our cursor was recreated, even from a server without epochs: the
-      // last seq it ever gave is below one we delivered.
-      const younger = summary.after !== NOW_SEQ && Number.isSafeInteger(summary.last) && cursor !== undefined && summary.last < cursor;
+      // A log younger than the cursor we resumed from was recreated, even on a server without
+      // epochs: the last seq it ever gave is below one we had delivered. (`after` echoes that
+      // cursor; the cursor itself may have moved on since, with live messages past `last`.)
+      const after = typeof summary.after === "number" ? summary.after : summary.after?.seq;
+      const younger = Number.isSafeInteger(after) && after !== NOW_SEQ && Number.isSafeInteger(summary.last) && summary.last < after;
       if (summary.reset === true || younger) {
         // The stream's log was recreated (a new epoch): its old cursor means nothing now.
         this._order.reset(stream, summary.epoch ?? null, (e) => this._resetEvent(e));

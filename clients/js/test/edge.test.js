@@ -392,3 +392,21 @@ test("orderedSends: a send to a stream goes out after the previous one's answer"
   assert.deepEqual([(await first).seq, (await second).seq], [1, 2]);
   await assert.rejects(elsewhere, { code: "forbidden" });
 });
+
+test("a server without authorize: the refresh falls back to a planned reconnect with a fresh token", async () => {
+  let n = 0;
+  const clock = new FakeClock();
+  clock.time = 1_000_000;
+  const token = () => `${fakeJwt(Math.floor(clock.time / 1000) + 120)}${++n}`;
+  const t = setup({ userId: undefined, token, timers: clock, now: clock.now, pingIntervalMs: 3_600_000 });
+  t.client.connect();
+  await flush();
+  t.sockets[0].open();
+  await t.sockets[0].sync();
+  await clock.advance(60_000); // 120 s token: refreshed halfway
+  const authorize = t.sockets[0].last("authorize");
+  t.sockets[0].receive({ type: "error", ref: authorize.ref, code: "unknown_action", message: "unknown action" });
+  await clock.advance(0);
+  assert.equal(t.sockets.length, 2, "reconnected at once");
+  assert.equal(t.errors.at(-1).code, "unknown_action");
+});

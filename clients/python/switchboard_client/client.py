@@ -856,15 +856,14 @@ class SwitchboardClient:
             )
             return
         epoch = summary.get("epoch")
-        cursor = self._sequencer.cursor(stream)
         last = summary.get("last")
-        # A log younger than our cursor was recreated, even from a server without epochs: the
-        # last seq it ever gave is below one we delivered.
+        after = summary.get("after")
+        after = after.get("seq") if isinstance(after, dict) else after
+        # A log younger than the cursor we resumed from was recreated, even on a server without
+        # epochs: the last seq it ever gave is below one we had delivered. (``after`` echoes
+        # that cursor; the cursor may have moved on since, with live messages past ``last``.)
         younger = (
-            summary.get("after") != NOW_SEQ
-            and isinstance(last, int)
-            and cursor is not None
-            and last < cursor
+            isinstance(after, int) and after != NOW_SEQ and isinstance(last, int) and last < after
         )
         if summary.get("reset") is True or younger:
             # The stream's log was recreated (a new epoch): its old cursor means nothing now.

@@ -106,13 +106,13 @@ class FakeServer:
 
     def handle(self, socket: FakeSocket, frame: dict[str, Any]) -> None:
         action, ref = frame.get("action"), frame.get("ref")
-        if action in self.expired:
+        if action in self.errors:
+            socket.push({"type": "error", "code": self.errors[action], "message": "no", "ref": ref})
+        elif action in self.expired:
             self.expired.remove(action)
             socket.push({"type": "error", "code": "token_expired", "message": "exp", "ref": ref})
         elif action == "authorize":
             socket.push({"type": "authorized", "ref": ref, "expiresAt": 9_999_999_999_000})
-        elif action in self.errors:
-            socket.push({"type": "error", "code": self.errors[action], "message": "no", "ref": ref})
         elif action == "whoami":
             cid = f"c{len(self.sockets)}"
             socket.push({"type": "identity", "connectionId": cid, "userId": self.user, "ref": ref})

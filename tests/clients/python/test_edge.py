@@ -457,3 +457,26 @@ def test_ordered_sends_wait_for_the_previous_answer_per_stream() -> None:
         await client.close()
 
     run(scenario)
+
+
+def test_a_server_without_authorize_makes_the_refresh_a_planned_reconnect() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        server.errors["authorize"] = "unknown_action"
+        issued: list[str] = []
+
+        def token() -> str:
+            issued.append(jwt(time.time() + 0.3))
+            return issued[-1]
+
+        client, _ = make(server, token=token, token_refresh_margin=0.1)
+        errors: list[SwitchboardError] = []
+        client.on_error(errors.append)
+        await client.connect(5)
+        await until(lambda: len(server.sockets) == 2, 5)
+        await client.wait_for(State.OPEN, 5)
+        assert errors and errors[0].code == "unknown_action"
+        assert server.urls[-1].endswith(issued[-1])
+        await client.close()
+
+    run(scenario)
