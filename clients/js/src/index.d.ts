@@ -243,6 +243,8 @@ export interface ClientOptions {
   orderedSends?: boolean;
   /** Local gateway with AUTH_MODE=none only: connect as this user. */
   userId?: string;
+  /** With `userId` (AUTH_MODE=none): a display name, shown in presence and members `info`. */
+  name?: string;
   /** The WebSocket class; default `globalThis.WebSocket` (Node 20: pass `ws`). */
   WebSocket?: WebSocketClass;
   store?: SeqStore;

@@ -458,7 +458,9 @@ export class SwitchboardClient extends Emitter {
     this._tokenExpiresAt = value ? jwtExpiryMs(value) : undefined;
     const sep = url.includes("?") ? "&" : "?";
     if (value) return `${url}${sep}token=${encodeURIComponent(value)}`;
-    if (userId) return `${url}${sep}userId=${encodeURIComponent(userId)}`;
+    // AUTH_MODE=none only: identity, and a display name for presence and members (`info`).
+    const name = this._opts.name ? `&name=${encodeURIComponent(this._opts.name)}` : "";
+    if (userId) return `${url}${sep}userId=${encodeURIComponent(userId)}${name}`;
     return url;
   }
 

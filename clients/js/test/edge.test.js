@@ -410,3 +410,10 @@ test("a server without authorize: the refresh falls back to a planned reconnect 
   assert.equal(t.sockets.length, 2, "reconnected at once");
   assert.equal(t.errors.at(-1).code, "unknown_action");
 });
+
+test("a display name rides with the userId (AUTH_MODE=none)", async () => {
+  const t = setup({ name: "Ann B" });
+  t.client.connect();
+  await flush();
+  assert.equal(t.sockets[0].url, "ws://gw/api?userId=u_1&name=Ann%20B");
+});

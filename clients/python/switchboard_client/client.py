@@ -241,6 +241,7 @@ class SwitchboardClient:
         start_from: str = "latest",
         token_refresh_margin: float = TOKEN_REFRESH_MARGIN,
         ordered_sends: bool = False,
+        name: str | None = None,
     ) -> None:
         if token is not None and user_id is not None:
             raise ValueError("give a token or a user id, not both")
@@ -272,6 +273,7 @@ class SwitchboardClient:
         self.connection_id: str | None = None
         self.user_id: str | None = user_id
         self._given_user = user_id
+        self._name = name  # AUTH_MODE=none: a display name for presence and members (`info`)
         self.rooms: set[str] = set()  # remembered: rejoined after every reconnect
         self.reconnects = 0
         self.token_refreshes = 0
@@ -706,6 +708,8 @@ class SwitchboardClient:
             query = {"token": token}
         elif self._given_user is not None:
             query = {"userId": self._given_user}
+            if self._name is not None:
+                query["name"] = self._name
         url = self._base_url
         return url + (("&" if "?" in url else "?") + urlencode(query) if query else "")
 

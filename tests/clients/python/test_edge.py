@@ -480,3 +480,14 @@ def test_a_server_without_authorize_makes_the_refresh_a_planned_reconnect() -> N
         await client.close()
 
     run(scenario)
+
+
+def test_a_display_name_rides_with_the_user_id() -> None:
+    async def scenario() -> None:
+        server = FakeServer()
+        client, _ = make(server, name="Ann B")
+        await client.connect(5)
+        assert server.urls[0] == "ws://fake/api?userId=u_1&name=Ann+B"
+        await client.close()
+
+    run(scenario)
