@@ -1,12 +1,20 @@
 // switchboard's JavaScript client: one WebSocket, kept alive, resumed after every reconnect.
 //
 // The connection is a state machine in the manner of Ably's connection states, socket.io's
-// reconnection manager and pusher-js's connection_manager: four explicit states, one timer
-// per state (the dial timeout, the backoff delay, the keepalive/planned-reconnect tick),
-// events out, and no retry that the app cannot see in a `state` event.
+// reconnection manager and pusher-js's connection_manager: five explicit states, one timer
+// per state (the dial timeout, the backoff delay, the keepalive/planned-reconnect tick; plus
+// the token refresh while open), events out, and no retry that the app cannot see in a
+// `state` event.
 //
 //   closed --connect()--> connecting --synced--> open --socket lost--> reconnecting
-//   reconnecting --delay, dial, synced--> open;   any --close() or gave up--> closed
+//   reconnecting --delay, dial, synced--> open;   any --close()--> closed
+//   connecting/reconnecting --refused for good, or maxAttempts used up--> failed
+//
+// The app's edge: its own sends never come back as incoming (each ack's `(stream, seq)` is
+// marked seen; `echo` presents them once instead), a join resumes the room at once from the
+// stored cursor, a stream whose log was recreated restarts its cursor (`reset`), a token
+// callback is asked before every dial and before the token expires (`authorize` over the live
+// connection), and a send refused `token_expired` is retried once after the refresh.
 //
 // "Synced" means: the socket is up, remembered rooms are rejoined, `resume` has replayed what
 // the streams missed and `history` has paged on where the resume was truncated. Sends made

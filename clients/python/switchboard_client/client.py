@@ -1,8 +1,9 @@
 """The connection state machine: connect, keep alive, reconnect, resume, send with acks.
 
 Modelled on Ably's connection states and socket.io-client's reconnection manager: explicit
-states (``connecting``, ``open``, ``reconnecting``, ``closed``), one timer per state (the
-backoff delay while reconnecting; the keepalive and the planned-reconnect timers while open),
+states (``connecting``, ``open``, ``reconnecting``, ``failed``: refused for good or out of
+attempts, ``closed``: by the app), one timer per state (the backoff delay while reconnecting;
+the keepalive, planned-reconnect and token-refresh timers while open),
 state changes reported as events, and no hidden retries: a failed connection attempt is
 retried only by the reconnect loop, with exponential backoff and full jitter
 (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/), forever unless
@@ -20,6 +21,13 @@ logged send with its original ack (``"duplicate": true``).
 Rooms' presence events (a user entered or left) are logged in the room's stream and take seqs
 there: they go through the same ordering and dedupe as messages and reach ``on_presence``
 listeners, in seq order with the room's messages.
+
+The app's edge (the same design as the JavaScript client's): its own sends never come back as
+incoming (each ack's ``(stream, seq)`` is marked seen; ``echo`` presents them once instead), a
+join resumes the room at once from the stored cursor, a stream whose log was recreated restarts
+its cursor (``on_reset``), a token callback is asked before every connect and before the token
+expires (``authorize`` over the live connection), and a send refused ``token_expired`` is
+retried once after the refresh.
 
 API Gateway facts behind the timers: a connection is closed after 10 minutes without a frame
 from the client and after 2 hours in any case
