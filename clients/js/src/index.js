@@ -162,8 +162,8 @@ export class Room extends Emitter {
 
   /** One page of the room's log: the newest `limit` (default), or those before `before`
    * (`prev` of a page is the `before` of the page before it), or forward from `after`. */
-  history({ before, after, limit, latest } = {}) {
-    const query = { limit };
+  history({ before, after, limit = 50, latest } = {}) {
+    const query = { limit }; // 50: the server's default page for recent history
     if (before !== undefined) query.before = before;
     else if (after !== undefined) query.after = after;
     else query.latest = latest ?? true;
