@@ -294,10 +294,9 @@ def test_a_400_handshake_fails_for_good_in_both_clients(gateway_factory: Gateway
 
     async def scenario() -> None:
         client, _ = py_client(url, "bad#id")
-        started = time.monotonic()
+        # Retrying, connect(8) would end in ConnectTimeout; refused for good, ConnectError.
         with pytest.raises(ConnectError) as failed:
             await client.connect(8)
-        assert time.monotonic() - started < 3, "not retried"
         assert failed.value.code == ErrorCode.HANDSHAKE_REFUSED and failed.value.status == 400
         assert failed.value.server_message and "userId" in failed.value.server_message
         assert client.state is State.FAILED
