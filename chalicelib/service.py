@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, assert_never
 
@@ -37,7 +38,7 @@ from chalicelib.message_log import MessageLog
 from chalicelib.presence import Announcement, Presence
 from chalicelib.protocol import Scope
 from chalicelib.registry import ConnectionRecord, DuplicateConnection, Registry
-from chalicelib.replay import Replayer, page_fields
+from chalicelib.replay import Replayer
 from chalicelib.ws_event import WsEvent
 
 if TYPE_CHECKING:  # imported by wiring.py only when a queue is configured
@@ -320,7 +321,7 @@ class Switchboard:
                 conn,
                 Scope.USER,
                 command.target_user_id,
-                command.text,
+                command.body,
                 record,
                 command.client_msg_id,
             )
@@ -348,7 +349,7 @@ class Switchboard:
                 "forbidden", f"join {command.room!r} before sending to it", command.ref
             )
         message, report = self._send(
-            conn, Scope.ROOM, command.room, command.text, record, command.client_msg_id
+            conn, Scope.ROOM, command.room, command.body, record, command.client_msg_id
         )
         return _ack(command.ref, message, report)
 
@@ -360,7 +361,7 @@ class Switchboard:
                 "forbidden", "broadcastAll needs the admin role", command.ref
             )
         message, report = self._send(
-            conn, Scope.ALL, None, command.text, record, command.client_msg_id
+            conn, Scope.ALL, None, command.body, record, command.client_msg_id
         )
         return _ack(command.ref, message, report)
 
@@ -369,13 +370,13 @@ class Switchboard:
         conn: ConnectionRecord,
         scope: Scope,
         name: str | None,
-        text: str,
+        body: protocol.Body,
         record: dict[str, Any],
         client_msg_id: str | None = None,
     ) -> tuple[Message, Report]:
         """Log a client's message in its stream, then fan it out to its audience, except the
         sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``."""
-        message = Message.new(conn.user_id, scope, text, name if scope is Scope.ROOM else None)
+        message = Message.of(conn.user_id, scope, body, name if scope is Scope.ROOM else None)
         message = self._log(scope, name, message, record, client_msg_id)
         report = self._fan_out(scope, name, message, record, conn.connection_id)
         return message, report
@@ -437,7 +438,8 @@ class Switchboard:
         stream = protocol.stream_name(scope, name)
         claim: Claim | None = None
         if client_msg_id is not None:
-            claim = self.sends.claim(message.sender, client_msg_id, stream, message.text)
+            digest_source = message.body.digest_source()
+            claim = self.sends.claim(message.sender, client_msg_id, stream, digest_source)
         try:
             logged = self.message_log.append(stream, message.to_frame())
         except Exception:
@@ -451,7 +453,7 @@ class Switchboard:
             except Exception as exc:  # noqa: BLE001 - logged: send it all the same
                 # A repeat meets a pending claim ("retry") until it is stale.
                 record["idempotency"] = classify(exc).detail
-        return message.logged(str(logged["stream"]), int(logged["seq"]))
+        return message.logged(str(logged["stream"]), int(logged["seq"]), str(logged["epoch"]))
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
@@ -481,14 +483,15 @@ class Switchboard:
         if not isinstance(body, dict):
             raise BadRequest('body must be a JSON object like {"text": "hello"}')
         try:
-            text = protocol.validate_text(body.get("text"), self.settings.max_text_chars)
+            content = protocol.parse_body(body, self.settings.max_text_chars, ephemeral_ok=False)
         except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadRequest(str(exc.args[0])) from None
         client_msg_id = body.get("clientMsgId")
         if client_msg_id is not None and not protocol.valid_client_msg_id(client_msg_id):
             raise BadRequest("clientMsgId must be 1-64 characters of A-Z a-z 0-9 _ . : -")
         _check_path_name(scope, name)
-        message = Message.new(sender.user_id, scope, text, name if scope is Scope.ROOM else None)
+        room = name if scope is Scope.ROOM else None
+        message = Message.of(sender.user_id, scope, content, room)
         with log.event_log(event="http_push", scope=scope.value) as record:
             try:
                 message = self._log(scope, name, message, record, client_msg_id)
@@ -497,19 +500,22 @@ class Switchboard:
                 return {**exc.answer(), "recipients": 0}
             report = self._fan_out(scope, name, message, record)
         stream, seq = message.position
-        return {"id": message.id, "stream": stream, "seq": seq, **report.as_dict()}
+        return {
+            "id": message.id,
+            "stream": stream,
+            "seq": seq,
+            "epoch": message.epoch,
+            **report.as_dict(),
+        }
 
-    def history(self, scope: Scope | str, name: str, after: Any, limit: Any) -> dict[str, Any]:
-        """GET /rooms/{room}/messages and /users/{userId}/messages (admin: any stream)."""
+    def history(self, scope: Scope | str, name: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """GET /rooms/{room}/messages and /users/{userId}/messages (admin: any stream), with
+        the ``history`` frame's parameters: ``after``, ``before``, ``latest``, ``limit``."""
         scope = Scope(scope)
         _check_path_name(scope, name)
-        after_seq = _query_int(after, "after", 0, 0, protocol.MAX_SEQ)
-        page_limit = _query_int(
-            limit, "limit", protocol.HISTORY_DEFAULT_LIMIT, 1, protocol.HISTORY_MAX_LIMIT
-        )
-        stream = protocol.stream_name(scope, name)
-        page = self.message_log.read(stream, after_seq, page_limit)
-        return {"stream": stream, "messages": page.messages, "next": page.next, **page_fields(page)}
+        command = _history_query(protocol.stream_name(scope, name), query)
+        page = self.replayer.page(command)
+        return {"stream": command.stream, "next": page.pop("next_seq"), **page}
 
     def members(self, room: str) -> dict[str, Any]:
         """GET /rooms/{room}/members: who is present (admin: any room)."""
@@ -553,6 +559,7 @@ def _ack(ref: protocol.Ref, message: Message, report: Report) -> Frame:
         id=message.id,
         stream=stream,
         seq=seq,
+        epoch=message.epoch,
         **continued,
     )
 
@@ -563,6 +570,27 @@ def _check_path_name(scope: Scope, name: str | None) -> None:
         raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
     if scope is Scope.ROOM and not protocol.valid_room(name):
         raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+
+
+PAGE_PARAMS = ("after", "before", "latest", "limit")
+
+
+def _history_query(stream: str, query: Mapping[str, str]) -> protocol.History:
+    """An HTTP history request as the ``history`` frame it mirrors (400 for bad values)."""
+    limit = _query_int(
+        query.get("limit"), "limit", protocol.HISTORY_DEFAULT_LIMIT, 1, protocol.HISTORY_MAX_LIMIT
+    )
+    latest = query.get("latest") in ("true", "1")
+    if query.get("latest") not in (None, "", "true", "false", "1", "0"):
+        raise BadRequest("latest must be true or false")
+    given = [k for k in ("after", "before") if query.get(k) not in (None, "")]
+    if len(given) + latest > 1:
+        raise BadRequest("give one of after, before and latest")
+    after = _query_int(query.get("after"), "after", 0, 0, protocol.MAX_SEQ)
+    before = None
+    if query.get("before") not in (None, ""):
+        before = _query_int(query.get("before"), "before", 0, 0, protocol.MAX_SEQ)
+    return protocol.History(stream, after, limit, None, before, latest)
 
 
 def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
@@ -579,4 +607,12 @@ def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-__all__ = ["BadRequest", "HttpResult", "NotFound", "NotRegistered", "Scope", "Switchboard"]
+__all__ = [
+    "PAGE_PARAMS",
+    "BadRequest",
+    "HttpResult",
+    "NotFound",
+    "NotRegistered",
+    "Scope",
+    "Switchboard",
+]
