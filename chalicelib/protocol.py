@@ -623,6 +623,12 @@ def ack_frame(ref: Ref, delivered: int, failed: int, gone: int = 0, **extra: Any
     return _with_ref(frame, ref)
 
 
+def ephemeral_ack_frame(ref: Ref, message_id: str, **counts: Any) -> dict[str, Any]:
+    """An ephemeral send's ack: not logged, so no ``stream``/``seq``/``epoch``; the delivery
+    counts in ``counts`` (a direct message's only when the deployment turns receipts on)."""
+    return _with_ref({"type": "ack", "id": message_id, "ephemeral": True, **counts}, ref)
+
+
 def dm_ack_frame(ref: Ref, message_id: str, **extra: Any) -> dict[str, Any]:
     """A direct message's ack: stored (logged for the recipient) under ``id``; delivery
     counts only in ``extra``, when the deployment turns receipts on."""

@@ -11,6 +11,7 @@ by ``Departures`` (departures.py) after the fan-out, never from inside it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from chalicelib.auth import AuthError, Identity, connect_identity, require_admin
 from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
+from chalicelib.ephemeral import RuleFor, default_rule, resolve
 from chalicelib.errors import (
     BadRequest,
     ContinuationBatchFailed,
@@ -67,8 +69,11 @@ class Switchboard:
         limits: Limits | None = None,
         continuation: Continuation | None = None,
         presence: Presence | None = None,
+        ephemeral_rule: RuleFor = default_rule,
     ) -> None:
         self.settings = settings
+        # Whether a room's sends may, must or must not be ephemeral (the namespace policy).
+        self.ephemeral_rule = ephemeral_rule
         # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
         self.continuation = continuation
         self.registry = registry
@@ -329,6 +334,11 @@ class Switchboard:
             record["outcome"] = "AlreadySent"
             receipts = {"delivered": 0, "failed": 0, "gone": 0} if self.settings.dm_receipts else {}
             return protocol.dm_ack_frame(command.ref, exc.message_id, duplicate=True, **receipts)
+        if message.ephemeral:
+            # Not stored: an ephemeral ack; delivery counts only with receipts on, as below.
+            if not self.settings.dm_receipts:
+                return protocol.ephemeral_ack_frame(command.ref, message.id)
+            return _ack(command.ref, message, report)
         if not self.settings.dm_receipts:
             return protocol.dm_ack_frame(command.ref, message.id)
         continued = {"continued": report.continued} if report.continued else {}
@@ -375,11 +385,48 @@ class Switchboard:
         client_msg_id: str | None = None,
     ) -> tuple[Message, Report]:
         """Log a client's message in its stream, then fan it out to its audience, except the
-        sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``."""
+        sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``.
+        An ephemeral one (asked for, or forced by the room's rule) is not logged: no DynamoDB
+        write at all; ``EphemeralRefused`` where the rule does not allow what was asked."""
+        body = self._ephemeral(scope, name, body, client_msg_id)
         message = Message.of(conn.user_id, scope, body, name if scope is Scope.ROOM else None)
+        if message.ephemeral:
+            record["ephemeral"] = True
+            return message, self._fan_out_ephemeral(scope, name, message, record, conn)
         message = self._log(scope, name, message, record, client_msg_id)
         report = self._fan_out(scope, name, message, record, conn.connection_id)
         return message, report
+
+    def _ephemeral(
+        self, scope: Scope, name: str | None, body: protocol.Body, client_msg_id: str | None
+    ) -> protocol.Body:
+        """The body with ``ephemeral`` as the room's rule makes it (``EphemeralRefused``)."""
+        room = name if scope is Scope.ROOM else None
+        ephemeral = resolve(body.ephemeral, self.ephemeral_rule(scope.value, room), client_msg_id)
+        return dataclasses.replace(body, ephemeral=ephemeral)
+
+    def _fan_out_ephemeral(
+        self,
+        scope: Scope,
+        name: str | None,
+        message: Message,
+        record: dict[str, Any],
+        conn: ConnectionRecord,
+    ) -> Report:
+        """Fan an ephemeral message out within this invocation. It has no seq for an SQS
+        continuation to re-read from the log, so recipients past the deadline are reported
+        failed: ephemeral delivery is best effort by design (typing, cursors)."""
+        audience = Audience.of(self.registry, scope, name)
+        report = self.broadcaster.fan_out(
+            audience,
+            protocol.encode(message.to_frame()),
+            exclude=conn.connection_id,
+            scope=scope.value,
+        )
+        record.update(report.as_dict())
+        record.update(self.departures.settle(report.gone_ids).as_dict())
+        metrics.emit_report(report, scope.value, ephemeral=True, hop=0)
+        return report
 
     def _fan_out(
         self,
@@ -550,6 +597,11 @@ class Switchboard:
 def _ack(ref: protocol.Ref, message: Message, report: Report) -> Frame:
     # How many recipients a continuation took over, only when one did.
     continued = {"continued": report.continued} if report.continued else {}
+    if message.ephemeral:
+        # Not logged: no stream, seq or epoch to name it by.
+        return protocol.ephemeral_ack_frame(
+            ref, message.id, delivered=report.delivered, failed=report.failed, gone=report.gone
+        )
     stream, seq = message.position
     return protocol.ack_frame(
         ref,

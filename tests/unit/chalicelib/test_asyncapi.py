@@ -116,6 +116,8 @@ def _frames() -> list[dict[str, Any]]:
         fleeting,
         protocol.ack_frame(1, 2, 0, 1, id=MID, stream="room:lobby", seq=3, epoch=EPOCH),
         protocol.ack_frame(1, 2, 0, 0, id=MID, ephemeral=True),
+        protocol.ephemeral_ack_frame(1, MID),  # a direct message's, receipts off
+        protocol.ephemeral_ack_frame(None, MID, delivered=1, failed=0, gone=0),
         AlreadySent(MID, "all", 9, EPOCH).frame("r"),
         protocol.ack_frame("j", 0, 0, room="lobby", joined=True),
         protocol.ack_frame(None, 0, 0, room="lobby", left=True),
