@@ -123,7 +123,7 @@ class Replayer:
         head = self._log.head(cursor.stream)
         reset = is_stale(cursor, head.epoch, head.last)
         after = 0 if reset else cursor.seq
-        page = self._log.read(cursor.stream, after, self._max_replay)
+        page = self._log.read(cursor.stream, after, self._max_replay, head)
         for frame in replay_frames(cursor.stream, page.epoch, page.messages, self._frame_bytes):
             if post(frame) is Outcome.GONE:
                 return None
