@@ -178,7 +178,7 @@ def room_history(switchboard: Switchboard, caller: Identity, room: str) -> Any:
 @app.route("/rooms/{room}/members", methods=["GET"])
 @http_route(admin=True)
 def room_members(switchboard: Switchboard, caller: Identity, room: str) -> Any:
-    return switchboard.members(room)
+    return switchboard.members(room, (app.current_request.query_params or {}).get("cursor"))
 
 
 @app.route("/users/{user_id}/messages", methods=["GET"])

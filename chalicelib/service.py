@@ -118,6 +118,7 @@ class Switchboard:
                     endpoint=event.endpoint,
                     role=identity.role,
                     token_expires_at=identity.expires_at,
+                    info=identity.info,
                 )
             except DuplicateConnection:
                 record.update(outcome="duplicate", status=409)
@@ -235,9 +236,8 @@ class Switchboard:
                     return protocol.error_frame(
                         "forbidden", f"join {command.room!r} to see its members", command.ref
                     )
-                return protocol.members_frame(
-                    command.ref, self.presence.members(command.room).as_dict()
-                )
+                roster = self.presence.members(command.room, command.cursor)
+                return protocol.members_frame(command.ref, roster.as_dict())
             case _:
                 assert_never(command)
 
@@ -564,10 +564,12 @@ class Switchboard:
         page = self.replayer.page(command)
         return {"stream": command.stream, "next": page.pop("next_seq"), **page}
 
-    def members(self, room: str) -> dict[str, Any]:
-        """GET /rooms/{room}/members: who is present (admin: any room)."""
+    def members(self, room: str, cursor: str | None = None) -> dict[str, Any]:
+        """GET /rooms/{room}/members?cursor=: who is present, one page (admin: any room)."""
         _check_path_name(Scope.ROOM, room)
-        return self.presence.members(room).as_dict()
+        if cursor is not None and not protocol.valid_user_id(cursor):
+            raise BadRequest("cursor must be the next of a members answer")
+        return self.presence.members(room, cursor).as_dict()
 
     def connections(self) -> dict[str, Any]:
         """GET /connections: how many live connections, by user (an index Query, no Scan)."""
