@@ -13,7 +13,8 @@ of ``n`` short messages costs about ``n * 200 B / 32 KB`` posts instead of ``n``
 
 **Epochs.** A client's cursor names the stream's epoch it was numbered in. When that is not
 the stream's epoch now (the log was emptied and the stream numbered anew), or the client's seq
-is past the stream's last one (the same, for a client that sent a bare number), its seqs mean
+is past the stream's last one (the same, for a client that sent a bare number; but not
+``MAX_SEQ``, 2^53, which clients send to start following a stream from now), its seqs mean
 nothing here: the stream is replayed from its start in the current epoch and the ``resumed``
 entry says ``"reset": true`` with that epoch and ``last``, so the client restarts its cursor
 instead of discarding the new numbering's messages as duplicates.
@@ -64,6 +65,8 @@ def is_stale(cursor: Cursor, epoch: str | None, last: int) -> bool:
     whose ``epoch`` and ``last`` seq the log holds now."""
     if cursor.epoch is not None and cursor.epoch != epoch:
         return True
+    if cursor.seq >= protocol.MAX_SEQ:
+        return False  # "from now": the clients' cursor for a stream they start following
     return cursor.seq > last  # a bare number past the end: the log was reset under it
 
 

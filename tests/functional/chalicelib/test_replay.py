@@ -237,3 +237,14 @@ def test_a_history_page_is_cut_to_fit_one_post(log: MessageLog) -> None:
     back = replayer.history(History("all", 0, 50, latest=True), "a", frozenset())
     assert len(protocol.encode(back)) <= protocol.MAX_PAYLOAD_BYTES
     assert [m["seq"] for m in back["messages"]] == [3, 4, 5] and back["prev"] == 3
+
+
+def test_a_bare_max_seq_means_from_now_and_is_never_a_reset(log: MessageLog) -> None:
+    # The clients resume a stream they start following with 2**53: nothing to replay.
+    fill(log, "all", 3)
+    inbox = Inbox()
+    now = Resume(cursors(("all", protocol.MAX_SEQ)))
+    resumed = Replayer(log).resume(now, "a", frozenset(), inbox)
+    assert resumed is not None and inbox.posts == []
+    summary = resumed["streams"]["all"]
+    assert "reset" not in summary and (summary["after"], summary["last"]) == (protocol.MAX_SEQ, 3)
