@@ -187,3 +187,38 @@ def test_a_restarted_gateway_s_empty_log_is_detected_as_a_reset(
     seen, summary = _client_run(second, ws_connect, store)
     assert "reset" not in summary and all(m["type"] == "presence" for m in seen)
     assert quiet(ws, 0.1)
+
+
+def test_member_info_in_enter_events_and_members_pages(
+    gateway_factory: GatewayFactory, ws_connect: WsConnect
+) -> None:
+    gw = gateway_factory(REPO_ROOT, auth_mode="none", env={"PRESENCE_MAX_LIST": "2"})
+    watcher = ws_connect(gw, "userId=u_0&name=Watcher")
+    joined(watcher)
+    for n in range(1, 4):
+        ws = ws_connect(gw, f"userId=u_{n}&name=Member%20{n}")
+        joined(ws)
+        enter = next_of_presence(watcher)
+        assert (enter["event"], enter["userId"], enter["info"]) == ("enter", f"u_{n}", {
+            "name": f"Member {n}"})  # fmt: skip
+    listed: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(4):
+        frame = {"action": "members", "room": "lobby", **({"cursor": cursor} if cursor else {})}
+        page = send(watcher, frame)
+        assert page["type"] == "members" and page["count"] == 4 and len(page["users"]) <= 2
+        listed += page["users"]
+        cursor = page.get("next")
+        if cursor is None:
+            break
+    assert [(u["userId"], u["info"]["name"]) for u in listed] == [
+        ("u_0", "Watcher"), ("u_1", "Member 1"), ("u_2", "Member 2"), ("u_3", "Member 3"),
+    ]  # fmt: skip
+    status, body = http(gw, "GET", "/rooms/lobby/members?cursor=u_1")
+    assert status == 200 and [u["userId"] for u in body["users"]] == ["u_2", "u_3"]
+
+
+def next_of_presence(ws: ClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = recv_json(ws)
+    assert frame["type"] == "presence", frame
+    return frame
