@@ -15,9 +15,13 @@ of ``n`` short messages costs about ``n * 200 B / 32 KB`` posts instead of ``n``
 the stream's epoch now (the log was emptied and the stream numbered anew), or the client's seq
 is past the stream's last one (the same, for a client that sent a bare number; but not
 ``MAX_SEQ``, 2^53, which clients send to start following a stream from now), its seqs mean
-nothing here: the stream is replayed from its start in the current epoch and the ``resumed``
-entry says ``"reset": true`` with that epoch and ``last``, so the client restarts its cursor
-instead of discarding the new numbering's messages as duplicates.
+nothing here. Nothing of that stream is replayed; its ``resumed`` entry says ``"reset": true``
+with the current epoch and ``last`` (and ``next`` 1, ``truncated``, when the new numbering
+holds anything), so the client restarts its cursor at the new epoch and pages the stream with
+``history`` from its start, instead of discarding the new numbering's messages as duplicates.
+Why not replay it at once: the replay frames would reach the client before the ``resumed``
+that explains them, as entries of an epoch it does not know yet; a client learns of the reset
+first this way, and one ``history`` request reads the same messages.
 
 **History.** One ``history`` frame per page, forward from ``after`` or backwards (``latest``,
 ``before``; see ``MessageLog.read_before``). A page is cut so its frame stays within the
@@ -31,7 +35,7 @@ from typing import Any
 
 from chalicelib import protocol
 from chalicelib.management_api import Outcome
-from chalicelib.message_log import MessageLog, Page
+from chalicelib.message_log import Head, MessageLog, Page
 from chalicelib.protocol import Cursor, History, Resume
 from chalicelib.replay_frames import REPLAY_FRAME_BYTES, replay_frames
 
@@ -68,6 +72,22 @@ def is_stale(cursor: Cursor, epoch: str | None, last: int) -> bool:
     if cursor.seq >= protocol.MAX_SEQ:
         return False  # "from now": the clients' cursor for a stream they start following
     return cursor.seq > last  # a bare number past the end: the log was reset under it
+
+
+def reset_summary(head: Head) -> dict[str, Any]:
+    """The ``resumed`` entry of a stream whose cursor is from another numbering: the current
+    epoch and last seq, and where to page the new numbering from (seq 1) when it holds any."""
+    summary: dict[str, Any] = {
+        "after": 0,
+        "epoch": head.epoch,
+        "last": head.last,
+        "replayed": 0,
+        "truncated": head.last > 0,
+        "reset": True,
+    }
+    if head.last > 0:
+        summary["next"] = 1
+    return summary
 
 
 def fit_forward(
@@ -124,8 +144,9 @@ class Replayer:
         """Replay one stream from ``cursor``; its ``resumed`` entry, None if the connection
         is gone."""
         head = self._log.head(cursor.stream)
-        reset = is_stale(cursor, head.epoch, head.last)
-        after = 0 if reset else cursor.seq
+        if is_stale(cursor, head.epoch, head.last):
+            return reset_summary(head)
+        after = cursor.seq
         page = self._log.read(cursor.stream, after, self._max_replay, head)
         for frame in replay_frames(cursor.stream, page.epoch, page.messages, self._frame_bytes):
             if post(frame) is Outcome.GONE:
@@ -138,8 +159,6 @@ class Replayer:
             # More than max_replay, or seqs past retention: page on with history.
             "truncated": page.truncated or page.next is not None,
         }
-        if reset:
-            summary["reset"] = True
         if page.truncated:
             summary["oldest"] = page.oldest
         if page.next is not None:

@@ -171,7 +171,8 @@ def test_resume_with_the_current_epoch_replays_and_a_stale_one_resets(harness: H
     frames = harness.send_raw("bob", {"action": "resume", "streams": {"room:lobby": stale}})
     summary = frames[-1]["streams"]["room:lobby"]
     assert summary["reset"] is True and summary["epoch"] == epoch and summary["after"] == 0
-    assert summary["replayed"] == summary["last"] == acks[-1]["seq"]
+    assert (summary["replayed"], summary["next"], summary["last"]) == (0, 1, acks[-1]["seq"])
+    assert [f["type"] for f in frames] == ["resumed"]  # the new numbering is paged, not replayed
 
 
 def test_http_pushes_take_event_and_data_and_history_takes_latest_and_before(
