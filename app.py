@@ -14,6 +14,7 @@ from chalice.app import SQSEvent, WebsocketEvent
 
 from chalicelib import errors, web
 from chalicelib.auth import Identity
+from chalicelib.authorizer import support_room_answer
 from chalicelib.config import ConfigError, continuation_queue_name
 from chalicelib.protocol import Scope
 from chalicelib.service import HttpResult, Switchboard
@@ -80,6 +81,15 @@ def disconnect(event: WebsocketEvent) -> dict[str, Any]:
 def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
     records = [(r.to_dict()["messageId"], r.body) for r in event]
     return get_switchboard().continue_fan_out(records)
+
+
+# The example authorizer of ``join: authorizer`` namespaces (chalicelib/namespaces.json names it
+# for ``support:`` rooms; the contract is in chalicelib/authorizer.py and docs/PROTOCOL.md). A
+# plain Lambda: the message and connect functions invoke it by the name AUTHORIZER_FUNCTIONS
+# gives, and the local gateway serves Lambda's Invoke API for it.
+@app.lambda_function(name="authorize_support")
+def authorize_support(event: Any, context: Any) -> dict[str, Any]:
+    return support_room_answer(event)
 
 
 # --- HTTP API ------------------------------------------------------------------------------
