@@ -63,27 +63,38 @@ class LocalFunction:
     memory_mb: int
 
 
+def function_setting(project: ChaliceProject, function: str, key: str, default: Any) -> Any:
+    """One function's setting as Chalice looks it up: the stage's ``lambda_functions`` entry,
+    the top-level one, the stage, the top level. (Read here: the deployment zip the smoke
+    test runs has Chalice's runtime package only, without ``chalice.config``.)"""
+    config = project.config_from_disk
+    stage = config.get("stages", {}).get(project.chalice_stage, {})
+    for scope in (
+        stage.get("lambda_functions", {}).get(function, {}),
+        config.get("lambda_functions", {}).get(function, {}),
+        stage,
+        config,
+    ):
+        if key in scope:
+            return scope[key]
+    return default
+
+
 def app_functions(app: Any, project: ChaliceProject) -> list[LocalFunction]:
     """The app's pure Lambda functions, with the timeout and memory config.json gives each."""
-    from chalice.config import Config
-
     out = []
     for registration in getattr(app, "pure_lambda_functions", []):
-        config = Config(
-            chalice_stage=project.chalice_stage,
-            function_name=registration.name,
-            config_from_disk=project.config_from_disk,
-        )
         module_name, _, attr = registration.handler_string.rpartition(".")
         module = sys.modules.get(module_name)
         handler = getattr(module, attr, None) if module is not None else None
+        name = registration.name
         out.append(
             LocalFunction(
-                name=registration.name,
-                deployed_name=f"{project.app_name}-{project.chalice_stage}-{registration.name}",
+                name=name,
+                deployed_name=f"{project.app_name}-{project.chalice_stage}-{name}",
                 handler=handler or registration,
-                timeout_seconds=float(config.lambda_timeout or 60),
-                memory_mb=int(config.lambda_memory_size or 128),
+                timeout_seconds=float(function_setting(project, name, "lambda_timeout", 60)),
+                memory_mb=int(function_setting(project, name, "lambda_memory_size", 128)),
             )
         )
     return out
