@@ -105,14 +105,18 @@ def parse_answer(answer: Any, asked: Operation, namespace: Namespace, now: float
 
 
 def function_names(raw: str | None, needed: set[str]) -> dict[str, str]:
-    """The ``AUTHORIZER_FUNCTIONS`` map, checked to name every authorizer a namespace uses."""
+    """The ``AUTHORIZER_FUNCTIONS`` map, checked to name every authorizer a namespace uses.
+
+    Unset, each authorizer is called by its Chalice name: what the local gateway serves
+    (``make run``, the tests). Both deploy paths set it (deploy/template.py, config.json), and
+    on AWS a function that does not exist fails closed like any other failed call."""
     raw = (raw or "").strip()
-    names: Any = {}
-    if raw:
-        try:
-            names = json.loads(raw)
-        except ValueError:
-            raise ConfigError(f"{SETTING} must be a JSON object of name -> function") from None
+    if not raw:
+        return {name: name for name in sorted(needed)}
+    try:
+        names: Any = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{SETTING} must be a JSON object of name -> function") from None
     if not isinstance(names, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in names.items()
     ):

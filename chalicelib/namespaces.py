@@ -40,8 +40,9 @@ NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 # An authorizer is named by its Chalice function name (``@app.lambda_function(name=...)``):
 # Lambda's function-name charset, and short enough for "<app>-<stage>-<name>" within 64.
 FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-# How long an authorizer may take: the join waits for it, inside API Gateway's 29 s.
-MAX_AUTHORIZER_TIMEOUT_MS = 10_000
+# How long an authorizer may take: a join waits for it, and $connect (10 s) runs the
+# checks of its autoJoin rooms side by side, so one call must leave room for the writes.
+MAX_AUTHORIZER_TIMEOUT_MS = 5_000
 MAX_CACHE_SECONDS = 3600
 MAX_DESCRIPTION_CHARS = 500
 
@@ -118,6 +119,16 @@ class Namespaces:
         if colon and prefix in self.named:
             return self.named[prefix]
         return self.default
+
+    def lookalike(self, room: str) -> str | None:
+        """The configured namespace a room's prefix spells in another case (``Private:x``),
+        or None. Room names are case-sensitive, so ``Private:x`` would be an open room of the
+        default namespace: such names are refused rather than silently left unguarded."""
+        prefix, colon, _ = room.partition(":")
+        if not colon or prefix in self.named:
+            return None
+        folded = prefix.casefold()
+        return next((name for name in self.named if name.casefold() == folded), None)
 
     def authorizers(self) -> set[str]:
         """The Chalice names of every authorizer function a namespace uses."""

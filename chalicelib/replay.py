@@ -36,6 +36,15 @@ def refusal(stream: str, user_id: str, rooms: frozenset[str]) -> str | None:
     return None
 
 
+def visible(messages: list[dict[str, Any]], without_presence: bool) -> list[dict[str, Any]]:
+    """A page's messages as a reader sees them: without the presence events the room logged
+    in its stream when the reader may not see its presence (the page's ``next``, ``last``
+    and the resume's ``replayed`` count still describe the stream)."""
+    if not without_presence:
+        return messages
+    return [m for m in messages if m.get("type") != "presence"]
+
+
 def _replayed(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "replayed": True}
 
@@ -64,9 +73,12 @@ class Replayer:
         user_id: str,
         rooms: frozenset[str],
         post: Callable[[bytes], Outcome],
+        without_presence: frozenset[str] = frozenset(),
     ) -> dict[str, Any] | None:
         """Replay every allowed stream through ``post``; the ``resumed`` frame, or None when
-        the connection went away meanwhile (nothing more can reach it)."""
+        the connection went away meanwhile (nothing more can reach it). The streams in
+        ``without_presence`` are replayed without their presence events (a member who may not
+        see the room's presence: permissions)."""
         streams: dict[str, dict[str, Any]] = {}
         for stream, after in command.streams:
             reason = refusal(stream, user_id, rooms)
@@ -74,7 +86,7 @@ class Replayer:
                 streams[stream] = {"after": after, "refused": reason}
                 continue
             page = self._log.read(stream, after, self._max_replay)
-            for message in page.messages:
+            for message in visible(page.messages, stream in without_presence):
                 if post(protocol.encode(_replayed(message))) is Outcome.GONE:
                     return None
             summary: dict[str, Any] = {
@@ -93,11 +105,21 @@ class Replayer:
             streams[stream] = summary
         return protocol.resumed_frame(command.ref, streams)
 
-    def history(self, command: History, user_id: str, rooms: frozenset[str]) -> dict[str, Any]:
+    def history(
+        self,
+        command: History,
+        user_id: str,
+        rooms: frozenset[str],
+        without_presence: bool = False,
+    ) -> dict[str, Any]:
         reason = refusal(command.stream, user_id, rooms)
         if reason is not None:
             return protocol.error_frame("forbidden", f"{command.stream}: {reason}", command.ref)
         page = self._log.read(command.stream, command.after, command.limit)
         return protocol.history_frame(
-            command.ref, command.stream, page.messages, page.next, **page_fields(page)
+            command.ref,
+            command.stream,
+            visible(page.messages, without_presence),
+            page.next,
+            **page_fields(page),
         )

@@ -63,8 +63,11 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "websocket_connect",
         "WebsocketConnect",
         "WebsocketConnectRole",
-        # register (conditional put); a put retried after a late answer reads its own item back
-        table_actions=("PutItem", "GetItem"),
+        # register (conditional put); a put retried after a late answer reads its own item back;
+        # the token's autoJoin rooms: the join transaction (membership Put, connection and
+        # presence Updates), the authorizer's cached answer and the pending enters (Update).
+        # No POST: $connect cannot reach its own socket; the first frame announces the enters.
+        table_actions=("PutItem", "GetItem", "UpdateItem"),
         index_actions=("Query",),  # the per-user connection cap counts GSI1
         connection_methods=(),
         only_indexes=("GSI1",),
