@@ -28,6 +28,8 @@ SERVER_FRAMES = {
     "history": "HistoryFrame",
     "members": "MembersFrame",
     "presence": "PresenceFrame",
+    "authorized": "AuthorizedFrame",
+    "removed": "RemovedFrame",
 }
 GATEWAY_ERROR = "GatewayErrorFrame"
 # Client frame ``action`` -> schema.
@@ -42,6 +44,7 @@ CLIENT_FRAMES = {
     "resume": "Resume",
     "history": "HistoryRequest",
     "members": "MembersRequest",
+    "authorize": "Authorize",
 }
 
 

@@ -33,6 +33,8 @@ EMITTED_TYPES = (
     "history",
     "members",
     "presence",
+    "authorized",
+    "removed",
 )
 MID = "0123456789abcdef0123456789abcdef"
 
@@ -136,6 +138,12 @@ def _frames() -> list[dict[str, Any]]:
         presence,
         {**presence, "replayed": True},
         protocol.history_frame(3, "room:lobby", [logged, presence], None, last=4),
+        protocol.authorized_frame(9, 1795608000000),
+        protocol.authorized_frame(None, None),
+        *(protocol.removed_frame("private:x", reason) for reason in protocol.REMOVED_REASONS),
+        protocol.error_frame("unavailable", "the room's authorizer could not answer", 1),
+        protocol.error_frame("token_expired", "token expired", 2),
+        protocol.error_frame("bad_token", "invalid token", 3),
         {"message": "Internal server error", "connectionId": "R1kmxc2VNjMCFIA=",
          "requestId": "VNRXVFJOywMF3-Q="},
     ]  # fmt: skip
@@ -181,6 +189,7 @@ def test_a_frame_off_the_document_is_named_with_its_problem(frame: Any, words: s
         {"action": "resume", "streams": {"room:lobby": 41, "all": 0}},
         {"action": "history", "stream": "user:u_1", "after": 3, "limit": 50},
         {"action": "members", "room": "lobby"},
+        {"action": "authorize", "token": "eyJ.a.b", "ref": 1},
     ],
     ids=lambda f: str(f["action"]),
 )
@@ -199,6 +208,8 @@ def test_client_frames_the_server_accepts_match_their_schema(frame: dict[str, An
         ({"action": "broadcastAll", "text": "x", "clientMsgId": "has space"}, "BroadcastAll"),
         ({"action": "resume", "streams": {"lobby": 1}}, "Resume"),
         ({"action": "history", "stream": "all", "limit": 101}, "HistoryRequest"),
+        ({"action": "authorize", "token": ""}, "Authorize"),
+        ({"action": "authorize"}, "Authorize"),
     ],
 )
 def test_client_frames_the_server_refuses_do_not_match(frame: dict[str, Any], schema: str) -> None:

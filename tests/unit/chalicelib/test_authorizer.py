@@ -126,6 +126,8 @@ def test_function_names_must_cover_every_authorizer() -> None:
     names = function_names('{"authorize_support": "sb-dev-authorize_support"}', needed)
     assert names == {"authorize_support": "sb-dev-authorize_support"}
     assert function_names(None, set()) == {}
+    # Unset (make run, tests): the Chalice name, which the local gateway serves.
+    assert function_names("", needed) == {"authorize_support": "authorize_support"}
     with pytest.raises(
         ConfigError,
         match="AUTHORIZER_FUNCTIONS has no deployed name for the authorizer 'authorize_support'",

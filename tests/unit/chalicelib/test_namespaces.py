@@ -158,6 +158,15 @@ def test_a_resolved_namespace_reads_back_the_same() -> None:
 def test_every_option_is_documented() -> None:
     from pathlib import Path
 
-    protocol = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
+    protocol = (Path(__file__).resolve().parents[3] / "docs" / "PROTOCOL.md").read_text()
     for option in namespaces.option_names():
         assert f"`{option}`" in protocol, option
+
+
+def test_a_configured_prefix_in_another_case_is_a_lookalike() -> None:
+    config = shipped()
+    assert config.lookalike("Private:x") == "private"
+    assert config.lookalike("ANNOUNCE:x") == "announce"
+    assert config.lookalike("private:x") is None
+    assert config.lookalike("lobby") is None
+    assert config.lookalike("team:x") is None
