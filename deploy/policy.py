@@ -386,8 +386,8 @@ def summary() -> str:
         return ", ".join(f"`{i}`" for i in items) or "none"
 
     rows = [
-        "| function | table | indexes | `@connections` | continuation queue |",
-        "|---|---|---|---|---|",
+        "| function | table | indexes | `@connections` | continuation queue | invokes |",
+        "|---|---|---|---|---|---|",
     ]
     for access in FUNCTIONS:
         indexes = cell(access.index_actions)
@@ -395,7 +395,8 @@ def summary() -> str:
             indexes += f" ({', '.join(access.only_indexes)} only)"
         rows.append(
             f"| `{access.chalice_name}` | {cell(access.table_actions)} | {indexes} | "
-            f"{cell(access.connection_methods)} | {cell(access.queue_actions)} |"
+            f"{cell(access.connection_methods)} | {cell(access.queue_actions)} | "
+            f"{cell(access.invokes)} |"
         )
     return "\n".join(rows)
 

@@ -15,6 +15,9 @@ from local_gateway.lambda_invoke import LocalFunction, LocalFunctions, app_funct
 from local_gateway.lambda_runtime import ChaliceProject, Invocation, import_app
 from local_gateway.sigv4 import Credentials
 
+# It serves Invoke on a real port: the socket tier (make e2e), not make check's in-process one.
+pytestmark = pytest.mark.socket
+
 REGION = "us-east-1"
 CREDENTIALS = Credentials.generate()
 TIMEOUT = 0.3  # the slow function's configured timeout
