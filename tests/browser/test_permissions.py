@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.browser.conftest import BrowserFactory, SwitchboardGateway, screenshot
 from tests.browser.test_chat import ChatPage, page_url
-from tests.helpers import SECRET, token
+from tests.helpers import JWT_ENV, token
 
 ROOM = "private:team-42"
 FULL = ["join", "send", "history", "presence"]
@@ -14,7 +14,7 @@ FULL = ["join", "send", "history", "presence"]
 def test_the_page_opens_a_private_room_with_a_capability_in_the_token(
     browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = switchboard_gateway(auth_mode="jwt", env={"JWT_SECRET": SECRET})
+    gateway = switchboard_gateway(auth_mode="jwt", env=JWT_ENV)
     carol = ChatPage.open(browser("carol"), page_url(gateway))
     carol.connect(jwt=token("u_carol", rooms={ROOM: FULL}))
     carol.join(ROOM)  # waits until the page shows it joined

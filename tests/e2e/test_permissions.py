@@ -13,24 +13,22 @@ from websockets.exceptions import ConnectionClosed
 from local_gateway import LocalGateway
 from tests.e2e.helpers import REPO_ROOT
 from tests.gateways import http, wait_until
-from tests.helpers import SECRET
+from tests.helpers import JWT_ENV
 from tests.helpers import token as mint
 from tests.wsclient import quiet, recv_json, send
 
-ISSUER = "https://auth.example.test"
-AUDIENCE = "switchboard-e2e"
 FULL = ["join", "send", "history", "presence"]
 AUTHORIZER = "lambda:authorize_support"  # the gateway's invocation log names it so
 
 
 def token(sub: str, **claims: Any) -> str:
-    """A token as a deployed stage takes it: issuer and audience included."""
-    return mint(sub, iss=ISSUER, aud=AUDIENCE, **claims)
+    """A token as a deployed stage takes it (tests.helpers puts the issuer and audience of
+    JWT_ENV in it)."""
+    return mint(sub, **claims)
 
 
 def jwt_gateway(gateway_factory: Any, **env: str) -> LocalGateway:
-    base = {"JWT_SECRET": SECRET, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE}
-    gw: LocalGateway = gateway_factory(REPO_ROOT, auth_mode="jwt", env={**base, **env})
+    gw: LocalGateway = gateway_factory(REPO_ROOT, auth_mode="jwt", env={**JWT_ENV, **env})
     return gw
 
 
