@@ -1,7 +1,7 @@
 """Abuse limits that hold across Lambda containers: their state lives in DynamoDB.
 
 Every frame is its own Lambda invocation and any number of containers run side by side, so a
-limit kept in a process would bind one container, not the user. Three limits:
+limit kept in a process would bind one container, not the user. The limits:
 
 - ``MAX_CONNECTIONS_PER_USER``: on ``$connect`` the user's live connections are counted (a GSI1
   Query with ``Select=COUNT`` and ``ttl > now``, paged) before the new one is registered; at
@@ -22,13 +22,29 @@ limit kept in a process would bind one container, not the user. Three limits:
   over the limit. ``rateTat`` only ever grows, so a frame needs at most two writes, never a
   retry loop, and the conditions make the bucket exact however many containers share it.
 
+  A ``leave`` takes ``LEAVE_FRAME_COST`` tokens (a cost ``c`` conforms while ``max(rateTat,
+  now) + c`` intervals ``<= now + tau +`` one interval): each join/leave toggle fans a presence
+  event out to the whole room and logs it in the room's stream, so toggling is made about
+  ``c + 1`` times dearer than a message, while a reconnect's rejoins (joins, no leaves) stay
+  at one token each. Still one or two conditional UpdateItems, no extra call.
+- ``REPLAY_RATE`` / ``REPLAY_BURST``: a per-user bucket of messages replayed by ``resume`` and
+  ``history`` (the same GCRA, attribute ``replayTat`` of the user's limits item ``PK=USER#<id>
+  SK=LIMITS``, created by the first reservation, with a ttl): a frame reserves what it may
+  replay (``REPLAY_MAX_MESSAGES``, a history page its ``limit``) before it reads the log, with
+  one or two conditional UpdateItems, and gives back what it did not use with one UpdateItem
+  (none when it used all). Over budget it is refused at once (``rate_limited`` with
+  ``retryAfterMs``), never queued: a frame holds its Lambda while it replays, so the review's
+  64 resume frames of 500 messages each held every handler for 22 s.
+
 Why the connection cap counts instead of keeping a per-user counter item: ``$disconnect`` is
 best-effort (API Gateway may never deliver it), so a counter decremented there would leak and
 lock the user out until someone repaired it; a count of live items (``ttl`` filtered) heals
 itself. The price is a race: handshakes of one user that run at the same moment can all pass
 the count (and GSI1 is eventually consistent, typically well under a second), so the cap can be
-overshot by the handshakes in flight. The rooms cap has the same kind of race (two joins of one
-user at once on different connections). Both are accepted and documented in docs/PROTOCOL.md; the
+overshot by the handshakes in flight. The per-user rooms cap has the same kind of race (two
+joins of one user at once on different connections). The rooms cap of one connection
+(``MAX_ROOMS_PER_CONNECTION``) has none: it is a condition on the connection item's
+``size(rooms)`` inside the join's own transaction (registry.py). Both are accepted and documented in docs/PROTOCOL.md; the
 rate limit has no such gap.
 
 The connection cap and the rate limit fail open: if DynamoDB cannot answer the check, the
@@ -50,7 +66,16 @@ from chalicelib.aws_errors import error_code
 from chalicelib.config import Settings
 from chalicelib.keys import TTL
 from chalicelib.registry import ConnectionRecord, Registry
-from chalicelib.table import ConditionFailed, Item, Query, Table, Update, live, query_all
+from chalicelib.table import (
+    ConditionFailed,
+    Item,
+    ItemKey,
+    Query,
+    Table,
+    Update,
+    live,
+    query_all,
+)
 
 _MICROS = 1_000_000
 
@@ -63,14 +88,15 @@ class Verdict:
     retry_after_ms: int = 0
     # The DynamoDB error code when the check itself failed (the frame was let through).
     error: str | None = None
+    # What ran out, for the error frame's message.
+    what: str = "too many frames on this connection"
 
     def frame(self, ref: protocol.Ref) -> dict[str, Any]:
         """The ``rate_limited`` error frame for a refused frame."""
         return {
             **protocol.error_frame(
                 "rate_limited",
-                f"too many frames on this connection; nothing was done, retry in "
-                f"{self.retry_after_ms} ms",
+                f"{self.what}; nothing was done, retry in {self.retry_after_ms} ms",
                 ref,
             ),
             "retryAfterMs": self.retry_after_ms,
@@ -87,8 +113,11 @@ class Limits:
         self._table = table
         self.max_connections = settings.max_connections_per_user
         self.max_rooms = settings.max_rooms_per_user
-        self._interval = max(1, round(_MICROS / settings.message_rate))
-        self._tau = (settings.message_burst - 1) * self._interval
+        # The frame bucket lives on the connection item, so it goes when the connection does.
+        self._frames = Bucket.of("rateTat", settings.message_rate, settings.message_burst)
+        self._replay = Bucket.of(
+            "replayTat", settings.replay_rate, settings.replay_burst, create=True
+        )
 
     @classmethod
     def over(cls, registry: Registry, settings: Settings) -> Limits:
@@ -151,55 +180,119 @@ class Limits:
 
     # --- frames per connection ------------------------------------------------------------
 
-    def take_frame(self, connection_id: str) -> Verdict:
-        """Take one token from the connection's bucket: at most two conditional UpdateItems.
-        An unknown connection passes (the dispatch answers ``not_found``); a DynamoDB error
-        passes too, with ``error`` set."""
-        now = self._now_us()
+    def take_frame(self, connection_id: str, cost: int = 1) -> Verdict:
+        """Take ``cost`` tokens (a ``leave`` takes ``LEAVE_FRAME_COST``) from the connection's
+        bucket: at most two conditional UpdateItems. An unknown connection passes (the
+        dispatch answers ``not_found``); a DynamoDB error passes too, with ``error`` set."""
+        return self._frames.take(self._table, keys.conn_key(connection_id), cost, self._now_us())
+
+    # --- replay per user ------------------------------------------------------------------
+
+    def take_replay(self, user_id: str, messages: int) -> Verdict:
+        """Reserve ``messages`` of the user's replay budget before a ``resume`` or
+        ``history`` reads the log (at most two conditional UpdateItems on the user's limits
+        item, created on first use); ``refund_replay`` returns what the frame did not use."""
+        verdict = self._replay.take(
+            self._table,
+            keys.user_limits_key(user_id),
+            messages,
+            self._now_us(),
+            also={TTL: int(self._table.now()) + _USER_ITEM_TTL},
+        )
+        if verdict.allowed:
+            return verdict
+        return Verdict(False, verdict.retry_after_ms, what="replay budget of this user spent")
+
+    def refund_replay(self, user_id: str, messages: int) -> None:
+        """Give back ``messages`` reserved but not replayed: one UpdateItem (skipped for 0).
+        Best effort: a refund lost to a DynamoDB error only makes the budget stricter."""
+        if messages > 0:
+            self._replay.refund(self._table, keys.user_limits_key(user_id), messages)
+
+
+# How long a user's limits item outlives its last use (its bucket is full again long before).
+_USER_ITEM_TTL = 86400
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A token bucket kept as GCRA in one number attribute of one item (see the module
+    docstring): ``interval`` microseconds per token, at most ``burst`` tokens. Taking ``cost``
+    tokens at ``now`` conforms while ``max(tat, now) + cost * interval <= now + tau +
+    interval`` and moves ``tat`` there; ``create``: whether a missing item may be created
+    (a user's limits item) or means "let through" (a connection not registered)."""
+
+    attribute: str
+    interval: int
+    burst: int
+    create: bool = False
+
+    @classmethod
+    def of(cls, attribute: str, rate: float, burst: int, create: bool = False) -> Bucket:
+        return cls(attribute, max(1, round(_MICROS / rate)), burst, create)
+
+    @property
+    def tau(self) -> int:
+        return (self.burst - 1) * self.interval
+
+    def take(
+        self, table: Table, key: ItemKey, cost: int, now: int, also: Item | None = None
+    ) -> Verdict:
+        # A cost over the burst could never conform: it takes the whole bucket instead.
+        inc = max(1, min(cost, self.burst)) * self.interval
+        ceiling = now + self.tau + self.interval - inc  # the latest tat that still conforms
+        attr = Attr(self.attribute)
+        exists = None if self.create else Attr("PK").exists()
         try:
-            # Each step answers None (the update applied: a token taken), {} (no such
-            # connection) or the item that failed the condition.
-            old = self._refill(connection_id, now)
+            # Each step answers None (the update applied: tokens taken), {} (no such item)
+            # or the item that failed the condition.
+            full = attr.not_exists() | attr.lte(now)
+            old = self._conditional(
+                table,
+                key,
+                Update(set={self.attribute: now + inc, **(also or {})}),
+                full if exists is None else exists & full,
+            )
             if not old:
                 return ALLOWED
-            tat = _tat(old)  # > now, or the refill would have applied
-            if tat <= now + self._tau:
-                old = self._advance(connection_id, now)
+            tat = _tat(old, self.attribute)  # > now, or the refill would have applied
+            if tat <= ceiling:
+                partly = attr.gt(now) & attr.lte(ceiling)
+                old = self._conditional(
+                    table,
+                    key,
+                    Update(set=dict(also or {}), add={self.attribute: inc}),
+                    partly if exists is None else exists & partly,
+                )
                 if not old:
                     return ALLOWED
-                tat = _tat(old)  # grew past now + tau meanwhile: over the limit now
+                tat = _tat(old, self.attribute)  # grew past the ceiling meanwhile
         except (ClientError, BotoCoreError) as exc:
             return Verdict(True, error=error_code(exc))
-        return Verdict(False, retry_after_ms=max(1, math.ceil((tat - self._tau - now) / 1000)))
+        return Verdict(False, retry_after_ms=max(1, math.ceil((tat - ceiling) / 1000)))
 
-    def _refill(self, connection_id: str, now: int) -> Item | None:
-        """The full-bucket branch (``rateTat <= now``)."""
-        return self._conditional(
-            connection_id,
-            Update(set={"rateTat": now + self._interval}),
-            Attr("PK").exists() & (Attr("rateTat").not_exists() | Attr("rateTat").lte(now)),
-        )
-
-    def _advance(self, connection_id: str, now: int) -> Item | None:
-        """The partly-drained branch (``now < rateTat <= now + tau``): ADD to a number that
-        exists (the condition says so) is ``rateTat = rateTat + interval``."""
-        return self._conditional(
-            connection_id,
-            Update(add={"rateTat": self._interval}),
-            Attr("PK").exists() & Attr("rateTat").gt(now) & Attr("rateTat").lte(now + self._tau),
-        )
-
-    def _conditional(self, connection_id: str, update: Update, condition: Any) -> Item | None:
+    def refund(self, table: Table, key: ItemKey, cost: int) -> None:
+        """Move ``tat`` back by ``cost`` tokens (an ADD of a negative number). A ``tat`` moved
+        below now is a full bucket: the next take sets it from now, so a refund never makes
+        the bucket hold more than ``burst``."""
         try:
-            # The bucket lives on the connection item, so it goes when the connection does.
-            self._table.update(
-                keys.conn_key(connection_id), update, condition=condition, old_on_failure=True
+            table.update(
+                key,
+                Update(add={self.attribute: -cost * self.interval}),
+                condition=Attr(self.attribute).exists(),
             )
+        except (ConditionFailed, ClientError, BotoCoreError):
+            pass  # see Limits.refund_replay
+
+    @staticmethod
+    def _conditional(table: Table, key: ItemKey, update: Update, condition: Any) -> Item | None:
+        try:
+            table.update(key, update, condition=condition, old_on_failure=True)
         except ConditionFailed as failed:
             return failed.old or {}
         return None
 
 
-def _tat(item: Item) -> int:
-    """``rateTat`` of a connection item; an item without one (or no item) is a full bucket."""
-    return int(item.get("rateTat", 0))
+def _tat(item: Item, attribute: str) -> int:
+    """The bucket's ``tat`` on an item; an item without one (or no item) is a full bucket."""
+    return int(item.get(attribute, 0))

@@ -103,10 +103,13 @@ class Presence:
 
     # --- membership changes ---------------------------------------------------------------
 
-    def join(self, conn: ConnectionRecord, room: str) -> Announcement | None:
+    def join(
+        self, conn: ConnectionRecord, room: str, max_rooms: int | None = None
+    ) -> Announcement | None:
         """Join ``room``; the user's enter to announce when this is their first connection
-        there, else None. Raises ``NotConnected`` like ``Registry.join``."""
-        if self._store.join(conn, room):
+        there, else None. Raises ``NotConnected`` and ``RoomLimitReached`` like
+        ``Registry.join`` (``max_rooms``: the connection's cap, checked in the write)."""
+        if self._store.join(conn, room, max_rooms):
             return Announcement(room, ENTER, conn.user_id, exclude=conn.connection_id)
         return None
 

@@ -76,13 +76,15 @@ class PresenceStore:
 
     # --- membership changes ---------------------------------------------------------------
 
-    def join(self, conn: ConnectionRecord, room: str) -> bool:
+    def join(self, conn: ConnectionRecord, room: str, max_rooms: int | None = None) -> bool:
         """Join ``room``; True when this is the user's first connection there (an enter).
-        Raises ``NotConnected`` like ``Registry.join``."""
+        Raises ``NotConnected`` and ``RoomLimitReached`` like ``Registry.join``."""
         for attempt in range(_ATTEMPTS):
             first = attempt % 2 == 0
             try:
-                self._registry.join(conn, room, also=[self._add(conn, room, first)])
+                self._registry.join(
+                    conn, room, also=[self._add(conn, room, first)], max_rooms=max_rooms
+                )
             except ItemConflict:
                 continue
             return first

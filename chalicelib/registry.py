@@ -60,6 +60,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Removed",
+    "RoomLimitReached",
     "Sweep",
     "Target",
     "shard_of",
@@ -76,6 +77,14 @@ class DuplicateConnection(RegistryError):
 
 class NotConnected(RegistryError):
     """The connection is not (or no longer) registered."""
+
+
+class RoomLimitReached(RegistryError):
+    """A join refused by the connection item's condition: it already holds ``limit`` rooms."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} rooms per connection")
+        self.limit = limit
 
 
 class ItemConflict(RegistryError):
@@ -238,6 +247,15 @@ class Sweep:
         return targets, unread
 
 
+def _room_condition(room: str, max_rooms: int | None) -> Any:
+    """The connection item's condition in a join: registered, and under the rooms cap."""
+    registered = Attr("PK").exists()
+    if max_rooms is None:
+        return registered
+    rooms = Attr("rooms")
+    return registered & (rooms.not_exists() | rooms.size().lt(max_rooms) | rooms.contains(room))
+
+
 class Registry:
     """The connection registry over the table layer."""
 
@@ -308,9 +326,21 @@ class Registry:
             and int(item.get("connectedAt", 0)) == connected_at_ms
         )
 
-    def join(self, conn: ConnectionRecord, room: str, also: Sequence[TxOp] = ()) -> None:
+    def join(
+        self,
+        conn: ConnectionRecord,
+        room: str,
+        also: Sequence[TxOp] = (),
+        max_rooms: int | None = None,
+    ) -> None:
         """Add a membership item and record the room on the connection, atomically, together
-        with the transaction items in ``also`` (presence keeps its per-user item there)."""
+        with the transaction items in ``also`` (presence keeps its per-user item there).
+
+        ``max_rooms``: the join commits only while the connection holds fewer rooms (or
+        already holds this one), a condition on the connection item's ``size(rooms)`` in the
+        same transaction, so parallel joins cannot overshoot the cap (DynamoDB serialises
+        transactions on one item; a check before the write, as before, let 18 parallel joins
+        make 63 rooms of 50). Raises ``RoomLimitReached``."""
         member: Item = {
             **keys.member_key(room, conn.connection_id),
             "connectionId": conn.connection_id,
@@ -327,13 +357,22 @@ class Registry:
                     Change(
                         keys.conn_key(conn.connection_id),
                         Update(add={"rooms": {room}}),
-                        Attr("PK").exists(),
+                        _room_condition(room, max_rooms),
                     ),
                     *also,
                 ]
             )
         except TransactionCancelled as exc:
-            raise self._cancelled(exc, conn.connection_id) from None
+            error = self._cancelled(exc, conn.connection_id)
+            if isinstance(error, NotConnected) and max_rooms is not None:
+                # Either condition of the connection item: which one, only a read can tell
+                # (a transaction returns no item for a failed condition). Refusals only.
+                item = self._table.get(
+                    keys.conn_key(conn.connection_id), consistent=True, projection=("rooms",)
+                )
+                if item is not None and len(item.get("rooms", ())) >= max_rooms:
+                    raise RoomLimitReached(max_rooms) from None
+            raise error from None
 
     def leave(self, connection_id: str, room: str, also: Sequence[TxOp] = ()) -> None:
         try:

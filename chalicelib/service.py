@@ -36,8 +36,13 @@ from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
 from chalicelib.presence import Announcement, Presence
 from chalicelib.protocol import Scope
-from chalicelib.registry import ConnectionRecord, DuplicateConnection, Registry
-from chalicelib.replay import Replayer, page_fields
+from chalicelib.registry import (
+    ConnectionRecord,
+    DuplicateConnection,
+    Registry,
+    RoomLimitReached,
+)
+from chalicelib.replay import Bounds, Replayer, page_fields
 from chalicelib.ws_event import WsEvent
 
 if TYPE_CHECKING:  # imported by wiring.py only when a queue is configured
@@ -74,7 +79,15 @@ class Switchboard:
         self.gateway = gateway
         self.broadcaster = broadcaster
         self.message_log = message_log
-        self.replayer = Replayer(message_log, settings.history_max_replay)
+        self.replayer = Replayer(
+            message_log,
+            settings.history_max_replay,
+            Bounds(
+                settings.replay_max_streams,
+                settings.replay_max_messages,
+                settings.replay_max_bytes,
+            ),
+        )
         self.sends = sends or SendLedger(
             registry.table, ttl_seconds=settings.idempotency_ttl_seconds
         )
@@ -156,7 +169,9 @@ class Switchboard:
             command = protocol.parse_frame(event.body, self.settings.max_text_chars)
             record["action"] = type(command).__name__
             # Every frame counts, malformed ones too: each is an invocation all the same.
-            verdict = self.limits.take_frame(event.connection_id)
+            # A leave costs more: join/leave toggles announce to the whole room (limits.py).
+            cost = self.settings.leave_frame_cost if isinstance(command, protocol.Leave) else 1
+            verdict = self.limits.take_frame(event.connection_id, cost)
             if verdict.error:
                 record["rateLimitError"] = verdict.error  # let through: limits fail open
             if not verdict.allowed:
@@ -223,7 +238,7 @@ class Switchboard:
             case protocol.Resume():
                 return self._resume(event, conn, command, record)
             case protocol.History():
-                return self.replayer.history(command, conn.user_id, conn.rooms)
+                return self._history(conn, command, record)
             case protocol.Members():
                 if command.room not in conn.rooms:
                     return protocol.error_frame(
@@ -278,7 +293,10 @@ class Switchboard:
             refusal = self.limits.room_refusal(conn, command.room)
             if refusal is not None:
                 return protocol.error_frame("forbidden", refusal, command.ref)
-            self.announce(self.presence.join(conn, command.room))
+            try:
+                self.announce(self.presence.join(conn, command.room, limit))
+            except RoomLimitReached as exc:  # parallel joins: the write's condition held
+                return protocol.error_frame("forbidden", str(exc), command.ref)
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
 
     def _leave(self, conn: ConnectionRecord, command: protocol.Leave) -> Frame:
@@ -299,13 +317,46 @@ class Switchboard:
         def post(data: bytes) -> Outcome:
             return self.gateway.post(conn.connection_id, data, event.endpoint)
 
-        frame = self.replayer.resume(command, conn.user_id, conn.rooms, post)
+        reserved = self.replayer.bounds.max_messages
+        refused = self._replay_refusal(conn, reserved, command.ref, record)
+        if refused is not None:
+            return refused
+        replayed = 0
+        try:
+            frame = self.replayer.resume(command, conn.user_id, conn.rooms, post)
+            if frame is not None:
+                replayed = sum(s.get("replayed", 0) for s in frame["streams"].values())
+        finally:
+            self.limits.refund_replay(conn.user_id, reserved - replayed)
         if frame is None:
             record["outcome"] = "gone_during_resume"
             record.update(self.departures.settle([conn.connection_id]).as_dict())
             return None
-        record["replayed"] = sum(s.get("replayed", 0) for s in frame["streams"].values())
+        record["replayed"] = replayed
         return frame
+
+    def _history(
+        self, conn: ConnectionRecord, command: protocol.History, record: dict[str, Any]
+    ) -> Frame:
+        refused = self._replay_refusal(conn, command.limit, command.ref, record)
+        if refused is not None:
+            return refused
+        frame = self.replayer.history(command, conn.user_id, conn.rooms)
+        self.limits.refund_replay(conn.user_id, command.limit - len(frame.get("messages", ())))
+        return frame
+
+    def _replay_refusal(
+        self, conn: ConnectionRecord, reserve: int, ref: protocol.Ref, record: dict[str, Any]
+    ) -> Frame | None:
+        """Reserve ``reserve`` messages of the user's replay budget (limits.py); the
+        ``rate_limited`` frame when it is spent, else None (fails open like the frame rate)."""
+        verdict = self.limits.take_replay(conn.user_id, reserve)
+        if verdict.error:
+            record["replayLimitError"] = verdict.error
+        if verdict.allowed:
+            return None
+        record.update(outcome="replay_limited", retryAfterMs=verdict.retry_after_ms)
+        return verdict.frame(ref)
 
     def _send_message(
         self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]

@@ -76,3 +76,37 @@ def test_a_burst_drains_the_bucket_and_time_refills_it_exactly(
 
 def test_an_unknown_connection_is_let_through(mem: MemoryTable) -> None:
     assert limits(mem).take_frame("ghost").allowed
+
+
+def test_a_frame_of_cost_n_takes_n_tokens_and_waits_for_all_of_them(
+    mem: MemoryTable, registry: Registry, clock: Clock
+) -> None:
+    bucket = limits(mem, message_rate=10.0, message_burst=20)
+    registry.register("a", "u1", ms(clock))
+    assert bucket.take_frame("a", 10).allowed  # 10 left
+    assert bucket.take_frame("a", 10).allowed  # 0 left
+    refused = bucket.take_frame("a", 10)
+    assert not refused.allowed and refused.retry_after_ms == 1000  # 10 tokens at 10/s
+    clock.now += 0.5
+    assert not bucket.take_frame("a", 10).allowed  # 5 back: still short
+    assert bucket.take_frame("a", 5).allowed
+    clock.now += 60
+    assert bucket.take_frame("a", 500).allowed  # over the burst: takes the whole bucket
+    assert not bucket.take_frame("a").allowed
+
+
+def test_the_replay_budget_is_per_user_reserved_and_refunded(
+    mem: MemoryTable, clock: Clock
+) -> None:
+    budget = limits(mem, replay_rate=100.0, replay_burst=300)
+    assert budget.take_replay("u1", 200).allowed  # no item yet: created, 100 left
+    refused = budget.take_replay("u1", 200)
+    assert not refused.allowed and refused.retry_after_ms == 1000
+    assert refused.frame(7)["message"].startswith("replay budget of this user spent")
+    assert budget.take_replay("u2", 200).allowed  # another user's budget is its own
+    budget.refund_replay("u1", 150)  # the frame replayed 50 of its 200
+    assert budget.take_replay("u1", 200).allowed  # 250 were left
+    assert not budget.take_replay("u1", 100).allowed
+    clock.now += 3600
+    budget.refund_replay("u1", 1000)  # a refund into a full bucket adds nothing
+    assert [budget.take_replay("u1", 100).allowed for _ in range(4)] == [True] * 3 + [False]

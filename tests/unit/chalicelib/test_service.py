@@ -112,7 +112,9 @@ class FakePresence:
             if room in c.rooms and c.connection_id != but
         }
 
-    def join(self, conn: ConnectionRecord, room: str) -> Announcement | None:
+    def join(
+        self, conn: ConnectionRecord, room: str, max_rooms: int | None = None
+    ) -> Announcement | None:
         first = conn.user_id not in self._users(room, conn.connection_id)
         self.registry.conns[conn.connection_id] = ConnectionRecord(
             conn.connection_id, conn.user_id, 0, 10**10, None, conn.role, conn.rooms | {room}
@@ -177,8 +179,13 @@ class FakeLimits:
     def __init__(self) -> None:
         self.verdict: Verdict = ALLOWED
 
-    def take_frame(self, cid: str) -> Verdict:
+    def take_frame(self, cid: str, cost: int = 1) -> Verdict:
         return self.verdict
+
+    def take_replay(self, user: str, messages: int) -> Verdict:
+        return ALLOWED
+
+    def refund_replay(self, user: str, messages: int) -> None: ...
 
     def connection_refusal(self, user: str) -> str | None:
         return None

@@ -152,3 +152,56 @@ def test_pings_over_the_burst_are_rate_limited_until_time_refills_the_bucket(
 def test_the_connection_cap_refuses_the_handshake(clock: Clock, gateway: FakeGateway) -> None:
     sb = memory.switchboard(clock, gateway, max_connections_per_user=2)
     assert [connect(sb, clock, f"c{n}", "u_1") for n in range(3)] == [200, 200, 429]
+
+
+def last_reply(
+    sb: Switchboard, gateway: FakeGateway, cid: str, frame: dict[str, Any]
+) -> dict[str, Any]:
+    """The last frame ``frame`` made reach ``cid`` (a resume's ``resumed`` after its replay)."""
+    sb.on_message(message_event(cid, frame))
+    return gateway.frames(cid)[-1]
+
+
+def test_a_resume_frame_is_capped_in_streams_and_messages(
+    clock: Clock, gateway: FakeGateway
+) -> None:
+    sb = memory.switchboard(
+        clock,
+        gateway,
+        message_rate=1000.0,
+        message_burst=1000,
+        replay_max_streams=2,
+        replay_max_messages=5,
+    )
+    connect(sb, clock, "a", "u_1")
+    for room in ("x", "y", "z"):
+        assert send(sb, gateway, "a", {"action": "join", "room": room})["type"] == "ack"
+        for n in range(4):
+            sb.message_log.append(f"room:{room}", {"type": "message", "text": str(n)})
+    streams = {"room:x": 0, "room:y": 0, "room:z": 0}
+    resumed = last_reply(sb, gateway, "a", {"action": "resume", "streams": streams})["streams"]
+    # Each stream: the enter (seq 1) and 4 messages. 5 messages per frame, 2 streams.
+    assert resumed["room:x"]["replayed"] == 5 and resumed["room:x"]["truncated"] is False
+    assert resumed["room:y"] == {"after": 0, "last": 5, "replayed": 0, "truncated": True, "next": 1}
+    assert resumed["room:z"]["refused"] == "at most 2 streams per resume frame"
+    assert len([f for f in gateway.frames("a") if f.get("replayed")]) == 5
+
+
+def test_a_resume_over_the_users_replay_budget_is_refused_at_once(
+    clock: Clock, gateway: FakeGateway
+) -> None:
+    sb = memory.switchboard(
+        clock, gateway, replay_max_messages=100, replay_burst=150, replay_rate=10.0
+    )
+    connect(sb, clock, "a", "u_1")
+    connect(sb, clock, "b", "u_1")
+    for cid in ("a", "b"):
+        assert send(sb, gateway, cid, {"action": "join", "room": "x"})["type"] == "ack"
+    for n in range(120):
+        sb.message_log.append("room:x", {"type": "message", "text": str(n)})
+    resume = {"action": "resume", "streams": {"room:x": 0}}
+    assert last_reply(sb, gateway, "a", resume)["type"] == "resumed"  # 100 of 150 replayed
+    before = len(gateway.frames("b"))
+    refused = send(sb, gateway, "b", resume)  # the same user on another connection
+    assert refused["code"] == "rate_limited" and refused["retryAfterMs"] == 5000
+    assert len(gateway.frames("b")) == before + 1  # the error only: nothing replayed
