@@ -3,9 +3,15 @@
 Every frame is its own Lambda invocation and any number of containers run side by side, so a
 limit kept in a process would bind one container, not the user. The limits:
 
-- ``MAX_CONNECTIONS_PER_USER``: on ``$connect`` the user's live connections are counted (a GSI1
-  Query with ``Select=COUNT`` and ``ttl > now``, paged) before the new one is registered; at
-  the cap the handshake is refused with 429.
+- ``MAX_CONNECTIONS_PER_USER``: a user has that many slot items ``PK=USER#<id> SK=SLOT#<n>``.
+  On ``$connect`` the user's slots are read (one Query of at most the cap's items) and the
+  connection claims a free one in the transaction that writes its item (a conditional Put:
+  no such item, or the item as read when it is past its ttl or its holder is gone), so two
+  handshakes can never hold one slot: the cap holds exactly however many run at once (80
+  parallel handshakes: 10 in, where a count let 50 in). A slot expires with its connection's
+  ttl and is deleted when the connection is removed (``$disconnect``, 410, kick); one whose
+  connection vanished without freeing it is reclaimed after ``_SLOT_GRACE``. At the cap the
+  handshake is refused with 429.
 - ``MAX_ROOMS_PER_USER``: on a join of a room new to the connection, the distinct rooms of all
   the user's live connections are read (GSI1 Query, then BatchGetItem of their ``rooms``); a
   room none of them holds is refused at the cap.
@@ -36,16 +42,17 @@ limit kept in a process would bind one container, not the user. The limits:
   ``retryAfterMs``), never queued: a frame holds its Lambda while it replays, so the review's
   64 resume frames of 500 messages each held every handler for 22 s.
 
-Why the connection cap counts instead of keeping a per-user counter item: ``$disconnect`` is
-best-effort (API Gateway may never deliver it), so a counter decremented there would leak and
-lock the user out until someone repaired it; a count of live items (``ttl`` filtered) heals
-itself. The price is a race: handshakes of one user that run at the same moment can all pass
-the count (and GSI1 is eventually consistent, typically well under a second), so the cap can be
-overshot by the handshakes in flight. The per-user rooms cap has the same kind of race (two
-joins of one user at once on different connections). The rooms cap of one connection
-(``MAX_ROOMS_PER_CONNECTION``) has none: it is a condition on the connection item's
-``size(rooms)`` inside the join's own transaction (registry.py). Both are accepted and documented in docs/PROTOCOL.md; the
-rate limit has no such gap.
+Why slots rather than a per-user counter or a count: ``$disconnect`` is best-effort (API
+Gateway may never deliver it), so a counter decremented there would leak and lock the user out
+until someone repaired it; a slot is an item with the connection's own ttl, so a lost
+``$disconnect`` frees it when the connection item expires, as the old count of live items did.
+A count (the GSI1 Query this replaced) raced: handshakes of one user that ran at the same
+moment all passed it, and GSI1 is eventually consistent. The per-user rooms cap keeps that
+kind of race (two joins of one user at once on different connections add at most one room
+each beyond the cap). The rooms cap of one connection (``MAX_ROOMS_PER_CONNECTION``) has none:
+it is a condition on the connection item's ``size(rooms)`` inside the join's own transaction
+(registry.py). Cost: a handshake is still two calls (the slot Query, then a TransactWriteItems
+of the connection and its slot: 4 WCU where the plain Put was 1); a removal adds one DeleteItem.
 
 The connection cap and the rate limit fail open: if DynamoDB cannot answer the check, the
 handshake or frame goes on (and meets the same DynamoDB in its own work); the event log says
@@ -55,6 +62,7 @@ so. A join whose rooms cannot be read fails like any join DynamoDB refuses (noth
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +78,10 @@ from chalicelib.table import (
     ConditionFailed,
     Item,
     ItemKey,
+    Put,
     Query,
     Table,
+    TxOp,
     Update,
     live,
     query_all,
@@ -132,13 +142,6 @@ class Limits:
 
     # --- connections per user -------------------------------------------------------------
 
-    def connection_refusal(self, user_id: str) -> str | None:
-        """Why a new connection of ``user_id`` is refused, or None to let it in. Raises
-        botocore's errors (the caller decides to fail open)."""
-        if self.live_connections(user_id) >= self.max_connections:
-            return f"too many connections for this user (limit {self.max_connections})"
-        return None
-
     def live_connections(self, user_id: str) -> int:
         """The user's live connections (a GSI1 Query, ``Select=COUNT``), counted up to the cap."""
         return self._table.count(self._user_query(user_id), stop_at=self.max_connections)
@@ -147,6 +150,58 @@ class Limits:
     def _user_query(user_id: str, **extra: Any) -> Query:
         """A Query of the user's live connections on GSI1 (the registry's users index)."""
         return Query(keys.user_partition(user_id), index=keys.USERS_INDEX, live=True, **extra)
+
+    # --- connection slots: the cap under parallel handshakes ---------------------------------
+
+    def slot_claims(self, user_id: str) -> list[SlotClaim]:
+        """The slots a new connection of ``user_id`` may try to claim, best first: never
+        held, then held past their ttl, then held by a connection whose item is gone
+        (removed without freeing its slot) for longer than ``_SLOT_GRACE``. One Query of the
+        user's slot items (at most ``max_connections``, a few bytes each); a BatchGetItem
+        of the holders only when every slot is held. Empty: the user is at the cap. Raises
+        botocore's errors (the caller fails open)."""
+        now = self._table.now()
+        held: dict[int, Item] = {}
+        query = Query(keys.user_partition(user_id), sk_prefix=keys.SLOT_PREFIX)
+        for item in query_all(self._table, query):
+            slot = _slot_number(item)
+            if slot is not None and slot < self.max_connections:
+                held[slot] = item
+        free = [n for n in range(self.max_connections) if n not in held]
+        random.shuffle(free)  # parallel handshakes of one user spread over the free slots
+        claims = [SlotClaim(user_id, n) for n in free]
+        claims += [
+            SlotClaim(user_id, n, expired_at=int(item.get(TTL, 0)))
+            for n, item in held.items()
+            if not live(item, now)
+        ]
+        if claims:
+            return claims
+        holders = {str(item.get("connectionId", "")): n for n, item in held.items()}
+        found = {
+            str(item.get("connectionId"))
+            for item in self._table.batch_get(
+                [keys.conn_key(c) for c in holders if c], ("connectionId", TTL)
+            )
+            if live(item, now)
+        }
+        stale_before = (now - _SLOT_GRACE) * 1000
+        return [
+            SlotClaim(user_id, n, holder=cid)
+            for cid, n in holders.items()
+            if cid not in found and int(held[n].get("claimedAt", 0)) < stale_before
+        ]
+
+    def connection_refusal(self, user_id: str) -> str | None:
+        """Why a new connection of ``user_id`` is refused, or None to let it in. Raises
+        botocore's errors (the caller decides to fail open)."""
+        if self.live_connections(user_id) >= self.max_connections:
+            return self.too_many_connections
+        return None
+
+    @property
+    def too_many_connections(self) -> str:
+        return f"too many connections for this user (limit {self.max_connections})"
 
     # --- rooms per user -------------------------------------------------------------------
 
@@ -208,6 +263,47 @@ class Limits:
         Best effort: a refund lost to a DynamoDB error only makes the budget stricter."""
         if messages > 0:
             self._replay.refund(self._table, keys.user_limits_key(user_id), messages)
+
+
+# A slot whose holder's connection item is missing is reclaimed only after this long: the
+# holder claims its slot in the same transaction that writes its item, so a missing item
+# this old is a removal that did not free the slot, not a read racing a registration.
+_SLOT_GRACE = 30.0
+
+
+@dataclass(frozen=True)
+class SlotClaim:
+    """One slot a new connection may take: ``PK=USER#<id> SK=SLOT#<n>``, written in the
+    registration's transaction on a condition that makes two claims of one slot exclusive:
+    no such item, or the item as it was read (past its ttl, or held by a vanished holder)."""
+
+    user_id: str
+    slot: int
+    expired_at: int | None = None
+    holder: str | None = None
+
+    def op(self, connection_id: str, ttl: int, now_ms: int) -> TxOp:
+        """The transaction item that claims the slot for ``connection_id`` until ``ttl`` (the
+        connection's own ttl: a connection whose ``$disconnect`` is lost frees it then)."""
+        if self.holder is not None:
+            condition: Any = Attr("connectionId").eq(self.holder)
+        elif self.expired_at is not None:
+            condition = Attr(TTL).eq(self.expired_at)
+        else:
+            condition = Attr("PK").not_exists()
+        item: Item = {
+            **keys.slot_key(self.user_id, self.slot),
+            "connectionId": connection_id,
+            TTL: ttl,
+            "claimedAt": now_ms,
+        }
+        return Put(item, condition)
+
+
+def _slot_number(item: Item) -> int | None:
+    sk = str(item.get("SK", ""))
+    digits = sk[len(keys.SLOT_PREFIX) :]
+    return int(digits) if sk.startswith(keys.SLOT_PREFIX) and digits.isdigit() else None
 
 
 # How long a user's limits item outlives its last use (its bucket is full again long before).

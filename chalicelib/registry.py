@@ -285,7 +285,13 @@ class Registry:
         endpoint: str | None = None,
         role: str | None = None,
         token_expires_at: int | None = None,
+        slot: Callable[[int], TxOp] | None = None,
+        slot_number: int | None = None,
     ) -> ConnectionRecord:
+        """Write the connection item (on condition no such id exists). With ``slot`` (the
+        connection's ttl -> the transaction item claiming its per-user slot, limits.py), the
+        two are written in one transaction: raises ``ItemConflict`` when the slot was taken
+        meanwhile, ``DuplicateConnection`` when the id is."""
         ttl = self.expiry_for(connected_at_ms)
         item: Item = {
             **keys.conn_key(connection_id),
@@ -301,8 +307,13 @@ class Registry:
             item["role"] = role
         if token_expires_at is not None:
             item["tokenExp"] = token_expires_at
+        if slot_number is not None:
+            item["slot"] = slot_number  # freed with the connection (remove_connection)
         try:
-            self._table.put(item, condition=Attr("PK").not_exists())
+            if slot is None:
+                self._table.put(item, condition=Attr("PK").not_exists())
+            else:
+                self._register_with_slot(item, slot(ttl))
         except ConditionFailed:
             if not self._is_own_registration(connection_id, user_id, connected_at_ms):
                 raise DuplicateConnection(connection_id) from None
@@ -317,6 +328,16 @@ class Registry:
             role,
             token_expires_at=token_expires_at,
         )
+
+    def _register_with_slot(self, item: Item, slot: TxOp) -> None:
+        try:
+            self._table.transact([Put(item, Attr("PK").not_exists()), slot])
+        except TransactionCancelled as exc:
+            # Reasons item by item (TransactWriteItems, "CancellationReasons"): the connection
+            # item first, the slot second.
+            if exc.reasons and exc.reasons[0] == "ConditionalCheckFailed":
+                raise ConditionFailed() from None
+            raise ItemConflict(str(item["connectionId"])) from None
 
     def _is_own_registration(self, connection_id: str, user_id: str, connected_at_ms: int) -> bool:
         item = self._table.get(keys.conn_key(connection_id), consistent=True)
@@ -428,7 +449,21 @@ class Registry:
         old = self._table.delete(key, return_old=True)
         late = set(old.get("rooms", set())) - rooms if old else set()
         self._delete_memberships(connection_id, late)
-        return Removed(str((old or item).get("userId", "")), frozenset(rooms | late))
+        user_id = str((old or item).get("userId", ""))
+        if old and "slot" in old:
+            self._free_slot(user_id, int(old["slot"]), connection_id)
+        return Removed(user_id, frozenset(rooms | late))
+
+    def _free_slot(self, user_id: str, slot: int, connection_id: str) -> None:
+        """Delete the connection's per-user slot (limits.py) if it still holds it. Best
+        effort: a slot left behind is reclaimed once its ttl passes, or sooner by a
+        handshake that finds its holder gone."""
+        try:
+            self._table.delete(
+                keys.slot_key(user_id, slot), condition=Attr("connectionId").eq(connection_id)
+            )
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
 
     def _delete_memberships(self, connection_id: str, rooms: set[str]) -> None:
         try:

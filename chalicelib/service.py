@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
 from chalicelib import log, metrics, protocol
@@ -30,7 +31,7 @@ from chalicelib.errors import (
     classify,
 )
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
-from chalicelib.limits import Limits
+from chalicelib.limits import Limits, SlotClaim
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
@@ -39,6 +40,7 @@ from chalicelib.protocol import Scope
 from chalicelib.registry import (
     ConnectionRecord,
     DuplicateConnection,
+    ItemConflict,
     Registry,
     RoomLimitReached,
 )
@@ -113,19 +115,33 @@ class Switchboard:
                 record.update(outcome="refused", status=exc.status, reason=str(exc))
                 return HttpResult(exc.status, {"message": str(exc)})
             record["userId"] = identity.user_id
-            refusal = self._connection_refusal(identity.user_id, record)
-            if refusal is not None:
+            connected_at = event.connected_at or protocol.now_ms()
+            claims = self._slot_claims(identity.user_id, record)
+            if claims == []:
                 record.update(outcome="too_many_connections", status=429)
-                return HttpResult(429, {"message": refusal})
+                return HttpResult(429, {"message": self.limits.too_many_connections})
+            candidates: list[SlotClaim | None] = [None] if claims is None else list(claims)
             try:
-                self.registry.register(
-                    event.connection_id,
-                    identity.user_id,
-                    event.connected_at or protocol.now_ms(),
-                    endpoint=event.endpoint,
-                    role=identity.role,
-                    token_expires_at=identity.expires_at,
-                )
+                for claim in candidates:
+                    try:
+                        self.registry.register(
+                            event.connection_id,
+                            identity.user_id,
+                            connected_at,
+                            endpoint=event.endpoint,
+                            role=identity.role,
+                            token_expires_at=identity.expires_at,
+                            slot=None
+                            if claim is None
+                            else partial(claim.op, event.connection_id, now_ms=connected_at),
+                            slot_number=None if claim is None else claim.slot,
+                        )
+                        break
+                    except ItemConflict:  # another handshake took this slot: the next one
+                        continue
+                else:
+                    record.update(outcome="too_many_connections", status=429)
+                    return HttpResult(429, {"message": self.limits.too_many_connections})
             except DuplicateConnection:
                 record.update(outcome="duplicate", status=409)
                 return HttpResult(409, {"message": "connection already registered"})
@@ -135,11 +151,12 @@ class Switchboard:
                 return HttpResult(500, {"message": "could not register the connection"})
             return HttpResult(200)
 
-    def _connection_refusal(self, user_id: str, record: dict[str, Any]) -> str | None:
-        """Why the per-user connection cap refuses this handshake, or None. Fails open: a
-        count DynamoDB cannot answer lets the handshake go on to its own registration."""
+    def _slot_claims(self, user_id: str, record: dict[str, Any]) -> list[SlotClaim] | None:
+        """The per-user connection slots this handshake may claim (limits.py; [] at the cap).
+        None: DynamoDB could not say, and the handshake registers without a slot (fails open
+        like every limit; such a connection does not count against the cap)."""
         try:
-            return self.limits.connection_refusal(user_id)
+            return self.limits.slot_claims(user_id)
         except Exception as exc:  # noqa: BLE001 - fail open, as above
             record["limitError"] = classify(exc).detail
             return None

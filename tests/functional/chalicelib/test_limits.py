@@ -18,7 +18,7 @@ from chalicelib.auth import Identity
 from chalicelib.limits import Limits
 from chalicelib.registry import Registry, RoomLimitReached
 from chalicelib.service import Switchboard
-from chalicelib.table import DynamoDB
+from chalicelib.table import DynamoDB, Query
 from tests.conftest import TABLE, Clock, make_switchboard
 from tests.helpers import FakeGateway, connect_event, disconnect_event, message_event
 
@@ -475,3 +475,68 @@ def test_history_pages_are_charged_to_the_replay_budget(
     _post_room(sb, "lobby", 95)
     assert send(sb, gateway, "a", page)["type"] == "history"  # 100 used: 35 left
     assert send(sb, gateway, "a", page)["code"] == "rate_limited"
+
+
+# --- races: connections per user (#22 item 4) -----------------------------------------------
+
+
+def test_parallel_handshakes_of_one_user_never_pass_the_cap(
+    ddb: Any, clock: Clock, gateway: FakeGateway
+) -> None:
+    """The review's race: 80 parallel handshakes of one user, 50 accepted (cap 10). A
+    connection now claims one of the user's 10 slot items in the transaction that registers
+    it, so exactly 10 get in however the handshakes interleave; the refused leave nothing."""
+    registry = Registry(DynamoDB(SerialClient(ddb), TABLE, clock=clock))
+    sb = make_switchboard(registry, gateway)
+    barrier = threading.Barrier(80)
+
+    def handshake(n: int) -> int:
+        barrier.wait()
+        return connect(sb, f"c{n}", "u_flood")
+
+    with ThreadPoolExecutor(80) as pool:
+        statuses = list(pool.map(handshake, range(80)))
+    assert statuses.count(200) == 10 and statuses.count(429) == 70, statuses
+    live = [t.connection_id for t in registry.user_connections("u_flood")]
+    assert len(live) == 10
+    slots = DynamoDB(ddb, TABLE, clock=clock).query(
+        Query("USER#u_flood", sk_prefix="SLOT#", limit=100)
+    )
+    assert sorted(str(i["connectionId"]) for i in slots.items) == sorted(live)
+
+
+def test_a_closed_connection_frees_its_slot_and_a_lost_disconnect_heals_at_the_ttl(
+    registry: Registry, gateway: FakeGateway, clock: Clock
+) -> None:
+    sb = make_switchboard(registry, gateway, max_connections_per_user=2)
+
+    def connect(sb: Switchboard, cid: str, user: str) -> int:
+        event = connect_event(cid, {"userId": user})
+        event["requestContext"]["connectedAt"] = int(clock.now * 1000)  # the test's clock
+        return sb.on_connect(event).status
+
+    assert connect(sb, "a", "u_1") == 200
+    assert connect(sb, "b", "u_1") == 200
+    assert connect(sb, "c", "u_1") == 429
+    sb.on_disconnect(disconnect_event("a"))
+    assert connect(sb, "c", "u_1") == 200  # a's slot was freed
+    assert connect(sb, "d", "u_1") == 429
+    clock.now += 7501  # b's and c's $disconnect never came: their slots expire with them
+    assert connect(sb, "d", "u_1") == 200
+    assert connect(sb, "e", "u_1") == 200
+    assert connect(sb, "f", "u_1") == 429
+
+
+def test_a_slot_whose_connection_vanished_is_reclaimed_after_the_grace(
+    table: DynamoDB, registry: Registry, gateway: FakeGateway, clock: Clock
+) -> None:
+    """A removal that deleted the connection but not its slot (a handler killed in between):
+    the slot's holder is gone, so a handshake takes it over, but only once the holder's
+    item has been missing longer than a registration in flight could explain."""
+    sb = make_switchboard(registry, gateway, max_connections_per_user=1)
+    assert connect(sb, "a", "u_1") == 200
+    table.delete({"PK": "CONN#a", "SK": "CONN"})  # the slot item stays
+    assert connect(sb, "b", "u_1") == 429
+    clock.now += 31
+    assert connect(sb, "b", "u_1") == 200
+    assert connect(sb, "c", "u_1") == 429

@@ -187,8 +187,8 @@ class FakeLimits:
 
     def refund_replay(self, user: str, messages: int) -> None: ...
 
-    def connection_refusal(self, user: str) -> str | None:
-        return None
+    def slot_claims(self, user: str) -> list[Any] | None:
+        return None  # as if DynamoDB could not say: register without a slot
 
     def room_refusal(self, conn: ConnectionRecord, room: str) -> str | None:
         return None
