@@ -142,10 +142,6 @@ class Limits:
 
     # --- connections per user -------------------------------------------------------------
 
-    def live_connections(self, user_id: str) -> int:
-        """The user's live connections (a GSI1 Query, ``Select=COUNT``), counted up to the cap."""
-        return self._table.count(self._user_query(user_id), stop_at=self.max_connections)
-
     @staticmethod
     def _user_query(user_id: str, **extra: Any) -> Query:
         """A Query of the user's live connections on GSI1 (the registry's users index)."""
@@ -191,13 +187,6 @@ class Limits:
             for cid, n in holders.items()
             if cid not in found and int(held[n].get("claimedAt", 0)) < stale_before
         ]
-
-    def connection_refusal(self, user_id: str) -> str | None:
-        """Why a new connection of ``user_id`` is refused, or None to let it in. Raises
-        botocore's errors (the caller decides to fail open)."""
-        if self.live_connections(user_id) >= self.max_connections:
-            return self.too_many_connections
-        return None
 
     @property
     def too_many_connections(self) -> str:

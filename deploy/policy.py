@@ -54,11 +54,13 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "websocket_connect",
         "WebsocketConnect",
         "WebsocketConnectRole",
-        # register (conditional put); a put retried after a late answer reads its own item back
-        table_actions=("PutItem", "GetItem"),
-        index_actions=("Query",),  # the per-user connection cap counts GSI1
+        # register: the user's slot items (Query), their holders when all are held
+        # (BatchGetItem), the connection and its slot in one transaction (conditional puts:
+        # TransactWriteItems is authorised item by item); a put retried after a late answer
+        # reads its own item back
+        table_actions=("PutItem", "GetItem", "Query", "BatchGetItem"),
+        index_actions=(),
         connection_methods=(),
-        only_indexes=("GSI1",),
     ),
     FunctionAccess(
         "websocket_disconnect",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.limits import Limits
-from chalicelib.registry import Registry
+from chalicelib.limits import Limits, SlotClaim
+from chalicelib.registry import ItemConflict, Registry
 from tests.conftest import Clock
 from tests.memtable import MemoryTable
 from tests.unit.chalicelib.memory import START, ms
@@ -31,17 +33,28 @@ def limits(mem: MemoryTable, **settings: object) -> Limits:
     return Limits(mem, Settings(table_name="t", auth_mode="none", **settings))  # type: ignore[arg-type]
 
 
-def test_the_connection_cap_counts_live_connections_only(
+def test_slots_are_offered_until_the_cap_and_expire_with_their_connection(
     mem: MemoryTable, registry: Registry, clock: Clock
 ) -> None:
     cap = limits(mem, max_connections_per_user=3)
     for i in range(3):
-        assert cap.connection_refusal("u1") is None
-        registry.register(f"c{i}", "u1", ms(clock))
-    assert cap.connection_refusal("u1") == "too many connections for this user (limit 3)"
-    assert cap.connection_refusal("u2") is None
-    clock.now += 7501  # their $disconnect never came: past the ttl they stop counting
-    assert cap.live_connections("u1") == 0
+        claims = cap.slot_claims("u1")
+        assert len(claims) == 3 - i
+        registry.register(
+            f"c{i}",
+            "u1",
+            ms(clock),
+            slot=partial(claims[0].op, f"c{i}", now_ms=ms(clock)),
+            slot_number=claims[0].slot,
+        )
+    assert cap.slot_claims("u1") == []
+    assert len(cap.slot_claims("u2")) == 3
+    stale = SlotClaim("u1", 0)  # read before c0 took slot 0: its condition now fails
+    with pytest.raises(ItemConflict):
+        registry.register("x", "u1", ms(clock), slot=partial(stale.op, "x", now_ms=0))
+    assert registry.get("x") is None  # nothing of the refused handshake was written
+    clock.now += 7501  # their $disconnect never came: past the ttl their slots are free
+    assert len(cap.slot_claims("u1")) == 3
 
 
 def test_the_rooms_cap_spans_every_connection_of_the_user(
