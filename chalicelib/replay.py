@@ -14,7 +14,8 @@ at ``max_replay`` per stream and the client pages the rest with ``history``.
 What one frame may cost is bounded (``Bounds``, from the ``REPLAY_MAX_*`` settings): at most
 ``max_streams`` readable streams (the rest answer ``refused``), ``max_messages`` messages and
 ``max_bytes`` bytes of frames across all its streams (at least one message, so a resume always
-progresses). A stream cut short by these answers ``truncated`` with ``next``, as one cut short
+progresses). A post that fails (a 429 once retries ran out: a client whose buffer is full)
+ends the frame's replay there, rather than holding the handler through every remaining post. A stream cut short by these answers ``truncated`` with ``next``, as one cut short
 by ``max_replay``; a stream reached after the frame's budget is spent costs one GetItem of its
 head (its ``last``, which a client resuming "from now" needs). The user's replay budget across
 frames and containers is ``Limits.take_replay`` (limits.py), charged by the caller.
@@ -110,8 +111,16 @@ class Replayer:
                     cut = int(message["seq"])
                     left_bytes = 0
                     break
-                if post(data) is Outcome.GONE:
+                outcome = post(data)
+                if outcome is Outcome.GONE:
                     return None
+                if outcome is not Outcome.DELIVERED:
+                    # A 429 after the retries (the client's buffer is full: it is not reading)
+                    # or another failure: the rest of the frame would fail the same way, each
+                    # post holding the handler through its retries. Stop; the client pages on.
+                    cut = int(message["seq"])
+                    left_messages = 0
+                    break
                 sent += 1
                 left_messages -= 1
                 left_bytes -= len(data)

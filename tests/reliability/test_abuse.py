@@ -119,8 +119,9 @@ def _p(samples: list[float], q: float) -> float:
 
 
 def _whoami_ms(ws: Any, n: int) -> tuple[list[float], int]:
-    """``n`` whoami round trips one after another: their latencies (s) and how many got no
-    answer within API Gateway's 29 s integration timeout."""
+    """``n`` whoami round trips one after another, at most 8 a second (under the victim's own
+    frame rate, 10/s): their latencies (s) and how many got no answer within API Gateway's
+    29 s integration timeout (or an error)."""
     latencies: list[float] = []
     failed = 0
     for ref in range(n):
@@ -130,10 +131,12 @@ def _whoami_ms(ws: Any, n: int) -> tuple[list[float], int]:
         except TimeoutError:
             failed += 1
             continue
-        if answer.get("type") != "identity":
+        took = time.perf_counter() - started
+        if answer.get("type") == "identity":
+            latencies.append(took)
+        else:
             failed += 1
-            continue
-        latencies.append(time.perf_counter() - started)
+        time.sleep(max(0.0, 0.125 - took))
     return latencies, failed
 
 

@@ -205,3 +205,41 @@ def test_a_resume_over_the_users_replay_budget_is_refused_at_once(
     refused = send(sb, gateway, "b", resume)  # the same user on another connection
     assert refused["code"] == "rate_limited" and refused["retryAfterMs"] == 5000
     assert len(gateway.frames("b")) == before + 1  # the error only: nothing replayed
+
+
+@pytest.mark.parametrize(("leave_cost", "most"), [(1, 1200), (10, 300)])
+def test_presence_toggles_in_a_20_member_room_cost_a_bounded_number_of_posts(
+    clock: Clock, gateway: FakeGateway, leave_cost: int, most: int
+) -> None:
+    """#22 item 3: 60 join/leave toggles, one frame per 0.1 s (the sustained frame rate), in
+    a room of 20. With a leave at one token every toggle reaches the 19 others (the review
+    counted 1,410 posts); at LEAVE_FRAME_COST=10 most leaves wait for their tokens."""
+    sb = memory.switchboard(clock, gateway, leave_frame_cost=leave_cost)
+    for n in range(19):
+        connect(sb, clock, f"m{n}", f"u_m{n}")
+        assert send(sb, gateway, f"m{n}", {"action": "join", "room": "r"})["type"] == "ack"
+    connect(sb, clock, "t", "u_t")
+    assert send(sb, gateway, "t", {"action": "join", "room": "r"})["type"] == "ack"
+    clock.now += 5.0  # a full bucket
+    before = sum(len(posts) for posts in gateway.sent.values())
+    for n in range(60):
+        sb.on_message(
+            message_event("t", {"action": "leave" if n % 2 == 0 else "join", "room": "r"})
+        )
+        clock.now += 0.1
+    posts = sum(len(posts) for posts in gateway.sent.values()) - before
+    assert posts == most if leave_cost == 1 else posts <= most, posts
+
+
+def test_a_resume_to_a_client_that_does_not_read_stops_at_the_first_failed_post(
+    clock: Clock, gateway: FakeGateway
+) -> None:
+    sb = memory.switchboard(clock, gateway)
+    connect(sb, clock, "a", "u_1")
+    assert send(sb, gateway, "a", {"action": "join", "room": "x"})["type"] == "ack"
+    for n in range(50):
+        sb.message_log.append("room:x", {"type": "message", "text": str(n)})
+    gateway.outcomes["a"] = Outcome.THROTTLED  # its buffer is full: 429 after the retries
+    before = len(gateway.endpoints)
+    sb.on_message(message_event("a", {"action": "resume", "streams": {"room:x": 0}}))
+    assert len(gateway.endpoints) - before == 2  # one replayed post and the resumed frame
