@@ -354,7 +354,11 @@ class Bucket:
                 tat = _tat(old, self.attribute)  # grew past the ceiling meanwhile
         except (ClientError, BotoCoreError) as exc:
             return Verdict(True, error=error_code(exc))
-        return Verdict(False, retry_after_ms=max(1, math.ceil((tat - ceiling) / 1000)))
+        # How long from the moment of refusal, not from ``now``: a frame whose writes waited
+        # (other frames of the connection ran meanwhile) would otherwise overstate it.
+        later = round(table.now() * _MICROS)
+        wait = tat + inc - (later + self.tau + self.interval)
+        return Verdict(False, retry_after_ms=max(1, math.ceil(wait / 1000)))
 
     def refund(self, table: Table, key: ItemKey, cost: int) -> None:
         """Move ``tat`` back by ``cost`` tokens (an ADD of a negative number). A ``tat`` moved
