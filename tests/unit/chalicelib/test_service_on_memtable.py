@@ -182,9 +182,17 @@ def test_a_resume_frame_is_capped_in_streams_and_messages(
     resumed = last_reply(sb, gateway, "a", {"action": "resume", "streams": streams})["streams"]
     # Each stream: the enter (seq 1) and 4 messages. 5 messages per frame, 2 streams.
     assert resumed["room:x"]["replayed"] == 5 and resumed["room:x"]["truncated"] is False
-    assert resumed["room:y"] == {"after": 0, "last": 5, "replayed": 0, "truncated": True, "next": 1}
+    assert isinstance(resumed["room:y"].pop("epoch"), str)
+    assert resumed["room:y"] == {
+        "after": 0,
+        "last": 5,
+        "replayed": 0,
+        "truncated": True,
+        "next": 1,
+    }
     assert resumed["room:z"]["refused"] == "at most 2 streams per resume frame"
-    assert len([f for f in gateway.frames("a") if f.get("replayed")]) == 5
+    replayed = [m for f in gateway.frames("a") if f["type"] == "replay" for m in f["messages"]]
+    assert len(replayed) == 5
 
 
 def test_a_resume_over_the_users_replay_budget_is_refused_at_once(
@@ -243,3 +251,61 @@ def test_a_resume_to_a_client_that_does_not_read_stops_at_the_first_failed_post(
     before = len(gateway.endpoints)
     sb.on_message(message_event("a", {"action": "resume", "streams": {"room:x": 0}}))
     assert len(gateway.endpoints) - before == 2  # one replayed post and the resumed frame
+
+
+# --- events (issue #24) --------------------------------------------------------------------
+
+
+def in_lobby(sb: Switchboard, gateway: FakeGateway, clock: Clock, *cids: str) -> None:
+    for cid in cids:
+        connect(sb, clock, cid, f"u_{cid}")
+        send(sb, gateway, cid, {"action": "join", "room": "lobby", "ref": 1})
+
+
+def test_a_structured_send_reaches_the_room_with_event_data_and_epoch(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    in_lobby(sb, gateway, clock, "a", "b")
+    ack = send(sb, gateway, "a", {"action": "sendRoom", "room": "lobby", "event": "order.updated",
+                                  "data": {"id": 7}, "ref": 2})  # fmt: skip
+    [message] = kinds(gateway, "b", "message")
+    assert (message["event"], message["data"], message["epoch"]) == (
+        "order.updated", {"id": 7}, ack["epoch"],
+    )  # fmt: skip
+
+
+def test_an_ephemeral_send_is_delivered_and_never_logged(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    in_lobby(sb, gateway, clock, "a", "b")
+    before = sb.message_log.head("room:lobby")
+    ack = send(sb, gateway, "a", {"action": "sendRoom", "room": "lobby", "event": "typing",
+                                  "data": True, "ephemeral": True, "ref": 2})  # fmt: skip
+    assert (ack["ephemeral"], ack["delivered"], "seq" in ack, "stream" in ack) == (
+        True, 1, False, False,
+    )  # fmt: skip
+    [typing] = kinds(gateway, "b", "message")
+    assert typing["ephemeral"] is True and "seq" not in typing
+    assert sb.message_log.head("room:lobby") == before  # no seq taken, nothing written
+
+
+def test_a_stale_epoch_resumes_as_a_reset_and_latest_reads_the_newest(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    in_lobby(sb, gateway, clock, "a")
+    for n in range(4):
+        send(
+            sb,
+            gateway,
+            "a",
+            {"action": "sendRoom", "room": "lobby", "text": f"m{n}", "ref": 10 + n},
+        )
+    cursor = {"epoch": "old-epoch", "seq": 3}
+    resumed = send(sb, gateway, "a", {"action": "resume", "streams": {"room:lobby": cursor},
+                                      "ref": 20})  # fmt: skip
+    summary = resumed["streams"]["room:lobby"]
+    assert summary["reset"] is True and summary["epoch"] == sb.message_log.head("room:lobby").epoch
+    assert (summary["replayed"], summary["next"]) == (0, 1) and kinds(gateway, "a", "replay") == []
+    page = send(sb, gateway, "a", {"action": "history", "stream": "room:lobby", "latest": True,
+                                   "limit": 2, "ref": 21})  # fmt: skip
+    assert [m["text"] for m in page["messages"]] == ["m2", "m3"] and page["prev"] is not None
