@@ -254,6 +254,16 @@ class Settings:
     max_rooms_per_user: int = setting("MAX_ROOMS_PER_USER", 50, 1, 100_000)
     message_rate: float = setting("MESSAGE_RATE", 10.0, 0.01, 100_000.0)  # frames/s, sustained
     message_burst: int = setting("MESSAGE_BURST", 20, 1, 100_000)  # frames at once after a lull
+    # A `leave` takes this many frames' worth of the bucket: join/leave toggling fans a
+    # presence event out to the whole room each time (docs/PROTOCOL.md, "Abuse limits").
+    leave_frame_cost: int = setting("LEAVE_FRAME_COST", 10, 1, 1000)
+    # What one resume/history frame may cost: streams read, messages and bytes replayed.
+    replay_max_streams: int = setting("REPLAY_MAX_STREAMS", 52, 1, 100)
+    replay_max_messages: int = setting("REPLAY_MAX_MESSAGES", 200, 1, 10000)
+    replay_max_bytes: int = setting("REPLAY_MAX_BYTES", 262144, 1024, 16 * 1048576)
+    # The user's replay budget (messages, across all its connections and containers).
+    replay_rate: float = setting("REPLAY_RATE", 50.0, 0.01, 100_000.0)  # messages/s, sustained
+    replay_burst: int = setting("REPLAY_BURST", 1000, 1, 1_000_000)  # messages at once
 
     # --- room permissions (docs/PROTOCOL.md, "Permissions") ------------------------------------
     # ROOM_NAMESPACES: chalicelib/namespaces.json (None here), another .json file of the

@@ -105,13 +105,19 @@ class Presence:
     # --- membership changes ---------------------------------------------------------------
 
     def join(
-        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+        self,
+        conn: ConnectionRecord,
+        room: str,
+        quiet: bool = False,
+        after: int | None = None,
+        max_rooms: int | None = None,
     ) -> Announcement | None:
         """Join ``room``; the user's enter to announce when this is their first connection
         there, else None. ``quiet``: this member does not receive the room's presence events;
-        ``after``: where its history starts (permissions). Raises ``NotConnected`` like
+        ``after``: where its history starts (permissions); ``max_rooms``: the connection's cap,
+        checked in the write. Raises ``NotConnected`` and ``RoomLimitReached`` like
         ``Registry.join``."""
-        if self._store.join(conn, room, quiet=quiet, after=after):
+        if self._store.join(conn, room, quiet=quiet, after=after, max_rooms=max_rooms):
             return Announcement(
                 room, ENTER, conn.user_id, exclude=conn.connection_id, info=conn.info
             )

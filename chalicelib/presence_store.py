@@ -123,16 +123,26 @@ class PresenceStore:
     # --- membership changes ---------------------------------------------------------------
 
     def join(
-        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+        self,
+        conn: ConnectionRecord,
+        room: str,
+        quiet: bool = False,
+        after: int | None = None,
+        max_rooms: int | None = None,
     ) -> bool:
         """Join ``room``; True when this is the user's first connection there (an enter).
         ``quiet`` and ``after`` go on the membership (``Registry.join``). Raises
-        ``NotConnected`` like ``Registry.join``."""
+        ``NotConnected`` and ``RoomLimitReached`` like ``Registry.join``."""
         for attempt in range(_ATTEMPTS):
             first = attempt % 2 == 0
             try:
                 self._registry.join(
-                    conn, room, also=[self._add(conn, room, first)], quiet=quiet, after=after
+                    conn,
+                    room,
+                    also=[self._add(conn, room, first)],
+                    quiet=quiet,
+                    after=after,
+                    max_rooms=max_rooms,
                 )
             except ItemConflict:
                 continue

@@ -65,6 +65,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Removed",
+    "RoomLimitReached",
     "Sweep",
     "Target",
     "shard_of",
@@ -81,6 +82,14 @@ class DuplicateConnection(RegistryError):
 
 class NotConnected(RegistryError):
     """The connection is not (or no longer) registered."""
+
+
+class RoomLimitReached(RegistryError):
+    """A join refused by the connection item's condition: it already holds ``limit`` rooms."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} rooms per connection")
+        self.limit = limit
 
 
 class ItemConflict(RegistryError):
@@ -256,6 +265,15 @@ class Sweep:
         return targets, unread
 
 
+def _room_condition(room: str, max_rooms: int | None) -> Any:
+    """The connection item's condition in a join: registered, and under the rooms cap."""
+    registered = Attr("PK").exists()
+    if max_rooms is None:
+        return registered
+    rooms = Attr("rooms")
+    return registered & (rooms.not_exists() | rooms.size().lt(max_rooms) | rooms.contains(room))
+
+
 class Registry:
     """The connection registry over the table layer."""
 
@@ -285,10 +303,16 @@ class Registry:
         endpoint: str | None = None,
         role: str | None = None,
         token_expires_at: int | None = None,
+        slot: Callable[[int], TxOp] | None = None,
+        slot_number: int | None = None,
         info: dict[str, Any] | None = None,
         capabilities: Capabilities = NONE,
         claims: Mapping[str, Any] | None = None,
     ) -> ConnectionRecord:
+        """Write the connection item (on condition no such id exists). With ``slot`` (the
+        connection's ttl -> the transaction item claiming its per-user slot, limits.py), the
+        two are written in one transaction: raises ``ItemConflict`` when the slot was taken
+        meanwhile, ``DuplicateConnection`` when the id is."""
         ttl = self.expiry_for(connected_at_ms)
         item: Item = {
             **keys.conn_key(connection_id),
@@ -304,12 +328,17 @@ class Registry:
             item["role"] = role
         if token_expires_at is not None:
             item["tokenExp"] = token_expires_at
+        if slot_number is not None:
+            item["slot"] = slot_number  # freed with the connection (remove_connection)
         if info is not None:
             # JSON text, not a map: the claim may hold floats, which TypeSerializer refuses.
             item["info"] = info_json(info)
         item.update(_permission_attributes(capabilities, claims))
         try:
-            self._table.put(item, condition=Attr("PK").not_exists())
+            if slot is None:
+                self._table.put(item, condition=Attr("PK").not_exists())
+            else:
+                self._register_with_slot(item, slot(ttl))
         except ConditionFailed:
             if not self._is_own_registration(connection_id, user_id, connected_at_ms):
                 raise DuplicateConnection(connection_id) from None
@@ -397,6 +426,16 @@ class Registry:
         except ConditionFailed:
             raise NotConnected(connection_id) from None
 
+    def _register_with_slot(self, item: Item, slot: TxOp) -> None:
+        try:
+            self._table.transact([Put(item, Attr("PK").not_exists()), slot])
+        except TransactionCancelled as exc:
+            # Reasons item by item (TransactWriteItems, "CancellationReasons"): the connection
+            # item first, the slot second.
+            if exc.reasons and exc.reasons[0] == "ConditionalCheckFailed":
+                raise ConditionFailed() from None
+            raise ItemConflict(str(item["connectionId"])) from None
+
     def _is_own_registration(self, connection_id: str, user_id: str, connected_at_ms: int) -> bool:
         item = self._table.get(keys.conn_key(connection_id), consistent=True)
         return bool(
@@ -412,11 +451,18 @@ class Registry:
         also: Sequence[TxOp] = (),
         quiet: bool = False,
         after: int | None = None,
+        max_rooms: int | None = None,
     ) -> None:
         """Add a membership item and record the room on the connection, atomically, together
         with the transaction items in ``also`` (presence keeps its per-user item there).
         ``quiet``: the member does not receive the room's presence events; ``after``: where
-        its history starts (a ``history: since joined`` room)."""
+        its history starts (a ``history: since joined`` room).
+
+        ``max_rooms``: the join commits only while the connection holds fewer rooms (or
+        already holds this one), a condition on the connection item's ``size(rooms)`` in the
+        same transaction, so parallel joins cannot overshoot the cap (DynamoDB serialises
+        transactions on one item; a check before the write, as before, let 18 parallel joins
+        make 63 rooms of 50). Raises ``RoomLimitReached``."""
         member: Item = {
             **keys.member_key(room, conn.connection_id),
             "connectionId": conn.connection_id,
@@ -437,13 +483,22 @@ class Registry:
                     Change(
                         keys.conn_key(conn.connection_id),
                         Update(add={"rooms": {room}}),
-                        Attr("PK").exists(),
+                        _room_condition(room, max_rooms),
                     ),
                     *also,
                 ]
             )
         except TransactionCancelled as exc:
-            raise self._cancelled(exc, conn.connection_id) from None
+            error = self._cancelled(exc, conn.connection_id)
+            if isinstance(error, NotConnected) and max_rooms is not None:
+                # Either condition of the connection item: which one, only a read can tell
+                # (a transaction returns no item for a failed condition). Refusals only.
+                item = self._table.get(
+                    keys.conn_key(conn.connection_id), consistent=True, projection=("rooms",)
+                )
+                if item is not None and len(item.get("rooms", ())) >= max_rooms:
+                    raise RoomLimitReached(max_rooms) from None
+            raise error from None
 
     def leave(self, connection_id: str, room: str, also: Sequence[TxOp] = ()) -> None:
         try:
@@ -499,7 +554,21 @@ class Registry:
         old = self._table.delete(key, return_old=True)
         late = set(old.get("rooms", set())) - rooms if old else set()
         self._delete_memberships(connection_id, late)
-        return Removed(str((old or item).get("userId", "")), frozenset(rooms | late))
+        user_id = str((old or item).get("userId", ""))
+        if old and "slot" in old:
+            self._free_slot(user_id, int(old["slot"]), connection_id)
+        return Removed(user_id, frozenset(rooms | late))
+
+    def _free_slot(self, user_id: str, slot: int, connection_id: str) -> None:
+        """Delete the connection's per-user slot (limits.py) if it still holds it. Best
+        effort: a slot left behind is reclaimed once its ttl passes, or sooner by a
+        handshake that finds its holder gone."""
+        try:
+            self._table.delete(
+                keys.slot_key(user_id, slot), condition=Attr("connectionId").eq(connection_id)
+            )
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
 
     def _delete_memberships(self, connection_id: str, rooms: set[str]) -> None:
         try:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
 from chalicelib import log, metrics, protocol
@@ -46,7 +47,7 @@ from chalicelib.errors import (
     classify,
 )
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
-from chalicelib.limits import Limits
+from chalicelib.limits import Limits, SlotClaim
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
@@ -55,8 +56,15 @@ from chalicelib.namespaces import load as load_namespaces
 from chalicelib.permissions import Grant
 from chalicelib.presence import ENTER, Announcement, Presence
 from chalicelib.protocol import Scope
-from chalicelib.registry import ConnectionRecord, DuplicateConnection, NotConnected, Registry
-from chalicelib.replay import Replayer
+from chalicelib.registry import (
+    ConnectionRecord,
+    DuplicateConnection,
+    ItemConflict,
+    NotConnected,
+    Registry,
+    RoomLimitReached,
+)
+from chalicelib.replay import Bounds, Replayer
 from chalicelib.ws_event import WsEvent
 
 if TYPE_CHECKING:  # imported by wiring.py only when a queue is configured
@@ -95,7 +103,15 @@ class Switchboard:
         self.gateway = gateway
         self.broadcaster = broadcaster
         self.message_log = message_log
-        self.replayer = Replayer(message_log, settings.history_max_replay)
+        self.replayer = Replayer(
+            message_log,
+            settings.history_max_replay,
+            bounds=Bounds(
+                settings.replay_max_streams,
+                settings.replay_max_messages,
+                settings.replay_max_bytes,
+            ),
+        )
         self.sends = sends or SendLedger(
             registry.table, ttl_seconds=settings.idempotency_ttl_seconds
         )
@@ -140,22 +156,36 @@ class Switchboard:
                 record.update(outcome="refused", status=exc.status, reason=str(exc))
                 return HttpResult(exc.status, {"message": str(exc)})
             record["userId"] = identity.user_id
-            refusal = self._connection_refusal(identity.user_id, record)
-            if refusal is not None:
+            connected_at = event.connected_at or protocol.now_ms()
+            claims = self._slot_claims(identity.user_id, record)
+            if claims == []:
                 record.update(outcome="too_many_connections", status=429)
-                return HttpResult(429, {"message": refusal})
+                return HttpResult(429, {"message": self.limits.too_many_connections})
+            candidates: list[SlotClaim | None] = [None] if claims is None else list(claims)
             try:
-                conn = self.registry.register(
-                    event.connection_id,
-                    identity.user_id,
-                    event.connected_at or protocol.now_ms(),
-                    endpoint=event.endpoint,
-                    role=identity.role,
-                    token_expires_at=identity.expires_at,
-                    info=identity.info,
-                    capabilities=identity.capabilities,
-                    claims=identity.claims,
-                )
+                for claim in candidates:
+                    try:
+                        conn = self.registry.register(
+                            event.connection_id,
+                            identity.user_id,
+                            connected_at,
+                            endpoint=event.endpoint,
+                            role=identity.role,
+                            token_expires_at=identity.expires_at,
+                            info=identity.info,
+                            capabilities=identity.capabilities,
+                            claims=identity.claims,
+                            slot=None
+                            if claim is None
+                            else partial(claim.op, event.connection_id, now_ms=connected_at),
+                            slot_number=None if claim is None else claim.slot,
+                        )
+                        break
+                    except ItemConflict:  # another handshake took this slot: the next one
+                        continue
+                else:
+                    record.update(outcome="too_many_connections", status=429)
+                    return HttpResult(429, {"message": self.limits.too_many_connections})
             except DuplicateConnection:
                 record.update(outcome="duplicate", status=409)
                 return HttpResult(409, {"message": "connection already registered"})
@@ -167,11 +197,12 @@ class Switchboard:
                 self._auto_join(conn, identity.auto_join, record)
             return HttpResult(200)
 
-    def _connection_refusal(self, user_id: str, record: dict[str, Any]) -> str | None:
-        """Why the per-user connection cap refuses this handshake, or None. Fails open: a
-        count DynamoDB cannot answer lets the handshake go on to its own registration."""
+    def _slot_claims(self, user_id: str, record: dict[str, Any]) -> list[SlotClaim] | None:
+        """The per-user connection slots this handshake may claim (limits.py; [] at the cap).
+        None: DynamoDB could not say, and the handshake registers without a slot (fails open
+        like every limit; such a connection does not count against the cap)."""
         try:
-            return self.limits.connection_refusal(user_id)
+            return self.limits.slot_claims(user_id)
         except Exception as exc:  # noqa: BLE001 - fail open, as above
             record["limitError"] = classify(exc).detail
             return None
@@ -201,7 +232,9 @@ class Switchboard:
             command = protocol.parse_frame(event.body, self.settings.max_text_chars)
             record["action"] = type(command).__name__
             # Every frame counts, malformed ones too: each is an invocation all the same.
-            verdict = self.limits.take_frame(event.connection_id)
+            # A leave costs more: join/leave toggles announce to the whole room (limits.py).
+            cost = self.settings.leave_frame_cost if isinstance(command, protocol.Leave) else 1
+            verdict = self.limits.take_frame(event.connection_id, cost)
             if verdict.error:
                 record["rateLimitError"] = verdict.error  # let through: limits fail open
             if not verdict.allowed:
@@ -270,7 +303,7 @@ class Switchboard:
             case protocol.Resume():
                 return self._resume(event, conn, command, record)
             case protocol.History():
-                return self._history(conn, command)
+                return self._history(conn, command, record)
             case protocol.Members():
                 if command.room not in conn.rooms:
                     return protocol.error_frame(
@@ -359,7 +392,11 @@ class Switchboard:
         if grant is not None and cache:
             self.registry.set_grant(conn, room, grant)
         quiet = not self.access.sees_presence(conn, room, grant)
-        return self.presence.join(conn, room, quiet=quiet, after=after)
+        limit = self.settings.max_rooms_per_connection
+        try:
+            return self.presence.join(conn, room, quiet=quiet, after=after, max_rooms=limit)
+        except RoomLimitReached as exc:  # parallel joins: the write's condition held
+            raise Forbidden(str(exc)) from None
 
     def _room_full(self, conn: ConnectionRecord, room: str) -> str | None:
         """The namespace's ``maxMembers``: users present at once (a user already there may
@@ -455,7 +492,8 @@ class Switchboard:
         if rooms:
             record["announcedEnters"] = len(rooms)
 
-    def _history(self, conn: ConnectionRecord, command: protocol.History) -> Frame:
+    def _permitted_history(self, conn: ConnectionRecord, command: protocol.History) -> Frame:
+        """A history page as the room's namespace lets this member read it."""
         parsed = protocol.parse_stream(command.stream)
         if parsed is not None and parsed[0] == "room" and parsed[1] in conn.rooms:
             room = str(parsed[1])
@@ -572,15 +610,52 @@ class Switchboard:
         def post(data: bytes) -> Outcome:
             return self.gateway.post(conn.connection_id, data, event.endpoint)
 
+        reserved = self.replayer.bounds.max_messages
+        limited = self._replay_refusal(conn, reserved, command.ref, record)
+        if limited is not None:
+            return limited
         command, refused, hidden = self._readable(conn, command)
-        frame = self.replayer.resume(command, conn.user_id, conn.rooms, post, hidden)
+        replayed = 0
+        try:
+            frame = self.replayer.resume(command, conn.user_id, conn.rooms, post, hidden)
+            if frame is not None:
+                replayed = sum(s.get("replayed", 0) for s in frame["streams"].values())
+        finally:
+            self.limits.refund_replay(conn.user_id, reserved - replayed)
         if frame is None:
             record["outcome"] = "gone_during_resume"
             record.update(self.departures.settle([conn.connection_id]).as_dict())
             return None
         frame["streams"].update(refused)
-        record["replayed"] = sum(s.get("replayed", 0) for s in frame["streams"].values())
+        record["replayed"] = replayed
         return frame
+
+    def _history(
+        self, conn: ConnectionRecord, command: protocol.History, record: dict[str, Any]
+    ) -> Frame:
+        refused = self._replay_refusal(conn, command.limit, command.ref, record)
+        if refused is not None:
+            return refused
+        read = 0
+        try:
+            frame = self._permitted_history(conn, command)
+            read = len(frame.get("messages", ()))
+        finally:  # a refused read (permissions) gives its whole reservation back
+            self.limits.refund_replay(conn.user_id, command.limit - read)
+        return frame
+
+    def _replay_refusal(
+        self, conn: ConnectionRecord, reserve: int, ref: protocol.Ref, record: dict[str, Any]
+    ) -> Frame | None:
+        """Reserve ``reserve`` messages of the user's replay budget (limits.py); the
+        ``rate_limited`` frame when it is spent, else None (fails open like the frame rate)."""
+        verdict = self.limits.take_replay(conn.user_id, reserve)
+        if verdict.error:
+            record["replayLimitError"] = verdict.error
+        if verdict.allowed:
+            return None
+        record.update(outcome="replay_limited", retryAfterMs=verdict.retry_after_ms)
+        return verdict.frame(ref)
 
     def _send_message(
         self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]

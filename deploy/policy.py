@@ -63,14 +63,16 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "websocket_connect",
         "WebsocketConnect",
         "WebsocketConnectRole",
-        # register (conditional put); a put retried after a late answer reads its own item back;
-        # the token's autoJoin rooms: the join transaction (membership Put, connection and
-        # presence Updates), the authorizer's cached answer and the pending enters (Update).
-        # No POST: $connect cannot reach its own socket; the first frame announces the enters.
-        table_actions=("PutItem", "GetItem", "UpdateItem"),
-        index_actions=("Query",),  # the per-user connection cap counts GSI1
+        # register: the user's slot items (Query), their holders when all are held
+        # (BatchGetItem), the connection and its slot in one transaction (conditional puts:
+        # TransactWriteItems is authorised item by item); a put retried after a late answer
+        # reads its own item back; the token's autoJoin rooms: the join transaction (membership
+        # Put, connection and presence Updates), the authorizer's cached answer and the pending
+        # enters (Update). No POST: $connect cannot reach its own socket; the first frame
+        # announces the enters.
+        table_actions=("PutItem", "GetItem", "UpdateItem", "Query", "BatchGetItem"),
+        index_actions=(),
         connection_methods=(),
-        only_indexes=("GSI1",),
         invokes=AUTHORIZERS,  # autoJoin rooms in an authorizer namespace
     ),
     FunctionAccess(

@@ -354,6 +354,13 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ws("connect", event)  # a's autoJoin asks the support room's authorizer
         if cid == "a":  # the same $connect again, as a put retried after a late answer:
             ws("connect", event)  # it reads its own item back and succeeds
+    # A user at the connection cap (the stage's 10): the refused handshake reads the holders
+    # of its slots (BatchGetItem) to find one whose connection vanished.
+    capped = {"token": token("u_cap", **STAGE_CLAIMS)}
+    for n in range(10):
+        ws("connect", connect_event(f"cap{n}", capped))
+    refused = client.lambda_.invoke("connect", connect_event("cap10", capped)).payload
+    assert refused.get("statusCode") == 429, refused
 
     _cold(recorder, "WebsocketMessage")
     frame("a", {"action": "ping"})

@@ -113,7 +113,12 @@ class FakePresence:
         }
 
     def join(
-        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+        self,
+        conn: ConnectionRecord,
+        room: str,
+        quiet: bool = False,
+        after: int | None = None,
+        max_rooms: int | None = None,
     ) -> Announcement | None:
         first = conn.user_id not in self._users(room, conn.connection_id)
         self.registry.conns[conn.connection_id] = ConnectionRecord(
@@ -188,11 +193,16 @@ class FakeLimits:
     def __init__(self) -> None:
         self.verdict: Verdict = ALLOWED
 
-    def take_frame(self, cid: str) -> Verdict:
+    def take_frame(self, cid: str, cost: int = 1) -> Verdict:
         return self.verdict
 
-    def connection_refusal(self, user: str) -> str | None:
-        return None
+    def take_replay(self, user: str, messages: int) -> Verdict:
+        return ALLOWED
+
+    def refund_replay(self, user: str, messages: int) -> None: ...
+
+    def slot_claims(self, user: str) -> list[Any] | None:
+        return None  # as if DynamoDB could not say: register without a slot
 
     def room_refusal(self, conn: ConnectionRecord, room: str) -> str | None:
         return None
