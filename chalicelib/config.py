@@ -200,6 +200,14 @@ class Settings:
     message_rate: float = setting("MESSAGE_RATE", 10.0, 0.01, 100_000.0)  # frames/s, sustained
     message_burst: int = setting("MESSAGE_BURST", 20, 1, 100_000)  # frames at once after a lull
 
+    # --- back-end events on EventBridge (chalicelib/bus.py) and push devices -----------------
+    # The bus events go to (a name, an ARN, or "default"); unset: no events at all.
+    event_bus_name: str | None = setting("EVENT_BUS_NAME", None)
+    # How much of a message's text "Message Undelivered" carries (a notification's body).
+    event_preview_chars: int = setting("EVENT_PREVIEW_CHARS", 200, 0, 65536)
+    # How long a registered device token is kept after its last registration (POST /me/devices).
+    device_ttl_seconds: int = setting("DEVICE_TTL_SECONDS", 30 * 86400, 3600, 400 * 86400)
+
     log_level: str = "INFO"  # LOG_LEVEL, upper-cased
 
     @classmethod

@@ -89,6 +89,8 @@ class Removed:
 
     user_id: str
     rooms: frozenset[str]
+    # When it connected (epoch ms; 0 if unknown): a "Connection Closed" event's duration.
+    connected_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -381,7 +383,7 @@ class Registry:
         next removal (a 410 prune) finishes the job.
         """
         key = keys.conn_key(connection_id)
-        item = self._table.get(key, consistent=True, projection=("rooms", "userId"))
+        item = self._table.get(key, consistent=True, projection=("rooms", "userId", "connectedAt"))
         if item is None:
             return None
         rooms = set(item.get("rooms", set()))
@@ -389,7 +391,11 @@ class Registry:
         old = self._table.delete(key, return_old=True)
         late = set(old.get("rooms", set())) - rooms if old else set()
         self._delete_memberships(connection_id, late)
-        return Removed(str((old or item).get("userId", "")), frozenset(rooms | late))
+        return Removed(
+            str((old or item).get("userId", "")),
+            frozenset(rooms | late),
+            int((old or item).get("connectedAt", 0) or 0),
+        )
 
     def _delete_memberships(self, connection_id: str, rooms: set[str]) -> None:
         try:

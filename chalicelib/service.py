@@ -20,6 +20,7 @@ from chalicelib import log, metrics, protocol
 from chalicelib.audience import Audience
 from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
 from chalicelib.broadcaster import Broadcaster, Report
+from chalicelib.bus import ClosedBy, Events, flush_quietly
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
 from chalicelib.errors import BadRequest, NotFound, NotRegistered, classify
@@ -60,8 +61,11 @@ class Switchboard:
         limits: Limits | None = None,
         continuation: Continuation | None = None,
         presence: Presence | None = None,
+        events: Events | None = None,
     ) -> None:
         self.settings = settings
+        # Back-end events (bus.py): collected while a handler runs, flushed at its very end.
+        self.events = events or Events()
         # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
         self.continuation = continuation
         self.registry = registry
@@ -77,7 +81,11 @@ class Switchboard:
         )
         self.limits = limits if limits is not None else Limits(registry.table, settings)
         self.departures = Departures(
-            self.presence, broadcaster, registry, workers=settings.fanout_workers
+            self.presence,
+            broadcaster,
+            registry,
+            workers=settings.fanout_workers,
+            events=self.events,
         )
 
     # --- WebSocket events -----------------------------------------------------------------
@@ -98,11 +106,12 @@ class Switchboard:
             if refusal is not None:
                 record.update(outcome="too_many_connections", status=429)
                 return HttpResult(429, {"message": refusal})
+            connected_at = event.connected_at or protocol.now_ms()
             try:
                 self.registry.register(
                     event.connection_id,
                     identity.user_id,
-                    event.connected_at or protocol.now_ms(),
+                    connected_at,
                     endpoint=event.endpoint,
                     role=identity.role,
                     token_expires_at=identity.expires_at,
@@ -114,6 +123,10 @@ class Switchboard:
                 error = classify(exc)
                 record.update(outcome="registry_error", status=500, error=error.detail)
                 return HttpResult(500, {"message": "could not register the connection"})
+            # The handshake waits for this handler: one PutEvents call (a few ms) when events
+            # are on; the connection has no frames to delay yet.
+            self.events.connection_opened(event.connection_id, identity.user_id, connected_at)
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
     def _connection_refusal(self, user_id: str, record: dict[str, Any]) -> str | None:
@@ -135,10 +148,13 @@ class Switchboard:
             closeCode=event.disconnect_status,
         ) as record:
             try:
-                record["existed"] = self.forget(event.connection_id, record)
+                record["existed"] = self.forget(
+                    event.connection_id, record, ClosedBy.DISCONNECT, event.disconnect_status
+                )
             except Exception as exc:  # noqa: BLE001 - $disconnect's answer is ignored anyway
                 # TTL reaps what we could not delete, and every read filters expired items.
                 record.update(outcome="registry_error", error=classify(exc).detail)
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
     def on_message(self, raw_event: dict[str, Any]) -> HttpResult:
@@ -156,10 +172,12 @@ class Switchboard:
             if not verdict.allowed:
                 record.update(outcome="rate_limited", retryAfterMs=verdict.retry_after_ms)
                 self._reply(event, verdict.frame(command.ref), record)
+                flush_quietly(self.events, record)  # the reply may have pruned this connection
                 return HttpResult(200)
             if isinstance(command, protocol.ProtocolError):
                 record.update(outcome="rejected", code=command.code)
                 self._reply(event, command.frame(), record)
+                flush_quietly(self.events, record)
                 return HttpResult(200)
             try:
                 frame = self._dispatch(event, command, record)
@@ -177,6 +195,8 @@ class Switchboard:
                 frame = error.frame(command.ref)
             if frame is not None:
                 self._reply(event, frame, record)
+            # After the fan-out and the reply: nobody connected waits for EventBridge.
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
     def _dispatch(
@@ -243,16 +263,28 @@ class Switchboard:
             "forbidden", "token expired; reconnect with a fresh token", command.ref
         )
         self._reply(event, frame, record)  # before the close: a closed socket gets nothing
+        # Forgotten before the close: the close's own $disconnect then finds nothing, so the
+        # one "Connection Closed" event says why (expired), whichever handler runs first.
+        self.forget(conn.connection_id, reason=ClosedBy.EXPIRED)
         record["close"] = self.gateway.close(conn.connection_id, event.endpoint).value
-        self.forget(conn.connection_id)
 
-    def forget(self, connection_id: str, record: dict[str, Any] | None = None) -> bool:
+    def forget(
+        self,
+        connection_id: str,
+        record: dict[str, Any] | None = None,
+        reason: ClosedBy = ClosedBy.DISCONNECT,
+        close_code: int | None = None,
+    ) -> bool:
         """Remove a connection and announce the rooms its user left with it: ``$disconnect``,
-        a kick and an expired token come here. True if it existed. Registry errors raise."""
-        leaves = self.presence.remove(connection_id)
-        if leaves is None:
+        a kick and an expired token come here (``reason``). True if it existed; only then is
+        its "Connection Closed" event emitted. Registry errors raise."""
+        removal = self.presence.removal(connection_id)
+        if removal is None:
             return False
-        settled = self.departures.settle((), leaves)
+        self.events.connection_closed(
+            connection_id, removal.user_id, removal.connected_at, reason, close_code
+        )
+        settled = self.departures.settle((), removal.leaves)
         if record is not None:
             record.update(settled.as_dict())
         return True
@@ -308,6 +340,7 @@ class Switchboard:
         message, report = self._send(
             conn, Scope.USER, target, command.text, record, command.client_msg_id
         )
+        self._undelivered(message, target, report, conn.user_id)
         if report.recipients == 0 and target != conn.user_id:  # only this very connection: fine
             # Logged all the same: the user gets it when they connect and resume.
             frame = protocol.error_frame(
@@ -381,7 +414,22 @@ class Switchboard:
         record.update(self.departures.settle(report.gone_ids).as_dict())
         stream, seq = message.position
         metrics.emit_report(report, scope.value, stream=stream, seq=seq, hop=0)
+        if scope is Scope.ROOM:
+            self.events.published(message)  # when the room's namespace publishes
         return report
+
+    def _undelivered(
+        self, message: Message, target: str | None, report: Report, sender: str | None = None
+    ) -> None:
+        """A direct message that reached no connection: none registered, or every post
+        answered 410. Not for a user writing to themselves from their only connection (that
+        connection is there; it is just not sent its own message)."""
+        if target is None or target == sender:
+            return
+        if report.recipients == 0:
+            self.events.undelivered(message, target, "no_connections")
+        elif report.gone == report.recipients:
+            self.events.undelivered(message, target, "gone")
 
     def continue_fan_out(self, records: list[tuple[str, str]]) -> dict[str, Any]:
         """The SQS continuation handler: run each job (``(messageId, body)``), then remove the
@@ -390,9 +438,12 @@ class Switchboard:
         if self.continuation is None:
             _logger.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
             return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
-        return self.continuation.run_batch(
-            records, after=lambda report: self.departures.settle(report.gone_ids)
-        )
+        try:
+            return self.continuation.run_batch(
+                records, after=lambda report: self.departures.settle(report.gone_ids)
+            )
+        finally:
+            flush_quietly(self.events)
 
     def _log(
         self,
@@ -467,6 +518,10 @@ class Switchboard:
                 record["outcome"] = "AlreadySent"
                 return {**exc.answer(), "recipients": 0}
             report = self._fan_out(scope, name, message, record)
+            if scope is Scope.USER:
+                self._undelivered(message, name, report)
+            # The caller waits for this answer, connected clients do not: flush here.
+            flush_quietly(self.events, record)
         stream, seq = message.position
         return {"id": message.id, "stream": stream, "seq": seq, **report.as_dict()}
 
@@ -504,8 +559,13 @@ class Switchboard:
         conn = self.registry.get(connection_id)
         if conn is None and not self.settings.management_endpoint:
             raise NotFound(f"connection {connection_id} not found")
+        # Forgotten before the close, as an expired token is (``_expire``): the event says
+        # "kicked", not the "disconnect" of the $disconnect the close causes.
+        try:
+            self.forget(connection_id, reason=ClosedBy.KICKED)
+        finally:
+            flush_quietly(self.events)
         outcome = self.gateway.close(connection_id, conn.endpoint if conn else None)
-        self.forget(connection_id)
         if outcome is Outcome.GONE and conn is None:
             raise NotFound(f"connection {connection_id} not found")
         if outcome not in (Outcome.DELIVERED, Outcome.GONE):

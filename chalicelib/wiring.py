@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from chalicelib import log
 from chalicelib.aws_errors import error_code
 from chalicelib.broadcaster import Broadcaster
+from chalicelib.bus import Events, Publisher
 from chalicelib.config import ConfigError, Settings
 from chalicelib.errors import HttpAnswer, Misconfigured, classify
 from chalicelib.management_api import ManagementApi
@@ -69,7 +70,24 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
             deadline_seconds=settings.fanout_deadline_seconds,
         )
     return Switchboard(
-        settings, registry, gateway, broadcaster, message_log, continuation=continuation
+        settings,
+        registry,
+        gateway,
+        broadcaster,
+        message_log,
+        continuation=continuation,
+        events=build_events(settings, session),
+    )
+
+
+def build_events(settings: Settings, session: Any) -> Events:
+    """Back-end events (bus.py): a publisher to ``EVENT_BUS_NAME`` over an ``events`` client
+    (its endpoint from the environment too: ``AWS_ENDPOINT_URL_EVENTS`` locally), or none."""
+    if not settings.event_bus_name:
+        return Events()
+    client = session.client("events", config=_config(settings, 4))
+    return Events(
+        Publisher(client, settings.event_bus_name), preview_chars=settings.event_preview_chars
     )
 
 
