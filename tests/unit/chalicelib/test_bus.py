@@ -13,6 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.stub import Stubber
+from jsonschema import ValidationError
 
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.bus import (
@@ -29,8 +30,11 @@ from chalicelib.bus import (
 )
 from chalicelib.config import EndpointRule, Settings
 from chalicelib.management_api import Outcome
+from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
+from chalicelib.protocol import Scope
 from chalicelib.service import Switchboard
+from tests import bus_schemas
 from tests.conftest import TABLE, Clock
 from tests.helpers import FakeGateway, connect_event, disconnect_event, message_event
 from tests.unit.chalicelib import memory
@@ -319,12 +323,16 @@ class World:
         self.sb.on_message(message_event(cid, frame))
 
     def of(self, detail_type: DetailType) -> list[dict[str, Any]]:
-        return [
+        """The details of that type sent so far, each checked against its documented schema."""
+        details = [
             json.loads(e["Detail"])
             for call in self.client.calls
             for e in call
             if e["DetailType"] == detail_type
         ]
+        for detail in details:
+            bus_schemas.validate(detail_type, detail)
+        return details
 
 
 def test_connect_and_disconnect_emit_opened_and_closed_with_the_close_code(clock: Clock) -> None:
@@ -437,3 +445,28 @@ def test_events_are_sent_after_the_reply_is_posted(clock: Clock) -> None:
     w.client.answers.append(lambda entries: order.append("put_events") or ok(len(entries)))
     w.send("a", {"action": "sendMessage", "targetUserId": "u_off", "text": "x", "ref": 1})
     assert order == ["post", "put_events"]
+
+
+# --- the documented schemas ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("detail_type", bus_schemas.ALL)
+def test_every_detail_type_has_a_valid_schema_that_refuses_unknown_members(
+    detail_type: str,
+) -> None:
+    validator = bus_schemas.validator(detail_type)  # check_schema ran
+    assert validator.schema["additionalProperties"] is False
+    with pytest.raises(ValidationError):
+        bus_schemas.validate(detail_type, {"eventId": "x", "surprise": 1})
+
+
+def test_a_cut_detail_still_matches_its_schema() -> None:
+    client = FakeEventsClient()
+    events = Events(publisher(client), preview_chars=400_000)
+    message = Message.new("u_a", Scope.USER, '"é' * 150_000).logged("user:u_b", 9)
+    events.undelivered(message, "u_b", "no_connections")
+    events.flush()
+    [detail] = client.details()
+    bus_schemas.validate("Message Undelivered", detail)
+    assert detail["truncated"] is True and detail["previewTruncated"] is False
+    assert 100_000 < len(detail["preview"]) < 150_000
