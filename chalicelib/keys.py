@@ -9,7 +9,8 @@ side; a domain service names an item through these functions and never writes a 
 - a user's presence in a room ``PK=ROOM#<room> SK=USER#<userId>`` (the same partition, so a
   room's members are ``begins_with(SK, "CONN#")`` and its present users ``"USER#"``);
 - a stream's head ``PK=STREAM#<stream> SK=HEAD`` and its messages ``SK=SEQ#<seq, 20 digits>``;
-- a send record ``PK=SENT#<userId> SK=MSG#<clientMsgId>``.
+- a send record ``PK=SENT#<userId> SK=MSG#<clientMsgId>``;
+- a user's push device ``PK=DEVICES#<userId> SK=DEVICE#<deviceId>`` (devices.py).
 """
 
 from __future__ import annotations
@@ -92,3 +93,14 @@ def message_key(stream: str, seq: int) -> Key:
 
 def sent_key(user_id: str, client_msg_id: str) -> Key:
     return {"PK": f"SENT#{user_id}", "SK": f"MSG#{client_msg_id}"}
+
+
+def devices_partition(user_id: str) -> str:
+    return f"DEVICES#{user_id}"
+
+
+DEVICE_PREFIX = "DEVICE#"
+
+
+def device_key(user_id: str, device_id: str) -> Key:
+    return {"PK": devices_partition(user_id), "SK": f"{DEVICE_PREFIX}{device_id}"}

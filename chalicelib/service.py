@@ -18,11 +18,18 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from chalicelib import log, metrics, protocol
 from chalicelib.audience import Audience
-from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
+from chalicelib.auth import (
+    AuthError,
+    Identity,
+    connect_identity,
+    require_admin_bearer,
+    require_user_bearer,
+)
 from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.bus import ClosedBy, Events, flush_quietly
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
+from chalicelib.devices import Devices, parse_registration
 from chalicelib.errors import BadRequest, NotFound, NotRegistered, classify
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
 from chalicelib.limits import Limits
@@ -80,6 +87,7 @@ class Switchboard:
             registry, message_log, settings.presence_max_members, settings.presence_max_list
         )
         self.limits = limits if limits is not None else Limits(registry.table, settings)
+        self.devices = Devices(registry.table, settings.device_ttl_seconds)
         self.departures = Departures(
             self.presence,
             broadcaster,
@@ -490,6 +498,23 @@ class Switchboard:
 
     def authorize_http(self, authorization: str | None) -> Identity:
         return require_admin_bearer(authorization, self.settings)
+
+    def authorize_user(self, authorization: str | None, local_user: str | None) -> Identity:
+        """The ``/me`` routes: the user's own token (any role); ``?userId=`` without auth."""
+        return require_user_bearer(authorization, self.settings, local_user)
+
+    def register_device(self, caller: Identity, body: Any) -> dict[str, Any]:
+        """POST /me/devices: store (or refresh) the caller's push device token."""
+        platform, token = parse_registration(body)
+        return self.devices.register(caller.user_id, platform, token).public()
+
+    def list_devices(self, caller: Identity) -> dict[str, Any]:
+        """GET /me/devices: the caller's registered devices (never the tokens)."""
+        return {"devices": [d.public() for d in self.devices.for_user(caller.user_id)]}
+
+    def remove_device(self, caller: Identity, device_id: str) -> None:
+        """DELETE /me/devices/{deviceId}: forget one of the caller's devices (idempotent)."""
+        self.devices.remove(caller.user_id, device_id)
 
     def push(
         self, scope: Scope | str, name: str | None, body: Any, sender: Identity
