@@ -16,8 +16,14 @@ from chalicelib import errors, web
 from chalicelib.auth import Identity
 from chalicelib.config import CONTINUATION_QUEUE, ConfigError
 from chalicelib.protocol import Scope
+from chalicelib.push import PushNotifier
 from chalicelib.service import HttpResult, Switchboard
-from chalicelib.wiring import build_switchboard, health_check, settings_from_env
+from chalicelib.wiring import (
+    build_push_notifier,
+    build_switchboard,
+    health_check,
+    settings_from_env,
+)
 
 app = Chalice(app_name="switchboard")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -77,6 +83,18 @@ def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
     return get_switchboard().continue_fan_out(records)
 
 
+# The push notifier (chalicelib/push.py, docs/PUSH.md): the target of the EventBridge rule for
+# "Message Undelivered" events (deploy/event_rules.json); Lambda invokes it with the event.
+@app.lambda_function(name="push_notifier")
+def push_notifier(event: dict[str, Any], context: Any) -> dict[str, int]:
+    return _push_notifier().handle(event).as_dict()
+
+
+@functools.cache
+def _push_notifier() -> PushNotifier:
+    return build_push_notifier(settings_from_env())  # once per container
+
+
 # --- HTTP API ------------------------------------------------------------------------------
 
 
@@ -105,10 +123,8 @@ def http_route(
                 caller = None
                 headers = app.current_request.headers
                 if user:
-                    query = app.current_request.query_params or {}
-                    caller = switchboard.authorize_user(
-                        headers.get("authorization"), query.get("userId")
-                    )
+                    local_user = (app.current_request.query_params or {}).get("userId")
+                    caller = switchboard.authorize_user(headers.get("authorization"), local_user)
                 elif admin:
                     caller = switchboard.authorize_http(headers.get("authorization"))
                 answer = body(switchboard, caller, **{k: unquote(v) for k, v in params.items()})

@@ -207,6 +207,13 @@ class Settings:
     event_preview_chars: int = setting("EVENT_PREVIEW_CHARS", 200, 0, 65536)
     # How long a registered device token is kept after its last registration (POST /me/devices).
     device_ttl_seconds: int = setting("DEVICE_TTL_SECONDS", 30 * 86400, 3600, 400 * 86400)
+    # The SNS platform applications the push notifier (push.py) sends through, per platform;
+    # unset: devices of that platform are skipped.
+    push_apns_application_arn: str | None = setting("PUSH_APNS_APPLICATION_ARN", None)
+    push_apns_sandbox_application_arn: str | None = setting(
+        "PUSH_APNS_SANDBOX_APPLICATION_ARN", None
+    )
+    push_fcm_application_arn: str | None = setting("PUSH_FCM_APPLICATION_ARN", None)
 
     log_level: str = "INFO"  # LOG_LEVEL, upper-cased
 

@@ -21,9 +21,11 @@ from chalicelib.aws_errors import error_code
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.bus import Events, Publisher
 from chalicelib.config import ConfigError, Settings
+from chalicelib.devices import Devices
 from chalicelib.errors import HttpAnswer, Misconfigured, classify
 from chalicelib.management_api import ManagementApi
 from chalicelib.message_log import MessageLog
+from chalicelib.push import PushNotifier
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from chalicelib.table import DynamoDB
@@ -89,6 +91,25 @@ def build_events(settings: Settings, session: Any) -> Events:
     return Events(
         Publisher(client, settings.event_bus_name), preview_chars=settings.event_preview_chars
     )
+
+
+def build_push_notifier(settings: Settings, session: Any = None) -> PushNotifier:
+    """The push notifier (push.py): the devices in the table, SNS for mobile push (its
+    endpoint from the environment: ``AWS_ENDPOINT_URL_SNS`` locally)."""
+    log.configure(settings.log_level)
+    session = session or boto3.session.Session()
+    ddb = session.client("dynamodb", config=_config(settings, 10))
+    devices = Devices(DynamoDB(ddb, settings.table_name), settings.device_ttl_seconds)
+    applications = {
+        platform: arn
+        for platform, arn in (
+            ("apns", settings.push_apns_application_arn),
+            ("apns_sandbox", settings.push_apns_sandbox_application_arn),
+            ("fcm", settings.push_fcm_application_arn),
+        )
+        if arn
+    }
+    return PushNotifier(devices, session.client("sns", config=_config(settings, 10)), applications)
 
 
 def _config(settings: Settings, pool: int) -> Config:
