@@ -48,6 +48,12 @@ class FunctionAccess:
     # SQS actions on the continuation queue: senders enqueue the rest of a fan-out; the
     # worker's event source mapping receives and deletes under the worker's role.
     queue_actions: tuple[str, ...] = ()
+    # events:PutEvents on the stage's event bus (chalicelib/bus.py): the functions that
+    # remove connections, announce presence or send messages.
+    publishes_events: bool = False
+    # SNS mobile push (chalicelib/push.py): endpoints under the platform applications, and
+    # publishing to them.
+    mobile_push: bool = False
 
 
 FUNCTIONS: tuple[FunctionAccess, ...] = (
@@ -60,6 +66,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         index_actions=("Query",),  # the per-user connection cap counts GSI1
         connection_methods=(),
         only_indexes=("GSI1",),
+        publishes_events=True,  # Connection Opened
     ),
     FunctionAccess(
         "websocket_disconnect",
@@ -71,6 +78,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         table_actions=("GetItem", "BatchWriteItem", "DeleteItem", "UpdateItem", "Query", "PutItem"),
         index_actions=(),
         connection_methods=("POST",),
+        publishes_events=True,  # Connection Closed, Presence Left
     ),
     FunctionAccess(
         "websocket_message",
@@ -91,6 +99,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         index_actions=("Query",),  # a user's connections (GSI1), everyone (GSI2)
         connection_methods=("POST",),
         queue_actions=("SendMessage",),  # a fan-out's rest past its deadline
+        publishes_events=True,
     ),
     FunctionAccess(
         "api_handler",
@@ -103,6 +112,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         index_actions=("Query",),
         connection_methods=("POST", "DELETE"),
         queue_actions=("SendMessage",),
+        publishes_events=True,
     ),
     FunctionAccess(
         "continue_fan_out",
@@ -116,6 +126,17 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         connection_methods=("POST",),
         # SendMessage: its own rest; the others: the event source mapping, under this role.
         queue_actions=("SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes"),
+        publishes_events=True,  # a pruned connection's close
+    ),
+    FunctionAccess(
+        "push_notifier",
+        "PushNotifier",
+        "PushNotifierRole",
+        # the user's devices (Query), a device whose token SNS reports disabled (DeleteItem)
+        table_actions=("Query", "DeleteItem"),
+        index_actions=(),
+        connection_methods=(),
+        mobile_push=True,
     ),
 )
 
@@ -141,6 +162,9 @@ class Arns:
     log_groups: list[Any]  # for logs:CreateLogGroup (chalice deploy only)
     log_streams: list[Any]  # for logs:CreateLogStream / PutLogEvents
     queue: Any = None  # the continuation queue
+    event_bus: Any = None  # the stage's EventBridge bus
+    push_applications: Any = None  # SNS platform applications (CreatePlatformEndpoint)
+    push_endpoints: Any = None  # their endpoints (Publish)
 
 
 def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> list[dict[str, Any]]:
@@ -179,6 +203,13 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
     if access.queue_actions:
         actions = [f"sqs:{a}" for a in access.queue_actions]
         out.append(_allow("ContinuationQueue", actions, [arns.queue]))
+    if access.publishes_events:
+        out.append(_allow("EventBus", ["events:PutEvents"], [arns.event_bus]))
+    if access.mobile_push:
+        out.append(
+            _allow("PushEndpoints", ["sns:CreatePlatformEndpoint"], [arns.push_applications])
+        )
+        out.append(_allow("PushPublish", ["sns:Publish"], [arns.push_endpoints]))
     out.append(
         {
             "Sid": "JwtSecret",
@@ -236,7 +267,16 @@ def static_arns(s: Stage, access: FunctionAccess) -> Arns:
         log_streams=[f"{group}:*"],
         # app.py's on_sqs_message queue name (``chalice deploy`` subscribes to it by name).
         queue=f"arn:aws:sqs:*:*:{CONTINUATION_QUEUE}",
+        # The bus a chalice-deployed stage sets as EVENT_BUS_NAME (docs/EVENTS.md).
+        event_bus=f"arn:aws:events:*:*:event-bus/{event_bus_name(s)}",
+        push_applications="arn:aws:sns:*:*:app/*",
+        push_endpoints="arn:aws:sns:*:*:endpoint/*",
     )
+
+
+def event_bus_name(s: Stage) -> str:
+    """The stage's bus for ``chalice deploy`` (the packaged stack names its own)."""
+    return f"{s.app_name}-{s.name}"
 
 
 def policy_file(stage_name: str, access: FunctionAccess) -> str:

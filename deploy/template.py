@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.schema import load_schema
-from deploy.policy import FUNCTIONS, Arns, FunctionAccess, document, statements
+from deploy.policy import FUNCTIONS, Arns, FunctionAccess, document, function, statements
 from deploy.project import Stage, index_names, stage, stages
 
 RUNTIME = "python3.13"
@@ -56,6 +56,24 @@ WORKER_EVENT_ID = "ContinueFanOutSqsEventSource"  # Chalice's name for its SQS e
 # Lambda", Lambda developer guide).
 QUEUE_VISIBILITY_SECONDS = 360
 MAX_RECEIVES = 5  # then the job goes to the dead-letter queue
+
+# Back-end events (chalicelib/bus.py, docs/EVENTS.md): the stack's own bus, off unless the
+# EnableEvents parameter says "true" (then the publishers get EVENT_BUS_NAME); the rules of
+# deploy/event_rules.json, each targeting an app function with a dead-letter queue.
+EVENT_BUS_ID = "EventBus"
+EVENTS_PARAMETER = "EnableEvents"
+EVENTS_CONDITION = "EventsOn"
+RULES_PATH = Path(__file__).with_name("event_rules.json")
+# Our push platforms -> the stack parameter naming its SNS platform application.
+PUSH_PARAMETERS = {
+    "PUSH_APNS_APPLICATION_ARN": "PushApnsApplicationArn",
+    "PUSH_APNS_SANDBOX_APPLICATION_ARN": "PushApnsSandboxApplicationArn",
+    "PUSH_FCM_APPLICATION_ARN": "PushFcmApplicationArn",
+}
+# EventBridge retries a target for up to 24 h and 185 attempts by default ("Event retry
+# policy and using dead-letter queues", EventBridge user guide): a notification a day late is
+# noise, so give up after an hour and keep the event in the DLQ.
+RULE_MAX_EVENT_AGE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -160,7 +178,95 @@ def template_arns(access: FunctionAccess, api_stage: str) -> Arns:
         log_groups=[],
         log_streams=[{"Fn::GetAtt": [log_group_id(access), "Arn"]}],
         queue={"Fn::GetAtt": [QUEUE_ID, "Arn"]},
+        event_bus={"Fn::GetAtt": [EVENT_BUS_ID, "Arn"]},
+        push_applications={
+            "Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:app/*"
+        },
+        push_endpoints={
+            "Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:endpoint/*"
+        },
     )
+
+
+def rules() -> list[dict[str, Any]]:
+    """deploy/event_rules.json's rules (name, description, pattern, function)."""
+    found: list[dict[str, Any]] = json.loads(RULES_PATH.read_text(encoding="utf-8"))["rules"]
+    return found
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+
+
+def event_resources() -> dict[str, Any]:
+    """The bus, and per rule: the rule, its target's dead-letter queue (with the policy that
+    lets EventBridge send to it) and the permission for EventBridge to invoke the function."""
+    resources: dict[str, Any] = {
+        EVENT_BUS_ID: {
+            "Type": "AWS::Events::EventBus",
+            "Properties": {"Name": {"Fn::Sub": "${AWS::StackName}-events"}},
+        }
+    }
+    for rule in rules():
+        rid = f"{_camel(rule['name'])}Rule"
+        dlq = f"{_camel(rule['name'])}DeadLetterQueue"
+        target = function(rule["function"]).logical_id
+        rule_arn = {"Fn::GetAtt": [rid, "Arn"]}
+        resources[dlq] = {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True},
+        }
+        resources[f"{dlq}Policy"] = {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [{"Ref": dlq}],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            # "Granting permissions to the dead-letter queue", EventBridge
+                            # user guide: the rule may send, nothing else.
+                            "Sid": "RuleDeadLetters",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "events.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": {"Fn::GetAtt": [dlq, "Arn"]},
+                            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+                        }
+                    ],
+                },
+            },
+        }
+        resources[rid] = {
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Description": rule["description"],
+                "EventBusName": {"Ref": EVENT_BUS_ID},
+                "EventPattern": rule["pattern"],
+                "State": "ENABLED",
+                "Targets": [
+                    {
+                        "Id": rule["function"],
+                        "Arn": {"Fn::GetAtt": [target, "Arn"]},
+                        "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [dlq, "Arn"]}},
+                        "RetryPolicy": {
+                            "MaximumEventAgeInSeconds": RULE_MAX_EVENT_AGE_SECONDS,
+                            "MaximumRetryAttempts": 185,
+                        },
+                    }
+                ],
+            },
+        }
+        resources[f"{rid}Permission"] = {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": {"Ref": target},
+                "Principal": "events.amazonaws.com",
+                "SourceArn": rule_arn,
+            },
+        }
+    return resources
 
 
 def continuation_resources() -> dict[str, Any]:
@@ -244,6 +350,11 @@ def merge_template(stage_name: str) -> dict[str, Any]:
         }
         if access.queue_actions:
             variables["CONTINUATION_QUEUE_URL"] = {"Ref": QUEUE_ID}
+        if access.publishes_events:
+            # Off by default: an empty EVENT_BUS_NAME publishes nothing.
+            variables["EVENT_BUS_NAME"] = {"Fn::If": [EVENTS_CONDITION, {"Ref": EVENT_BUS_ID}, ""]}
+        if access.mobile_push:
+            variables.update({env: {"Ref": param} for env, param in PUSH_PARAMETERS.items()})
         if access.logical_id == "APIHandler":
             # The demo page at GET / dials this stack's WebSocket API.
             variables["WEBSOCKET_URL"] = {
@@ -269,6 +380,7 @@ def merge_template(stage_name: str) -> dict[str, Any]:
                 ]
             }
         }
+    resources.update(event_resources())
     for rid, resource in continuation_resources().items():
         resources.setdefault(rid, {}).setdefault("Properties", {})
         resources[rid] = _merge(resources[rid], resource)
@@ -284,10 +396,27 @@ def merge_template(stage_name: str) -> dict[str, Any]:
             ]
         }
     }
-    parameters: dict[str, Any] = {}
+    parameters: dict[str, Any] = {
+        EVENTS_PARAMETER: {
+            "Type": "String",
+            "Default": "false",
+            "AllowedValues": ["true", "false"],
+            "Description": (
+                "Publish back-end events (connections, presence, undelivered messages) to "
+                "this stack's EventBridge bus (docs/EVENTS.md)."
+            ),
+        },
+    }
+    for env, param in PUSH_PARAMETERS.items():
+        parameters[param] = {
+            "Type": "String",
+            "Default": "",
+            "Description": f"{env}: an SNS platform application ARN, or empty (docs/PUSH.md).",
+        }
     for throttle in THROTTLING:
         parameters.update(throttle.parameters())
     return {
+        "Conditions": {EVENTS_CONDITION: {"Fn::Equals": [{"Ref": EVENTS_PARAMETER}, "true"]}},
         "Parameters": {
             **parameters,
             SECRET_PARAMETER_ID: {
@@ -306,6 +435,8 @@ def merge_template(stage_name: str) -> dict[str, Any]:
             "ConnectionsTableName": {"Value": {"Ref": TABLE_ID}},
             "JwtSecretParameter": {"Value": {"Ref": SECRET_PARAMETER_ID}},
             "ContinuationQueueUrl": {"Value": {"Ref": QUEUE_ID}},
+            "EventBusName": {"Value": {"Ref": EVENT_BUS_ID}},
+            "EventBusArn": {"Value": {"Fn::GetAtt": [EVENT_BUS_ID, "Arn"]}},
         },
     }
 
