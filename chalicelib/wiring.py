@@ -84,7 +84,8 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
 
 def build_events(settings: Settings, session: Any) -> Events:
     """Back-end events (bus.py): a publisher to ``EVENT_BUS_NAME`` over an ``events`` client
-    (its endpoint from the environment too: ``AWS_ENDPOINT_URL_EVENTS`` locally), or none."""
+    (its endpoint from the environment too: ``AWS_ENDPOINT_URL_EVENTBRIDGE`` locally, named
+    after the service id as botocore's service-specific endpoint variables are), or none."""
     if not settings.event_bus_name:
         return Events()
     client = session.client("events", config=_config(settings, 4))

@@ -283,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--fault-seed", type=int, default=None, help="seed for the fault RNG (reproducible runs)"
     )
+    g = p.add_argument_group("back-end events (EventBridge, embedded)")
+    g.add_argument(
+        "--no-events",
+        action="store_true",
+        help="do not create the embedded event bus: the app publishes no events",
+    )
+    g.add_argument("--event-bus", default="switchboard-local", help="the bus the app publishes to")
+    g.add_argument(
+        "--event-rules",
+        default=None,
+        help="rules file (default: the project's deploy/event_rules.json, if any)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -310,6 +322,14 @@ def banner(gateway: LocalGateway) -> str:
         ),
         f"  AUTH_MODE       {auth}",
     ]
+    events = gateway.local_events
+    if events is not None:
+        ws_http = urls.websocket.replace("ws://", "http://", 1).rsplit("/", 1)[0]
+        targets = ", ".join(f"{r['name']} -> {r['function']}" for r in events.rules)
+        lines += [
+            f"  Events          {ws_http}/events  (EventBridge bus {events.bus_name}"
+            + (f"; rules: {targets})" if targets else ")"),
+        ]
     if gateway.custom_domain:
         mapped = "/".join(filter(None, [gateway.custom_domain, gateway.base_path]))
         lines.insert(
@@ -403,6 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         custom_domain=args.custom_domain,
         base_path=args.base_path or "",
+        events=not args.no_events,
+        event_bus=args.event_bus,
+        event_rules=args.event_rules,
     )
     stop = threading.Event()
 
