@@ -7,14 +7,21 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint unit functional e2e clean browser-deps chalice-local
+.PHONY: help run check test lint unit functional e2e clean browser-deps chalice-local
 
 help:
-	@echo "make run    start the local stack (DynamoDB, WebSocket gateway, HTTP routes, demo page)"
-	@echo "make test   lint + the whole test suite (what CI runs)"
-	@echo "make lint   ruff and mypy only"
-	@echo "make chalice-local   chalice local (port 8002) against a running make run"
-	@echo "make clean  remove the virtualenv and caches"
+	@echo "make run           start the local stack (DynamoDB, WebSocket gateway, HTTP routes, demo page)"
+	@echo "make check         lint + every test that needs no socket and no browser (the fast tier)"
+	@echo "make unit          tests/unit: the modules on fakes (a few talk to a scripted local server)"
+	@echo "make functional    tests/functional: the handlers and services on moto, in process"
+	@echo "make e2e           tests/e2e: the app on the local gateway, real sockets"
+	@echo "make test          lint + the whole suite (what CI runs)"
+	@echo "make soak          tests/reliability and the continuation soak at soak scale (about 20 min)"
+	@echo "make lint          ruff and mypy only"
+	@echo "make chalice-local chalice local (port 8002) against a running make run"
+	@echo "make bench         quick benchmarks (bench-full: the long run)"
+	@echo "make package / create-table   deploy tooling (STAGE=dev)"
+	@echo "make clean         remove the virtualenv and caches"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +34,33 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	cd clients/python && ../../$(VENV)/bin/mypy
 
+# Tiers (tests/tiers.py): a test that opens a socket is marked ``socket`` (tests/e2e, browser,
+# reliability by their path); the rest run in process, on 2 workers (pytest-xdist), with
+# --forbid-sockets failing any of them that opens one. The socket suites stay serial: on 2 cores,
+# parallel gateways would race the timing of one another's scenarios.
+JOBS        ?= 2
+PARALLEL    := -n $(JOBS) --dist loadgroup
+IN_PROCESS  := -m "not socket" --forbid-sockets
+
+check: lint
+	$(PY) -m pytest $(IN_PROCESS) $(PARALLEL) -q $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PARALLEL) -q $(PYTEST_ARGS)
+
+functional: $(STAMP)
+	$(PY) -m pytest tests/functional $(PARALLEL) -q $(PYTEST_ARGS)
+
+e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e -q $(PYTEST_ARGS)
+
+# The whole suite: the in-process tier in parallel, then every socket test serially. Both run
+# whatever the first's result; make test fails if either does.
 test: lint browser-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@status=0; \
+	$(PY) -m pytest $(IN_PROCESS) $(PARALLEL) --durations=25 $(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m pytest -m socket --durations=25 $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 # Debian's chromium and chromedriver for tests/browser, installed with apt only when missing.
 browser-deps:
@@ -86,6 +118,10 @@ bench-full: $(BENCH_STAMP)
 # make test runs tests/reliability at small scale; soak runs it bigger (about 10 minutes).
 .PHONY: soak
 
+# Both parts run whatever the first one's result; soak fails if either does, and says which.
 soak: $(STAMP)
-	RELIABILITY_SCALE=soak $(PY) -m pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
-	RELIABILITY_SCALE=soak $(PY) -m pytest tests/e2e/test_continuation.py -m soak -p no:cacheprovider $(PYTEST_ARGS)
+	@reliability=0; continuation=0; \
+	RELIABILITY_SCALE=soak $(PY) -m pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS) || reliability=$$?; \
+	RELIABILITY_SCALE=soak $(PY) -m pytest tests/e2e/test_continuation.py -m soak -p no:cacheprovider $(PYTEST_ARGS) || continuation=$$?; \
+	echo "make soak: tests/reliability exit $$reliability, continuation soak exit $$continuation"; \
+	test $$reliability -eq 0 && test $$continuation -eq 0

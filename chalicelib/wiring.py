@@ -53,15 +53,33 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         initial_rate=settings.fanout_initial_rate,
         max_rate=settings.fanout_max_rate,
     )
+    message_log = MessageLog(table, settings.history_ttl_seconds)
+    # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
+    sqs = (
+        session.client("sqs", config=_config(settings, 10))
+        if settings.continuation_queue_url
+        else None
+    )
+    return assemble(settings, registry, gateway, message_log, sqs)
+
+
+def assemble(
+    settings: Settings,
+    registry: Registry,
+    gateway: ManagementApi,
+    message_log: MessageLog,
+    sqs: Any = None,
+) -> Switchboard:
+    """The ``Switchboard`` over its storage and gateway: the broadcaster, the continuation
+    (when ``sqs`` is given and a queue is configured) and the service. The one place they are
+    put together: the tests assemble theirs here too, over moto or the in-memory table and a
+    fake gateway."""
     # The broadcaster returns the connections it found gone; the switchboard removes them.
     broadcaster = Broadcaster(gateway, deadline_seconds=settings.fanout_deadline_seconds)
-    message_log = MessageLog(table, settings.history_ttl_seconds)
     continuation = None
-    if settings.continuation_queue_url:
+    if sqs is not None and settings.continuation_queue_url:
         from chalicelib.continuation import Continuation  # only a stage with a queue needs it
 
-        # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
-        sqs = session.client("sqs", config=_config(settings, 10))
         continuation = Continuation(
             sqs,
             settings.continuation_queue_url,

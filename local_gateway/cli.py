@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 
 from local_gateway.emulator import LocalGateway
 from local_gateway.faults import FaultConfig
-from local_gateway.limits import Limits
-from local_gateway.quota import default_burst
+from local_gateway.quotas import Quotas
+from local_gateway.token_bucket import default_burst
 
 
 def _rate(text: str) -> float:
@@ -401,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         region=args.region,
         auth_mode=args.auth_mode,
         env=env,
-        limits=Limits(
+        limits=Quotas(
             idle_timeout=args.idle_timeout,
             max_duration=args.max_duration,
             integration_timeout=args.integration_timeout,

@@ -30,8 +30,8 @@ from local_gateway.dynamodb import (
 from local_gateway.events import DEFAULT_BUS, DEFAULT_RULES, LocalEvents
 from local_gateway.faults import FaultConfig, FaultInjector
 from local_gateway.lambda_events import LambdaContext, new_api_id, new_aws_id
-from local_gateway.limits import Limits
-from local_gateway.project import ChaliceProject, Invocation, LambdaRuntime, import_app
+from local_gateway.lambda_runtime import ChaliceProject, Invocation, LambdaRuntime, import_app
+from local_gateway.quotas import Quotas
 from local_gateway.server import WebSocketServer
 from local_gateway.sigv4 import Credentials, SigV4Verifier
 from local_gateway.sqs import LocalQueues
@@ -149,7 +149,7 @@ class LocalGateway:
     Ports default to the documented 8001/8000; pass 0 for ephemeral ports (tests).
     ``rest_port=None`` skips the REST server. ``schema_path=None`` uses
     ``chalicelib/schema.json`` if the project has one, ``""`` creates no table.
-    ``limits`` are API Gateway's quotas (``Limits()``: AWS's defaults).
+    ``limits`` are API Gateway's quotas (``Quotas()``: AWS's defaults).
     ``custom_domain`` emulates a custom domain name mapped to the stage at ``base_path``
     (``""``: the root): events carry it as ``domainName`` and @connections requests whose
     Host is that name are served under ``/{base_path}`` instead of ``/{stage}``.
@@ -177,7 +177,7 @@ class LocalGateway:
         region: str | None = None,
         auth_mode: str | None = None,
         env: dict[str, str] | None = None,
-        limits: Limits | None = None,
+        limits: Quotas | None = None,
         faults: FaultConfig | FaultInjector | None = None,
         workers: int = 64,
         connection_id_factory: Callable[[], str] = new_aws_id,
@@ -208,7 +208,7 @@ class LocalGateway:
         )
         self.auth_mode = auth_mode
         self.extra_env = dict(env or {})
-        self.limits = limits or Limits()
+        self.limits = limits or Quotas()
         self.faults = faults if isinstance(faults, FaultInjector) else FaultInjector(faults)
         self.workers = workers
         self.connection_id_factory = connection_id_factory

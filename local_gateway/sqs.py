@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from local_gateway.lambda_events import LambdaContext
-from local_gateway.project import Invocation
+from local_gateway.lambda_runtime import Invocation
 from local_gateway.sigv4 import Credentials
 
 log = logging.getLogger("local_gateway.sqs")

@@ -99,3 +99,28 @@ class FakeGateway:
         frames = self.frames(connection_id)
         assert frames, f"nothing was sent to {connection_id}"
         return frames[-1]
+
+
+class FakeClock:
+    """A clock that moves only when the test moves it: ``clock.now`` in seconds, ``clock()``
+    reads it. The one fake clock of the suite (token buckets, pacing, deadlines, TTLs).
+
+    It keeps whole microseconds and rounds every value it is set to: a float of epoch seconds
+    has about 0.24 us of resolution, so ``clock.now += 0.1`` done on a bare float drifts (30
+    steps can be microseconds off) and a rate limit counting in microseconds saw a frame
+    arrive just before its token was back (the once flaky ``test_a_burst_over_the_bucket...``).
+    """
+
+    def __init__(self, now: float = 100.0) -> None:
+        self._micros = round(now * 1_000_000)
+
+    @property
+    def now(self) -> float:
+        return self._micros / 1_000_000
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._micros = round(value * 1_000_000)
+
+    def __call__(self) -> float:
+        return self.now

@@ -2,7 +2,7 @@
 missed, from the message log, through the local gateway; HTTP history reads the same log.
 
 Retention (``HISTORY_TTL_SECONDS``) is not waited for here: the functional tests
-(tests/functional/test_message_log.py, test_replay.py) cover it with a fake clock.
+(tests/functional/chalicelib/test_message_log.py, test_replay.py) cover it with a fake clock.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ def test_health_without_credentials_says_so(
     assert response.json_body["missing"] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
 
 
+@pytest.mark.socket  # connects to 127.0.0.1:9, where nothing listens
 def test_an_unreachable_dynamodb_is_a_configuration_answer(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

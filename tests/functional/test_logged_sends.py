@@ -14,18 +14,7 @@ import pytest
 from chalicelib.management_api import Outcome
 from chalicelib.message_log import MessageLog
 from chalicelib.service import Switchboard
-from tests.functional import test_app
-from tests.functional.test_app import Harness
-from tests.helpers import message_event
-
-harness = test_app.harness  # the same fixture: the handlers over moto and a fake gateway
-
-
-def send_raw(harness: Harness, cid: str, frame: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every frame posted to ``cid`` while it sends ``frame``."""
-    before = len(harness.gateway.frames(cid))
-    harness.client.lambda_.invoke("message", message_event(cid, frame))
-    return harness.gateway.frames(cid)[before:]
+from tests.harness import Harness
 
 
 def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: Harness) -> None:
@@ -53,8 +42,7 @@ def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: H
 
     harness.connect("alice-2", userId="alice")
     harness.send("alice-2", {"action": "join", "room": "lobby"})
-    frames = send_raw(
-        harness,
+    frames = harness.send_raw(
         "alice-2",
         {"action": "resume", "streams": {"room:lobby": 3, "user:alice": 1, "all": 0}, "ref": 9},
     )
@@ -75,8 +63,8 @@ def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: H
 
 def test_resume_of_a_room_not_rejoined_or_another_user_is_refused(harness: Harness) -> None:
     harness.connect("a", userId="alice")
-    frames = send_raw(
-        harness, "a", {"action": "resume", "streams": {"room:lobby": 0, "user:bob": 0, "all": 0}}
+    frames = harness.send_raw(
+        "a", {"action": "resume", "streams": {"room:lobby": 0, "user:bob": 0, "all": 0}}
     )
     [resumed] = frames
     assert "refused" in resumed["streams"]["room:lobby"]

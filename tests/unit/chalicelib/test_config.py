@@ -223,7 +223,7 @@ def test_bad_abuse_limits_name_the_variable(name: str, value: str) -> None:
 
 
 def test_the_deployed_stages_carry_the_documented_limits() -> None:
-    config = json.loads((Path(__file__).parents[2] / ".chalice" / "config.json").read_text())
+    config = json.loads((Path(__file__).parents[3] / ".chalice" / "config.json").read_text())
     env = config["environment_variables"]
     assert {name: float(env[name]) for name in LIMIT_DEFAULTS} == LIMIT_DEFAULTS
 
@@ -234,7 +234,7 @@ def test_every_declared_setting_is_documented_with_its_default() -> None:
     plain value."""
     from dataclasses import fields
 
-    doc = (Path(__file__).parents[2] / "docs" / "CONFIGURATION.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).parents[3] / "docs" / "CONFIGURATION.md").read_text(encoding="utf-8")
     rows = {}
     for line in doc.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

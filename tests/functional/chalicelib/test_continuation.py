@@ -29,7 +29,13 @@ def wired(
     ddb: Any, registry: Registry, gateway: FakeGateway, clock: Clock
 ) -> tuple[Switchboard, Any, str]:
     sqs = boto3.client("sqs", region_name="us-east-1")
-    url = sqs.create_queue(QueueName="continuation")["QueueUrl"]
+    # A received job stays invisible until drain() deletes it, however slow the machine: with
+    # SQS's default 30 s visibility timeout a loaded run saw jobs come back and posts doubled.
+    # 43,200 s is the maximum (CreateQueue, VisibilityTimeout: "0 to 43,200 (12 hours)",
+    # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html).
+    url = sqs.create_queue(QueueName="continuation", Attributes={"VisibilityTimeout": "43200"})[
+        "QueueUrl"
+    ]
     registry.page_size = 7
     ticks = itertools.count()
     broadcaster = Broadcaster(

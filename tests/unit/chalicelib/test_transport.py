@@ -15,7 +15,10 @@ import pytest
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.registry import Target
 from chalicelib.transport import MAX_RESPONSE_BODY
-from local_gateway.quota import TokenBucket
+from local_gateway.token_bucket import TokenBucket
+
+# Every test here talks HTTP to a scripted server on 127.0.0.1.
+pytestmark = pytest.mark.socket
 
 HUGE_BODY_SENT = 32 << 20
 

@@ -18,7 +18,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from local_gateway import cli
 from local_gateway.dynamodb import _SignedOnly
 from local_gateway.http11 import HttpRequest
-from local_gateway.server import AcceptErrorLog, default_hosts, host_allowed, origin_allowed
+from local_gateway.port_guard import AcceptErrorLog, default_hosts, host_allowed, origin_allowed
 from local_gateway.sigv4 import Credentials, SigV4Verifier
 
 

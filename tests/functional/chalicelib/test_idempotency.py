@@ -19,10 +19,7 @@ from chalicelib.message_log import LogWriteError
 from chalicelib.service import Switchboard
 from chalicelib.table import DynamoDB
 from tests.conftest import TABLE, Clock
-from tests.functional import test_app
-from tests.functional.test_app import Harness, _post
-
-harness = test_app.harness  # the handlers over moto and a fake gateway
+from tests.harness import Harness
 
 DM = {"action": "sendMessage", "targetUserId": "bob", "text": "hi bob", "clientMsgId": "m-1"}
 
@@ -166,8 +163,8 @@ def test_a_bad_client_msg_id_is_a_bad_request(harness: Harness) -> None:
 def test_http_push_accepts_a_client_msg_id(harness: Harness, clocked: SendLedger) -> None:
     harness.connect("b", userId="bob")
     body = {"text": "from the back-end", "clientMsgId": "job-42"}
-    first = _post(harness.client, "/users/bob/messages", body)
-    again = _post(harness.client, "/users/bob/messages", body)
+    first = harness.post("/users/bob/messages", body)
+    again = harness.post("/users/bob/messages", body)
     assert first.status_code == again.status_code == 200
     assert again.json_body == {
         "id": first.json_body["id"],
@@ -180,12 +177,12 @@ def test_http_push_accepts_a_client_msg_id(harness: Harness, clocked: SendLedger
         "duplicate": True,
     }
     assert len(harness.inbox("b")) == 1
-    other = _post(harness.client, "/users/bob/messages", {**body, "text": "other"})
+    other = harness.post("/users/bob/messages", {**body, "text": "other"})
     assert other.status_code == 400 and "different message" in other.json_body["error"]
-    bad = _post(harness.client, "/broadcast", {**body, "clientMsgId": "no spaces"})
+    bad = harness.post("/broadcast", {**body, "clientMsgId": "no spaces"})
     assert bad.status_code == 400 and "clientMsgId" in bad.json_body["error"]
     clocked.claim("local-admin", "job-43", "room:ops", "x")  # the HTTP caller's identity: pending
-    busy = _post(harness.client, "/rooms/ops/messages", {"text": "x", "clientMsgId": "job-43"})
+    busy = harness.post("/rooms/ops/messages", {"text": "x", "clientMsgId": "job-43"})
     assert busy.status_code == 409 and "in progress" in busy.json_body["error"], busy.json_body
 
 
