@@ -87,7 +87,7 @@ class Switchboard:
             registry, message_log, settings.presence_max_members, settings.presence_max_list
         )
         self.limits = limits if limits is not None else Limits(registry.table, settings)
-        self.devices = Devices(registry.table, settings.device_ttl_seconds)
+        self._devices: Devices | None = None  # the /me/devices routes' (built on first use)
         self.departures = Departures(
             self.presence,
             broadcaster,
@@ -502,6 +502,12 @@ class Switchboard:
     def authorize_user(self, authorization: str | None, local_user: str | None) -> Identity:
         """The ``/me`` routes: the user's own token (any role); ``?userId=`` without auth."""
         return require_user_bearer(authorization, self.settings, local_user)
+
+    @property
+    def devices(self) -> Devices:
+        if self._devices is None:
+            self._devices = Devices(self.registry.table, self.settings.device_ttl_seconds)
+        return self._devices
 
     def register_device(self, caller: Identity, body: Any) -> dict[str, Any]:
         """POST /me/devices: store (or refresh) the caller's push device token."""

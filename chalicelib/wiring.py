@@ -60,7 +60,7 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         if settings.continuation_queue_url
         else None
     )
-    return assemble(settings, registry, gateway, message_log, sqs)
+    return assemble(settings, registry, gateway, message_log, sqs, build_events(settings, session))
 
 
 def assemble(
@@ -69,6 +69,7 @@ def assemble(
     gateway: ManagementApi,
     message_log: MessageLog,
     sqs: Any = None,
+    events: Events | None = None,
 ) -> Switchboard:
     """The ``Switchboard`` over its storage and gateway: the broadcaster, the continuation
     (when ``sqs`` is given and a queue is configured) and the service. The one place they are
@@ -96,7 +97,7 @@ def assemble(
         broadcaster,
         message_log,
         continuation=continuation,
-        events=build_events(settings, session),
+        events=events,
     )
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from local_gateway.lambda_events import LambdaContext
-from local_gateway.project import Invocation
+from local_gateway.lambda_runtime import Invocation
 from local_gateway.sigv4 import Credentials
 
 log = logging.getLogger("local_gateway.events")
