@@ -348,7 +348,7 @@ class Events:
     ) -> None:
         self.publisher = publisher
         self.preview_chars = preview_chars
-        self._emits = emits
+        self.emits = emits
         self._clock = clock
         self._pending: list[BusEvent] = []
         self._lock = threading.Lock()
@@ -418,7 +418,7 @@ class Events:
         )
 
     def presence(self, room: str, change: str, user_id: str, stream: str, seq: int) -> None:
-        if self.publisher is None or not self._emits(room, PRESENCE):
+        if self.publisher is None or not self.emits(room, PRESENCE):
             return
         detail_type = DetailType.PRESENCE_ENTERED if change == "enter" else DetailType.PRESENCE_LEFT
         self.emit(
@@ -460,7 +460,7 @@ class Events:
     def published(self, message: Any) -> None:
         """A logged room message, when its room's namespace publishes (``published``)."""
         room = message.room
-        if self.publisher is None or room is None or not self._emits(room, PUBLISHED):
+        if self.publisher is None or room is None or not self.emits(room, PUBLISHED):
             return
         stream, seq = message.position
         detail: dict[str, Any] = {
