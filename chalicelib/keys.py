@@ -10,6 +10,7 @@ side; a domain service names an item through these functions and never writes a 
   room's members are ``begins_with(SK, "CONN#")`` and its present users ``"USER#"``);
 - a stream's head ``PK=STREAM#<stream> SK=HEAD`` and its messages ``SK=SEQ#<seq, 20 digits>``;
 - a send record ``PK=SENT#<userId> SK=MSG#<clientMsgId>``;
+- a continuation job's one-time claim ``PK=JOB#<jobId> SK=JOB``;
 - a user's push device ``PK=DEVICES#<userId> SK=DEVICE#<deviceId>`` (devices.py).
 """
 
@@ -104,3 +105,7 @@ DEVICE_PREFIX = "DEVICE#"
 
 def device_key(user_id: str, device_id: str) -> Key:
     return {"PK": devices_partition(user_id), "SK": f"{DEVICE_PREFIX}{device_id}"}
+
+
+def job_claim_key(job_id: str) -> Key:
+    return {"PK": f"JOB#{job_id}", "SK": "JOB"}

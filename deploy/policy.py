@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.config import CONTINUATION_QUEUE
 from deploy.project import CHALICE_DIR, Stage, iam_policy_file, index_names, stage, stages
 
 
@@ -97,7 +96,8 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
             "BatchWriteItem",
         ),
         index_actions=("Query",),  # a user's connections (GSI1), everyone (GSI2)
-        connection_methods=("POST",),
+        # POST: replies, fan-out, replay; DELETE: an expired token closes its socket.
+        connection_methods=("POST", "DELETE"),
         queue_actions=("SendMessage",),  # a fan-out's rest past its deadline
         publishes_events=True,
     ),
@@ -120,8 +120,17 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "ContinueFanOutRole",
         # the logged frame (GetItem), a room's or user's rest (Query), prune on 410 (removal,
         # and the presence leave it announces: UpdateItem on the user's item, the event logged
-        # with UpdateItem + PutItem).
-        table_actions=("GetItem", "PutItem", "UpdateItem", "Query", "BatchWriteItem", "DeleteItem"),
+        # with UpdateItem + PutItem); a job's connections read back for their stored endpoints
+        # (BatchGetItem) and its one-time claim (conditional PutItem, UpdateItem, DeleteItem).
+        table_actions=(
+            "BatchGetItem",
+            "GetItem",
+            "PutItem",
+            "UpdateItem",
+            "Query",
+            "BatchWriteItem",
+            "DeleteItem",
+        ),
         index_actions=("Query",),
         connection_methods=("POST",),
         # SendMessage: its own rest; the others: the event source mapping, under this role.
@@ -162,6 +171,8 @@ class Arns:
     log_groups: list[Any]  # for logs:CreateLogGroup (chalice deploy only)
     log_streams: list[Any]  # for logs:CreateLogStream / PutLogEvents
     queue: Any = None  # the continuation queue
+    # ``chalice deploy``: the functions know the queue by name and look its URL up.
+    queue_by_name: bool = False
     event_bus: Any = None  # the stage's EventBridge bus
     push_applications: Any = None  # SNS platform applications (CreatePlatformEndpoint)
     push_endpoints: Any = None  # their endpoints (Publish)
@@ -201,7 +212,8 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
             }
         )
     if access.queue_actions:
-        actions = [f"sqs:{a}" for a in access.queue_actions]
+        extra = ("GetQueueUrl",) if arns.queue_by_name else ()
+        actions = [f"sqs:{a}" for a in (*access.queue_actions, *extra)]
         out.append(_allow("ContinuationQueue", actions, [arns.queue]))
     if access.publishes_events:
         out.append(_allow("EventBus", ["events:PutEvents"], [arns.event_bus]))
@@ -265,8 +277,10 @@ def static_arns(s: Stage, access: FunctionAccess) -> Arns:
         secret=f"arn:aws:ssm:*:*:parameter{_parameter_arn_suffix(s.secret_parameter)}",
         log_groups=[group],
         log_streams=[f"{group}:*"],
-        # app.py's on_sqs_message queue name (``chalice deploy`` subscribes to it by name).
-        queue=f"arn:aws:sqs:*:*:{CONTINUATION_QUEUE}",
+        # The stage's own queue (CONTINUATION_QUEUE_NAME): ``chalice deploy`` subscribes the
+        # worker to it by name, and the senders look its URL up by name.
+        queue=f"arn:aws:sqs:*:*:{s.continuation_queue}",
+        queue_by_name=True,
         # The bus a chalice-deployed stage sets as EVENT_BUS_NAME (docs/EVENTS.md).
         event_bus=f"arn:aws:events:*:*:event-bus/{event_bus_name(s)}",
         push_applications="arn:aws:sns:*:*:app/*",
@@ -314,6 +328,18 @@ def problems() -> list[str]:
                 f"config.json: stages {', '.join(shared)} share api_gateway_stage "
                 f"{path_name!r}: each could post to the other's connections"
             )
+    # What each stage owns by name on the ``chalice deploy`` path: a shared one mixes stages
+    # (two workers consuming one queue take each other's jobs).
+    for variable in ("CONNECTIONS_TABLE", "JWT_SECRET_PARAMETER", "CONTINUATION_QUEUE_NAME"):
+        by_value: dict[str, list[str]] = {}
+        for name in stages():
+            by_value.setdefault(stage(name).environment[variable], []).append(name)
+        for value, shared in sorted(by_value.items()):
+            if len(shared) > 1:
+                out.append(
+                    f"config.json: stages {', '.join(shared)} share {variable} {value!r}: "
+                    "each stage needs its own"
+                )
     for path in sorted(CHALICE_DIR.glob("policy-*.json")):
         if path.name not in generated:
             out.append(f"{path.relative_to(CHALICE_DIR.parent)} is not generated: remove it")
@@ -322,6 +348,45 @@ def problems() -> list[str]:
 
 def render(policy: dict[str, Any]) -> str:
     return json.dumps(policy, indent=2) + "\n"
+
+
+# docs/DEPLOY.md's IAM summary sits between these markers and is generated from FUNCTIONS, so
+# it cannot go stale (``--check`` fails when it differs).
+DEPLOY_DOC = CHALICE_DIR.parent / "docs" / "DEPLOY.md"
+SUMMARY_START = "<!-- iam-summary: generated by python -m deploy.policy -->"
+SUMMARY_END = "<!-- /iam-summary -->"
+
+
+def summary() -> str:
+    """The per-function grants as a Markdown table (both deploy paths)."""
+
+    def cell(items: Iterable[str]) -> str:
+        return ", ".join(f"`{i}`" for i in items) or "none"
+
+    rows = [
+        "| function | table | indexes | `@connections` | continuation queue | other |",
+        "|---|---|---|---|---|---|",
+    ]
+    for access in FUNCTIONS:
+        indexes = cell(access.index_actions)
+        if access.index_actions and access.only_indexes:
+            indexes += f" ({', '.join(access.only_indexes)} only)"
+        other = [
+            *(["events:PutEvents (the stage's bus)"] if access.publishes_events else []),
+            *(["sns:CreatePlatformEndpoint", "sns:Publish"] if access.mobile_push else []),
+        ]
+        rows.append(
+            f"| `{access.chalice_name}` | {cell(access.table_actions)} | {indexes} | "
+            f"{cell(access.connection_methods)} | {cell(access.queue_actions)} | {cell(other)} |"
+        )
+    return "\n".join(rows)
+
+
+def _doc_with_summary(text: str) -> str:
+    start, end = text.find(SUMMARY_START), text.find(SUMMARY_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{DEPLOY_DOC.name} lacks the {SUMMARY_START} ... {SUMMARY_END} block")
+    return text[: start + len(SUMMARY_START)] + "\n" + summary() + "\n" + text[end:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 path.write_text(wanted, encoding="utf-8")
                 print(f"wrote {path.relative_to(CHALICE_DIR.parent)}")
+    doc = DEPLOY_DOC.read_text(encoding="utf-8")
+    wanted_doc = _doc_with_summary(doc)
+    if doc != wanted_doc:
+        if args.check:
+            stale.append(str(DEPLOY_DOC.relative_to(CHALICE_DIR.parent)))
+        else:
+            DEPLOY_DOC.write_text(wanted_doc, encoding="utf-8")
+            print(f"wrote {DEPLOY_DOC.relative_to(CHALICE_DIR.parent)} (IAM summary)")
     wrong = problems()
     for problem in wrong:
         print(problem, file=sys.stderr)

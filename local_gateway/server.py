@@ -392,7 +392,9 @@ class WebSocketServer:
             code, reason = conn.close_status()
             self.stats.disconnects += 1
             log.info("disconnected %s (%d %s)", conn.id, code, reason)
-            if self.runtime.has("$disconnect"):
+            if self.faults.drop_disconnect():  # best effort on AWS too (faults.py)
+                log.info("dropped the $disconnect of %s (fault injection)", conn.id)
+            elif self.runtime.has("$disconnect"):
                 event = disconnect_event(self.context, info, self.port, code, reason)
                 self._spawn(self._invoke("$disconnect", event))
 

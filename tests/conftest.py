@@ -33,7 +33,7 @@ from chalicelib.wiring import assemble
 from deploy.create_table import create_table
 from local_gateway import LocalGateway
 from tests.gateways import GatewayFactory, started_gateways
-from tests.helpers import SECRET, FakeClock, FakeGateway
+from tests.helpers import AUDIENCE, ISSUER, SECRET, FakeClock, FakeGateway
 from tests.tiers import add_option, forbid_unmarked_sockets, mark_socket_tests
 from tests.wsclient import WsConnect, open_ws
 
@@ -95,6 +95,8 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
     base.update(settings)
     if base["auth_mode"] == "jwt":
         base.setdefault("jwt_secret", SECRET)
+        base.setdefault("jwt_issuer", ISSUER)
+        base.setdefault("jwt_audience", AUDIENCE)
     base.setdefault("endpoint_rule", EndpointRule.from_env())  # AWS_REGION from aws_env
     config = Settings(**base)
     message_log = MessageLog(registry.table, config.history_ttl_seconds)

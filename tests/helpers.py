@@ -19,6 +19,11 @@ from chalicelib.registry import Target
 
 EVENTS_DIR = os.path.join(os.path.dirname(__file__), "events")
 SECRET = "test-secret-that-is-long-enough-for-hs256!!"
+# AUTH_MODE=jwt requires both (config.py); every token the tests mint carries them.
+ISSUER = "https://auth.switchboard.test/"
+AUDIENCE = "switchboard-test"
+# The app environment of a jwt-mode stack in tests (gateway factories' ``env``).
+JWT_ENV = {"JWT_SECRET": SECRET, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE}
 
 
 @cache
@@ -57,7 +62,14 @@ def disconnect_event(connection_id: str, code: int = 1001) -> dict[str, Any]:
 
 def token(sub: str = "u_123", role: str | None = None, exp_in: int = 3600, **claims: Any) -> str:
     now = int(time.time())
-    payload: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + exp_in, **claims}
+    payload: dict[str, Any] = {
+        "sub": sub,
+        "iat": now,
+        "exp": now + exp_in,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        **claims,
+    }
     if role:
         payload["role"] = role
     return jwt.encode(payload, SECRET, algorithm="HS256")

@@ -26,7 +26,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from chalicelib import web
 from local_gateway import LocalGateway
 from tests.browser.conftest import REPO_ROOT, BrowserFactory, SwitchboardGateway, screenshot
-from tests.helpers import SECRET, token
+from tests.helpers import JWT_ENV, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -295,15 +295,18 @@ def test_keepalive_pings_hold_an_idle_connection_open_past_the_idle_timeout(
 def test_error_frames_and_the_size_check_are_shown_to_the_person(
     browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = switchboard_gateway(env={"MAX_TEXT_CHARS": "20000"})
+    gateway = switchboard_gateway(env={"MAX_TEXT_CHARS": "20000", "MAX_ROOMS_PER_CONNECTION": "1"})
     page = ChatPage.open(browser("alice"), page_url(gateway))
     page.connect("u_alice")
 
-    # An error frame from the server: nobody is connected as u_nobody.
+    # Nobody is connected as u_nobody: not an error, the message is kept for their return.
     page.send("user", "anyone <b>there</b>?", target="u_nobody")
-    error = page.wait_error("not_found")
-    assert "u_nobody" in error.text
-    assert page.sent_state("anyone <b>there</b>?") == "not sent"  # shown as text, not HTML
+    assert page.sent_state("anyone <b>there</b>?") == "stored for their return"
+    # An error frame from the server: a second room is over this connection's limit of one.
+    page.join("one")
+    page.type_into("#room", "two")
+    page.find("#room").send_keys(Keys.ENTER)
+    assert "at most 1" in page.wait_error("forbidden").text
 
     # The size check runs before sending: characters against MAX_TEXT_CHARS ...
     page.set_text("x" * 20001)
@@ -323,7 +326,7 @@ def test_error_frames_and_the_size_check_are_shown_to_the_person(
 def test_with_auth_on_the_page_asks_for_a_token_and_reports_a_refused_one(
     browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = switchboard_gateway(auth_mode="jwt", env={"JWT_SECRET": SECRET})
+    gateway = switchboard_gateway(auth_mode="jwt", env=JWT_ENV)
     page = ChatPage.open(browser("carol"), page_url(gateway))
     assert page.find("#token-field").is_displayed()
     assert not page.find("#user-field").is_displayed()

@@ -14,8 +14,8 @@ from chalicelib.auth import Identity
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
-from tests.conftest import TABLE
-from tests.harness import Harness
+from tests.conftest import TABLE, make_switchboard
+from tests.harness import Harness, harness_over
 from tests.helpers import (
     SECRET,
     FakeGateway,
@@ -55,15 +55,15 @@ def test_seed_send_message_frame_reaches_every_connection_of_the_user(harness: H
     ack = harness.send(
         "alice", {"action": "sendMessage", "targetUserId": "u_456", "text": "hi", "ref": 1}
     )
+    # AUTH_MODE=none: delivery receipts on by default; never the recipient stream's seq.
     assert ack == {
         "type": "ack",
         "ref": 1,
+        "stored": True,
+        "id": ack["id"],
         "delivered": 2,
         "failed": 0,
         "gone": 0,
-        "id": ack["id"],
-        "stream": "user:u_456",
-        "seq": 1,
     }
     for cid in ("bob-phone", "bob-laptop"):
         [msg] = harness.inbox(cid)
@@ -75,10 +75,49 @@ def test_seed_send_message_frame_reaches_every_connection_of_the_user(harness: H
         )
 
 
-def test_send_to_an_offline_user_is_not_found(harness: Harness) -> None:
+def test_send_to_an_offline_user_is_stored_not_an_error(harness: Harness) -> None:
     harness.connect("alice", userId="u_123")
     reply = harness.send("alice", {"action": "sendMessage", "targetUserId": "u_999", "text": "hi"})
-    assert reply["type"] == "error" and reply["code"] == "not_found"
+    assert reply == {
+        "type": "ack",
+        "stored": True,
+        "id": reply["id"],
+        "delivered": 0,
+        "failed": 0,
+        "gone": 0,
+    }
+
+
+def _dm(harness: Harness, sender: str, target: str, ref: int) -> dict[str, Any]:
+    return harness.send(
+        sender,
+        {"action": "sendMessage", "targetUserId": target, "text": "are you there?", "ref": ref},
+    )
+
+
+def test_a_dm_ack_is_no_online_oracle_in_jwt_mode(jwt_harness: Harness) -> None:
+    """#22 item 9: whether the recipient is offline, online on one device or on three, and
+    however many DMs they received, the sender's ack is the same: stored, with the id."""
+    jwt_harness.connect("mallory", token=token("mallory"))
+    for n in range(3):
+        jwt_harness.connect(f"bob-{n}", token=token("bob"))
+    jwt_harness.connect("carol", token=token("carol"))
+    for n in range(4):  # bob's stream moves on: its seq would say how many DMs he got
+        _dm(jwt_harness, "carol", "bob", n)
+    acks = [_dm(jwt_harness, "mallory", target, i) for i, target in enumerate(["bob", "nobody"])]
+    for i, ack in enumerate(acks):
+        assert ack == {"type": "ack", "ref": i, "stored": True, "id": ack["id"]}
+    assert len(jwt_harness.inbox("bob-0")) == 5  # bob got them all the same
+
+
+def test_delivery_receipts_are_a_setting(registry: Registry, gateway: FakeGateway) -> None:
+    switchboard = make_switchboard(registry, gateway, auth_mode="jwt", dm_delivery_receipts=True)
+    with harness_over(switchboard, gateway) as harness:
+        harness.connect("alice", token=token("alice"))
+        harness.connect("bob", token=token("bob"))
+        ack = _dm(harness, "alice", "bob", 1)
+        assert (ack["stored"], ack["delivered"], ack["failed"], ack["gone"]) == (True, 1, 0, 0)
+        assert "seq" not in ack and "stream" not in ack
 
 
 def test_rooms(harness: Harness) -> None:

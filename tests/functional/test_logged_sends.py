@@ -28,7 +28,8 @@ def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: H
     [seen] = harness.inbox("alice-1")
     assert (seen["stream"], seen["seq"]) == ("room:lobby", 3)
     dm_before = harness.send("bob", {"action": "sendMessage", "targetUserId": "alice", "text": "x"})
-    assert (dm_before["stream"], dm_before["seq"]) == ("user:alice", 1)
+    # A DM's ack says it was stored, never the recipient stream's seq (#22 item 9).
+    assert dm_before["stored"] is True and "seq" not in dm_before
 
     # alice vanishes without a $disconnect: her connection is pruned by the next send's 410.
     harness.gateway.outcomes["alice-1"] = Outcome.GONE
@@ -37,8 +38,9 @@ def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: H
         "bob", {"action": "sendMessage", "targetUserId": "alice", "text": "are you there?"}
     )
     assert missed_room["seq"] == 4, missed_room  # then 5: alice's leave, announced by the prune
-    # Nobody is connected as alice now: the sender is told, and the message is logged anyway.
-    assert missed_dm["code"] == "not_found" and missed_dm["seq"] == 2, missed_dm
+    # Nobody is connected as alice now: logged all the same, and acked like any DM.
+    assert missed_dm["type"] == "ack" and missed_dm["stored"] is True, missed_dm
+    assert missed_dm["delivered"] == 0  # AUTH_MODE=none: receipts on by default
 
     harness.connect("alice-2", userId="alice")
     harness.send("alice-2", {"action": "join", "room": "lobby"})

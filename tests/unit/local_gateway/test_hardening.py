@@ -179,3 +179,17 @@ def test_bad_env_sources_are_clear_errors(tmp_path: Any, monkeypatch: pytest.Mon
     bad.write_text("JWT_SECRET\n")
     with pytest.raises(ValueError, match=r"bad.env:1: expected KEY=VALUE"):
         cli.read_env_file(str(bad))
+
+
+def test_generated_secrets_are_random_and_lose_to_given_ones(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parse = cli.build_parser().parse_args
+    first = cli.app_environment(parse(["--generate-secret", "CONTINUATION_KEY"]))
+    second = cli.app_environment(parse(["--generate-secret", "CONTINUATION_KEY"]))
+    assert len(first["CONTINUATION_KEY"]) >= 32
+    assert first["CONTINUATION_KEY"] != second["CONTINUATION_KEY"]
+    env_file = tmp_path / "app.env"
+    env_file.write_text("CONTINUATION_KEY=" + "g" * 40 + "\n")
+    given = parse(["--env-file", str(env_file), "--generate-secret", "CONTINUATION_KEY"])
+    assert cli.app_environment(given)["CONTINUATION_KEY"] == "g" * 40
