@@ -237,6 +237,72 @@ def template_arns(access: FunctionAccess, api_stage: str) -> Arns:
     )
 
 
+EVENT_SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "docs" / "events"
+SCHEMA_REGISTRY_ID = "EventSchemaRegistry"
+
+
+def event_schemas() -> dict[str, dict[str, Any]]:
+    """The EventBridge schema registry export of docs/events/*.schema.json: per detail-type,
+    the whole event (``source``, ``detail-type``, ``detail``) as JSON Schema draft 4, the
+    registry's ``JSONSchemaDraft4`` type ("Schema registries in Amazon EventBridge", user
+    guide). The documents in docs/ are draft 2020-12: ``const`` becomes a one-value ``enum``
+    and ``$schema``/``$id`` are dropped (draft 4 has no ``const``, and ``id`` is its own)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(EVENT_SCHEMAS_DIR.glob("*.schema.json")):
+        detail = json.loads(path.read_text(encoding="utf-8"))
+        detail_type = str(detail["title"])
+        out[detail_type] = {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "title": detail_type,
+            "description": detail["description"],
+            "type": "object",
+            "required": ["source", "detail-type", "detail"],
+            "properties": {
+                "source": {"type": "string", "enum": ["switchboard"]},
+                "detail-type": {"type": "string", "enum": [detail_type]},
+                "detail": _draft4({k: v for k, v in detail.items() if k not in ("$schema", "$id")}),
+            },
+        }
+    return out
+
+
+def _draft4(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: _draft4(v) for k, v in node.items() if k != "const"}
+        if "const" in node:
+            out["enum"] = [node["const"]]
+        return out
+    if isinstance(node, list):
+        return [_draft4(v) for v in node]
+    return node
+
+
+def schema_registry_resources() -> dict[str, Any]:
+    """A schema registry of the stack with one schema per detail-type (EventBridge's schema
+    discovery, code bindings and console show them)."""
+    resources: dict[str, Any] = {
+        SCHEMA_REGISTRY_ID: {
+            "Type": "AWS::EventSchemas::Registry",
+            "Properties": {
+                "RegistryName": {"Fn::Sub": "${AWS::StackName}-events"},
+                "Description": "switchboard's back-end events (docs/EVENTS.md)",
+            },
+        }
+    }
+    for detail_type, schema in event_schemas().items():
+        resources[f"{_camel(detail_type.replace(' ', '-'))}EventSchema"] = {
+            "Type": "AWS::EventSchemas::Schema",
+            "Properties": {
+                "RegistryName": {"Fn::GetAtt": [SCHEMA_REGISTRY_ID, "RegistryName"]},
+                "SchemaName": f"switchboard@{detail_type.replace(' ', '')}",
+                "Type": "JSONSchemaDraft4",
+                "Content": json.dumps(schema, separators=(",", ":")),
+                "Description": schema["description"][:256],
+            },
+        }
+    return resources
+
+
 def rules() -> list[dict[str, Any]]:
     """deploy/event_rules.json's rules (name, description, pattern, function)."""
     found: list[dict[str, Any]] = json.loads(RULES_PATH.read_text(encoding="utf-8"))["rules"]
@@ -557,6 +623,7 @@ def merge_template(stage_name: str) -> dict[str, Any]:
             }
         }
     resources.update(event_resources())
+    resources.update(schema_registry_resources())
     for rid, resource in continuation_resources().items():
         resources.setdefault(rid, {}).setdefault("Properties", {})
         resources[rid] = _merge(resources[rid], resource)

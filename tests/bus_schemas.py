@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft4Validator, Draft202012Validator
 
 from chalicelib.bus import DetailType
 
@@ -30,8 +30,21 @@ def validator(detail_type: str) -> Draft202012Validator:
 
 
 def validate(detail_type: str, detail: dict[str, Any]) -> None:
-    """Raise ``jsonschema.ValidationError`` unless ``detail`` is what the docs say."""
+    """Raise ``jsonschema.ValidationError`` unless ``detail`` is what the docs say, and the
+    whole event is what the template's schema registry export says."""
     validator(detail_type).validate(detail)
+    envelope = {"source": "switchboard", "detail-type": detail_type, "detail": detail}
+    registry_validator(detail_type).validate(envelope)
+
+
+@cache
+def registry_validator(detail_type: str) -> Draft4Validator:
+    """The draft-4 schema the template registers for ``detail_type`` (deploy/template.py)."""
+    from deploy.template import event_schemas
+
+    schema = event_schemas()[detail_type]
+    Draft4Validator.check_schema(schema)
+    return Draft4Validator(schema)
 
 
 ALL = [str(t) for t in DetailType]

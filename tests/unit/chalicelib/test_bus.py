@@ -458,6 +458,11 @@ def test_every_detail_type_has_a_valid_schema_that_refuses_unknown_members(
     assert validator.schema["additionalProperties"] is False
     with pytest.raises(ValidationError):
         bus_schemas.validate(detail_type, {"eventId": "x", "surprise": 1})
+    # The registry export (draft 4, the whole event) refuses it too, and a wrong detail-type.
+    registry = bus_schemas.registry_validator(detail_type)
+    assert registry.schema["properties"]["detail"]["additionalProperties"] is False
+    with pytest.raises(ValidationError):
+        registry.validate({"source": "switchboard", "detail-type": "Other", "detail": {}})
 
 
 def test_a_cut_detail_still_matches_its_schema() -> None:
