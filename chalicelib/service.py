@@ -578,11 +578,14 @@ class Switchboard:
             except AlreadySent as exc:  # a retried push: the original answer, nothing sent
                 record["outcome"] = "AlreadySent"
                 return {**exc.answer(), "recipients": 0}
-            report = self._fan_out(scope, name, message, record)
-            if scope is Scope.USER:
-                self._undelivered(message, name, report)
-            # The caller waits for this answer, connected clients do not: flush here.
-            flush_quietly(self.events, record)
+            try:
+                report = self._fan_out(scope, name, message, record)
+                if scope is Scope.USER:
+                    self._undelivered(message, name, report)
+            finally:
+                # The caller waits for this answer, connected clients do not: flush here
+                # (also when the fan-out failed: what it pruned was removed all the same).
+                flush_quietly(self.events, record)
         stream, seq = message.position
         return {"id": message.id, "stream": stream, "seq": seq, **report.as_dict()}
 

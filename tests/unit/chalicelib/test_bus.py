@@ -475,3 +475,15 @@ def test_a_cut_detail_still_matches_its_schema() -> None:
     bus_schemas.validate("Message Undelivered", detail)
     assert detail["truncated"] is True and detail["previewTruncated"] is False
     assert 100_000 < len(detail["preview"]) < 150_000
+
+
+def test_the_stage_setting_turns_events_on_and_off() -> None:
+    from chalicelib.wiring import build_events
+
+    session = boto3.session.Session(region_name="us-east-1")
+    base = {"table_name": TABLE, "auth_mode": "none", "endpoint_rule": EndpointRule.from_env()}
+    assert not build_events(Settings(**base), session).enabled
+    on = build_events(Settings(**base, event_bus_name="sb-dev", event_preview_chars=7), session)
+    assert on.enabled and on.publisher is not None
+    assert (on.publisher.bus_name, on.preview_chars) == ("sb-dev", 7)
+    assert Settings.from_env({"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"}).event_bus_name is None
