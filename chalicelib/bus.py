@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TextIO
@@ -59,6 +60,8 @@ ENTRY_MAX_BYTES = 256 * 1024
 # Time, when given, counts 14 bytes ("Calculating PutEvents event entry size").
 _TIME_BYTES = 14
 NAMESPACE = "Switchboard"
+# PutEvents calls one flush makes at once (when it has more than 10 entries).
+PARALLEL_CALLS = 4
 
 
 class DetailType(StrEnum):
@@ -229,6 +232,8 @@ class Publisher:
         self.limit = limit
         self._sleep = sleep
         self._metrics_out = metrics_out
+        self._executor: ThreadPoolExecutor | None = None  # made for a flush of many batches
+        self._pool_lock = threading.Lock()
 
     def publish(self, events: Sequence[BusEvent]) -> Published:
         """Send ``events``; never raises. One EMF line and, for failures, one log line."""
@@ -248,9 +253,18 @@ class Publisher:
                 delay = self.backoff * (2 ** (attempt - 1))
                 self._sleep(delay * (0.5 + random.random() / 2))
             retry: list[int] = []
-            for group in batches([entries[i] for i in pending], self.limit):
-                ids = [pending[i] for i in group]
-                failed = self._call([entries[i] for i in ids], result)
+            groups = [
+                [pending[i] for i in group]
+                for group in batches([entries[i] for i in pending], self.limit)
+            ]
+            result.calls += len(groups)
+
+            def call(ids: list[int]) -> list[tuple[int, str]]:
+                return self._call([entries[i] for i in ids])
+
+            # Several calls side by side (a large prune's events), in the handler's time.
+            answers = map(call, groups) if len(groups) == 1 else self._pool().map(call, groups)
+            for ids, failed in zip(groups, answers, strict=True):
                 for index, code in failed:
                     last_error[ids[index]] = code
                     retry.append(ids[index])
@@ -279,9 +293,16 @@ class Publisher:
         self._emit_metrics(result)
         return result
 
-    def _call(self, entries: list[dict[str, Any]], result: Published) -> list[tuple[int, str]]:
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=PARALLEL_CALLS, thread_name_prefix="put-events"
+                )
+            return self._executor
+
+    def _call(self, entries: list[dict[str, Any]]) -> list[tuple[int, str]]:
         """One PutEvents call; the (index, error code) of each entry that failed."""
-        result.calls += 1
         try:
             response = self.client.put_events(Entries=entries)
         except ClientError as exc:  # after botocore's own retries

@@ -487,3 +487,27 @@ def test_the_stage_setting_turns_events_on_and_off() -> None:
     assert on.enabled and on.publisher is not None
     assert (on.publisher.bus_name, on.preview_chars) == ("sb-dev", 7)
     assert Settings.from_env({"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none"}).event_bus_name is None
+
+
+def test_a_large_flush_sends_its_batches_side_by_side_and_resends_across_them() -> None:
+    import threading
+
+    seen_threads: set[str] = set()
+    lock = threading.Lock()
+
+    class Recording(FakeEventsClient):
+        def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+            with lock:
+                seen_threads.add(threading.current_thread().name)
+                return super().put_events(Entries)
+
+    # Every call's first entry fails once: the resends gather them from every batch.
+    client = Recording(*([failing({0})] * 5))
+    result = publisher(client).publish([event(n) for n in range(45)])
+    assert (result.sent, result.failed) == (45, 0)
+    assert result.calls == len(client.calls) == 5 + 1  # 5 batches, then one resend of 5
+    assert len(client.calls[-1]) == 5
+    assert sorted(d["eventId"] for d in client.details()[:45]) == sorted(
+        f"undelivered:user:u:{n}" for n in range(45)
+    )
+    assert any(name.startswith("put-events") for name in seen_threads)  # the 5 first, pooled
