@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import statistics
 import time
 import urllib.request
@@ -28,14 +27,10 @@ from tests.gateways import GatewayFactory, http
 from tests.helpers import SECRET, token
 from tests.wsclient import recv_json, send
 
-# The dev stage names a continuation queue, whose jobs are signed: make run generates a key
-# (Makefile); a test gateway gets one here.
-KEY_ENV = {"CONTINUATION_KEY": secrets.token_urlsafe(32)}
-
 
 @pytest.fixture
 def bus_gw(gateway_factory: GatewayFactory) -> LocalGateway:
-    return gateway_factory(REPO_ROOT, auth_mode="none", events=True, env=dict(KEY_ENV))
+    return gateway_factory(REPO_ROOT, auth_mode="none", events=True)
 
 
 def sink(gw: LocalGateway, detail_type: str, **match: Any) -> dict[str, Any]:
@@ -93,9 +88,7 @@ def test_a_kick_publishes_kicked_once_though_its_close_runs_disconnect(
 def test_an_expired_token_publishes_expired(
     gateway_factory: GatewayFactory, ws_connect: Any
 ) -> None:
-    gw = gateway_factory(
-        REPO_ROOT, auth_mode="jwt", env={"JWT_SECRET": SECRET, **KEY_ENV}, events=True
-    )
+    gw = gateway_factory(REPO_ROOT, auth_mode="jwt", env={"JWT_SECRET": SECRET}, events=True)
     dev = stage("dev").environment  # the stage's issuer and audience: its tokens carry them
     short = token("u_exp", exp_in=2, iss=dev["JWT_ISSUER"], aud=dev["JWT_AUDIENCE"])
     ws = ws_connect(gw, f"token={short}")
@@ -255,7 +248,7 @@ def test_delivery_latency_is_unchanged_with_events_on(
         auth_mode="none",
         events=True,
         # No rate limit in the way of the samples.
-        env={"MESSAGE_RATE": "10000", "MESSAGE_BURST": "10000", **KEY_ENV},
+        env={"MESSAGE_RATE": "10000", "MESSAGE_BURST": "10000"},
     )
     pair = _pair(gw, ws_connect)
     events = gw.app_module.get_switchboard().events
