@@ -139,7 +139,7 @@ class LocalEvents:
         context: Callable[[str], LambdaContext],
         on_invocation: Callable[[Invocation], None],
     ) -> None:
-        self._poll(SINK_QUEUE, self._keep)
+        self._poll(SINK_QUEUE, self.keep)
         for rule in self.rules:
             handler = lambda_function(app, rule["function"])
             if handler is None:
@@ -185,7 +185,9 @@ class LocalEvents:
         thread.start()
         self._threads.append(thread)
 
-    def _keep(self, event: dict[str, Any]) -> None:
+    def keep(self, event: dict[str, Any]) -> None:
+        """Add an event to the sink (the sink queue's poller calls this), the oldest dropped
+        past ``sink_size``."""
         with self._cond:
             self._sink.append(event)
             del self._sink[: -self._sink_size]
