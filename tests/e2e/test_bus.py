@@ -167,6 +167,29 @@ def test_an_undelivered_dm_reaches_the_push_notifier_and_the_phone(
     assert push.result == {"devices": 1, "sent": 1, "disabled": 0, "skipped": 0, "failed": 0}
 
 
+def test_a_room_that_publishes_has_its_messages_on_the_bus(
+    bus_gw: LocalGateway, ws_connect: Any
+) -> None:
+    """A room whose namespace opts in to ``published``: every message, whole. The opt-in is
+    the ``Events.emits`` hook the namespaces document's ``events`` option fills (set here in
+    the running app until that option exists); a room that does not opt in publishes nothing."""
+    events = bus_gw.app_module.get_switchboard().events
+    events.emits = lambda room, kind: kind == "presence" or room.startswith("archive:")
+    ws = ws_connect(bus_gw, "userId=u_pub")
+    for room in ("archive:x", "lobby"):
+        assert send(ws, {"action": "join", "room": room, "ref": room})["joined"]
+    ack = send(ws, {"action": "sendRoom", "room": "archive:x", "text": "keep me", "ref": 1})
+    send(ws, {"action": "sendRoom", "room": "lobby", "text": "not me", "ref": 2})
+    published = sink(bus_gw, "Message Published", room="archive:x")
+    assert (published["text"], published["from"], published["seq"], published["messageId"]) == (
+        "keep me", "u_pub", ack["seq"], ack["id"],
+    )  # fmt: skip
+    assert published["eventId"] == f"published:room:archive:x:{ack['seq']}"
+    ws.close()
+    sink(bus_gw, "Connection Closed", userId="u_pub")  # everything it caused is out by now
+    assert [p["room"] for p in all_of(bus_gw, "Message Published")] == ["archive:x"]
+
+
 def test_the_sink_page_lists_the_events_as_json(bus_gw: LocalGateway, ws_connect: Any) -> None:
     ws = ws_connect(bus_gw, "userId=u_page")
     cid = whoami(ws)["connectionId"]
