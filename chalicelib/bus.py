@@ -438,19 +438,30 @@ class Events:
             },
         )
 
-    def presence(self, room: str, change: str, user_id: str, stream: str, seq: int) -> None:
+    def presence(
+        self,
+        room: str,
+        change: str,
+        user_id: str,
+        stream: str,
+        seq: int,
+        epoch: str | None = None,
+    ) -> None:
         if self.publisher is None or not self.emits(room, PRESENCE):
             return
         detail_type = DetailType.PRESENCE_ENTERED if change == "enter" else DetailType.PRESENCE_LEFT
         self.emit(
             detail_type,
             {
-                "eventId": f"presence:{stream}:{seq}",
+                "eventId": f"presence:{stream}:{epoch}:{seq}"
+                if epoch
+                else f"presence:{stream}:{seq}",
                 "room": room,
                 "event": change,
                 "userId": user_id,
                 "stream": stream,
                 "seq": seq,
+                "epoch": epoch,
             },
         )
 
@@ -464,10 +475,11 @@ class Events:
         self.emit(
             DetailType.MESSAGE_UNDELIVERED,
             {
-                "eventId": f"undelivered:{stream}:{seq}",
+                "eventId": _message_event_id("undelivered", message),
                 "messageId": message.id,
                 "stream": stream,
                 "seq": seq,
+                "epoch": getattr(message, "epoch", None),
                 "from": message.sender,
                 "to": to,
                 "event": _event_name(message),
@@ -481,14 +493,17 @@ class Events:
     def published(self, message: Any) -> None:
         """A logged room message, when its room's namespace publishes (``published``)."""
         room = message.room
-        if self.publisher is None or room is None or not self.emits(room, PUBLISHED):
+        if self.publisher is None or room is None or getattr(message, "ephemeral", False):
+            return  # ephemeral sends are not logged, nor published
+        if not self.emits(room, PUBLISHED):
             return
         stream, seq = message.position
         detail: dict[str, Any] = {
-            "eventId": f"published:{stream}:{seq}",
+            "eventId": _message_event_id("published", message),
             "messageId": message.id,
             "stream": stream,
             "seq": seq,
+            "epoch": getattr(message, "epoch", None),
             "room": room,
             "from": message.sender,
             "event": _event_name(message),
@@ -499,6 +514,15 @@ class Events:
         if data is not None:
             detail["data"] = data
         self.emit(DetailType.MESSAGE_PUBLISHED, detail)
+
+
+def _message_event_id(kind: str, message: Any) -> str:
+    """``<kind>:<stream>:<seq>``, with the stream's epoch when it has one
+    (``<kind>:<stream>:<epoch>:<seq>``): a stream recreated after a reset starts its seqs
+    again, and its events must not be taken for the old ones."""
+    stream, seq = message.position
+    epoch = getattr(message, "epoch", None)
+    return f"{kind}:{stream}:{epoch}:{seq}" if epoch else f"{kind}:{stream}:{seq}"
 
 
 def _event_name(message: Any) -> str:

@@ -139,7 +139,12 @@ class Departures:
                     return []
                 record.update(stream=frame["stream"], seq=frame["seq"])
                 self._events.presence(
-                    room, announcement.event, announcement.user_id, frame["stream"], frame["seq"]
+                    room,
+                    announcement.event,
+                    announcement.user_id,
+                    frame["stream"],
+                    frame["seq"],
+                    frame.get("epoch"),
                 )
                 report = self._broadcaster.fan_out(
                     Audience.of(self._registry, Scope.ROOM, room),

@@ -127,7 +127,9 @@ def test_a_dm_to_a_connection_gone_without_disconnect_prunes_it_and_is_undeliver
     )  # fmt: skip
     undelivered = sink(bus_gw, "Message Undelivered", to="u_ghost")
     assert (undelivered["reason"], undelivered["messageId"]) == ("gone", reply["id"])
-    assert undelivered["eventId"] == f"undelivered:user:u_ghost:{undelivered['seq']}"
+    assert undelivered["eventId"] == (
+        f"undelivered:user:u_ghost:{undelivered['epoch']}:{undelivered['seq']}"
+    )
 
 
 def test_presence_enter_and_leave_are_published(bus_gw: LocalGateway, ws_connect: Any) -> None:
@@ -141,7 +143,7 @@ def test_presence_enter_and_leave_are_published(bus_gw: LocalGateway, ws_connect
     left = sink(bus_gw, "Presence Left", userId="u_p2")
     assert (entered["room"], entered["event"], left["event"]) == ("lobby", "enter", "leave")
     assert left["seq"] > entered["seq"]
-    assert left["eventId"] == f"presence:room:lobby:{left['seq']}"
+    assert left["eventId"] == f"presence:room:lobby:{left['epoch']}:{left['seq']}"
 
 
 def test_an_undelivered_dm_reaches_the_push_notifier_and_the_phone(
@@ -184,7 +186,9 @@ def test_a_room_that_publishes_has_its_messages_on_the_bus(
     assert (published["text"], published["from"], published["seq"], published["messageId"]) == (
         "keep me", "u_pub", ack["seq"], ack["id"],
     )  # fmt: skip
-    assert published["eventId"] == f"published:room:archive:x:{ack['seq']}"
+    assert (published["epoch"], published["eventId"]) == (
+        ack["epoch"], f"published:room:archive:x:{ack['epoch']}:{ack['seq']}",
+    )  # fmt: skip
     ws.close()
     sink(bus_gw, "Connection Closed", userId="u_pub")  # everything it caused is out by now
     assert [p["room"] for p in all_of(bus_gw, "Message Published")] == ["archive:x"]

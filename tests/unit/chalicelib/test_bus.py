@@ -363,7 +363,8 @@ def test_a_connection_pruned_on_410_is_closed_as_gone_and_its_leave_emitted(cloc
         ("u_a", "lobby"), ("u_b", "lobby"),
     ]  # fmt: skip
     [left] = w.of(DetailType.PRESENCE_LEFT)
-    assert left["userId"] == "u_b" and left["eventId"] == f"presence:room:lobby:{left['seq']}"
+    assert left["userId"] == "u_b" and left["epoch"]
+    assert left["eventId"] == f"presence:room:lobby:{left['epoch']}:{left['seq']}"
     assert w.of(DetailType.MESSAGE_PUBLISHED) == []  # the default namespace does not publish
 
 
@@ -383,10 +384,11 @@ def test_a_direct_message_to_nobody_is_undelivered_with_a_bounded_preview(clock:
     w.send("a", {"action": "sendMessage", "targetUserId": "u_off", "text": "hello there"})
     [undelivered] = w.of(DetailType.MESSAGE_UNDELIVERED)
     assert undelivered == {
-        "eventId": "undelivered:user:u_off:1",
+        "eventId": f"undelivered:user:u_off:{undelivered['epoch']}:1",
         "messageId": undelivered["messageId"],
         "stream": "user:u_off",
         "seq": 1,
+        "epoch": undelivered["epoch"],
         "from": "u_a",
         "to": "u_off",
         "event": "message",
@@ -428,7 +430,9 @@ def test_an_opted_in_room_publishes_its_messages(clock: Clock) -> None:
     w.send("a", {"action": "sendRoom", "room": "lobby", "text": "not"})
     [published] = w.of(DetailType.MESSAGE_PUBLISHED)
     assert (published["room"], published["text"], published["from"]) == ("archive:x", "kept", "u_a")
-    assert published["eventId"] == f"published:room:archive:x:{published['seq']}"
+    assert published["epoch"] and published["eventId"] == (
+        f"published:room:archive:x:{published['epoch']}:{published['seq']}"
+    )
 
 
 def test_events_are_sent_after_the_reply_is_posted(clock: Clock) -> None:
@@ -511,3 +515,22 @@ def test_a_large_flush_sends_its_batches_side_by_side_and_resends_across_them() 
         f"undelivered:user:u:{n}" for n in range(45)
     )
     assert any(name.startswith("put-events") for name in seen_threads)  # the 5 first, pooled
+
+
+def test_an_event_with_data_only_is_previewed_from_its_data_and_named(clock: Clock) -> None:
+    w = World(clock)
+    w.connect("a", "u_a")
+    frame = {"action": "sendMessage", "targetUserId": "u_off", "event": "order.shipped"}
+    w.send("a", {**frame, "data": {"order": 42}})
+    [undelivered] = w.of(DetailType.MESSAGE_UNDELIVERED)
+    assert (undelivered["event"], undelivered["preview"]) == ("order.shipped", '{"ord')
+    assert undelivered["previewTruncated"] is True
+
+
+def test_an_ephemeral_dm_to_nobody_is_not_undelivered(clock: Clock) -> None:
+    w = World(clock)
+    w.connect("a", "u_a")
+    typing = {"action": "sendMessage", "targetUserId": "u_off", "event": "typing"}
+    w.send("a", {**typing, "data": True, "ephemeral": True})
+    assert w.of(DetailType.MESSAGE_UNDELIVERED) == []
+    assert w.gateway.frames("a")[-1]["type"] == "ack"  # it was accepted, just not stored
