@@ -19,7 +19,7 @@ nothing to remove), while presence's own items say they left.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -67,8 +67,11 @@ class Departures:
         registry: Registry,
         workers: int = 32,
         events: Events | None = None,
+        presence_on: Callable[[str], bool] = lambda room: True,
     ) -> None:
         self._presence = presence
+        # Whether a room announces enters and leaves at all (its namespace's ``presence``).
+        self._presence_on = presence_on
         self._broadcaster = broadcaster
         self._registry = registry
         # Back-end events (bus.py): a pruned connection's close, each announced presence change.
@@ -129,6 +132,8 @@ class Departures:
         """Log a presence event and fan it out to the room (not to the connection that caused
         it); the ids the fan-out found gone. Never raises: the change it reports happened."""
         room = announcement.room
+        if not self._presence_on(room):
+            return []  # presence off: nothing logged, nothing sent
         with log.event_log(
             event="presence", room=room, change=announcement.event, userId=announcement.user_id
         ) as record:
@@ -147,7 +152,8 @@ class Departures:
                     frame.get("epoch"),
                 )
                 report = self._broadcaster.fan_out(
-                    Audience.of(self._registry, Scope.ROOM, room),
+                    # Members who may not see presence (permissions: ``quiet``) are skipped.
+                    (t for t in Audience.of(self._registry, Scope.ROOM, room) if not t.quiet),
                     protocol.encode(frame),
                     exclude=announcement.exclude,
                     scope="presence",

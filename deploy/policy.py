@@ -47,6 +47,12 @@ class FunctionAccess:
     # SQS actions on the continuation queue: senders enqueue the rest of a fan-out; the
     # worker's event source mapping receives and deletes under the worker's role.
     queue_actions: tuple[str, ...] = ()
+    # The app's authorizer functions (Chalice names) it invokes: lambda:InvokeFunction on
+    # those functions only (chalicelib/authorizer.py; the namespaces that name them).
+    invokes: tuple[str, ...] = ()
+    # Every function that builds the switchboard reads the JWT secret at cold start; an
+    # authorizer function does not.
+    reads_secret: bool = True
     # events:PutEvents on the stage's event bus (chalicelib/bus.py): the functions that
     # remove connections, announce presence or send messages.
     publishes_events: bool = False
@@ -55,16 +61,23 @@ class FunctionAccess:
     mobile_push: bool = False
 
 
+# The app's example authorizer (app.py's @app.lambda_function, named by chalicelib/namespaces.json).
+AUTHORIZERS = ("authorize_support",)
+
 FUNCTIONS: tuple[FunctionAccess, ...] = (
     FunctionAccess(
         "websocket_connect",
         "WebsocketConnect",
         "WebsocketConnectRole",
-        # register (conditional put); a put retried after a late answer reads its own item back
-        table_actions=("PutItem", "GetItem"),
+        # register (conditional put); a put retried after a late answer reads its own item back;
+        # the token's autoJoin rooms: the join transaction (membership Put, connection and
+        # presence Updates), the authorizer's cached answer and the pending enters (Update).
+        # No POST: $connect cannot reach its own socket; the first frame announces the enters.
+        table_actions=("PutItem", "GetItem", "UpdateItem"),
         index_actions=("Query",),  # the per-user connection cap counts GSI1
         connection_methods=(),
         only_indexes=("GSI1",),
+        invokes=AUTHORIZERS,  # autoJoin rooms in an authorizer namespace
         publishes_events=True,  # Connection Opened
     ),
     FunctionAccess(
@@ -99,6 +112,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         # POST: replies, fan-out, replay; DELETE: an expired token closes its socket.
         connection_methods=("POST", "DELETE"),
         queue_actions=("SendMessage",),  # a fan-out's rest past its deadline
+        invokes=AUTHORIZERS,  # join (and reads) in an authorizer namespace
         publishes_events=True,
     ),
     FunctionAccess(
@@ -147,6 +161,16 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         connection_methods=(),
         mobile_push=True,
     ),
+    FunctionAccess(
+        "authorize_support",
+        "AuthorizeSupport",
+        "AuthorizeSupportRole",
+        # Decides from its event alone: its own logs, nothing else.
+        table_actions=(),
+        index_actions=(),
+        connection_methods=(),
+        reads_secret=False,
+    ),
 )
 
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
@@ -173,6 +197,7 @@ class Arns:
     queue: Any = None  # the continuation queue
     # ``chalice deploy``: the functions know the queue by name and look its URL up.
     queue_by_name: bool = False
+    function: Callable[[str], Any] | None = None  # an app function's ARN, by Chalice name
     event_bus: Any = None  # the stage's EventBridge bus
     push_applications: Any = None  # SNS platform applications (CreatePlatformEndpoint)
     push_endpoints: Any = None  # their endpoints (Publish)
@@ -222,14 +247,19 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
             _allow("PushEndpoints", ["sns:CreatePlatformEndpoint"], [arns.push_applications])
         )
         out.append(_allow("PushPublish", ["sns:Publish"], [arns.push_endpoints]))
-    out.append(
-        {
-            "Sid": "JwtSecret",
-            "Effect": "Allow",
-            "Action": list(SECRET_ACTIONS),
-            "Resource": [arns.secret],
-        }
-    )
+    if access.invokes:
+        assert arns.function is not None
+        functions = [arns.function(name) for name in access.invokes]
+        out.append(_allow("Authorizers", ["lambda:InvokeFunction"], functions))
+    if access.reads_secret:
+        out.append(
+            {
+                "Sid": "JwtSecret",
+                "Effect": "Allow",
+                "Action": list(SECRET_ACTIONS),
+                "Resource": [arns.secret],
+            }
+        )
     if arns.log_groups:
         out.append(
             {
@@ -281,6 +311,9 @@ def static_arns(s: Stage, access: FunctionAccess) -> Arns:
         # worker to it by name, and the senders look its URL up by name.
         queue=f"arn:aws:sqs:*:*:{s.continuation_queue}",
         queue_by_name=True,
+        # Chalice names the function as its log group says; AUTHORIZER_FUNCTIONS in the
+        # stage's environment_variables names it the same way (problems() checks).
+        function=lambda name: f"arn:aws:lambda:*:*:function:{s.app_name}-{s.name}-{name}",
         # The bus a chalice-deployed stage sets as EVENT_BUS_NAME (docs/EVENTS.md).
         event_bus=f"arn:aws:events:*:*:event-bus/{event_bus_name(s)}",
         push_applications="arn:aws:sns:*:*:app/*",
@@ -318,6 +351,8 @@ def problems() -> list[str]:
                     f"{used}, not {wanted} (set stages.{name}.lambda_functions."
                     f"{access.chalice_name}.iam_policy_file)"
                 )
+    for name in stages():
+        out.extend(authorizer_problems(name))
     by_path: dict[str, list[str]] = {}
     for name in stages():
         by_path.setdefault(stage(name).api_gateway_stage, []).append(name)
@@ -346,6 +381,33 @@ def problems() -> list[str]:
     return out
 
 
+def authorizer_problems(stage_name: str) -> list[str]:
+    """``chalice deploy`` finds an authorizer by the name AUTHORIZER_FUNCTIONS gives it in the
+    stage's environment_variables: it must be the name Chalice deploys it under, and every
+    authorizer the stage's namespaces name must be one the roles may invoke."""
+    from chalicelib.namespaces import load
+
+    s = stage(stage_name)
+    out = []
+    try:
+        names = json.loads(s.environment.get("AUTHORIZER_FUNCTIONS") or "{}")
+    except ValueError:
+        names = None
+    if not isinstance(names, dict):
+        return [f"config.json: stage {stage_name!r} AUTHORIZER_FUNCTIONS is not a JSON object"]
+    for name in sorted(load(s.environment.get("ROOM_NAMESPACES")).authorizers()):
+        if name not in AUTHORIZERS:
+            out.append(f"namespaces: authorizer {name!r} is not in deploy.policy.AUTHORIZERS")
+    for name in AUTHORIZERS:
+        wanted = f"{s.app_name}-{stage_name}-{name}"
+        if names.get(name) != wanted:
+            out.append(
+                f"config.json: stage {stage_name!r} AUTHORIZER_FUNCTIONS must map {name!r} "
+                f"to {wanted!r} (the name chalice deploy gives it)"
+            )
+    return out
+
+
 def render(policy: dict[str, Any]) -> str:
     return json.dumps(policy, indent=2) + "\n"
 
@@ -364,8 +426,8 @@ def summary() -> str:
         return ", ".join(f"`{i}`" for i in items) or "none"
 
     rows = [
-        "| function | table | indexes | `@connections` | continuation queue | other |",
-        "|---|---|---|---|---|---|",
+        "| function | table | indexes | `@connections` | continuation queue | invokes | other |",
+        "|---|---|---|---|---|---|---|",
     ]
     for access in FUNCTIONS:
         indexes = cell(access.index_actions)
@@ -377,7 +439,8 @@ def summary() -> str:
         ]
         rows.append(
             f"| `{access.chalice_name}` | {cell(access.table_actions)} | {indexes} | "
-            f"{cell(access.connection_methods)} | {cell(access.queue_actions)} | {cell(other)} |"
+            f"{cell(access.connection_methods)} | {cell(access.queue_actions)} | "
+            f"{cell(access.invokes)} | {cell(other)} |"
         )
     return "\n".join(rows)
 
