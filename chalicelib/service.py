@@ -130,6 +130,8 @@ class Switchboard:
             presence_on=lambda room: self.access.namespace(room).presence,
             events=self.events,
         )
+        # Which room events a namespace sends to the bus: its ``events`` option.
+        self.events.emits = lambda room, kind: kind in self.access.namespace(room).events
 
     def _namespace_ephemeral(self, scope: str, room: str | None) -> EphemeralRule:
         return EphemeralRule(self.access.ephemeral_option(scope, room).value)

@@ -170,13 +170,14 @@ def test_an_undelivered_dm_reaches_the_push_notifier_and_the_phone(
 
 
 def test_a_room_that_publishes_has_its_messages_on_the_bus(
-    bus_gw: LocalGateway, ws_connect: Any
+    gateway_factory: GatewayFactory, ws_connect: Any
 ) -> None:
-    """A room whose namespace opts in to ``published``: every message, whole. The opt-in is
-    the ``Events.emits`` hook the namespaces document's ``events`` option fills (set here in
-    the running app until that option exists); a room that does not opt in publishes nothing."""
-    events = bus_gw.app_module.get_switchboard().events
-    events.emits = lambda room, kind: kind == "presence" or room.startswith("archive:")
+    """A room whose namespace opts in to ``published`` (its ``events`` option): every message,
+    whole; a room of a namespace that does not (the default) publishes nothing."""
+    document = {"namespaces": {"archive": {"events": ["presence", "published"]}}}
+    bus_gw = gateway_factory(
+        REPO_ROOT, auth_mode="none", events=True, env={"ROOM_NAMESPACES": json.dumps(document)}
+    )
     ws = ws_connect(bus_gw, "userId=u_pub")
     for room in ("archive:x", "lobby"):
         assert send(ws, {"action": "join", "room": room, "ref": room})["joined"]

@@ -32,6 +32,7 @@ from chalicelib.config import EndpointRule, Settings
 from chalicelib.management_api import Outcome
 from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
+from chalicelib.namespaces import parse as parse_namespaces
 from chalicelib.protocol import Scope
 from chalicelib.service import Switchboard
 from tests import bus_schemas
@@ -290,7 +291,7 @@ def clock() -> Clock:
 
 
 class World:
-    def __init__(self, clock: Clock, emits: Any = None) -> None:
+    def __init__(self, clock: Clock, emits: Any = None, namespaces: Any = None) -> None:
         self.clock = clock
         self.gateway = FakeGateway()
         self.client = FakeEventsClient()
@@ -302,6 +303,7 @@ class World:
             endpoint_rule=EndpointRule.from_env(),
             event_bus_name="bus",
             event_preview_chars=5,
+            namespaces=namespaces,
         )
         kwargs = {"emits": emits} if emits else {}
         self.events = Events(publisher(self.client), preview_chars=5, clock=clock, **kwargs)
@@ -422,7 +424,9 @@ def test_a_direct_message_that_reached_one_connection_is_not_undelivered(clock: 
 
 
 def test_an_opted_in_room_publishes_its_messages(clock: Clock) -> None:
-    w = World(clock, emits=lambda room, kind: room.startswith("archive:") or kind == "presence")
+    """The namespace's ``events`` option: ``archive:`` rooms publish, the default does not."""
+    document = {"namespaces": {"archive": {"events": ["presence", "published"]}}}
+    w = World(clock, namespaces=parse_namespaces(document))
     w.connect("a", "u_a")
     w.send("a", {"action": "join", "room": "archive:x"})
     w.send("a", {"action": "join", "room": "lobby"})
@@ -534,3 +538,16 @@ def test_an_ephemeral_dm_to_nobody_is_not_undelivered(clock: Clock) -> None:
     w.send("a", {**typing, "data": True, "ephemeral": True})
     assert w.of(DetailType.MESSAGE_UNDELIVERED) == []
     assert w.gateway.frames("a")[-1]["type"] == "ack"  # it was accepted, just not stored
+
+
+def test_the_namespace_events_option_is_validated_and_inherited() -> None:
+    from chalicelib.config import ConfigError
+
+    parsed = parse_namespaces(
+        {"namespaces": {"default": {"events": []}, "archive": {"events": ["published"]}}}
+    )
+    assert parsed.of("lobby").events == frozenset()
+    assert parsed.of("archive:x").events == {"published"}
+    assert parse_namespaces({"namespaces": {}}).of("lobby").events == {"presence"}
+    with pytest.raises(ConfigError, match=r"namespaces\.archive\.events"):
+        parse_namespaces({"namespaces": {"archive": {"events": ["everything"]}}})
