@@ -17,8 +17,14 @@ from chalicelib.auth import Identity
 from chalicelib.authorizer import support_room_answer
 from chalicelib.config import ConfigError, continuation_queue_name
 from chalicelib.protocol import Scope
+from chalicelib.push import PushNotifier
 from chalicelib.service import HttpResult, Switchboard, page_params
-from chalicelib.wiring import build_switchboard, health_check, settings_from_env
+from chalicelib.wiring import (
+    build_push_notifier,
+    build_switchboard,
+    health_check,
+    settings_from_env,
+)
 
 app = Chalice(app_name="switchboard")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -83,6 +89,18 @@ def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
     return get_switchboard().continue_fan_out(records)
 
 
+# The push notifier (chalicelib/push.py, docs/PUSH.md): the target of the EventBridge rule for
+# "Message Undelivered" events (deploy/event_rules.json); Lambda invokes it with the event.
+@app.lambda_function(name="push_notifier")
+def push_notifier(event: dict[str, Any], context: Any) -> dict[str, int]:
+    return _push_notifier().handle(event).as_dict()
+
+
+@functools.cache
+def _push_notifier() -> PushNotifier:
+    return build_push_notifier(settings_from_env())  # once per container
+
+
 # The example authorizer of ``join: authorizer`` namespaces (chalicelib/namespaces.json names it
 # for ``support:`` rooms; the contract is in chalicelib/authorizer.py and docs/PROTOCOL.md). A
 # plain Lambda: the message and connect functions invoke it by the name AUTHORIZER_FUNCTIONS
@@ -101,12 +119,13 @@ RouteBody = Callable[..., Any]
 
 
 def http_route(
-    admin: bool = True, status: int = 200
+    admin: bool = True, status: int = 200, user: bool = False
 ) -> Callable[[RouteBody], Callable[..., Response]]:
     """Run a route body with auth; any error is answered by ``errors.http_answer``.
 
-    ``admin`` routes need ``Authorization: Bearer <token>`` with the admin role. A ``status``
-    of 204 answers with an empty body. Path parameters may arrive percent-encoded (connection
+    ``admin`` routes need ``Authorization: Bearer <token>`` with the admin role; ``user``
+    routes (``/me/...``) the user's own token, any role (``?userId=`` without auth). A
+    ``status`` of 204 answers with an empty body. Path parameters may arrive percent-encoded (connection
     ids end in "="); ids and room names never contain "%", so decoding an already decoded one
     changes nothing.
     """
@@ -117,8 +136,11 @@ def http_route(
             try:
                 switchboard = get_switchboard()
                 caller = None
-                if admin:
-                    headers = app.current_request.headers
+                headers = app.current_request.headers
+                if user:
+                    local_user = (app.current_request.query_params or {}).get("userId")
+                    caller = switchboard.authorize_user(headers.get("authorization"), local_user)
+                elif admin:
                     caller = switchboard.authorize_http(headers.get("authorization"))
                 answer = body(switchboard, caller, **{k: unquote(v) for k, v in params.items()})
             except Exception as exc:  # noqa: BLE001 - one mapping, never a stack trace
@@ -213,6 +235,28 @@ def list_connections(switchboard: Switchboard, caller: Identity) -> Any:
 @http_route(admin=True, status=204)
 def kick(switchboard: Switchboard, caller: Identity, connection_id: str) -> Any:
     switchboard.kick(connection_id)
+
+
+# --- the user's own routes: their JWT as a Bearer token, no admin role -------------------------
+
+
+@app.route("/me/devices", methods=["POST"])
+@http_route(user=True)
+def register_device(switchboard: Switchboard, caller: Identity) -> Any:
+    """Register (or refresh) a push device token for the caller (docs/PUSH.md)."""
+    return switchboard.register_device(caller, _json_body())
+
+
+@app.route("/me/devices", methods=["GET"])
+@http_route(user=True)
+def list_devices(switchboard: Switchboard, caller: Identity) -> Any:
+    return switchboard.list_devices(caller)
+
+
+@app.route("/me/devices/{device_id}", methods=["DELETE"])
+@http_route(user=True, status=204)
+def remove_device(switchboard: Switchboard, caller: Identity, device_id: str) -> Any:
+    switchboard.remove_device(caller, device_id)
 
 
 # The HTTP API's OpenAPI document: its one source, shipped in the zip with chalicelib; a test

@@ -14,6 +14,7 @@ side; a domain service names an item through these functions and never writes a 
 - a user's limits ``PK=USER#<userId> SK=LIMITS`` (the replay budget) and connection slots
   ``PK=USER#<userId> SK=SLOT#<n>`` (limits.py; the base table's ``USER#`` partitions are
   distinct from GSI1's, which hold no items of their own).
+- a user's push device ``PK=DEVICES#<userId> SK=DEVICE#<deviceId>`` (devices.py).
 """
 
 from __future__ import annotations
@@ -96,6 +97,17 @@ def message_key(stream: str, seq: int) -> Key:
 
 def sent_key(user_id: str, client_msg_id: str) -> Key:
     return {"PK": f"SENT#{user_id}", "SK": f"MSG#{client_msg_id}"}
+
+
+def devices_partition(user_id: str) -> str:
+    return f"DEVICES#{user_id}"
+
+
+DEVICE_PREFIX = "DEVICE#"
+
+
+def device_key(user_id: str, device_id: str) -> Key:
+    return {"PK": devices_partition(user_id), "SK": f"{DEVICE_PREFIX}{device_id}"}
 
 
 def job_claim_key(job_id: str) -> Key:

@@ -80,6 +80,16 @@ class Announcement:
     info: dict[str, Any] | None = None  # an enter's member info (the token's info claim)
 
 
+@dataclass(frozen=True)
+class Removal:
+    """A removed connection: its user, when it connected (epoch ms, 0 if unknown) and the
+    leaves to announce."""
+
+    user_id: str
+    connected_at: int
+    leaves: list[Announcement]
+
+
 class Presence:
     """Keeps the per-user items of rooms in step with memberships and says what to announce.
 
@@ -135,10 +145,17 @@ class Presence:
         presence of every room it was in. Returns the user's leaves to announce (the rooms
         where it was their last connection), or None if the connection did not exist.
         Registry errors raise; presence errors past the removal are logged (ttl heals them)."""
+        removal = self.removal(connection_id)
+        return None if removal is None else removal.leaves
+
+    def removal(self, connection_id: str) -> Removal | None:
+        """``remove``, also saying whose connection it was and since when (the
+        "Connection Closed" event's user and duration)."""
         departure = self._store.remove(connection_id)
         if departure is None:
             return None
-        return [Announcement(room, LEAVE, departure.user_id) for room in departure.left]
+        leaves = [Announcement(room, LEAVE, departure.user_id) for room in departure.left]
+        return Removal(departure.user_id, departure.connected_at, leaves)
 
     # --- reads ----------------------------------------------------------------------------
 

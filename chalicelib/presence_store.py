@@ -110,6 +110,7 @@ class Departure:
 
     user_id: str
     left: tuple[str, ...] = ()
+    connected_at: int = 0  # epoch ms, 0 if unknown
 
 
 class PresenceStore:
@@ -186,7 +187,7 @@ class PresenceStore:
                     connectionId=connection_id,
                     error=type(exc).__name__,
                 )
-        return Departure(removed.user_id, tuple(left))
+        return Departure(removed.user_id, tuple(left), removed.connected_at)
 
     def _drop(self, user_id: str, connection_id: str, room: str) -> bool:
         key = keys.presence_key(room, user_id)

@@ -103,6 +103,8 @@ class Removed:
 
     user_id: str
     rooms: frozenset[str]
+    # When it connected (epoch ms; 0 if unknown): a "Connection Closed" event's duration.
+    connected_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -546,7 +548,7 @@ class Registry:
         next removal (a 410 prune) finishes the job.
         """
         key = keys.conn_key(connection_id)
-        item = self._table.get(key, consistent=True, projection=("rooms", "userId"))
+        item = self._table.get(key, consistent=True, projection=("rooms", "userId", "connectedAt"))
         if item is None:
             return None
         rooms = set(item.get("rooms", set()))
@@ -557,7 +559,11 @@ class Registry:
         user_id = str((old or item).get("userId", ""))
         if old and "slot" in old:
             self._free_slot(user_id, int(old["slot"]), connection_id)
-        return Removed(user_id, frozenset(rooms | late))
+        return Removed(
+            user_id,
+            frozenset(rooms | late),
+            int((old or item).get("connectedAt", 0) or 0),
+        )
 
     def _free_slot(self, user_id: str, slot: int, connection_id: str) -> None:
         """Delete the connection's per-user slot (limits.py) if it still holds it. Best

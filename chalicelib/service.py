@@ -28,13 +28,16 @@ from chalicelib.auth import (
     Identity,
     connect_identity,
     require_admin_bearer,
+    require_user_bearer,
     verify_token,
 )
 from chalicelib.authorizer import Authorizer, AuthorizerUnavailable
 from chalicelib.broadcaster import Broadcaster, Report
+from chalicelib.bus import ClosedBy, Events, flush_quietly
 from chalicelib.capabilities import Operation
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
+from chalicelib.devices import Devices, parse_registration
 from chalicelib.ephemeral import EphemeralRule, RuleFor, resolve
 from chalicelib.errors import (
     BadRequest,
@@ -93,10 +96,13 @@ class Switchboard:
         limits: Limits | None = None,
         continuation: Continuation | None = None,
         presence: Presence | None = None,
+        events: Events | None = None,
         ephemeral_rule: RuleFor | None = None,
         authorizer: Authorizer | None = None,
     ) -> None:
         self.settings = settings
+        # Back-end events (bus.py): collected while a handler runs, flushed at its very end.
+        self.events = events or Events()
         # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
         self.continuation = continuation
         self.registry = registry
@@ -119,6 +125,7 @@ class Switchboard:
             registry, message_log, settings.presence_max_members, settings.presence_max_list
         )
         self.limits = limits if limits is not None else Limits(registry.table, settings)
+        self._devices: Devices | None = None  # the /me/devices routes' (built on first use)
         # Permissions: namespaces, capabilities and the authorizer (access.py).
         self.access = Access(
             settings.namespaces or load_namespaces(None),
@@ -137,7 +144,10 @@ class Switchboard:
             workers=settings.fanout_workers,
             # A namespace with presence off logs and sends no presence events at all.
             presence_on=lambda room: self.access.namespace(room).presence,
+            events=self.events,
         )
+        # Which room events a namespace sends to the bus: its ``events`` option.
+        self.events.emits = lambda room, kind: kind in self.access.namespace(room).events
 
     def _namespace_ephemeral(self, scope: str, room: str | None) -> EphemeralRule:
         return EphemeralRule(self.access.ephemeral_option(scope, room).value)
@@ -195,6 +205,10 @@ class Switchboard:
                 return HttpResult(500, {"message": "could not register the connection"})
             if identity.auto_join:
                 self._auto_join(conn, identity.auto_join, record)
+            # The handshake waits for this handler: one PutEvents call (a few ms) when events
+            # are on; the connection has no frames to delay yet.
+            self.events.connection_opened(event.connection_id, identity.user_id, connected_at)
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
     def _slot_claims(self, user_id: str, record: dict[str, Any]) -> list[SlotClaim] | None:
@@ -217,10 +231,13 @@ class Switchboard:
             closeCode=event.disconnect_status,
         ) as record:
             try:
-                record["existed"] = self.forget(event.connection_id, record)
+                record["existed"] = self.forget(
+                    event.connection_id, record, ClosedBy.DISCONNECT, event.disconnect_status
+                )
             except Exception as exc:  # noqa: BLE001 - $disconnect's answer is ignored anyway
                 # TTL reaps what we could not delete, and every read filters expired items.
                 record.update(outcome="registry_error", error=classify(exc).detail)
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
     def on_message(self, raw_event: dict[str, Any]) -> HttpResult:
@@ -240,10 +257,12 @@ class Switchboard:
             if not verdict.allowed:
                 record.update(outcome="rate_limited", retryAfterMs=verdict.retry_after_ms)
                 self._reply(event, verdict.frame(command.ref), record)
+                flush_quietly(self.events, record)  # the reply may have pruned this connection
                 return HttpResult(200)
             if isinstance(command, protocol.ProtocolError):
                 record.update(outcome="rejected", code=command.code)
                 self._reply(event, command.frame(), record)
+                flush_quietly(self.events, record)
                 return HttpResult(200)
             try:
                 frame = self._dispatch(event, command, record)
@@ -261,6 +280,8 @@ class Switchboard:
                 frame = error.frame(command.ref)
             if frame is not None:
                 self._reply(event, frame, record)
+            # After the fan-out and the reply: nobody connected waits for EventBridge.
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
     def _dispatch(
@@ -332,16 +353,28 @@ class Switchboard:
         # Its own code (it was ``forbidden``): the client knows to refresh, not to give up.
         frame = TokenExpired().frame(command.ref)
         self._reply(event, frame, record)  # before the close: a closed socket gets nothing
+        # Forgotten before the close: the close's own $disconnect then finds nothing, so the
+        # one "Connection Closed" event says why (expired), whichever handler runs first.
+        self.forget(conn.connection_id, reason=ClosedBy.EXPIRED)
         record["close"] = self.gateway.close(conn.connection_id, event.endpoint).value
-        self.forget(conn.connection_id)
 
-    def forget(self, connection_id: str, record: dict[str, Any] | None = None) -> bool:
+    def forget(
+        self,
+        connection_id: str,
+        record: dict[str, Any] | None = None,
+        reason: ClosedBy = ClosedBy.DISCONNECT,
+        close_code: int | None = None,
+    ) -> bool:
         """Remove a connection and announce the rooms its user left with it: ``$disconnect``,
-        a kick and an expired token come here. True if it existed. Registry errors raise."""
-        leaves = self.presence.remove(connection_id)
-        if leaves is None:
+        a kick and an expired token come here (``reason``). True if it existed; only then is
+        its "Connection Closed" event emitted. Registry errors raise."""
+        removal = self.presence.removal(connection_id)
+        if removal is None:
             return False
-        settled = self.departures.settle((), leaves)
+        self.events.connection_closed(
+            connection_id, removal.user_id, removal.connected_at, reason, close_code
+        )
+        settled = self.departures.settle((), removal.leaves)
         if record is not None:
             record.update(settled.as_dict())
         return True
@@ -678,6 +711,8 @@ class Switchboard:
             record["outcome"] = "AlreadySent"
             receipts = {"delivered": 0, "failed": 0, "gone": 0} if self.settings.dm_receipts else {}
             return protocol.dm_ack_frame(command.ref, exc.message_id, duplicate=True, **receipts)
+        # Reached no connection: for the back end (a push notification), never the sender.
+        self._undelivered(message, command.target_user_id, report, conn.user_id)
         if message.ephemeral:
             # Not stored: an ephemeral ack; delivery counts only with receipts on, as below.
             if not self.settings.dm_receipts:
@@ -794,7 +829,22 @@ class Switchboard:
         record.update(self.departures.settle(report.gone_ids).as_dict())
         stream, seq = message.position
         metrics.emit_report(report, scope.value, stream=stream, seq=seq, hop=0)
+        if scope is Scope.ROOM:
+            self.events.published(message)  # when the room's namespace publishes
         return report
+
+    def _undelivered(
+        self, message: Message, target: str | None, report: Report, sender: str | None = None
+    ) -> None:
+        """A direct message that reached no connection: none registered, or every post
+        answered 410. Not for a user writing to themselves from their only connection (that
+        connection is there; it is just not sent its own message)."""
+        if target is None or target == sender or message.ephemeral:
+            return  # an ephemeral send (typing, a cursor) is for whoever is there, if anyone
+        if report.recipients == 0:
+            self.events.undelivered(message, target, "no_connections")
+        elif report.gone == report.recipients:
+            self.events.undelivered(message, target, "gone")
 
     def continue_fan_out(self, records: list[tuple[str, str]]) -> dict[str, Any]:
         """The SQS continuation handler: run each job (``(messageId, body)``), then remove the
@@ -808,9 +858,12 @@ class Switchboard:
                 "batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]
             }
         else:
-            result = self.continuation.run_batch(
-                records, after=lambda report: self.departures.settle(report.gone_ids)
-            )
+            try:
+                result = self.continuation.run_batch(
+                    records, after=lambda report: self.departures.settle(report.gone_ids)
+                )
+            finally:
+                flush_quietly(self.events)  # the prunes' Connection Closed events
         failed = result.get("batchItemFailures") or []
         if failed and not self.settings.continuation_partial_batch:
             raise ContinuationBatchFailed(len(failed), len(records))
@@ -863,6 +916,29 @@ class Switchboard:
     def authorize_http(self, authorization: str | None) -> Identity:
         return require_admin_bearer(authorization, self.settings)
 
+    def authorize_user(self, authorization: str | None, local_user: str | None) -> Identity:
+        """The ``/me`` routes: the user's own token (any role); ``?userId=`` without auth."""
+        return require_user_bearer(authorization, self.settings, local_user)
+
+    @property
+    def devices(self) -> Devices:
+        if self._devices is None:
+            self._devices = Devices(self.registry.table, self.settings.device_ttl_seconds)
+        return self._devices
+
+    def register_device(self, caller: Identity, body: Any) -> dict[str, Any]:
+        """POST /me/devices: store (or refresh) the caller's push device token."""
+        platform, token = parse_registration(body)
+        return self.devices.register(caller.user_id, platform, token).public()
+
+    def list_devices(self, caller: Identity) -> dict[str, Any]:
+        """GET /me/devices: the caller's registered devices (never the tokens)."""
+        return {"devices": [d.public() for d in self.devices.for_user(caller.user_id)]}
+
+    def remove_device(self, caller: Identity, device_id: str) -> None:
+        """DELETE /me/devices/{deviceId}: forget one of the caller's devices (idempotent)."""
+        self.devices.remove(caller.user_id, device_id)
+
     def push(
         self, scope: Scope | str, name: str | None, body: Any, sender: Identity
     ) -> dict[str, Any]:
@@ -890,7 +966,14 @@ class Switchboard:
             except AlreadySent as exc:  # a retried push: the original answer, nothing sent
                 record["outcome"] = "AlreadySent"
                 return {**exc.answer(), "recipients": 0}
-            report = self._fan_out(scope, name, message, record)
+            try:
+                report = self._fan_out(scope, name, message, record)
+                if scope is Scope.USER:
+                    self._undelivered(message, name, report)
+            finally:
+                # The caller waits for this answer, connected clients do not: flush here
+                # (also when the fan-out failed: what it pruned was removed all the same).
+                flush_quietly(self.events, record)
         stream, seq = message.position
         return {
             "id": message.id,
@@ -955,8 +1038,13 @@ class Switchboard:
         conn = self.registry.get(connection_id)
         if conn is None and not self.settings.management_endpoint:
             raise NotFound(f"connection {connection_id} not found")
+        # Forgotten before the close, as an expired token is (``_expire``): the event says
+        # "kicked", not the "disconnect" of the $disconnect the close causes.
+        try:
+            self.forget(connection_id, reason=ClosedBy.KICKED)
+        finally:
+            flush_quietly(self.events)
         outcome = self.gateway.close(connection_id, conn.endpoint if conn else None)
-        self.forget(connection_id)
         if outcome is Outcome.GONE and conn is None:
             raise NotFound(f"connection {connection_id} not found")
         if outcome not in (Outcome.DELIVERED, Outcome.GONE):
