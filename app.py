@@ -7,12 +7,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from chalice import Chalice, Response
 from chalice.app import SQSEvent, WebsocketEvent
 
-from chalicelib import errors, web
+from chalicelib import errors, http_routes, web
 from chalicelib.auth import Identity
 from chalicelib.authorizer import support_room_answer
 from chalicelib.config import ConfigError, continuation_queue_name
@@ -113,48 +112,8 @@ def authorize_support(event: Any, context: Any) -> dict[str, Any]:
 # --- HTTP API ------------------------------------------------------------------------------
 
 
-# A route body gets the switchboard, the caller (an admin, or None on a public route) and the
-# path parameters, and returns the JSON answer.
-RouteBody = Callable[..., Any]
-
-
-def http_route(
-    admin: bool = True, status: int = 200, user: bool = False
-) -> Callable[[RouteBody], Callable[..., Response]]:
-    """Run a route body with auth; any error is answered by ``errors.http_answer``.
-
-    ``admin`` routes need ``Authorization: Bearer <token>`` with the admin role; ``user``
-    routes (``/me/...``) the user's own token, any role (``?userId=`` without auth). A
-    ``status`` of 204 answers with an empty body. Path parameters may arrive percent-encoded (connection
-    ids end in "="); ids and room names never contain "%", so decoding an already decoded one
-    changes nothing.
-    """
-
-    def decorate(body: RouteBody) -> Callable[..., Response]:
-        @functools.wraps(body)
-        def route(**params: str) -> Response:
-            try:
-                switchboard = get_switchboard()
-                caller = None
-                headers = app.current_request.headers
-                if user:
-                    local_user = (app.current_request.query_params or {}).get("userId")
-                    caller = switchboard.authorize_user(headers.get("authorization"), local_user)
-                elif admin:
-                    caller = switchboard.authorize_http(headers.get("authorization"))
-                answer = body(switchboard, caller, **{k: unquote(v) for k, v in params.items()})
-            except Exception as exc:  # noqa: BLE001 - one mapping, never a stack trace
-                error = errors.http_answer(exc)
-                return Response(body=error.body, status_code=error.status)
-            if status == 204:
-                return Response(body="", status_code=204)
-            return Response(
-                body=answer, status_code=status, headers={"Content-Type": "application/json"}
-            )
-
-        return route
-
-    return decorate
+# Auth and the one error mapping for every HTTP route (chalicelib/http_routes.py).
+http_route = http_routes.decorator(app, lambda: get_switchboard())
 
 
 @app.middleware("http")

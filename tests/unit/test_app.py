@@ -1,5 +1,5 @@
-"""app.py stays wiring: decorators and calls into chalicelib, at most 175 code lines (150 until
-the push notifier and the /me routes, #27: each a decorator and one call)."""
+"""app.py stays wiring: decorators and calls into chalicelib, at most 150 code lines (issue
+#21; the HTTP routes' decorator lives in chalicelib/http_routes.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 APP = Path(__file__).parents[2] / "app.py"
-MAX_CODE_LINES = 175
+MAX_CODE_LINES = 150
 
 
 def code_lines(source: str) -> int:
@@ -34,6 +34,6 @@ def test_the_counter_skips_blanks_comments_and_docstrings() -> None:
     assert code_lines(source) == 3
 
 
-def test_app_is_wiring_at_most_175_code_lines() -> None:
+def test_app_is_wiring_at_most_150_code_lines() -> None:
     count = code_lines(APP.read_text(encoding="utf-8"))
     assert count <= MAX_CODE_LINES, f"app.py has {count} code lines; move logic to chalicelib"
