@@ -250,17 +250,10 @@ class WebSocketServer:
                 page = self.pages.get(request.path) if request.method == "GET" else None
                 if page is not None:
                     status, headers, body = page(request.query)
-                    writer.write(build_response(status, headers, body, keep_alive=keep_alive))
                 else:
                     response = await self.management.handle(request)
-                    writer.write(
-                        build_response(
-                            response.status,
-                            response.headers,
-                            response.body,
-                            keep_alive=keep_alive,
-                        )
-                    )
+                    status, headers, body = response.status, response.headers, response.body
+                writer.write(build_response(status, headers, body, keep_alive=keep_alive))
                 if not keep_alive:
                     return
                 await writer.drain()
