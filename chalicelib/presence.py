@@ -88,6 +88,7 @@ class Removal:
     user_id: str
     connected_at: int
     leaves: list[Announcement]
+    closed_by: str | None = None  # a kick or an expiry that marked it before closing
 
 
 class Presence:
@@ -155,7 +156,7 @@ class Presence:
         if departure is None:
             return None
         leaves = [Announcement(room, LEAVE, departure.user_id) for room in departure.left]
-        return Removal(departure.user_id, departure.connected_at, leaves)
+        return Removal(departure.user_id, departure.connected_at, leaves, departure.closed_by)
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -111,6 +111,7 @@ class Departure:
     user_id: str
     left: tuple[str, ...] = ()
     connected_at: int = 0  # epoch ms, 0 if unknown
+    closed_by: str | None = None  # who closed it, when a kick or an expiry marked it
 
 
 class PresenceStore:
@@ -187,7 +188,7 @@ class PresenceStore:
                     connectionId=connection_id,
                     error=type(exc).__name__,
                 )
-        return Departure(removed.user_id, tuple(left), removed.connected_at)
+        return Departure(removed.user_id, tuple(left), removed.connected_at, removed.closed_by)
 
     def _drop(self, user_id: str, connection_id: str, room: str) -> bool:
         key = keys.presence_key(room, user_id)

@@ -105,6 +105,8 @@ class Removed:
     rooms: frozenset[str]
     # When it connected (epoch ms; 0 if unknown): a "Connection Closed" event's duration.
     connected_at: int = 0
+    # Who closed it, when a kick or an expiry said so before closing (``mark_closing``).
+    closed_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,15 @@ class Registry:
             claims=dict(claims or {}),
         )
 
+    def mark_closing(self, connection_id: str, closed_by: str) -> None:
+        """Say on the connection item who is closing it (a kick, an expiry) before the socket
+        is closed: whichever removal then runs (the closer's own, or the ``$disconnect`` the
+        close causes) reports that cause. Best effort: a connection already gone is left."""
+        try:
+            self._update_connection(connection_id, Update(set={"closedBy": closed_by}))
+        except NotConnected:
+            pass
+
     # --- permissions (access.py) ---------------------------------------------------------
 
     def set_identity(
@@ -563,6 +574,7 @@ class Registry:
             user_id,
             frozenset(rooms | late),
             int((old or item).get("connectedAt", 0) or 0),
+            (old or item).get("closedBy"),
         )
 
     def _free_slot(self, user_id: str, slot: int, connection_id: str) -> None:

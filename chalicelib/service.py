@@ -371,6 +371,8 @@ class Switchboard:
         removal = self.presence.removal(connection_id)
         if removal is None:
             return False
+        if removal.closed_by is not None:  # a kick or an expiry closed it (``mark_closing``)
+            reason = ClosedBy(removal.closed_by)
         self.events.connection_closed(
             connection_id, removal.user_id, removal.connected_at, reason, close_code
         )
@@ -1038,13 +1040,17 @@ class Switchboard:
         conn = self.registry.get(connection_id)
         if conn is None and not self.settings.management_endpoint:
             raise NotFound(f"connection {connection_id} not found")
-        # Forgotten before the close, as an expired token is (``_expire``): the event says
-        # "kicked", not the "disconnect" of the $disconnect the close causes.
+        # Marked, then closed, then forgotten: a frame already in flight still finds its
+        # connection (a client sending at that moment gets its answer, not "not registered"),
+        # and whichever removal runs first, this one or the $disconnect the close causes,
+        # reports "kicked".
+        if conn is not None:
+            self.registry.mark_closing(connection_id, ClosedBy.KICKED.value)
+        outcome = self.gateway.close(connection_id, conn.endpoint if conn else None)
         try:
             self.forget(connection_id, reason=ClosedBy.KICKED)
         finally:
             flush_quietly(self.events)
-        outcome = self.gateway.close(connection_id, conn.endpoint if conn else None)
         if outcome is Outcome.GONE and conn is None:
             raise NotFound(f"connection {connection_id} not found")
         if outcome not in (Outcome.DELIVERED, Outcome.GONE):
