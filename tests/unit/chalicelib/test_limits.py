@@ -11,17 +11,7 @@ from chalicelib.limits import Limits, SlotClaim
 from chalicelib.registry import ItemConflict, Registry
 from tests.conftest import Clock
 from tests.memtable import MemoryTable
-from tests.unit.chalicelib.memory import START, ms
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(START)
-
-
-@pytest.fixture
-def mem(clock: Clock) -> MemoryTable:
-    return MemoryTable(clock, page_size=2)
+from tests.unit.chalicelib.memory import ms
 
 
 @pytest.fixture
