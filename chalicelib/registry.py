@@ -559,7 +559,9 @@ class Registry:
         next removal (a 410 prune) finishes the job.
         """
         key = keys.conn_key(connection_id)
-        item = self._table.get(key, consistent=True, projection=("rooms", "userId", "connectedAt"))
+        item = self._table.get(
+            key, consistent=True, projection=("rooms", "userId", "connectedAt", "closedBy")
+        )
         if item is None:
             return None
         rooms = set(item.get("rooms", set()))
