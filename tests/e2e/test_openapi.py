@@ -29,7 +29,7 @@ from tests.e2e.helpers import REPO_ROOT
 from tests.gateways import GatewayFactory, rest_url
 from tests.helpers import JWT_ENV, token
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # 19 operations x 25 examples on a loaded 2-core machine
 
 
 def errors_are_json_with_an_error_string(
