@@ -17,7 +17,7 @@ from chalicelib.authorizer import support_room_answer
 from chalicelib.config import ConfigError, continuation_queue_name
 from chalicelib.protocol import Scope
 from chalicelib.push import PushNotifier
-from chalicelib.service import HttpResult, Switchboard, page_params
+from chalicelib.service import PAGE_PARAMS, HttpResult, Switchboard, page_params
 from chalicelib.wiring import (
     build_push_notifier,
     build_switchboard,
@@ -161,13 +161,13 @@ def push_room(switchboard: Switchboard, caller: Identity, room: str) -> Any:
 
 
 @app.route("/rooms/{room}/messages", methods=["GET"])
-@http_route(admin=True)
+@http_route(admin=True, query=PAGE_PARAMS)
 def room_history(switchboard: Switchboard, caller: Identity, room: str) -> Any:
     return switchboard.history(Scope.ROOM, room, page_params(app.current_request.query_params))
 
 
 @app.route("/rooms/{room}/members", methods=["GET"])
-@http_route(admin=True)
+@http_route(admin=True, query=("cursor",))
 def room_members(switchboard: Switchboard, caller: Identity, room: str) -> Any:
     return switchboard.members(room, (app.current_request.query_params or {}).get("cursor"))
 
@@ -179,7 +179,7 @@ def revoke_member(switchboard: Switchboard, caller: Identity, room: str, user_id
 
 
 @app.route("/users/{user_id}/messages", methods=["GET"])
-@http_route(admin=True)
+@http_route(admin=True, query=PAGE_PARAMS)
 def user_history(switchboard: Switchboard, caller: Identity, user_id: str) -> Any:
     return switchboard.history(Scope.USER, user_id, page_params(app.current_request.query_params))
 

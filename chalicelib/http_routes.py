@@ -19,9 +19,11 @@ Decorate = Callable[[RouteBody], Callable[..., Response]]
 
 
 def decorator(app: Chalice, get_switchboard: Callable[[], Any]) -> Callable[..., Decorate]:
-    """``http_route(admin=True, status=200, user=False)`` for ``app``'s routes."""
+    """``http_route(admin=True, status=200, user=False, query=())`` for ``app``'s routes."""
 
-    def http_route(admin: bool = True, status: int = 200, user: bool = False) -> Decorate:
+    def http_route(
+        admin: bool = True, status: int = 200, user: bool = False, query: tuple[str, ...] = ()
+    ) -> Decorate:
         """Run a route body with auth; any error is answered by ``errors.http_answer``.
 
         ``admin`` routes need ``Authorization: Bearer <token>`` with the admin role; ``user``
@@ -29,7 +31,12 @@ def decorator(app: Chalice, get_switchboard: Callable[[], Any]) -> Callable[...,
         ``status`` of 204 answers with an empty body. Path parameters may arrive
         percent-encoded (connection ids end in "="); ids and room names never contain "%", so
         decoding an already decoded one changes nothing.
+
+        ``query`` names the query parameters the route reads (a user route also reads
+        ``userId``); any other is a 400, as the OpenAPI document promises: a misspelled
+        ``cursor`` must not silently answer from the start.
         """
+        allowed = (*query, "userId") if user else query
 
         def decorate(body: RouteBody) -> Callable[..., Response]:
             @functools.wraps(body)
@@ -39,13 +46,15 @@ def decorator(app: Chalice, get_switchboard: Callable[[], Any]) -> Callable[...,
                     caller = None
                     request: Any = app.current_request
                     headers = request.headers
+                    given = request.query_params or {}
                     if user:
-                        local_user = (request.query_params or {}).get("userId")
+                        local_user = given.get("userId")
                         caller = switchboard.authorize_user(
                             headers.get("authorization"), local_user
                         )
                     elif admin:
                         caller = switchboard.authorize_http(headers.get("authorization"))
+                    errors.reject_unknown_query(given, allowed)
                     path = {k: unquote(v) for k, v in params.items()}
                     answer = body(switchboard, caller, **path)
                 except Exception as exc:  # noqa: BLE001 - one mapping, never a stack trace

@@ -48,6 +48,7 @@ from chalicelib.errors import (
     NotRegistered,
     TokenExpired,
     classify,
+    reject_unknown_query,
 )
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
 from chalicelib.limits import Limits, SlotClaim
@@ -1113,10 +1114,7 @@ def page_params(query: Mapping[str, str] | None) -> dict[str, str]:
     parameter is a 400 (a misspelled ``after`` must not silently answer from the start of the
     stream)."""
     query = dict(query or {})
-    unknown = sorted(set(query) - set(PAGE_PARAMS))
-    if unknown:
-        expected = ", ".join(PAGE_PARAMS)
-        raise BadRequest(f"unknown query parameter {unknown[0]!r}: expected {expected}")
+    reject_unknown_query(query, PAGE_PARAMS)
     return query
 
 
