@@ -5,22 +5,12 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { FileStore } from "../src/file-store.js";
 import { LocalStorageStore, MemoryStore, SwitchboardClient, backoffDelay, randomId } from "../src/index.js";
-import { FakeClock, fakeWebSocketClass, flush, message, presence } from "../testing/fakes.js";
+import { FakeClock, connectFake, fakeClient, fakeWebSocketClass, flush, message, presence } from "../testing/fakes.js";
 
 const NOW_SEQ = 2 ** 53;
 
 function setup(options = {}) {
-  const clock = new FakeClock();
-  const { FakeWebSocket, sockets } = fakeWebSocketClass();
-  const client = new SwitchboardClient({
-    url: "ws://gw/api",
-    userId: "u_1",
-    WebSocket: FakeWebSocket,
-    timers: clock,
-    now: clock.now,
-    random: () => 0.5,
-    ...options,
-  });
+  const { clock, client, sockets } = fakeClient(options);
   const states = [];
   const messages = [];
   client.on("state", (e) => states.push(e.state));
@@ -29,15 +19,7 @@ function setup(options = {}) {
   return { clock, client, sockets, states, messages };
 }
 
-async function connected(options) {
-  const t = setup(options);
-  const opened = t.client.connect();
-  await flush();
-  t.sockets[0].open();
-  await t.sockets[0].sync();
-  await opened;
-  return t;
-}
+const connected = (options) => connectFake(setup(options));
 
 test("connects, syncs (whoami, resume from now) and reports its states", async () => {
   const t = setup();

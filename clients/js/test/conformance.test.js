@@ -7,8 +7,8 @@ import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { MemoryStore, SwitchboardClient } from "../src/index.js";
-import { FakeClock, fakeWebSocketClass, flush } from "../testing/fakes.js";
+import { MemoryStore } from "../src/index.js";
+import { fakeClient, flush } from "../testing/fakes.js";
 
 const CASES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "conformance");
 const NOW_SEQ = 2 ** 53;
@@ -49,16 +49,8 @@ function contains(actual, expected, path = "") {
 for (const file of readdirSync(CASES).filter((f) => f.endsWith(".json")).sort()) {
   const spec = JSON.parse(readFileSync(join(CASES, file), "utf8"));
   test(`conformance ${file}: ${spec.name}`, async () => {
-    const clock = new FakeClock();
-    const { FakeWebSocket, sockets } = fakeWebSocketClass();
     const options = spec.options ?? {};
-    const client = new SwitchboardClient({
-      url: "ws://gw/api",
-      userId: "u_1",
-      WebSocket: FakeWebSocket,
-      timers: clock,
-      now: clock.now,
-      random: () => 0.5,
+    const { clock, client, sockets } = fakeClient({
       store: new MemoryStore(options.store ?? {}),
       echo: options.echo === true,
     });

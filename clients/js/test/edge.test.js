@@ -5,23 +5,13 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ConnectError, ErrorCode, MemoryStore, SwitchboardClient, isRetryable, jwtExpiryMs } from "../src/index.js";
-import { FakeClock, fakeJwt, fakeWebSocketClass, flush, message } from "../testing/fakes.js";
+import { ConnectError, ErrorCode, MemoryStore, isRetryable, jwtExpiryMs } from "../src/index.js";
+import { FakeClock, connectFake, fakeClient, fakeJwt, flush, message } from "../testing/fakes.js";
 
 const NOW_SEQ = 2 ** 53;
 
 function setup(options = {}) {
-  const clock = new FakeClock();
-  const { FakeWebSocket, sockets } = fakeWebSocketClass();
-  const client = new SwitchboardClient({
-    url: "ws://gw/api",
-    userId: "u_1",
-    WebSocket: FakeWebSocket,
-    timers: clock,
-    now: clock.now,
-    random: () => 0.5,
-    ...options,
-  });
+  const { clock, client, sockets } = fakeClient(options);
   const seen = [];
   const errors = [];
   client.on("message", (m) => seen.push(`${m.stream}#${m.seq}${m.echo ? " echo" : ""}`));
@@ -30,15 +20,7 @@ function setup(options = {}) {
   return { clock, client, sockets, seen, errors };
 }
 
-async function connected(options) {
-  const t = setup(options);
-  const opened = t.client.connect();
-  await flush();
-  t.sockets[0].open();
-  await t.sockets[0].sync();
-  await opened;
-  return t;
-}
+const connected = (options) => connectFake(setup(options));
 
 function ack(ws, frame, extra = {}) {
   ws.receive({ type: "ack", ref: frame.ref, delivered: 1, failed: 0, gone: 0, ...extra });

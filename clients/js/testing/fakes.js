@@ -1,5 +1,8 @@
 // Deterministic fakes for unit tests: a clock whose timers run only when advanced, and a
-// WebSocket class whose instances the test opens, feeds and closes by hand.
+// WebSocket class whose instances the test opens, feeds and closes by hand; `fakeClient` puts
+// a client on both.
+
+import { SwitchboardClient } from "../src/index.js";
 
 export class FakeClock {
   constructor() {
@@ -150,4 +153,31 @@ export function presence(stream, seq, event = "enter", userId = "u_x") {
 export function fakeJwt(expSeconds, sub = "u_1") {
   const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
   return `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: expSeconds })}.sig`;
+}
+
+/** A client of user u_1 on a fake clock and fake sockets (no jitter); `options` override. */
+export function fakeClient(options = {}) {
+  const clock = new FakeClock();
+  const { FakeWebSocket, sockets } = fakeWebSocketClass();
+  const client = new SwitchboardClient({
+    url: "ws://gw/api",
+    userId: "u_1",
+    WebSocket: FakeWebSocket,
+    timers: clock,
+    now: clock.now,
+    random: () => 0.5,
+    ...options,
+  });
+  return { clock, client, sockets };
+}
+
+/** Connect the client of `fake` (a `fakeClient`'s result, or one with more fields) through
+ * its first socket's open and sync; answers `fake`. */
+export async function connectFake(fake) {
+  const opened = fake.client.connect();
+  await flush();
+  fake.sockets[0].open();
+  await fake.sockets[0].sync();
+  await opened;
+  return fake;
 }

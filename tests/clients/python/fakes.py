@@ -2,15 +2,50 @@
 whoami, join, leave, members, resume, history, ping and sends from an in-memory log (presence
 events take seqs in it like messages; a repeated clientMsgId gets the original ack, or
 ``rate_limited`` while ``in_progress`` says so), and tests steer it (close a socket, hold acks,
-mute pongs, refuse connections)."""
+mute pongs, refuse connections). Also the tests' shared set-up: ``run`` (bounded),
+``make_client`` and ``until``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from switchboard_client import ConnectionLost
+from switchboard_client import Backoff, ConnectionLost, Message, SwitchboardClient
+
+T = TypeVar("T")
+
+
+def run(test: Callable[[], Awaitable[T]]) -> T:
+    """Run one test's coroutine, bounded at 20 s."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(test(), 20)
+
+    return asyncio.run(bounded())
+
+
+def make_client(server: FakeServer, **options: Any) -> tuple[SwitchboardClient, list[Message]]:
+    """A client of ``server`` (fast backoff, a 2 s request timeout; the server's user unless a
+    ``token`` is given) and the list its messages land in."""
+    options.setdefault("backoff", Backoff(0.01, 0.05, random.Random(1)))
+    options.setdefault("request_timeout", 2.0)
+    if "token" not in options:
+        options["user_id"] = server.user
+    client = SwitchboardClient("ws://fake/api", connector=server.connect, **options)
+    got: list[Message] = []
+    client.on_message(got.append)
+    return client, got
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait (polling every 5 ms) until ``condition()`` holds; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
 
 
 class FakeSocket:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from switchboard_client import (
@@ -31,33 +30,9 @@ from switchboard_client import (
     entry_from_frame,
 )
 
-from tests.clients.python.fakes import FakeServer
+from tests.clients.python.fakes import FakeServer, make_client, run, until
 
 pytestmark = pytest.mark.timeout(30)
-T = TypeVar("T")
-
-
-def run(test: Callable[[], Awaitable[T]]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(test(), 20)
-
-    return asyncio.run(bounded())
-
-
-def make_client(server: FakeServer, **options: Any) -> tuple[Client, list[Message]]:
-    options.setdefault("backoff", Backoff(0.01, 0.05, random.Random(1)))
-    options.setdefault("request_timeout", 2.0)
-    client = Client("ws://fake/api", user_id=server.user, connector=server.connect, **options)
-    got: list[Message] = []
-    client.on_message(got.append)
-    return client, got
-
-
-async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 # --- backoff ---------------------------------------------------------------------------------

@@ -9,55 +9,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from switchboard_client import (
-    Backoff,
     ConnectError,
     ErrorCode,
     MemoryStore,
-    Message,
     Reset,
     State,
-    SwitchboardClient,
     SwitchboardError,
     is_retryable,
     jwt_expiry,
 )
 
-from tests.clients.python.fakes import FakeServer
+from tests.clients.python.fakes import FakeServer, run, until
+from tests.clients.python.fakes import make_client as make
 
 pytestmark = pytest.mark.timeout(30)
-T = TypeVar("T")
-
-
-def run(test: Callable[[], Awaitable[T]]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(test(), 20)
-
-    return asyncio.run(bounded())
-
-
-def make(server: FakeServer, **options: Any) -> tuple[SwitchboardClient, list[Message]]:
-    options.setdefault("backoff", Backoff(0.01, 0.05, random.Random(1)))
-    options.setdefault("request_timeout", 2.0)
-    if "token" not in options:
-        options["user_id"] = server.user
-    client = SwitchboardClient("ws://fake/api", connector=server.connect, **options)
-    got: list[Message] = []
-    client.on_message(got.append)
-    return client, got
-
-
-async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 def jwt(exp: float, sub: str = "u_1") -> str:
