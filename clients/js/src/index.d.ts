@@ -69,6 +69,8 @@ export interface MembersFrame {
   /** The first users by userId (all of them unless `truncated`). */
   users: MemberInfo[];
   truncated: boolean;
+  /** Present when more users follow: the `cursor` of the next page. */
+  next?: string;
 }
 
 export interface AckFrame {
@@ -385,7 +387,7 @@ export declare class Room {
   publish(event: string, data?: unknown, options?: { text?: string; ephemeral?: boolean }): Promise<AckFrame>;
   send(text: string): Promise<AckFrame>;
   history(query?: HistoryQuery): Promise<HistoryFrame>;
-  members(): Promise<MembersFrame>;
+  members(cursor?: string): Promise<MembersFrame>;
 }
 
 /** Direct messages with one user: `client.user(id)`. */
@@ -423,7 +425,7 @@ export declare class SwitchboardClient {
   leave(room: string): Promise<AckFrame>;
   whoami(): Promise<IdentityFrame>;
   /** Who is in `room`; rejects with `forbidden` unless this connection is a member. */
-  members(room: string): Promise<MembersFrame>;
+  members(room: string, cursor?: string): Promise<MembersFrame>;
   history(stream: Stream, after?: number, limit?: number): Promise<HistoryFrame>;
   history(stream: Stream, query: HistoryQuery): Promise<HistoryFrame>;
 }

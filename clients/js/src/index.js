@@ -170,8 +170,8 @@ export class Room extends Emitter {
     return this.client.history(this.stream, query);
   }
 
-  members() {
-    return this.client.members(this.name);
+  members(cursor) {
+    return this.client.members(this.name, cursor);
   }
 
   get joined() {
@@ -396,10 +396,11 @@ export class SwitchboardClient extends Emitter {
     return this._request({ action: "whoami" });
   }
 
-  /** Who is in `room` (`members` frame: count, users, truncated); members of the room only,
-   * others get `forbidden`. */
-  members(room) {
-    return this._request({ action: "members", room });
+  /** Who is in `room` (`members` frame: count, users, truncated, and `next` when more users
+   * follow: pass it as `cursor` for the next page); members of the room only, others get
+   * `forbidden`. */
+  members(room, cursor) {
+    return this._request(cursor === undefined ? { action: "members", room } : { action: "members", room, cursor });
   }
 
   /** One page of a stream's log (`history` frame); queued like the others while not open.

@@ -230,6 +230,20 @@ test("members() asks for a room's roster; a non-member's request rejects with fo
   await assert.rejects(refused, { code: "forbidden" });
 });
 
+test("members(room, cursor) asks for the page after a previous answer's next", async () => {
+  const t = await connected();
+  const ws = t.sockets[0];
+  const first = t.client.members("den");
+  assert.equal("cursor" in ws.last("members"), false);
+  const page = { type: "members", room: "den", count: 3, truncated: true };
+  ws.receive({ ...page, ref: ws.last("members").ref, users: [{ userId: "u_1" }, { userId: "u_2" }], next: "u_2" });
+  const { next } = await first;
+  const second = t.client.room("den").members(next);
+  assert.equal(ws.last("members").cursor, "u_2");
+  ws.receive({ ...page, ref: ws.last("members").ref, users: [{ userId: "u_3" }], truncated: false });
+  assert.deepEqual((await second).users, [{ userId: "u_3" }]);
+});
+
 test("rate_limited passes retryAfterMs through; a re-sent send waits it out and asks again", async () => {
   const t = await connected({ requestTimeoutMs: 5000 });
   let ws = t.sockets[0];

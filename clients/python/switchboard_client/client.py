@@ -518,11 +518,15 @@ class SwitchboardClient:
         """The ``identity`` frame: ``connectionId``, ``userId``, ``rooms``."""
         return await self._send({"action": "whoami"})
 
-    async def members(self, room: str) -> Frame:
+    async def members(self, room: str, cursor: str | None = None) -> Frame:
         """Who is in ``room``: the ``members`` frame (``count``, ``users`` as ``{"userId",
-        "connections"}``, ``truncated``); ``SwitchboardError("forbidden")`` unless this
+        "connections"}``, ``truncated``, and ``next`` when more users follow: pass it as
+        ``cursor`` for the next page); ``SwitchboardError("forbidden")`` unless this
         connection is a member of the room."""
-        return await self._send({"action": "members", "room": room})
+        frame: Frame = {"action": "members", "room": room}
+        if cursor is not None:
+            frame["cursor"] = cursor
+        return await self._send(frame)
 
     async def history(
         self, stream: str, after: int | None = 0, limit: int = HISTORY_PAGE, *,

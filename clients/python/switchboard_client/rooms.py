@@ -90,8 +90,9 @@ class Room(_Listeners):
             return await self.client.history(self.stream, after, limit)
         return await self.client.history(self.stream, None, limit, latest=True)
 
-    async def members(self) -> Frame:
-        return await self.client.members(self.name)
+    async def members(self, cursor: str | None = None) -> Frame:
+        """One page of the room's roster; ``cursor``: the previous page's ``next``."""
+        return await self.client.members(self.name, cursor)
 
     def on_presence(self, listener: Callable[[Presence], None]) -> None:
         self._presence.append(listener)

@@ -187,9 +187,13 @@ class FakeServer:
             users = self.members.get(frame["room"])
             if users is None:
                 socket.push({"type": "error", "code": "forbidden", "message": "join", "ref": ref})
-            else:
-                socket.push({"type": "members", "ref": ref, "room": frame["room"],
-                             "count": len(users), "users": users, "truncated": False})  # fmt: skip
+            else:  # pages of two users, by userId, after the cursor
+                after = [u for u in users if u["userId"] > frame.get("cursor", "")]
+                page: dict[str, Any] = {"type": "members", "ref": ref, "room": frame["room"],
+                    "count": len(users), "users": after[:2], "truncated": len(after) > 2}  # fmt: skip
+                if len(after) > 2:
+                    page["next"] = after[1]["userId"]
+                socket.push(page)
         elif (
             action in ("sendRoom", "sendMessage", "broadcastAll")
             and frame.get("clientMsgId") in self.acks

@@ -389,6 +389,17 @@ def test_members_answers_the_roster_and_a_non_member_gets_forbidden() -> None:
             [{"userId": "u_1", "connections": 2}],
         )
         assert server.socket.sent[-1]["action"] == "members"
+        assert "cursor" not in server.socket.sent[-1]
+        server.members["big"] = [{"userId": f"u_{n}", "connections": 1} for n in range(1, 6)]
+        pages = [await client.members("big")]
+        while pages[-1].get("next"):
+            pages.append(await client.room("big").members(pages[-1]["next"]))
+        assert [[u["userId"] for u in p["users"]] for p in pages] == [
+            ["u_1", "u_2"],
+            ["u_3", "u_4"],
+            ["u_5"],
+        ]
+        assert server.socket.sent[-1]["cursor"] == "u_4"
         with pytest.raises(SwitchboardError) as refused:
             await client.members("elsewhere")
         assert refused.value.code == "forbidden"
