@@ -153,3 +153,105 @@ def memory(
                 )
         out["sink_posts"] = sink.request(cmd="count")["posts"]
     return out
+
+
+# --- import app as Lambda would: the zip's contents and boto3, nothing else -----------------
+
+# What the Lambda Python runtime provides besides the standard library: boto3 and its
+# dependencies (the zip deliberately leaves them out, requirements.txt).
+BOTO3_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+
+
+def _lambda_like_paths(scratch: Path, stage: str = "dev") -> tuple[Path, Path, int]:
+    """The deployment zip unpacked, and a folder with boto3 and its dependencies only."""
+    import importlib.util
+
+    out = scratch / "package"
+    subprocess.run(
+        [sys.executable, "-m", "deploy.package", "--stage", stage, "--out", str(out)],
+        cwd=str(PROJECT_DIR),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    code = scratch / "task"
+    with zipfile.ZipFile(out / "deployment.zip") as zf:
+        zf.extractall(code)
+    runtime = scratch / "runtime"
+    runtime.mkdir()
+    for name in BOTO3_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (runtime / source.name).symlink_to(source)
+    return code, runtime, (out / "deployment.zip").stat().st_size
+
+
+def _isolated_import(module: str, paths: tuple[Path, ...]) -> float:
+    """ms to import ``module`` in a fresh interpreter that sees only the standard library and
+    ``paths`` (``-I -S``: no site-packages, no environment, no current directory)."""
+    listed = [str(p) for p in paths]
+    code = (
+        f"import sys, time; sys.path[:0] = {listed!r}; t = time.perf_counter(); "
+        f"import {module}; print(round((time.perf_counter() - t) * 1000, 3))"
+    )
+    env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code],
+        cwd=str(paths[0]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return float(result.stdout.split()[-1])
+
+
+def zip_import(reps: int = 15) -> dict[str, Any]:
+    """``import app`` from the unpacked zip (with boto3 only) against ``import boto3`` alone,
+    ``reps`` paired runs in fresh interpreters (the order inside each pair alternates)."""
+    with tempfile.TemporaryDirectory(prefix="switchboard-coldstart-") as tmp:
+        code, runtime, zip_bytes = _lambda_like_paths(Path(tmp))
+        paths = (code, runtime)
+        _isolated_import("app", paths)  # warm the OS file cache and write the bytecode
+        _isolated_import("boto3", paths)
+        apps: list[float] = []
+        botos: list[float] = []
+        for n in range(reps):
+            order = ("app", "boto3") if n % 2 == 0 else ("boto3", "app")
+            for module in order:
+                (apps if module == "app" else botos).append(_isolated_import(module, paths))
+        ratios = [a / b for a, b in zip(apps, botos, strict=True)]
+        return {
+            "reps": reps,
+            "import_app_ms": median(apps),
+            "import_boto3_ms": median(botos),
+            "ratio": median(apps) / median(botos),
+            "pair_ratio_median": median(ratios),
+            "zip_bytes": zip_bytes,
+        }
+
+
+def coldstart_main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.coldstart")
+    parser.add_argument("--reps", type=int, default=15)
+    args = parser.parse_args(argv)
+    result = zip_import(args.reps)
+    print(json.dumps(result, indent=2))
+    print(
+        f"import app (zip + boto3) {result['import_app_ms']:.1f} ms vs import boto3 "
+        f"{result['import_boto3_ms']:.1f} ms: {result['ratio']:.2f}x "
+        f"({result['reps']} paired runs); zip {result['zip_bytes'] / 1024:.0f} KB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(coldstart_main())
