@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import re
 import sys
 import threading
@@ -50,6 +51,7 @@ ISSUER = "https://auth.example.com/"
 AUDIENCE = "switchboard-bench"
 MODES = ("none", "jwt")
 ROOM = "lobby"
+WARM = "WWWWWWWWWWWW="
 
 _INDEXES: dict[str, tuple[tuple[str, str], tuple[str, ...] | None]] = {}
 
@@ -82,6 +84,7 @@ class Call:
     read_units: float = 0.0
     write_units: float = 0.0
     failed: str | None = None  # the error code of a call DynamoDB refused (a failed condition)
+    backend_cpu: float = 0.0  # CPU seconds moto spent answering (not the app's: left out)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class Meter:
             time.sleep(self.latency)
         self._backend.acquire()
         context["bench_held"] = True
+        context["bench_cpu"] = time.thread_time()
         try:
             context["bench_before"] = self._images(model.name, context.get("bench_params", {}))
         except Exception:  # noqa: BLE001 - a bench hook must never break the call it measures
@@ -176,6 +180,9 @@ class Meter:
                 with contextlib.suppress(Exception):
                     self._units(call, params, parsed, context.get("bench_before"))
         finally:
+            if call is not None and "bench_cpu" in context:
+                # moto's answer and this meter's own reads: neither is the app's CPU.
+                call.backend_cpu = time.thread_time() - context["bench_cpu"]
             self._release(context)
             if call is not None:
                 call.end = time.perf_counter()
@@ -356,9 +363,26 @@ class Result:
     failed_calls: int
     reply: str | None = None
     chain: list[str] = field(default_factory=list)
+    # The handler's wall time here (each DynamoDB call held the latency), the app's own CPU
+    # time (the process's, less moto's answering) and the log bytes it wrote (its JSON line
+    # and the EMF metrics line; Lambda's own START/END/REPORT lines are not in it).
+    duration_ms: float = 0.0
+    cpu_ms: float = 0.0
+    log_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class _CountingHandler(logging.Handler):
+    """Counts the bytes of the app's log lines (one CloudWatch event each)."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(logging.DEBUG)
+        self._stack = stack
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._stack.log_bytes += len(record.getMessage().encode("utf-8")) + 1
 
 
 def _event(kind: str, connection_id: str, **extra: Any) -> dict[str, Any]:
@@ -418,6 +442,10 @@ class Stack:
         self.meter = Meter(self.raw)
         self.meter.install(self.session)
         self.posts = PostRecorder()
+        self.log_bytes = 0
+        # Installed before the app configures its logger, which then adds no stderr handler.
+        self._log_handler = _CountingHandler(self)
+        logging.getLogger("switchboard").addHandler(self._log_handler)
         self.fresh()
         self._client = Client(app_module.app, project_dir=str(PROJECT_DIR))
         self._client.__enter__()
@@ -432,6 +460,7 @@ class Stack:
         self._app.reset_switchboard(switchboard)
 
     def close(self) -> None:
+        logging.getLogger("switchboard").removeHandler(self._log_handler)
         self._client.__exit__(None, None, None)
         self._app.reset_switchboard(None)
 
@@ -457,11 +486,21 @@ class Stack:
 
     def measure(self, action: str, actor: str, run: Callable[[], None], latency: float) -> Result:
         self.fresh()
+        # The new container's clients make their first calls (credentials, endpoints) for a
+        # connection that is not the actor's: what is measured is a warm container that has
+        # seen nothing of this connection.
+        self.send(WARM, {"action": "whoami"})
         self.meter.reset(latency)
         self.posts.reset()
+        stdout = sys.stdout.tell() if sys.stdout.seekable() else 0
+        self.log_bytes = 0
+        cpu = time.process_time()
         started = time.perf_counter()
         run()
+        duration = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         self.meter.latency = 0.0
+        printed = (sys.stdout.tell() - stdout) if sys.stdout.seekable() else 0
         calls = [c for c in self.meter.calls if c.start >= started]
         posts = sorted(self.posts.posts, key=lambda p: p.at)
         first = posts[0].at if posts else None
@@ -482,6 +521,9 @@ class Stack:
             failed_calls=sum(1 for c in calls if c.failed),
             reply=reply.kind if reply is not None else None,
             chain=[c.operation for c in (path if first is not None else chain(calls))],
+            duration_ms=round(duration * 1000, 2),
+            cpu_ms=round(max(0.0, cpu - sum(c.backend_cpu for c in calls)) * 1000, 2),
+            log_bytes=self.log_bytes + printed,
         )
 
 
@@ -491,7 +533,7 @@ def _env(mode: str) -> dict[str, str]:
         "AUTH_MODE": mode,
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # counted (bench's handler), never printed
         # One frame a second: a ping right after another finds the bucket part-drained
         # however slowly this machine runs the set-up in between.
         "MESSAGE_RATE": "1",
@@ -540,6 +582,7 @@ def _scenario(stack: Stack, actions: Sequence[str], latency: float) -> list[Resu
         ("JJJJJJJJJJJJ=", "u_j"),
         ("PPPPPPPPPPPP=", "u_p"),
         ("QQQQQQQQQQQQ=", "u_q"),
+        (WARM, "u_w"),
     ):
         assert stack.connect(cid, user) == 200, "set-up connect refused"
     results: list[Result] = []
