@@ -51,6 +51,8 @@ ISSUER = "https://auth.example.com/"
 AUDIENCE = "switchboard-bench"
 MODES = ("none", "jwt")
 ROOM = "lobby"
+# MESSAGE_RATE's default is 10 frames/s: a connection quiet this long has a full bucket again.
+QUIET_S = 0.25
 WARM = "WWWWWWWWWWWW="
 
 _INDEXES: dict[str, tuple[tuple[str, str], tuple[str, ...] | None]] = {}
@@ -442,6 +444,7 @@ class Stack:
         self.meter = Meter(self.raw)
         self.meter.install(self.session)
         self.posts = PostRecorder()
+        self._last_frame: dict[str, float] = {}
         self.log_bytes = 0
         # Installed before the app configures its logger, which then adds no stderr handler.
         self._log_handler = _CountingHandler(self)
@@ -479,17 +482,31 @@ class Stack:
         return int((payload.payload or {}).get("statusCode", 0))
 
     def send(self, cid: str, frame: dict[str, Any]) -> None:
+        self._last_frame[cid] = time.monotonic()
         self._client.lambda_.invoke("message", _event("MESSAGE", cid, body=frame))
 
     def disconnect(self, cid: str) -> None:
         self._client.lambda_.invoke("disconnect", _event("DISCONNECT", cid))
 
-    def measure(self, action: str, actor: str, run: Callable[[], None], latency: float) -> Result:
-        self.fresh()
-        # The new container's clients make their first calls (credentials, endpoints) for a
-        # connection that is not the actor's: what is measured is a warm container that has
-        # seen nothing of this connection.
-        self.send(WARM, {"action": "whoami"})
+    def measure(
+        self,
+        action: str,
+        actor: str,
+        run: Callable[[], None],
+        latency: float,
+        fresh: bool = True,
+        full_bucket: bool = True,
+    ) -> Result:
+        if full_bucket:  # the actor's bucket back to full: a frame's token, not a burst's
+            quiet = self._last_frame.get(actor, 0.0) + QUIET_S - time.monotonic()
+            if quiet > 0:
+                time.sleep(quiet)
+        if fresh:
+            self.fresh()
+            # The new container's clients make their first calls (credentials, endpoints)
+            # for a connection that is not the actor's: what is measured is a warm container
+            # that has seen nothing of this connection.
+            self.send(WARM, {"action": "whoami"})
         self.meter.reset(latency)
         self.posts.reset()
         stdout = sys.stdout.tell() if sys.stdout.seekable() else 0
@@ -534,9 +551,6 @@ def _env(mode: str) -> dict[str, str]:
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
         "LOG_LEVEL": "INFO",  # counted (bench's handler), never printed
-        # One frame a second: a ping right after another finds the bucket part-drained
-        # however slowly this machine runs the set-up in between.
-        "MESSAGE_RATE": "1",
         "MANAGEMENT_TRANSPORT": "boto3",
         "APIGW_MANAGEMENT_ENDPOINT": "https://abc123def4.execute-api.us-east-1.amazonaws.com/api",
     }
@@ -554,6 +568,7 @@ ACTIONS = (
     "send_room",
     "ping",
     "ping_drained",
+    "ping_drained_same_container",
     "resume",
     "disconnect",
 )
@@ -564,7 +579,8 @@ LABELS = {
     "send_client_msg_id": "the same with `clientMsgId`",
     "send_room": "`sendRoom` to 11 members",
     "ping": "`ping`, bucket full",
-    "ping_drained": "`ping`, bucket part-drained",
+    "ping_drained": "`ping`, bucket part-drained, container new to the connection",
+    "ping_drained_same_container": "`ping`, bucket part-drained, same container",
     "resume": "`resume`, one stream (2 missed)",
     "disconnect": "`$disconnect`, member of one room (10 others)",
 }
@@ -582,6 +598,8 @@ def _scenario(stack: Stack, actions: Sequence[str], latency: float) -> list[Resu
         ("JJJJJJJJJJJJ=", "u_j"),
         ("PPPPPPPPPPPP=", "u_p"),
         ("QQQQQQQQQQQQ=", "u_q"),
+        ("RRRRRRRRRRRR=", "u_r"),
+        ("CCCCCCCCCCCC=", "u_c"),
         (WARM, "u_w"),
     ):
         assert stack.connect(cid, user) == 200, "set-up connect refused"
@@ -599,9 +617,9 @@ def _scenario(stack: Stack, actions: Sequence[str], latency: float) -> list[Resu
             ),
         ),
         "send_client_msg_id": (
-            "AAAAAAAAAAAA=",
+            "CCCCCCCCCCCC=",
             lambda: stack.send(
-                "AAAAAAAAAAAA=",
+                "CCCCCCCCCCCC=",
                 {
                     "action": "sendMessage",
                     "targetUserId": "u_b",
@@ -618,6 +636,10 @@ def _scenario(stack: Stack, actions: Sequence[str], latency: float) -> list[Resu
         ),
         "ping": ("PPPPPPPPPPPP=", lambda: stack.send("PPPPPPPPPPPP=", {"action": "ping"})),
         "ping_drained": ("QQQQQQQQQQQQ=", lambda: stack.send("QQQQQQQQQQQQ=", {"action": "ping"})),
+        "ping_drained_same_container": (
+            "RRRRRRRRRRRR=",
+            lambda: stack.send("RRRRRRRRRRRR=", {"action": "ping"}),
+        ),
         "resume": (
             "BBBBBBBBBBBB=",
             lambda: stack.send("BBBBBBBBBBBB=", {"action": "resume", "streams": {"user:u_b": 0}}),
@@ -631,8 +653,11 @@ def _scenario(stack: Stack, actions: Sequence[str], latency: float) -> list[Resu
             pass  # the room's 11th member joins here; sendRoom then reaches 11 members
         if action == "send_room" and "join" not in actions:
             stack.send("JJJJJJJJJJJJ=", {"action": "join", "room": ROOM})
-        if action == "ping_drained":
-            stack.send("QQQQQQQQQQQQ=", {"action": "ping"})  # a token taken just before
+        drained = action.startswith("ping_drained")
+        if drained:  # five tokens taken just before: the bucket is part-drained for 0.5 s
+            stack.fresh()
+            for _ in range(5):
+                stack.send(steps[action][0], {"action": "ping"})
         if action == "resume" and not {"send", "send_client_msg_id"} & set(actions):
             for n in range(2):
                 stack.send(
@@ -640,7 +665,10 @@ def _scenario(stack: Stack, actions: Sequence[str], latency: float) -> list[Resu
                     {"action": "sendMessage", "targetUserId": "u_b", "text": f"m{n}"},
                 )
         actor, run = steps[action]
-        results.append(stack.measure(action, actor, run, latency))
+        fresh = action != "ping_drained_same_container"
+        results.append(
+            stack.measure(action, actor, run, latency, fresh=fresh, full_bucket=not drained)
+        )
     return results
 
 

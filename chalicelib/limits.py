@@ -21,6 +21,19 @@ limit kept in a process would bind one container, not the user. Three limits:
   (``ReturnValuesOnConditionCheckFailure``), which says which branch holds or that the frame is
   over the limit. ``rateTat`` only ever grows, so a frame needs at most two writes, never a
   retry loop, and the conditions make the bucket exact however many containers share it.
+  Which branch to try first is guessed from the ``rateTat`` this container last saw for the
+  connection: one past ``now`` means the bucket is still part-drained (it only grows), so the
+  second branch goes first; nothing seen, or a time already past, means a full bucket. Within
+  one container the guess is always right (one write per frame, a ping's keepalive included);
+  a frame that reaches a container which has not seen the connection's last frames, while its
+  bucket is part-drained, pays the failed first write (both writes are billed).
+
+The bucket's write also reads the connection: it returns the item as it leaves it
+(``ReturnValues=ALL_NEW``; a refusal returns it as it was), and that is the frame's sender
+(user, rooms, role, token expiry) for the dispatch, which so needs no GetItem. DynamoDB
+charges nothing for the returned item (UpdateItem API reference, "ReturnValues": "There is
+no additional cost associated with requesting a return value aside from the small network
+and processing overhead of receiving a larger response").
 
 Why the connection cap counts instead of keeping a per-user counter item: ``$disconnect`` is
 best-effort (API Gateway may never deliver it), so a counter decremented there would leak and
@@ -53,6 +66,8 @@ from chalicelib.registry import ConnectionRecord, Registry
 from chalicelib.table import ConditionFailed, Item, Query, Table, Update, live, query_all
 
 _MICROS = 1_000_000
+# Connections whose last rateTat a container remembers (a dict of ints: well under 1 MB).
+_SEEN_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,10 @@ class Verdict:
     retry_after_ms: int = 0
     # The DynamoDB error code when the check itself failed (the frame was let through).
     error: str | None = None
+    # What the bucket's write says of the connection: ``known`` is True when DynamoDB
+    # answered for the item, which is then ``connection`` (None: no such connection).
+    known: bool = False
+    connection: Item | None = None
 
     def frame(self, ref: protocol.Ref) -> dict[str, Any]:
         """The ``rate_limited`` error frame for a refused frame."""
@@ -89,6 +108,8 @@ class Limits:
         self.max_rooms = settings.max_rooms_per_user
         self._interval = max(1, round(_MICROS / settings.message_rate))
         self._tau = (settings.message_burst - 1) * self._interval
+        # The rateTat this container last saw per connection: which branch to try first.
+        self._seen: dict[str, int] = {}
 
     @classmethod
     def over(cls, registry: Registry, settings: Settings) -> Limits:
@@ -126,23 +147,26 @@ class Limits:
         connection of the user already holds is no new room. Raises botocore's errors."""
         if room in conn.rooms:
             return None
-        rooms = set(conn.rooms) | self.user_rooms(conn.user_id)
+        rooms = set(conn.rooms) | self.user_rooms(conn.user_id, skip=conn.connection_id)
         if room in rooms or len(rooms) < self.max_rooms:
             return None
         return f"at most {self.max_rooms} rooms per user, across all of its connections"
 
-    def user_rooms(self, user_id: str) -> set[str]:
-        """The distinct rooms of the user's live connections. Rooms of connections a batch
-        read leaves unprocessed are unknown: counting without them lets the join in, the same
-        direction as every other failure of a limit."""
+    def user_rooms(self, user_id: str, skip: str | None = None) -> set[str]:
+        """The distinct rooms of the user's live connections but ``skip`` (one whose rooms
+        the caller holds: a user with no other connection costs the Query alone, no batch
+        read). Rooms of connections a batch read leaves unprocessed are unknown: counting
+        without them lets the join in, the same direction as every other failure of a limit."""
         ids = [
             str(item["connectionId"])
             for item in query_all(
                 self._table, self._user_query(user_id, projection=("connectionId",))
             )
-            if "connectionId" in item
+            if "connectionId" in item and item["connectionId"] != skip
         ]
         rooms: set[str] = set()
+        if not ids:
+            return rooms
         now = self._table.now()
         for item in self._table.batch_get([keys.conn_key(c) for c in ids], ("rooms", TTL)):
             if live(item, now):
@@ -152,27 +176,48 @@ class Limits:
     # --- frames per connection ------------------------------------------------------------
 
     def take_frame(self, connection_id: str) -> Verdict:
-        """Take one token from the connection's bucket: at most two conditional UpdateItems.
-        An unknown connection passes (the dispatch answers ``not_found``); a DynamoDB error
-        passes too, with ``error`` set."""
+        """Take one token from the connection's bucket: one conditional UpdateItem when this
+        container guessed the branch, two when not (three only when another frame refilled
+        the bucket between them). The verdict carries the connection item. An unknown
+        connection passes (the dispatch answers ``not_found``); a DynamoDB error passes too,
+        with ``error`` set and nothing known of the connection."""
         now = self._now_us()
+        seen = self._seen.get(connection_id)
+        drained = seen is not None and seen > now  # rateTat only grows: still past now
         try:
-            # Each step answers None (the update applied: a token taken), {} (no such
-            # connection) or the item that failed the condition.
-            old = self._refill(connection_id, now)
-            if not old:
-                return ALLOWED
-            tat = _tat(old)  # > now, or the refill would have applied
-            if tat <= now + self._tau:
-                old = self._advance(connection_id, now)
-                if not old:
-                    return ALLOWED
-                tat = _tat(old)  # grew past now + tau meanwhile: over the limit now
+            for _ in range(3):
+                if drained:
+                    new, old = self._advance(connection_id, now)
+                else:
+                    new, old = self._refill(connection_id, now)
+                if new is not None:  # a token taken: the item as the write left it
+                    self._remember(connection_id, _tat(new))
+                    return Verdict(True, known=True, connection=new)
+                if not old:  # no such connection
+                    self._seen.pop(connection_id, None)
+                    return Verdict(True, known=True)
+                tat = _tat(old)
+                self._remember(connection_id, tat)
+                if tat > now + self._tau:
+                    break  # over the limit
+                if drained == (tat > now):
+                    # The item failed the condition of the branch it calls for: no such item
+                    # reaches here (the condition was evaluated on it); fail open, as above.
+                    return Verdict(True, known=True, connection=old)
+                drained = tat > now
+            else:
+                return Verdict(True, known=True, connection=old)  # raced thrice: let it go
         except (ClientError, BotoCoreError) as exc:
             return Verdict(True, error=error_code(exc))
-        return Verdict(False, retry_after_ms=max(1, math.ceil((tat - self._tau - now) / 1000)))
+        retry = max(1, math.ceil((tat - self._tau - now) / 1000))
+        return Verdict(False, retry_after_ms=retry, known=True, connection=old)
 
-    def _refill(self, connection_id: str, now: int) -> Item | None:
+    def _remember(self, connection_id: str, tat: int) -> None:
+        if len(self._seen) >= _SEEN_MAX and connection_id not in self._seen:
+            self._seen.clear()  # a guess lost is one extra write at worst
+        self._seen[connection_id] = tat
+
+    def _refill(self, connection_id: str, now: int) -> tuple[Item | None, Item | None]:
         """The full-bucket branch (``rateTat <= now``)."""
         return self._conditional(
             connection_id,
@@ -180,7 +225,7 @@ class Limits:
             Attr("PK").exists() & (Attr("rateTat").not_exists() | Attr("rateTat").lte(now)),
         )
 
-    def _advance(self, connection_id: str, now: int) -> Item | None:
+    def _advance(self, connection_id: str, now: int) -> tuple[Item | None, Item | None]:
         """The partly-drained branch (``now < rateTat <= now + tau``): ADD to a number that
         exists (the condition says so) is ``rateTat = rateTat + interval``."""
         return self._conditional(
@@ -189,15 +234,23 @@ class Limits:
             Attr("PK").exists() & Attr("rateTat").gt(now) & Attr("rateTat").lte(now + self._tau),
         )
 
-    def _conditional(self, connection_id: str, update: Update, condition: Any) -> Item | None:
+    def _conditional(
+        self, connection_id: str, update: Update, condition: Any
+    ) -> tuple[Item | None, Item | None]:
+        """(the item after the update, None) when it applied; (None, the item as it was, or
+        {} when there is none) when its condition failed."""
         try:
             # The bucket lives on the connection item, so it goes when the connection does.
-            self._table.update(
-                keys.conn_key(connection_id), update, condition=condition, old_on_failure=True
+            new = self._table.update(
+                keys.conn_key(connection_id),
+                update,
+                condition=condition,
+                returns="ALL_NEW",
+                old_on_failure=True,
             )
         except ConditionFailed as failed:
-            return failed.old or {}
-        return None
+            return None, failed.old or {}
+        return new or {}, None
 
 
 def _tat(item: Item) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, assert_never
 
@@ -24,13 +26,13 @@ from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
 from chalicelib.errors import BadRequest, NotFound, NotRegistered, classify
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
-from chalicelib.limits import Limits
+from chalicelib.limits import Limits, Verdict
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
 from chalicelib.presence import Announcement, Presence
 from chalicelib.protocol import Scope
-from chalicelib.registry import ConnectionRecord, DuplicateConnection, Registry
+from chalicelib.registry import ConnectionRecord, DuplicateConnection, Registry, record_of
 from chalicelib.replay import Replayer, page_fields
 from chalicelib.ws_event import WsEvent
 
@@ -79,6 +81,8 @@ class Switchboard:
         self.departures = Departures(
             self.presence, broadcaster, registry, workers=settings.fanout_workers
         )
+        # Writes a handler starts beside its fan-out and waits for before it answers.
+        self._side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
 
     # --- WebSocket events -----------------------------------------------------------------
 
@@ -161,8 +165,9 @@ class Switchboard:
                 record.update(outcome="rejected", code=command.code)
                 self._reply(event, command.frame(), record)
                 return HttpResult(200)
+            after: list[Callable[[], None]] = []
             try:
-                frame = self._dispatch(event, command, record)
+                frame = self._dispatch(event, command, record, verdict, after)
             except AlreadySent as exc:  # a retried send: the original's ack, nothing sent
                 record["outcome"] = "AlreadySent"
                 frame = exc.frame(command.ref)
@@ -177,17 +182,36 @@ class Switchboard:
                 frame = error.frame(command.ref)
             if frame is not None:
                 self._reply(event, frame, record)
+            for work in after:  # what the reply need not wait for (a join's announcement)
+                try:
+                    work()
+                except Exception as exc:  # noqa: BLE001 - replied already: the log says it
+                    record["afterError"] = classify(exc).detail or type(exc).__name__
+                    _logger.exception("error after the reply")
             return HttpResult(200)
 
+    def _sender(self, connection_id: str, verdict: Verdict) -> ConnectionRecord | None:
+        """The frame's sender: the item the rate limit's write returned, or (when the limit
+        could not answer) a GetItem."""
+        if verdict.known:
+            return record_of(connection_id, verdict.connection, self.registry.now())
+        return self.registry.get(connection_id)
+
     def _dispatch(
-        self, event: WsEvent, command: protocol.Command, record: dict[str, Any]
+        self,
+        event: WsEvent,
+        command: protocol.Command,
+        record: dict[str, Any],
+        verdict: Verdict,
+        after: list[Callable[[], None]],
     ) -> Frame | None:
         """One command's reply frame. Every command but ping acts for a registered connection;
-        a send's ``PayloadTooLarge`` and registry errors are left to ``on_message``."""
+        a send's ``PayloadTooLarge`` and registry errors are left to ``on_message``. Work
+        appended to ``after`` runs once the reply is posted."""
         # Without auth there is no token to expire: a ping needs no registry read then.
         if isinstance(command, protocol.Ping) and self.settings.auth_mode == "none":
             return protocol.pong_frame(command.ref)
-        conn = self.registry.get(event.connection_id)
+        conn = self._sender(event.connection_id, verdict)
         if conn is not None and conn.token_expired(self.registry.now()):
             self._expire(event, conn, command, record)
             return None
@@ -205,7 +229,7 @@ class Switchboard:
                     conn.connection_id, conn.user_id, list(conn.rooms), command.ref, conn.role
                 )
             case protocol.Join():
-                return self._join(conn, command)
+                return self._join(conn, command, after)
             case protocol.Leave():
                 return self._leave(conn, command)
             case protocol.SendMessage():
@@ -262,7 +286,9 @@ class Switchboard:
         connections those announcements found gone."""
         return self.departures.settle((), [a for a in announcements if a is not None])
 
-    def _join(self, conn: ConnectionRecord, command: protocol.Join) -> Frame:
+    def _join(
+        self, conn: ConnectionRecord, command: protocol.Join, after: list[Callable[[], None]]
+    ) -> Frame:
         if command.room not in conn.rooms:
             limit = self.settings.max_rooms_per_connection
             if len(conn.rooms) >= limit:
@@ -272,7 +298,15 @@ class Switchboard:
             refusal = self.limits.room_refusal(conn, command.room)
             if refusal is not None:
                 return protocol.error_frame("forbidden", refusal, command.ref)
-            self.announce(self.presence.join(conn, command.room))
+            entered = self.presence.join(conn, command.room)
+            # The member is in once the transaction commits: the ack goes first, the others
+            # hear of the enter after it (its log write and fan-out are not the joiner's wait).
+            if entered is not None:
+
+                def announce_enter() -> None:
+                    self.announce(entered)
+
+                after.append(announce_enter)
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
 
     def _leave(self, conn: ConnectionRecord, command: protocol.Leave) -> Frame:
@@ -356,9 +390,22 @@ class Switchboard:
         """Log a client's message in its stream, then fan it out to its audience, except the
         sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``."""
         message = Message.new(conn.user_id, scope, text, name if scope is Scope.ROOM else None)
-        message = self._log(scope, name, message, record, client_msg_id)
-        report = self._fan_out(scope, name, message, record, conn.connection_id)
+        audience = self._audience(scope, name)
+        message, done = self._log(scope, name, message, record, client_msg_id)
+        try:
+            report = self._fan_out(scope, name, message, record, conn.connection_id, audience)
+        finally:
+            done()
         return message, report
+
+    def _audience(self, scope: Scope, name: str | None) -> Audience:
+        """A message's audience with its first registry read already on its way: the read
+        runs beside the log's writes (nothing it returns depends on them), so a send waits
+        for the longer of the two, not their sum. A member who joins during those writes may
+        miss the live copy; the join's resume has it, as for any join racing a send."""
+        audience = Audience.of(self.registry, scope, name)
+        audience.start()
+        return audience
 
     def _fan_out(
         self,
@@ -367,11 +414,12 @@ class Switchboard:
         message: Message,
         record: dict[str, Any],
         exclude: str | None = None,
+        audience: Audience | None = None,
     ) -> Report:
-        """Fan a logged message out to its audience; then the continuation policy (when there
-        is a queue) takes what the deadline left, and the connections found gone are removed
-        and their leaves announced. One EMF metrics line."""
-        audience = Audience.of(self.registry, scope, name)
+        """Fan a logged message out to its audience (read now unless given); then the
+        continuation policy (when there is a queue) takes what the deadline left, and the
+        connections found gone are removed and their leaves announced. One EMF metrics line."""
+        audience = audience or Audience.of(self.registry, scope, name)
         report = self.broadcaster.fan_out(
             audience, protocol.encode(message.to_frame()), exclude=exclude, scope=scope.value
         )
@@ -401,9 +449,10 @@ class Switchboard:
         message: Message,
         record: dict[str, Any],
         client_msg_id: str | None = None,
-    ) -> Message:
+    ) -> tuple[Message, Callable[[], None]]:
         """Store ``message`` in its stream before anyone gets it; the message as logged, with
-        ``stream`` and ``seq``. Raises ``LogWriteError``: then nothing may be sent; with a
+        ``stream`` and ``seq``, and what to call once it is fanned out (it waits for the send
+        record's update). Raises ``LogWriteError``: then nothing may be sent; with a
         ``client_msg_id`` used before, ``DuplicateSend`` (idempotency.py): nothing either."""
         stream = protocol.stream_name(scope, name)
         claim: Claim | None = None
@@ -416,13 +465,21 @@ class Switchboard:
                 self.sends.release(claim)  # nothing was sent: a retry may send
             raise
         record.update(stream=logged["stream"], seq=logged["seq"])
-        if claim is not None:
+        if claim is None:
+            return message.logged(str(logged["stream"]), int(logged["seq"])), _nothing
+        # The claim's id and seq are written beside the fan-out, not before it: the message
+        # is logged, so it goes out either way; the handler waits for the write before it
+        # answers (``done``), so a repeat after the ack always finds the original's seq.
+        completing = self._side.submit(self.sends.complete, claim, logged)
+
+        def done() -> None:
             try:
-                self.sends.complete(claim, logged)
-            except Exception as exc:  # noqa: BLE001 - logged: send it all the same
+                completing.result()
+            except Exception as exc:  # noqa: BLE001 - logged: sent all the same
                 # A repeat meets a pending claim ("retry") until it is stale.
                 record["idempotency"] = classify(exc).detail
-        return message.logged(str(logged["stream"]), int(logged["seq"]))
+
+        return message.logged(str(logged["stream"]), int(logged["seq"])), done
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
@@ -461,12 +518,16 @@ class Switchboard:
         _check_path_name(scope, name)
         message = Message.new(sender.user_id, scope, text, name if scope is Scope.ROOM else None)
         with log.event_log(event="http_push", scope=scope.value) as record:
+            audience = self._audience(scope, name)
             try:
-                message = self._log(scope, name, message, record, client_msg_id)
+                message, done = self._log(scope, name, message, record, client_msg_id)
             except AlreadySent as exc:  # a retried push: the original answer, nothing sent
                 record["outcome"] = "AlreadySent"
                 return {**exc.answer(), "recipients": 0}
-            report = self._fan_out(scope, name, message, record)
+            try:
+                report = self._fan_out(scope, name, message, record, audience=audience)
+            finally:
+                done()
         stream, seq = message.position
         return {"id": message.id, "stream": stream, "seq": seq, **report.as_dict()}
 
@@ -510,6 +571,10 @@ class Switchboard:
             raise NotFound(f"connection {connection_id} not found")
         if outcome not in (Outcome.DELIVERED, Outcome.GONE):
             raise RuntimeError(f"closing the connection failed: {outcome.value}")
+
+
+def _nothing() -> None:
+    """Nothing left to wait for (a send without a ``clientMsgId``)."""
 
 
 def _ack(ref: protocol.Ref, message: Message, report: Report) -> Frame:

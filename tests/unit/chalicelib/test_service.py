@@ -32,6 +32,9 @@ class FakeSweep:
     def __init__(self, targets: list[Target]) -> None:
         self._targets = targets
 
+    def start(self) -> None:
+        """A send starts its audience's read before logging (service.Switchboard._audience)."""
+
     def __iter__(self) -> Iterator[Target]:
         return iter(self._targets)
 
