@@ -14,7 +14,7 @@ from chalice.app import SQSEvent, WebsocketEvent
 
 from chalicelib import errors, web
 from chalicelib.auth import Identity
-from chalicelib.config import CONTINUATION_QUEUE, ConfigError
+from chalicelib.config import ConfigError, continuation_queue_name
 from chalicelib.protocol import Scope
 from chalicelib.service import HttpResult, Switchboard
 from chalicelib.wiring import build_switchboard, health_check, settings_from_env
@@ -68,10 +68,15 @@ def disconnect(event: WebsocketEvent) -> dict[str, Any]:
     return _ws_response(get_switchboard().on_disconnect(event.to_dict()))  # type: ignore[return-value]
 
 
-# A fan-out that reaches its deadline continues here (chalicelib/continuation.py). Up to 5 jobs
-# per invocation share one deadline; a job that fails is reported in batchItemFailures (the
-# event source mapping has ReportBatchItemFailures) and comes back after the visibility timeout.
-@app.on_sqs_message(queue=CONTINUATION_QUEUE, batch_size=5, name="continue_fan_out")
+# A fan-out that reaches its deadline continues here (chalicelib/continuation.py). The queue is
+# the stage's own (CONTINUATION_QUEUE_NAME, read at import: see chalicelib/config.py).
+# batch_size=1 is what ``chalice deploy`` subscribes with: its mapping cannot report partial
+# batch failures, so a failed job raises and SQS delivers that one job again. The packaged
+# stack replaces the mapping with one of 5 jobs and ReportBatchItemFailures
+# (deploy/template.py) and sets CONTINUATION_PARTIAL_BATCH=true: there only the failed jobs
+# are reported and come back after the visibility timeout (Switchboard.continue_fan_out
+# raises errors.ContinuationBatchFailed on the other path).
+@app.on_sqs_message(queue=continuation_queue_name(), batch_size=1, name="continue_fan_out")
 def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
     records = [(r.to_dict()["messageId"], r.body) for r in event]
     return get_switchboard().continue_fan_out(records)

@@ -3,7 +3,7 @@
 Every ``@connections`` call counts against the account's request quota (10,000 rps, burst
 5,000), shared by every fan-out running at once. Here, scaled down ten times so that two cores
 are not the bottleneck: one ``@connections`` sink (``bench/sink.py``) behind the local
-gateway's token bucket (``local_gateway/quota.py``) at 1,000 rps, burst 500, and four sender
+gateway's token bucket (``local_gateway/token_bucket.py``) at 1,000 rps, burst 500, and four sender
 processes, each one Lambda container doing one fan-out of 2,000 recipients at the same moment
 through the real ``Broadcaster`` -> ``ManagementApi`` -> async transport. Run twice: AIMD
 pacing (``FANOUT_RATE_CONTROL=aimd``, ``FANOUT_MAX_RATE`` = the quota, also scaled) and

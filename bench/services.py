@@ -50,7 +50,7 @@ def bench_credentials() -> Any:
 
 
 def run_gateway(dynamodb_url: str, workers: int) -> None:
-    from local_gateway import Limits, LocalGateway
+    from local_gateway import LocalGateway, Quotas
 
     raise_nofile(20000)
     gateway = LocalGateway(
@@ -65,7 +65,7 @@ def run_gateway(dynamodb_url: str, workers: int) -> None:
         workers=workers,
         invocation_log_size=64,
         # A benchmark run is long: nothing may time out under it; up to 10,000 clients.
-        limits=Limits(
+        limits=Quotas(
             idle_timeout=3600.0, close_timeout=2.0, keepalive_timeout=3600.0, max_sockets=20000
         ),
         # The DynamoDB service, the gateway and the bench's own clients share one pair.

@@ -5,7 +5,7 @@ latency, counts the posts, and drops the bodies. Used where thousands of real We
 not the point: the broadcaster's profile and the memory of a 10,000-recipient fan-out.
 
 With ``--account-rps`` (and ``--account-burst``) the posts go through the local gateway's
-account quota (``local_gateway/quota.py``): past it, 429 ``LimitExceededException``
+account quota (``local_gateway/token_bucket.py``): past it, 429 ``LimitExceededException``
 (``bench/quota.py``).
 
 Commands: {"cmd": "count"} -> {"posts": n, "throttled": n}; {"cmd": "latency", "ms": x};
@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 from bench.common import command_loop, emit, raise_nofile
-from local_gateway.quota import TokenBucket
+from local_gateway.token_bucket import TokenBucket
 
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from chalicelib.protocol import valid_user_id
 
 # Clock skew tolerated between the token issuer and Lambda, for ``iat`` and ``nbf`` in the future.
 CLOCK_SKEW_SECONDS = 60
+# The registered claims that are NumericDates (RFC 7519 section 4.1.4-4.1.6).
+NUMERIC_DATE_CLAIMS = ("exp", "iat", "nbf")
 
 
 class AuthError(Exception):
@@ -35,13 +38,19 @@ class Identity:
 
 
 def verify_token(token: str, settings: Settings) -> Identity:
-    """Verify a JWT: the pinned algorithm only; ``exp``, ``iat`` and ``sub`` required; ``iat`` not
-    in the future (beyond the clock skew) and ``exp - iat`` at most ``jwt_max_lifetime_seconds``."""
+    """Verify a JWT: the pinned algorithm only; ``exp``, ``iat`` and ``sub`` required, and
+    ``iss``/``aud`` when the settings name them (``Settings.from_env`` requires both in jwt mode);
+    ``exp``/``iat``/``nbf`` JSON numbers; ``iat`` not in the future (beyond the clock skew) and
+    ``exp - iat`` at most ``jwt_max_lifetime_seconds``."""
     if not token:
         raise AuthError("missing token")
     if settings.jwt_secret is None:
         raise AuthError("token verification is not configured")
-    options: Any = {"require": ["exp", "iat", "sub"]}
+    required = ["exp", "iat", "sub"]
+    # PyJWT checks iss/aud only when present unless they are required too.
+    required += ["iss"] if settings.jwt_issuer else []
+    required += ["aud"] if settings.jwt_audience else []
+    options: Any = {"require": required}
     import jwt  # here, not at the top: AUTH_MODE=none never pays for importing PyJWT
 
     try:
@@ -58,8 +67,13 @@ def verify_token(token: str, settings: Settings) -> Identity:
         raise AuthError("token expired") from None
     except jwt.PyJWTError:
         raise AuthError("invalid token") from None
-    # PyJWT has validated both as integers. Its leeway also stretches exp; the skew is for
-    # iat/nbf only, so a token is never honoured past its own exp.
+    # RFC 7519 section 2 defines a NumericDate as a JSON number. PyJWT converts with int(), so
+    # it also takes "1796540244" (a string) and true (a bool) for exp/iat/nbf: refused here.
+    for name in NUMERIC_DATE_CLAIMS:
+        if name in claims and not _numeric_date(claims[name]):
+            raise AuthError("invalid token")
+    # Its leeway also stretches exp; the skew is for iat/nbf only, so a token is never
+    # honoured past its own exp.
     expires_at, issued_at = int(claims["exp"]), int(claims["iat"])
     if expires_at <= time.time():
         raise AuthError("token expired")
@@ -73,6 +87,10 @@ def verify_token(token: str, settings: Settings) -> Identity:
     return Identity(
         user_id=str(sub), role=_role(claims, settings.admin_role), expires_at=expires_at
     )
+
+
+def _numeric_date(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _role(claims: dict[str, Any], admin_role: str) -> str | None:

@@ -16,15 +16,32 @@ from chalicelib.rate_control import RATE_CONTROLS
 
 AUTH_MODES = ("jwt", "none")
 TRANSPORTS = ("async", "boto3")
-# The SQS queue of fan-out continuations as app.py's on_sqs_message names it (``chalice
-# deploy`` subscribes the worker to this name; the packaged stack makes its own queue and
-# points the event source mapping at it). The senders find it by CONTINUATION_QUEUE_URL.
-CONTINUATION_QUEUE = "switchboard-continuation"
+# The SQS queue of fan-out continuations, one per stage: its name is CONTINUATION_QUEUE_NAME
+# (each stage's environment_variables in .chalice/config.json). Chalice has no per-stage
+# decorator argument, so app.py's on_sqs_message reads the name from the environment when it
+# is imported (the way a Chalice maintainer suggests in aws/chalice#1385): in Lambda the stage's
+# variables are set; ``make chalice-deploy`` (deploy/chalice_deploy.py) sets it for the CLI,
+# which subscribes the worker to the queue by this name. Unset, the name below names no queue
+# anyone creates, so a plain ``chalice deploy`` fails at the subscription instead of
+# consuming another stage's jobs. The packaged stack makes its own queue and points the event
+# source mapping at it (deploy/template.py).
+CONTINUATION_QUEUE_UNSET = "CONTINUATION_QUEUE_NAME-not-set-see-docs-DEPLOY-md"
+
+
+def continuation_queue_name(env: Mapping[str, str] | None = None) -> str:
+    """The continuation queue's name for app.py's decorator (see above), read and checked
+    as ``Settings.continuation_queue_name`` declares it."""
+    env = os.environ if env is None else env
+    (var,) = [f.metadata["var"] for f in fields(Settings) if f.name == "continuation_queue_name"]
+    return str(var.read(env, None) or CONTINUATION_QUEUE_UNSET)
+
+
 # Signing algorithms we accept for the pinned JWT algorithm. "none" is never allowed.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
 # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. A shorter shared
 # secret can be brute-forced offline from any one token. (RS/ES take a PEM public key, not a secret.)
 HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_ISS_AUD = {"JWT_ISSUER": "`iss` claim", "JWT_AUDIENCE": "`aud` value"}
 GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
@@ -93,18 +110,24 @@ class EndpointRule:
 @dataclass(frozen=True)
 class Var:
     """How one setting is read: its environment variable, bounds (inclusive, for numbers),
-    or its allowed values (compared lower-cased). The default lives in the dataclass field
-    that carries this as metadata, so name, default and bounds are declared on one line."""
+    its allowed values (compared lower-cased), or whether it is a true/false switch
+    (``boolean``; implied by a bool default). The default lives in the dataclass field that
+    carries this as metadata, so name, default and bounds are declared on one line."""
 
     env: str
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+    boolean: bool = False
+    # For text: a regular expression the whole value must match, and what it describes.
+    pattern: tuple[str, str] | None = None
 
     def read(self, env: Mapping[str, str], default: Any) -> Any:
         raw = env.get(self.env)
-        if isinstance(default, bool) or raw is None or raw.strip() == "":
+        if raw is None or raw.strip() == "":
             return default
+        if self.boolean or isinstance(default, bool):
+            return _bool(self.env, raw)
         if self.choices:
             value = raw.strip().lower()
             if value not in self.choices:
@@ -116,7 +139,14 @@ class Var:
             return _int(env, self.env, default, int(self.low or 0), int(self.high or 0))
         if isinstance(default, float) or (default is None and self.low is not None):
             return _float(env, self.env, 0.0, self.low, self.high)
-        return raw
+        if self.pattern is not None:
+            value = raw.strip()
+            if not re.fullmatch(self.pattern[0], value):
+                raise ConfigError(
+                    f"{self.env} must be {self.pattern[1]} ({self.pattern[0]}), got {value!r}"
+                )
+            return value
+        return raw.strip()
 
 
 def setting(
@@ -125,9 +155,11 @@ def setting(
     low: float | None = None,
     high: float | None = None,
     choices: tuple[str, ...] = (),
+    boolean: bool = False,
+    pattern: tuple[str, str] | None = None,
 ) -> Any:
     """A dataclass field read from ``env`` by ``Settings.from_env`` (see ``Var``)."""
-    return field(default=default, metadata={"var": Var(env, low, high, choices)})
+    return field(default=default, metadata={"var": Var(env, low, high, choices, boolean, pattern)})
 
 
 @dataclass(frozen=True)
@@ -149,6 +181,9 @@ class Settings:
     # The longest a token may live (exp - iat): a leaked token is useful for at most this long.
     jwt_max_lifetime_seconds: int = setting("JWT_MAX_LIFETIME_SECONDS", 86400, 60, 30 * 86400)
     admin_role: str = setting("ADMIN_ROLE", "admin")
+    # Delivery counts in a direct message's ack: they tell the sender whether and on how many
+    # devices the recipient is online. None: by AUTH_MODE (see ``dm_receipts``).
+    dm_delivery_receipts: bool | None = setting("DM_DELIVERY_RECEIPTS", None, boolean=True)
 
     # --- connections and the management API ---------------------------------------------------
     # Connect time + 2 h API Gateway maximum + 5 min margin.
@@ -176,8 +211,25 @@ class Settings:
     # Where a fan-out that reaches its deadline hands the rest of its audience (an SQS queue
     # URL; chalicelib/continuation.py). None: no continuation, the rest is reported failed.
     continuation_queue_url: str | None = None  # CONTINUATION_QUEUE_URL, checked in from_env
-    # Target ids per continuation message: ~2,000 with their endpoints stay far under SQS's
-    # 256 KB message limit (endpoints are listed once per message).
+    # ``chalice deploy`` cannot put the queue's URL (it holds the account id) in the stage's
+    # variables: there the senders look it up by name once per container (sqs:GetQueueUrl).
+    # SQS names: up to 80 alphanumerics, hyphens and underscores (CreateQueue's QueueName).
+    continuation_queue_name: str | None = setting(
+        "CONTINUATION_QUEUE_NAME", None, pattern=(r"[A-Za-z0-9_-]{1,80}", "an SQS queue name")
+    )
+    # Whether the worker's event source mapping has ReportBatchItemFailures (the packaged
+    # stack sets this to true). Chalice 1.34's own mapping (``chalice deploy``) has no
+    # FunctionResponseTypes and deletes a batch whose invocation returned, whatever the
+    # response says: there a failed job must raise so that SQS delivers it again.
+    continuation_partial_batch: bool = setting("CONTINUATION_PARTIAL_BATCH", False)
+    # The key continuation jobs are signed with: CONTINUATION_KEY, or the SSM SecureString
+    # CONTINUATION_KEY_PARAMETER names (read by the ``read_secret`` wiring passes); None:
+    # derived from an HMAC JWT secret (``continuation_guard.job_key``). Checked in from_env.
+    continuation_key: str | None = None
+    # How long a continuation job is honoured: an older one is refused and dead-lettered.
+    continuation_job_ttl_seconds: int = setting("CONTINUATION_JOB_TTL_SECONDS", 900, 60, 14 * 86400)
+    # Target ids per continuation message: ~2,000 connection ids (a job carries no endpoints)
+    # stay far under SQS's 256 KB message limit.
     continuation_batch: int = setting("CONTINUATION_BATCH", 2000, 1, 2000)
 
     # --- messages, the log and presence -----------------------------------------------------
@@ -206,10 +258,12 @@ class Settings:
     def from_env(
         cls,
         env: Mapping[str, str] | None = None,
-        read_secret: Callable[[str], str] | None = None,
+        read_secret: Callable[[str, str], str] | None = None,
     ) -> Settings:
-        """Read every setting; ``read_secret`` fetches the secret JWT_SECRET_PARAMETER names
-        (``wiring.read_secret_parameter``; without it a parameter is a ConfigError)."""
+        """Read every setting; ``read_secret(name, variable)`` fetches the secret an SSM
+        parameter holds, the one JWT_SECRET_PARAMETER or CONTINUATION_KEY_PARAMETER (the
+        ``variable``, for its error messages) names (``wiring.read_secret_parameter``;
+        without it such a parameter is a ConfigError)."""
         env = os.environ if env is None else env
         table = env.get("CONNECTIONS_TABLE", "").strip()
         if not table:
@@ -247,6 +301,8 @@ class Settings:
                 f"FANOUT_INITIAL_RATE ({initial_rate:g}) must not exceed FANOUT_MAX_RATE ({max_rate:g})"
             )
         secret = _secret(env, auth_mode, algorithm, read_secret)
+        if auth_mode == "jwt":
+            _require_issuer_and_audience(values)
         return cls(
             table_name=table,
             jwt_secret=secret,
@@ -254,16 +310,27 @@ class Settings:
             management_endpoint=(env.get("APIGW_MANAGEMENT_ENDPOINT") or "").rstrip("/") or None,
             endpoint_rule=EndpointRule.from_env(env),
             continuation_queue_url=_queue_url(env),
+            continuation_key=_continuation_key(env, auth_mode, algorithm, read_secret),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             **values,
         )
+
+    @property
+    def dm_receipts(self) -> bool:
+        """Whether a DM's ack carries delivery counts. Off by default with AUTH_MODE=jwt (an
+        online oracle: any user could probe any user id); on by default with AUTH_MODE=none,
+        where anyone may connect as any user id and read their stream, so the counts reveal
+        nothing new and the local demo shows them."""
+        if self.dm_delivery_receipts is None:
+            return self.auth_mode == "none"
+        return self.dm_delivery_receipts
 
 
 def _secret(
     env: Mapping[str, str],
     auth_mode: str,
     algorithm: str,
-    read_secret: Callable[[str], str] | None,
+    read_secret: Callable[[str, str], str] | None,
 ) -> str | None:
     """JWT_SECRET, else the SSM parameter JWT_SECRET_PARAMETER names; checked for length."""
     secret = env.get("JWT_SECRET") or None
@@ -272,7 +339,7 @@ def _secret(
     if auth_mode == "jwt" and not secret and parameter:
         if read_secret is None:
             raise ConfigError("JWT_SECRET_PARAMETER is set but nothing here reads SSM")
-        secret = read_secret(parameter)
+        secret = read_secret(parameter, "JWT_SECRET_PARAMETER")
         source = f"the secret in JWT_SECRET_PARAMETER {parameter!r}"
     if auth_mode == "jwt" and not secret:
         raise ConfigError(
@@ -294,6 +361,53 @@ def _queue_url(env: Mapping[str, str]) -> str | None:
     return url or None
 
 
+def _require_issuer_and_audience(values: Mapping[str, Any]) -> None:
+    """AUTH_MODE=jwt: without JWT_ISSUER and JWT_AUDIENCE a token minted for another service
+    with the same secret would be accepted."""
+    for name, field_name, claim in (
+        ("JWT_ISSUER", "jwt_issuer", "`iss` claim"),
+        ("JWT_AUDIENCE", "jwt_audience", "`aud` value"),
+    ):
+        if not values[field_name]:
+            raise ConfigError(
+                f"{name} is required with AUTH_MODE=jwt (the {claim} every token must "
+                "carry): without it a token minted for another service with the same secret "
+                "would be accepted"
+            )
+
+
+def _continuation_key(
+    env: Mapping[str, str],
+    auth_mode: str,
+    algorithm: str,
+    read_secret: Callable[[str, str], str] | None,
+) -> str | None:
+    """CONTINUATION_KEY, or the SecureString CONTINUATION_KEY_PARAMETER names. Without either,
+    a stage with a continuation queue needs an HMAC JWT secret to derive the key from."""
+    key = env.get("CONTINUATION_KEY") or None
+    source = "CONTINUATION_KEY"
+    parameter = (env.get("CONTINUATION_KEY_PARAMETER") or "").strip()
+    if not key and parameter:
+        if read_secret is None:
+            raise ConfigError("CONTINUATION_KEY_PARAMETER is set but nothing here reads SSM")
+        key = read_secret(parameter, "CONTINUATION_KEY_PARAMETER")
+        source = f"the key in CONTINUATION_KEY_PARAMETER {parameter!r}"
+    if key:
+        if len(key.encode("utf-8")) < 32:
+            raise ConfigError(
+                f"{source} must be at least 32 bytes; generate one with `{GENERATE_SECRET}`"
+            )
+        return key
+    queue = _queue_url(env) or (env.get("CONTINUATION_QUEUE_NAME") or "").strip()
+    if queue and not (auth_mode == "jwt" and algorithm.startswith("HS")):
+        raise ConfigError(
+            "CONTINUATION_KEY (or CONTINUATION_KEY_PARAMETER) is required with "
+            "CONTINUATION_QUEUE_URL or CONTINUATION_QUEUE_NAME unless AUTH_MODE=jwt with an HS* secret to derive it from: "
+            "continuation jobs are signed with it"
+        )
+    return None
+
+
 def _check_secret_length(secret: str, algorithm: str, source: str) -> None:
     size = len(secret.encode("utf-8"))
     minimum = HMAC_MIN_SECRET_BYTES[algorithm]
@@ -310,6 +424,15 @@ def _has_crypto() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

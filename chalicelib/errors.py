@@ -22,7 +22,10 @@ Each type carries what the outside sees of it, declared once:
     │   └── ``LogThrottled`` rate_limited: ... because DynamoDB throttled it.
     ├── ``Upstream`` internal 502, retryable: an AWS call failed.
     │   └── ``UpstreamBusy`` rate_limited: ... because AWS throttled it.
-    └── ``Internal`` internal 502: a bug; the details are in the function's log only.
+    ├── ``Internal`` internal 502: a bug; the details are in the function's log only.
+    └── ``ContinuationBatchFailed`` retryable: jobs of an SQS batch failed. Raised to Lambda,
+        never answered to a client: where the event source mapping has no
+        ReportBatchItemFailures, raising is what keeps the batch on the queue.
 
 ``classify`` is the one place that turns what lower modules raise (their own exceptions,
 botocore's ``ClientError``/``BotoCoreError``) into these; ``SwitchboardError.frame`` and
@@ -211,6 +214,22 @@ class Internal(SwitchboardError):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__("internal error", detail=detail)
+
+
+class ContinuationBatchFailed(SwitchboardError):
+    """Jobs of a continuation batch failed and the worker's event source mapping cannot
+    report partial batch failures (``chalice deploy``'s: CONTINUATION_PARTIAL_BATCH=false).
+    Lambda's SQS poller ignores the response of such a mapping and deletes a batch whose
+    invocation returned ("Handling errors for an SQS event source in Lambda", Lambda developer
+    guide): the worker raises this instead, so SQS delivers the batch again after its
+    visibility timeout and dead-letters it after maxReceiveCount."""
+
+    retryable = True
+
+    def __init__(self, failed: int, total: int) -> None:
+        super().__init__(f"{failed} of {total} continuation jobs failed")
+        self.failed = failed
+        self.total = total
 
 
 MISCONFIGURED = "server misconfigured; see the function's logs"

@@ -9,7 +9,8 @@ side; a domain service names an item through these functions and never writes a 
 - a user's presence in a room ``PK=ROOM#<room> SK=USER#<userId>`` (the same partition, so a
   room's members are ``begins_with(SK, "CONN#")`` and its present users ``"USER#"``);
 - a stream's head ``PK=STREAM#<stream> SK=HEAD`` and its messages ``SK=SEQ#<seq, 20 digits>``;
-- a send record ``PK=SENT#<userId> SK=MSG#<clientMsgId>``.
+- a send record ``PK=SENT#<userId> SK=MSG#<clientMsgId>``;
+- a continuation job's one-time claim ``PK=JOB#<jobId> SK=JOB``.
 """
 
 from __future__ import annotations
@@ -92,3 +93,7 @@ def message_key(stream: str, seq: int) -> Key:
 
 def sent_key(user_id: str, client_msg_id: str) -> Key:
     return {"PK": f"SENT#{user_id}", "SK": f"MSG#{client_msg_id}"}
+
+
+def job_claim_key(job_id: str) -> Key:
+    return {"PK": f"JOB#{job_id}", "SK": "JOB"}

@@ -229,7 +229,7 @@ class ManagementApi:
                         max_attempts=self._max_attempts,
                         # Passed only when pacing is on: bench/profile_fanout.py swaps in
                         # earlier transports, which take no rate.
-                        **({"rate": AimdRate(*self._rate)} if self._rate is not None else {}),
+                        **({"rate": AimdRate(*self._rate)} if self._rate is not None else {}),  # type: ignore[arg-type]
                     )
         return self._transport
 

@@ -395,6 +395,12 @@ def ack_frame(ref: Ref, delivered: int, failed: int, gone: int = 0, **extra: Any
     return _with_ref(frame, ref)
 
 
+def dm_ack_frame(ref: Ref, message_id: str, **extra: Any) -> dict[str, Any]:
+    """A direct message's ack: stored (logged for the recipient) under ``id``; delivery
+    counts only in ``extra``, when the deployment turns receipts on."""
+    return _with_ref({"type": "ack", "stored": True, "id": message_id, **extra}, ref)
+
+
 def error_frame(code: str, message: str, ref: Ref = None) -> dict[str, Any]:
     return _with_ref({"type": "error", "code": code, "message": message}, ref)
 

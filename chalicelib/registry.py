@@ -443,6 +443,29 @@ class Registry:
         for future in as_completed(futures):
             yield from future.result()
 
+    def live_targets(self, connection_ids: Sequence[str]) -> list[Target]:
+        """The live connections among ``connection_ids``, in that order, each with the
+        endpoint stored on its item at ``$connect`` (a continuation job names connections,
+        never endpoints). Unknown and expired ids are left out; keys DynamoDB still leaves
+        unprocessed after the table layer's retries raise ``RegistryError`` (an unread
+        connection must not pass for a closed one)."""
+        ids = list(dict.fromkeys(connection_ids))
+        try:
+            items = self._table.batch_get(
+                [keys.conn_key(cid) for cid in ids], _TARGET_PROJECTION, complete=True
+            )
+        except UnprocessedItems as exc:
+            raise RegistryError(f"connection reads: {exc}") from None
+        now = self._table.now()
+        found = {
+            str(item["connectionId"]): Target(
+                str(item["connectionId"]), item.get("userId"), item.get("endpoint")
+            )
+            for item in items
+            if item.get("connectionId") and live(item, now)
+        }
+        return [found[cid] for cid in ids if cid in found]
+
     # --- resumable audiences (a fan-out that continues on SQS) --------------------------------
 
     def user_query(self, user_id: str) -> QuerySpec:

@@ -24,7 +24,13 @@ from chalicelib.auth import AuthError, Identity, connect_identity, require_admin
 from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
-from chalicelib.errors import BadRequest, NotFound, NotRegistered, classify
+from chalicelib.errors import (
+    BadRequest,
+    ContinuationBatchFailed,
+    NotFound,
+    NotRegistered,
+    classify,
+)
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
 from chalicelib.limits import Limits, Verdict
 from chalicelib.management_api import ManagementApi, Outcome
@@ -338,21 +344,35 @@ class Switchboard:
     def _send_message(
         self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]
     ) -> Frame:
-        target = command.target_user_id
-        message, report = self._send(
-            conn, Scope.USER, target, command.text, record, command.client_msg_id
-        )
-        if report.recipients == 0 and target != conn.user_id:  # only this very connection: fine
-            # Logged all the same: the user gets it when they connect and resume.
-            frame = protocol.error_frame(
-                "not_found",
-                f"user {target!r} has no live connections; the message is kept "
-                f"{self.settings.history_ttl_seconds} s for their resume",
-                command.ref,
+        """A direct message is answered the same way whoever the recipient is, online or not:
+        an ack that it was stored (logged for the recipient's resume), with its ``id``. Not the
+        recipient stream's ``seq`` (how many DMs they got; the sender does not read that
+        stream) and, unless ``dm_receipts``, no delivery counts (whether and on how many
+        devices they are online)."""
+        try:
+            message, report = self._send(
+                conn,
+                Scope.USER,
+                command.target_user_id,
+                command.text,
+                record,
+                command.client_msg_id,
             )
-            stream, seq = message.position
-            return {**frame, "id": message.id, "stream": stream, "seq": seq}
-        return _ack(command.ref, message, report)
+        except AlreadySent as exc:  # a retried send: the same answer, nothing sent again
+            record["outcome"] = "AlreadySent"
+            receipts = {"delivered": 0, "failed": 0, "gone": 0} if self.settings.dm_receipts else {}
+            return protocol.dm_ack_frame(command.ref, exc.message_id, duplicate=True, **receipts)
+        if not self.settings.dm_receipts:
+            return protocol.dm_ack_frame(command.ref, message.id)
+        continued = {"continued": report.continued} if report.continued else {}
+        return protocol.dm_ack_frame(
+            command.ref,
+            message.id,
+            delivered=report.delivered,
+            failed=report.failed,
+            gone=report.gone,
+            **continued,
+        )
 
     def _send_room(
         self, conn: ConnectionRecord, command: protocol.SendRoom, record: dict[str, Any]
@@ -434,13 +454,22 @@ class Switchboard:
     def continue_fan_out(self, records: list[tuple[str, str]]) -> dict[str, Any]:
         """The SQS continuation handler: run each job (``(messageId, body)``), then remove the
         connections each found gone; Lambda's partial-batch response. Without a queue every
-        job is failed back to SQS."""
+        job is failed back to SQS. Where the event source mapping cannot report partial batch
+        failures (``settings.continuation_partial_batch`` false: ``chalice deploy``), a batch
+        with a failed job raises ``errors.ContinuationBatchFailed`` instead of returning."""
         if self.continuation is None:
-            _logger.error("CONTINUATION_QUEUE_URL is not set: %d jobs left to SQS", len(records))
-            return {"batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]}
-        return self.continuation.run_batch(
-            records, after=lambda report: self.departures.settle(report.gone_ids)
-        )
+            _logger.error("no continuation queue is configured: %d jobs left to SQS", len(records))
+            result: dict[str, Any] = {
+                "batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]
+            }
+        else:
+            result = self.continuation.run_batch(
+                records, after=lambda report: self.departures.settle(report.gone_ids)
+            )
+        failed = result.get("batchItemFailures") or []
+        if failed and not self.settings.continuation_partial_batch:
+            raise ContinuationBatchFailed(len(failed), len(records))
+        return result
 
     def _log(
         self,

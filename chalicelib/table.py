@@ -194,10 +194,15 @@ class Table(Protocol):
         ...
 
     def batch_get(
-        self, keys: Sequence[ItemKey], projection: Sequence[str] | None = None
+        self,
+        keys: Sequence[ItemKey],
+        projection: Sequence[str] | None = None,
+        *,
+        complete: bool = False,
     ) -> list[Item]:
         """The items found, in no particular order. Keys DynamoDB leaves unprocessed after the
-        retries are left out (a caller that must know reads them one by one)."""
+        retries are left out, or with ``complete`` raise ``UnprocessedItems`` (a caller that
+        must tell a missing item from an unread one)."""
         ...
 
     def batch_delete(self, keys: Sequence[ItemKey]) -> None:
@@ -460,7 +465,11 @@ class DynamoDB:
             raise TransactionCancelled([str(r.get("Code", "None")) for r in reasons]) from None
 
     def batch_get(
-        self, keys: Sequence[ItemKey], projection: Sequence[str] | None = None
+        self,
+        keys: Sequence[ItemKey],
+        projection: Sequence[str] | None = None,
+        *,
+        complete: bool = False,
     ) -> list[Item]:
         items: list[Item] = []
         for start in range(0, len(keys), BATCH_GET_MAX):
@@ -478,6 +487,10 @@ class DynamoDB:
                 if not pending:
                     break
                 self._sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                if complete:
+                    left = len(pending.get(self._name, {}).get("Keys", []))
+                    raise UnprocessedItems(f"{left} keys left unprocessed after retries")
         return items
 
     def batch_delete(self, keys: Sequence[ItemKey]) -> None:

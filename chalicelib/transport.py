@@ -19,7 +19,9 @@ a connection goes back to the pool only when h11 says the exchange is complete a
 and a response body over ``MAX_RESPONSE_BODY`` fails the post instead of filling memory.
 
 Pacing (``rate_control.py``): with an ``AimdRate``, every attempt waits for its turn at a rate
-learnt from 429s, so concurrent fan-outs share the account's quota instead of storming it.
+learnt from 429s, so concurrent fan-outs share the account's quota instead of storming it. Only
+429s the ``ThrottleJudge`` attributes to the quota count; a connection that answers 429 again
+(its own full buffer) is given up on for the fan-out instead of retried (``throttle_judge.py``).
 
 The loop runs in a daemon thread per container; a Lambda freeze pauses it with the process.
 A keep-alive connection found dead (closed or reset before any byte of the answer was read)
@@ -62,6 +64,7 @@ from botocore.retries.standard import (
 from botocore.utils import normalize_url_path
 
 from chalicelib.rate_control import AimdRate, Pacer
+from chalicelib.throttle_judge import ThrottleJudge
 
 # API Gateway's error bodies are a one-line JSON message; a body past this is not an answer
 # from @connections, and buffering it would let one response take the container's memory.
@@ -242,6 +245,7 @@ class AsyncConnectionsTransport:
         max_attempts: int = 3,
         operation_model: Any = None,
         rate: AimdRate | None = None,
+        judge: ThrottleJudge | None = None,
     ) -> None:
         self._credentials = credentials
         self._region = region
@@ -262,6 +266,8 @@ class AsyncConnectionsTransport:
         # AIMD pacing against the account's @connections quota (rate_control.py); None:
         # posts go out as fast as the pool allows.
         self._pacer = Pacer(rate) if rate is not None else None
+        # Whose 429 it is: the quota's, or one non-reading client's (throttle_judge.py).
+        self._judge = judge if judge is not None else ThrottleJudge()
 
     @property
     def rate(self) -> AimdRate | None:
@@ -336,6 +342,7 @@ class AsyncConnectionsTransport:
             error: Exception | None = None
             # Every attempt waits for the pacer, retries of a 429 included.
             sent_at = await self._pacer.acquire() if self._pacer is not None else 0.0
+            self._judge.posted(connection_id)
             try:
                 response = await self._send(endpoint, "POST", path, data, frozen, fresh)
             except _StaleConnection as exc:
@@ -354,8 +361,8 @@ class AsyncConnectionsTransport:
             attempt += 1
             fresh = False
             code = response.error_code() if response is not None else None
-            if self._pacer is not None and response is not None:
-                self._observe(response, code, sent_at)
+            if response is not None and self._observe(response, code, sent_at, connection_id):
+                return response  # this connection's own full buffer again: not retried
             context = RetryContext(
                 attempt_number=attempt,
                 operation_model=self._operation_model,
@@ -369,14 +376,22 @@ class AsyncConnectionsTransport:
                 return response if response is not None else error  # type: ignore[return-value]
             await asyncio.sleep(self._backoff.delay_amount(context))
 
-    def _observe(self, response: HttpResponse, code: str | None, sent_at: float) -> None:
-        assert self._pacer is not None
+    def _observe(
+        self, response: HttpResponse, code: str | None, sent_at: float, connection_id: str
+    ) -> bool:
+        """Feed the pacing; True when the post is to be given up (not retried)."""
         if response.status_code < 300:
-            self._pacer.rate.on_success()
-        elif code == "LimitExceededException" or (code is None and response.status_code == 429):
-            # Also "client side buffer is full" (one slow client), which this cannot tell
-            # from the account quota: the rate halves for it too, and grows back.
-            self._pacer.rate.on_throttle(sent_at)
+            if self._pacer is not None:
+                self._pacer.rate.on_success()
+            return False
+        if code == "LimitExceededException" or (code is None and response.status_code == 429):
+            # The account's quota or this client's full buffer (throttle_judge.py): only a
+            # 429 spread across connections slows every fan-out down.
+            verdict = self._judge.throttled(connection_id)
+            if verdict.quota and self._pacer is not None:
+                self._pacer.rate.on_throttle(sent_at)
+            return verdict.give_up
+        return False
 
     def _endpoint(self, url: str) -> _Endpoint:
         endpoint = self._endpoints.get(url)

@@ -2,8 +2,9 @@
 
 Called once per Lambda container (app.py's ``get_switchboard``). Kept apart from service.py
 so the behaviour there takes its collaborators and never builds an AWS client itself; the
-one other AWS call a container makes, reading the JWT secret from SSM, is here too
-(``settings_from_env``), and so is the health check that asks botocore for credentials.
+one other AWS call a container makes, reading the JWT secret (and a continuation job key)
+from SSM, is here too (``settings_from_env``), and so is the health check that asks botocore
+for credentials.
 """
 
 from __future__ import annotations
@@ -50,23 +51,51 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
         initial_rate=settings.fanout_initial_rate,
         max_rate=settings.fanout_max_rate,
     )
+    message_log = MessageLog(table, settings.history_ttl_seconds)
+    # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally); the
+    # client is made when first used (_OnFirstUse).
+    sqs = None
+    if settings.continuation_queue_url or settings.continuation_queue_name:
+        sqs = _OnFirstUse(lambda: session.client("sqs", config=_config(settings, 10)))
+    return assemble(settings, registry, gateway, message_log, sqs)
+
+
+def assemble(
+    settings: Settings,
+    registry: Registry,
+    gateway: ManagementApi,
+    message_log: MessageLog,
+    sqs: Any = None,
+) -> Switchboard:
+    """The ``Switchboard`` over its storage and gateway: the broadcaster, the continuation
+    (when ``sqs`` is given and a queue is configured) and the service. The one place they are
+    put together: the tests assemble theirs here too, over moto or the in-memory table and a
+    fake gateway."""
     # The broadcaster returns the connections it found gone; the switchboard removes them.
     broadcaster = Broadcaster(gateway, deadline_seconds=settings.fanout_deadline_seconds)
-    message_log = MessageLog(table, settings.history_ttl_seconds)
     continuation = None
-    if settings.continuation_queue_url:
-        from chalicelib.continuation import Continuation  # only a stage with a queue needs it
+    queue_name = settings.continuation_queue_name
+    if sqs is not None and (settings.continuation_queue_url or queue_name):
+        # Only a stage with a queue needs these.
+        from chalicelib.continuation import Continuation, QueueByName
+        from chalicelib.continuation_guard import JobLedger, JobSigner, job_key
 
-        # The SQS endpoint comes from the environment too (AWS_ENDPOINT_URL_SQS locally).
-        sqs = session.client("sqs", config=_config(settings, 10))
+        key = job_key(settings)
+        if key is None:  # Settings.from_env refuses this; a hand-built Settings may not
+            raise ConfigError("CONTINUATION_KEY is required with a continuation queue")
+        queue: str | QueueByName = settings.continuation_queue_url or QueueByName(
+            sqs, queue_name or ""
+        )
         continuation = Continuation(
             sqs,
-            settings.continuation_queue_url,
+            queue,
             registry,
             message_log,
             broadcaster,
             per_message=settings.continuation_batch,
             deadline_seconds=settings.fanout_deadline_seconds,
+            signer=JobSigner(key, settings.continuation_job_ttl_seconds),
+            ledger=JobLedger(registry.table),
         )
     return Switchboard(
         settings, registry, gateway, broadcaster, message_log, continuation=continuation
@@ -84,14 +113,16 @@ def _config(settings: Settings, pool: int) -> Config:
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """``Settings.from_env`` with the JWT secret read from SSM when the environment names a
-    parameter (``JWT_SECRET_PARAMETER``) instead of holding the secret."""
+    """``Settings.from_env`` with the JWT secret and the continuation job key read from SSM
+    when the environment names a parameter (``JWT_SECRET_PARAMETER``,
+    ``CONTINUATION_KEY_PARAMETER``) instead of holding the secret."""
     return Settings.from_env(env, read_secret=read_secret_parameter)
 
 
-def read_secret_parameter(name: str) -> str:
+def read_secret_parameter(name: str, setting: str = "JWT_SECRET_PARAMETER") -> str:
     """The decrypted value of an SSM (SecureString) parameter: deployed stages keep the JWT
-    secret there, so it never appears in a template, a Lambda's configuration or the repo."""
+    secret and the continuation job key there, so neither appears in a template, a Lambda's
+    configuration or the repo. ``setting`` is the variable that named it (error messages)."""
     client = boto3.client(
         "ssm",
         config=Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard"}),
@@ -99,14 +130,12 @@ def read_secret_parameter(name: str) -> str:
     try:
         response = client.get_parameter(Name=name, WithDecryption=True)
     except ClientError as exc:
-        raise ConfigError(
-            f"JWT_SECRET_PARAMETER {name!r} could not be read: {error_code(exc)}"
-        ) from None
+        raise ConfigError(f"{setting} {name!r} could not be read: {error_code(exc)}") from None
     except BotoCoreError as exc:
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} could not be read: {exc}") from None
+        raise ConfigError(f"{setting} {name!r} could not be read: {exc}") from None
     value = str(response["Parameter"]["Value"])
     if not value.strip():
-        raise ConfigError(f"JWT_SECRET_PARAMETER {name!r} is empty")
+        raise ConfigError(f"{setting} {name!r} is empty")
     return value
 
 
@@ -131,3 +160,18 @@ def health_check(build: Callable[[], object]) -> HttpAnswer:
         body = {"status": "misconfigured", "missing": list(error.missing), "error": str(error)}
         return HttpAnswer(503, body)
     return HttpAnswer(200, {"status": "ok"})
+
+
+class _OnFirstUse:
+    """A client made when first used: every function of a ``chalice deploy`` stage has the
+    queue's name, but $connect and $disconnect never enqueue, and making an SQS client costs
+    tens of milliseconds of a cold start."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)

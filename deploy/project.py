@@ -46,6 +46,11 @@ class Stage:
     def secret_parameter(self) -> str:
         return self.environment["JWT_SECRET_PARAMETER"]
 
+    @property
+    def continuation_queue(self) -> str:
+        """The stage's continuation queue (``chalice deploy``; packaged stacks make their own)."""
+        return self.environment["CONTINUATION_QUEUE_NAME"]
+
 
 def stage(name: str) -> Stage:
     config = chalice_config()
@@ -55,7 +60,7 @@ def stage(name: str) -> Stage:
     stage_config = stages_config[name]
     env = {str(k): str(v) for k, v in config.get("environment_variables", {}).items()}
     env.update({str(k): str(v) for k, v in stage_config.get("environment_variables", {}).items()})
-    for required in ("CONNECTIONS_TABLE", "JWT_SECRET_PARAMETER"):
+    for required in ("CONNECTIONS_TABLE", "JWT_SECRET_PARAMETER", "CONTINUATION_QUEUE_NAME"):
         if not env.get(required):
             raise SystemExit(f"stage {name!r}: environment_variables lacks {required}")
     return Stage(

@@ -82,7 +82,7 @@ def _child(unpacked: str) -> dict[str, Any]:
     import boto3
     from websockets.sync.client import connect
 
-    from local_gateway import Limits, LocalGateway
+    from local_gateway import LocalGateway, Quotas
 
     started = time.monotonic()
     gateway = LocalGateway(
@@ -91,7 +91,7 @@ def _child(unpacked: str) -> dict[str, Any]:
         rest_port=None,  # Chalice's local REST server is not in the zip, only chalice.app
         auth_mode="none",
         env={"CONNECTIONS_TABLE": TABLE, "LOG_LEVEL": "WARNING"},
-        limits=Limits(close_timeout=1.0),
+        limits=Quotas(close_timeout=1.0),
     )
     with gateway:
         urls = gateway.urls

@@ -16,12 +16,16 @@ this template into it key by key; lists are replaced whole. It adds:
   stack's table, this stack's WebSocket API ``@connections`` and this function's log group;
 - throttling on both API stages (``WebsocketAPIStage`` default route settings, ``RestAPI``
   method settings), from stack parameters (``THROTTLING`` has the defaults), so that one
-  tenant's flood is refused by API Gateway before it reaches Lambda.
+  tenant's flood is refused by API Gateway before it reaches Lambda;
+- the continuation queue, its dead-letter queue and the worker's mapping (5 jobs per batch,
+  ``ReportBatchItemFailures``), alarms that notify the ``AlarmTopicArn`` topic, and opt-in
+  parameters: ``MessageReservedConcurrency`` (0 = none) and ``AccessLogs`` (both APIs);
+- ``DeletionPolicy: Retain`` on the table: it holds the message log, not only connections.
 
-Memory, timeout and the message function's reserved concurrency live in .chalice/config.json
-(``lambda_functions``), so that ``chalice deploy`` gets them too; Chalice writes them into the
-template as ``MemorySize``, ``Timeout`` and ``ReservedConcurrentExecutions``. Stage
-throttling has no ``chalice deploy`` setting.
+Nothing gets a fixed name: two stacks (stages) in one account share nothing. Memory and
+timeout live in .chalice/config.json (``lambda_functions``), so that ``chalice deploy`` gets
+them too; Chalice writes them into the template as ``MemorySize`` and ``Timeout``. Stage
+throttling, alarms and access logs have no ``chalice deploy`` setting.
 
     python -m deploy.template --stage dev -o build/merge-template-dev.json
 """
@@ -56,6 +60,49 @@ WORKER_EVENT_ID = "ContinueFanOutSqsEventSource"  # Chalice's name for its SQS e
 # Lambda", Lambda developer guide).
 QUEUE_VISIBILITY_SECONDS = 360
 MAX_RECEIVES = 5  # then the job goes to the dead-letter queue
+WORKER_BATCH_SIZE = 5  # jobs per worker invocation (app.py subscribes with 1 for chalice deploy)
+DLQ_RETENTION_SECONDS = 1209600  # 14 days, SQS's maximum: time to look at a poisoned job
+
+# Opt-in parameters and the conditions they drive.
+ALARM_TOPIC_PARAMETER = "AlarmTopicArn"
+HAS_ALARM_TOPIC = "HasAlarmTopic"
+RESERVED_CONCURRENCY_PARAMETER = "MessageReservedConcurrency"
+RESERVES_CONCURRENCY = "ReservesMessageConcurrency"
+ACCESS_LOGS_PARAMETER = "AccessLogs"
+ACCESS_LOGS_ON = "AccessLogsOn"
+WEBSOCKET_ACCESS_LOG_ID = "WebsocketAccessLogGroup"
+REST_ACCESS_LOG_ID = "RestAccessLogGroup"
+# Access log lines: who called what and how it ended. No query string and no header, so the
+# WebSocket ?token= and the REST Authorization header never reach the logs. Variables:
+# "Customizing HTTP and WebSocket API access logs" / "Variables for access logging for API
+# Gateway" (REST), API Gateway developer guide.
+WEBSOCKET_ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "requestTime": "$context.requestTimeEpoch",
+        "eventType": "$context.eventType",
+        "routeKey": "$context.routeKey",
+        "connectionId": "$context.connectionId",
+        "status": "$context.status",
+        "integrationLatency": "$context.integrationLatency",
+        "error": "$context.error.message",
+    },
+    separators=(",", ":"),
+)
+REST_ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "requestTime": "$context.requestTimeEpoch",
+        "httpMethod": "$context.httpMethod",
+        "resourcePath": "$context.resourcePath",
+        "status": "$context.status",
+        "responseLength": "$context.responseLength",
+        "integrationLatency": "$context.integrationLatency",
+    },
+    separators=(",", ":"),
+)
 
 
 @dataclass(frozen=True)
@@ -128,9 +175,11 @@ def table_resource() -> dict[str, Any]:
     properties["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": True}
     return {
         "Type": "AWS::DynamoDB::Table",
-        # Connections live at most 2 h: the stack owns the table, teardown removes it.
-        "DeletionPolicy": "Delete",
-        "UpdateReplacePolicy": "Delete",
+        # The table holds the message log and the stream counters, not only connections: a
+        # stack deletion (or a replacement) must not take them. docs/DEPLOY.md says how to
+        # remove it on purpose ("DeletionPolicy attribute", CloudFormation user guide).
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
         "Properties": properties,
     }
 
@@ -168,7 +217,10 @@ def continuation_resources() -> dict[str, Any]:
     resources: dict[str, Any] = {
         DLQ_ID: {
             "Type": "AWS::SQS::Queue",
-            "Properties": {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True},
+            "Properties": {
+                "MessageRetentionPeriod": DLQ_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+            },
         },
         QUEUE_ID: {
             "Type": "AWS::SQS::Queue",
@@ -181,8 +233,10 @@ def continuation_resources() -> dict[str, Any]:
                 },
             },
         },
-        # Chalice subscribes the worker to the queue by name; this stack's queue instead, with
-        # partial batch responses (the handler returns batchItemFailures).
+        # Chalice subscribes the worker to the queue by name, one job per batch (what
+        # ``chalice deploy`` needs); this stack's queue instead, 5 jobs per batch with partial
+        # batch responses (the handler returns batchItemFailures; CONTINUATION_PARTIAL_BATCH
+        # tells it the mapping reads them).
         WORKER_ID: {
             "Properties": {
                 "Events": {
@@ -191,6 +245,7 @@ def continuation_resources() -> dict[str, Any]:
                             # Fn::Sub, the key Chalice's own value uses: the merge
                             # replaces it (another intrinsic would sit beside it).
                             "Queue": {"Fn::Sub": f"${{{QUEUE_ID}.Arn}}"},
+                            "BatchSize": WORKER_BATCH_SIZE,
                             "FunctionResponseTypes": ["ReportBatchItemFailures"],
                         }
                     }
@@ -200,21 +255,106 @@ def continuation_resources() -> dict[str, Any]:
     }
     # The EMF line of every fan-out (chalicelib/metrics.py) is the metric source.
     for metric in ("Failed", "Throttled"):
-        resources[f"Fanout{metric}Alarm"] = {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
+        resources[f"Fanout{metric}Alarm"] = alarm(
+            {
                 "AlarmDescription": f"Fan-out recipients {metric.lower()} (EMF, any scope)",
                 "Namespace": "Switchboard",
                 "MetricName": metric,  # the EMF line's dimensionless set: every scope
                 "Statistic": "Sum",
-                "Period": 300,
-                "EvaluationPeriods": 1,
-                "Threshold": 0,
-                "ComparisonOperator": "GreaterThanThreshold",
-                "TreatMissingData": "notBreaching",
-            },
+            }
+        )
+    # A job on the dead-letter queue is a fan-out some recipients never got.
+    resources["ContinuationDeadLetterAlarm"] = alarm(
+        {
+            "AlarmDescription": "Continuation jobs on the dead-letter queue (failed 5 times)",
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [DLQ_ID, "QueueName"]}}],
+            "Statistic": "Maximum",
         }
+    )
     return resources
+
+
+def alarm(properties: dict[str, Any]) -> dict[str, Any]:
+    """A CloudWatch alarm on "more than 0 in 5 minutes" that notifies the AlarmTopicArn
+    parameter's SNS topic, when one is given (an alarm with no action notifies nobody)."""
+    topic = {"Fn::If": [HAS_ALARM_TOPIC, [{"Ref": ALARM_TOPIC_PARAMETER}], {"Ref": "AWS::NoValue"}]}
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            **properties,
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": topic,
+            "OKActions": topic,
+        },
+    }
+
+
+def access_log_resources() -> dict[str, Any]:
+    """Log groups for both APIs' access logs, made only when the AccessLogs parameter is true."""
+    return {
+        rid: {
+            "Type": "AWS::Logs::LogGroup",
+            "Condition": ACCESS_LOGS_ON,
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
+            "Properties": {"RetentionInDays": LOG_RETENTION_DAYS},
+        }
+        for rid in (WEBSOCKET_ACCESS_LOG_ID, REST_ACCESS_LOG_ID)
+    }
+
+
+def _when_access_logs(value: dict[str, Any]) -> dict[str, Any]:
+    return {"Fn::If": [ACCESS_LOGS_ON, value, {"Ref": "AWS::NoValue"}]}
+
+
+def opt_in_parameters() -> dict[str, Any]:
+    return {
+        ALARM_TOPIC_PARAMETER: {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": "^(arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+)?$",
+            "Description": (
+                "ARN of an SNS topic the alarms notify (fan-out failures and throttling, jobs "
+                "on the dead-letter queue). Empty: the alarms change state but notify nobody."
+            ),
+        },
+        RESERVED_CONCURRENCY_PARAMETER: {
+            "Type": "Number",
+            "Default": 0,
+            "MinValue": 0,
+            "Description": (
+                "Reserved concurrency of the WebSocket message function; 0 = none (the "
+                "default). Reserving caps the function and guarantees it that many; the "
+                "account must keep 100 unreserved, so new accounts (limit 10 or 50) refuse "
+                "any reservation. See docs/DEPLOY.md, Sizing."
+            ),
+        },
+        ACCESS_LOGS_PARAMETER: {
+            "Type": "String",
+            "Default": "false",
+            "AllowedValues": ["false", "true"],
+            "Description": (
+                "Access logs for both APIs. Needs API Gateway's account-wide CloudWatch Logs "
+                "role in this region first (docs/DEPLOY.md); this stack never sets it."
+            ),
+        },
+    }
+
+
+def conditions() -> dict[str, Any]:
+    return {
+        HAS_ALARM_TOPIC: {"Fn::Not": [{"Fn::Equals": [{"Ref": ALARM_TOPIC_PARAMETER}, ""]}]},
+        RESERVES_CONCURRENCY: {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": RESERVED_CONCURRENCY_PARAMETER}, 0]}]
+        },
+        ACCESS_LOGS_ON: {"Fn::Equals": [{"Ref": ACCESS_LOGS_PARAMETER}, "true"]},
+    }
 
 
 def role_policy(access: FunctionAccess, s: Stage) -> dict[str, Any]:
@@ -242,8 +382,13 @@ def merge_template(stage_name: str) -> dict[str, Any]:
             "CONNECTIONS_TABLE": {"Ref": TABLE_ID},
             "JWT_SECRET_PARAMETER": {"Ref": SECRET_PARAMETER_ID},
         }
+        # Every function: the stack's queue, never the stage's ``chalice deploy`` name that
+        # config.json gives (CONTINUATION_QUEUE_NAME); senders and the worker get its URL.
+        variables["CONTINUATION_QUEUE_NAME"] = {"Fn::GetAtt": [QUEUE_ID, "QueueName"]}
         if access.queue_actions:
             variables["CONTINUATION_QUEUE_URL"] = {"Ref": QUEUE_ID}
+        if access.logical_id == WORKER_ID:
+            variables["CONTINUATION_PARTIAL_BATCH"] = "true"
         if access.logical_id == "APIHandler":
             # The demo page at GET / dials this stack's WebSocket API.
             variables["WEBSOCKET_URL"] = {
@@ -259,6 +404,14 @@ def merge_template(stage_name: str) -> dict[str, Any]:
                 "LoggingConfig": {"LogFormat": "Text", "LogGroup": {"Ref": log_group_id(access)}},
             }
         }
+        if access.logical_id == "WebsocketMessage":
+            resources[access.logical_id]["Properties"]["ReservedConcurrentExecutions"] = {
+                "Fn::If": [
+                    RESERVES_CONCURRENCY,
+                    {"Ref": RESERVED_CONCURRENCY_PARAMETER},
+                    {"Ref": "AWS::NoValue"},
+                ]
+            }
         resources[access.role_id] = {
             "Properties": {
                 "Policies": [
@@ -275,19 +428,36 @@ def merge_template(stage_name: str) -> dict[str, Any]:
     websocket_throttle, rest_throttle = THROTTLING
     # Chalice merges these into its own resources key by key.
     resources[WEBSOCKET_STAGE_ID] = {
-        "Properties": {"DefaultRouteSettings": websocket_throttle.settings()}
+        "Properties": {
+            "DefaultRouteSettings": websocket_throttle.settings(),
+            "AccessLogSettings": _when_access_logs(
+                {
+                    "DestinationArn": {"Fn::GetAtt": [WEBSOCKET_ACCESS_LOG_ID, "Arn"]},
+                    "Format": WEBSOCKET_ACCESS_LOG_FORMAT,
+                }
+            ),
+        }
     }
     resources[REST_API_ID] = {
         "Properties": {
             "MethodSettings": [
                 {"ResourcePath": "/*", "HttpMethod": "*", **rest_throttle.settings()}
-            ]
+            ],
+            "AccessLogSetting": _when_access_logs(
+                {
+                    "DestinationArn": {"Fn::GetAtt": [REST_ACCESS_LOG_ID, "Arn"]},
+                    "Format": REST_ACCESS_LOG_FORMAT,
+                }
+            ),
         }
     }
+    resources.update(access_log_resources())
     parameters: dict[str, Any] = {}
     for throttle in THROTTLING:
         parameters.update(throttle.parameters())
+    parameters.update(opt_in_parameters())
     return {
+        "Conditions": conditions(),
         "Parameters": {
             **parameters,
             SECRET_PARAMETER_ID: {
@@ -306,6 +476,7 @@ def merge_template(stage_name: str) -> dict[str, Any]:
             "ConnectionsTableName": {"Value": {"Ref": TABLE_ID}},
             "JwtSecretParameter": {"Value": {"Ref": SECRET_PARAMETER_ID}},
             "ContinuationQueueUrl": {"Value": {"Ref": QUEUE_ID}},
+            "ContinuationDeadLetterQueueUrl": {"Value": {"Ref": DLQ_ID}},
         },
     }
 

@@ -63,9 +63,9 @@ Python API (tests and benchmarks)
 ---------------------------------
 ::
 
-    from local_gateway import FaultConfig, Limits, LocalGateway
+    from local_gateway import FaultConfig, Quotas, LocalGateway
 
-    limits = Limits(idle_timeout=5.0)  # API Gateway's quotas, shrunk for a test
+    limits = Quotas(idle_timeout=5.0)  # API Gateway's quotas, shrunk for a test
     with LocalGateway(".", ws_port=0, rest_port=0, auth_mode="none", limits=limits) as gw:
         gw.urls.websocket   # ws://127.0.0.1:PORT/api   (also .management, .rest, .dynamodb)
         client = gw.management_client(max_pool_connections=64)
@@ -126,8 +126,8 @@ from __future__ import annotations
 from local_gateway.dynamodb import EmbeddedDynamoDB, ensure_table, load_table_schema
 from local_gateway.emulator import GatewayURLs, InvocationLog, LocalGateway
 from local_gateway.faults import FaultConfig, FaultInjector
-from local_gateway.limits import Limits
-from local_gateway.project import Invocation
+from local_gateway.lambda_runtime import Invocation
+from local_gateway.quotas import Quotas
 from local_gateway.stats import GatewayStats
 
 __all__ = [
@@ -138,7 +138,7 @@ __all__ = [
     "GatewayURLs",
     "Invocation",
     "InvocationLog",
-    "Limits",
+    "Quotas",
     "LocalGateway",
     "ensure_table",
     "load_table_schema",

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import re
+import secrets
 import shlex
 import signal
 import sys
@@ -14,8 +15,8 @@ from collections.abc import Mapping, Sequence
 
 from local_gateway.emulator import LocalGateway
 from local_gateway.faults import FaultConfig
-from local_gateway.limits import Limits
-from local_gateway.quota import default_burst
+from local_gateway.quotas import Quotas
+from local_gateway.token_bucket import default_burst
 
 
 def _rate(text: str) -> float:
@@ -96,6 +97,10 @@ def app_environment(args: argparse.Namespace) -> dict[str, str]:
             raise ValueError(f"--env-from-environ {name}: not set in this environment")
         env[name] = os.environ[name]
     env.update(args.env)
+    for name in args.generate_secret:
+        # A fresh random value for this run only (never on a command line, never written to
+        # the repo); a value from the env file or the environment wins.
+        env.setdefault(name, secrets.token_urlsafe(48))
     return env
 
 
@@ -131,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="KEY=VALUE lines for the app's environment (# comments); for secrets",
+    )
+    g.add_argument(
+        "--generate-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="give the app a random value for NAME for this run, unless the env file or "
+        "--env-from-environ sets it (repeatable; make run: CONTINUATION_KEY, the key the "
+        "local continuation jobs are signed with)",
     )
     g.add_argument(
         "--env-from-environ",
@@ -188,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="HOST[:PORT]",
-        help="Host header value accepted besides the bound address, 127.0.0.1 and localhost "
+        help="Host header value accepted on both ports (WebSocket and REST) besides the bound "
+        "address, 127.0.0.1 and localhost "
         "(repeatable; '*' = any); others are refused with 403 (DNS rebinding)",
     )
     g.add_argument(
@@ -208,6 +223,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="seconds an idle keep-alive HTTP connection stays open",
+    )
+    g = p.add_argument_group("sqs (the app's on_sqs_message handlers)")
+    g.add_argument(
+        "--queue-url-env",
+        default=None,
+        metavar="NAME",
+        help="set the app's environment variable NAME to its SQS handler's queue URL "
+        "(make run: CONTINUATION_QUEUE_URL, so fan-outs past their deadline continue)",
+    )
+    g.add_argument(
+        "--queue-visibility-timeout",
+        type=int,
+        default=360,
+        metavar="S",
+        help="visibility timeout of the embedded queues (deployed: 6x the worker's 60 s)",
+    )
+    g.add_argument(
+        "--queue-max-receives",
+        type=int,
+        default=5,
+        metavar="N",
+        help="receives before a job moves to the queue's dead-letter queue <queue>-dlq",
     )
     g = p.add_argument_group("dynamodb")
     g.add_argument(
@@ -289,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--fault-seed", type=int, default=None, help="seed for the fault RNG (reproducible runs)"
     )
+    g.add_argument(
+        "--drop-disconnect-rate",
+        type=_rate,
+        default=0.0,
+        help="share of closed connections whose $disconnect is not run (AWS: best effort); "
+        "seeded by --fault-seed",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -320,6 +364,12 @@ def banner(gateway: LocalGateway) -> str:
         ),
         f"  AUTH_MODE       {auth}",
     ]
+    if gateway.queue_url_env and gateway.queue_url_env in gateway.environment:
+        lines.insert(
+            -1,
+            f"  SQS queue       {gateway.environment[gateway.queue_url_env]}"
+            f"  ({gateway.queue_url_env}; dead letters: <queue>-dlq)",
+        )
     if gateway.custom_domain:
         mapped = "/".join(filter(None, [gateway.custom_domain, gateway.base_path]))
         lines.insert(
@@ -337,7 +387,7 @@ def banner(gateway: LocalGateway) -> str:
         lines.append(f"  account quota   {gateway.limits.account_rps:g} rps, burst {burst:g}")
     if faults.active:
         lines.append(
-            f"  faults          latency {faults.latency_ms:g}ms, 429 rate {faults.throttle_rate:g}, 500 rate {faults.error_rate:g}, seed {faults.seed}"
+            f"  faults          latency {faults.latency_ms:g}ms, 429 rate {faults.throttle_rate:g}, 500 rate {faults.error_rate:g}, $disconnect drop rate {faults.drop_disconnect_rate:g}, seed {faults.seed}"
         )
     lines += [
         "",
@@ -396,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         region=args.region,
         auth_mode=args.auth_mode,
         env=env,
-        limits=Limits(
+        limits=Quotas(
             idle_timeout=args.idle_timeout,
             max_duration=args.max_duration,
             integration_timeout=args.integration_timeout,
@@ -415,9 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             throttle_rate=args.throttle_rate,
             error_rate=args.error_rate,
             seed=args.fault_seed,
+            drop_disconnect_rate=args.drop_disconnect_rate,
         ),
         custom_domain=args.custom_domain,
         base_path=args.base_path or "",
+        queue_url_env=args.queue_url_env,
+        queue_visibility_timeout=args.queue_visibility_timeout,
+        queue_max_receives=args.queue_max_receives,
     )
     stop = threading.Event()
 

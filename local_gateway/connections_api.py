@@ -24,10 +24,10 @@ from urllib.parse import unquote
 from local_gateway.faults import FaultInjector, PostFault
 from local_gateway.http11 import HttpRequest
 from local_gateway.lambda_events import ClientInfo, iso8601
-from local_gateway.limits import Limits
-from local_gateway.quota import TokenBucket
+from local_gateway.quotas import Quotas
 from local_gateway.sigv4 import SignatureError, SigV4Verifier
 from local_gateway.stats import GatewayStats
+from local_gateway.token_bucket import TokenBucket
 
 JSON = "application/json"
 
@@ -96,7 +96,7 @@ class ConnectionsApi:
     # A custom domain name mapped to this stage, and its API mapping's path ("" = the root).
     custom_domain: str | None = None
     base_path: str = ""
-    limits: Limits = field(default_factory=Limits)
+    limits: Quotas = field(default_factory=Quotas)
     faults: FaultInjector = field(default_factory=FaultInjector)
     stats: GatewayStats = field(default_factory=GatewayStats)
     request_id_factory: Callable[[], str] = _new_request_id
@@ -118,7 +118,7 @@ class ConnectionsApi:
         if isinstance(target, Response):
             return target
         if self.quota is not None and not self.quota.try_take():
-            # POST, GET and DELETE all spend the account's quota (local_gateway/quota.py).
+            # POST, GET and DELETE all spend the account's quota (local_gateway/token_bucket.py).
             self.stats.quota_throttled += 1
             return error_response(429, "LimitExceededException", "Rate exceeded", request_id)
         delay = self.faults.latency_seconds()

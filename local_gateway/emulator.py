@@ -28,11 +28,11 @@ from local_gateway.dynamodb import (
 )
 from local_gateway.faults import FaultConfig, FaultInjector
 from local_gateway.lambda_events import LambdaContext, new_api_id, new_aws_id
-from local_gateway.limits import Limits
-from local_gateway.project import ChaliceProject, Invocation, LambdaRuntime, import_app
+from local_gateway.lambda_runtime import ChaliceProject, Invocation, LambdaRuntime, import_app
+from local_gateway.quotas import Quotas
 from local_gateway.server import WebSocketServer
 from local_gateway.sigv4 import Credentials, SigV4Verifier
-from local_gateway.sqs import LocalQueues
+from local_gateway.sqs import LocalQueues, sqs_sources
 from local_gateway.stats import GatewayStats
 
 log = logging.getLogger("local_gateway")
@@ -107,19 +107,26 @@ class InvocationLog:
 class RestServer:
     """Chalice's own local REST server (what ``chalice local`` runs) on a thread."""
 
-    def __init__(self, app: Any, config: Any, host: str, port: int) -> None:
+    def __init__(
+        self, app: Any, config: Any, host: str, port: int, allowed_hosts: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.config = config
         self.host = host
         self.port = port
+        self.allowed_hosts = list(allowed_hosts)
         self._dev: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
         from chalice.local import create_local_server
 
+        from local_gateway import rest_hosts
+
         self._dev = create_local_server(self.app, self.config, self.host, self.port)
         self.port = self._dev.server.server_address[1]
+        # The WebSocket port's Host allow-list here too (DNS rebinding): rest_hosts.py.
+        rest_hosts.guard(self._dev, self.app, self.config, self.host, self.allowed_hosts)
         # serve_forever on the inner server: LocalDevServer's own prints a line per start.
         self._thread = threading.Thread(
             target=self._dev.server.serve_forever,
@@ -147,7 +154,7 @@ class LocalGateway:
     Ports default to the documented 8001/8000; pass 0 for ephemeral ports (tests).
     ``rest_port=None`` skips the REST server. ``schema_path=None`` uses
     ``chalicelib/schema.json`` if the project has one, ``""`` creates no table.
-    ``limits`` are API Gateway's quotas (``Limits()``: AWS's defaults).
+    ``limits`` are API Gateway's quotas (``Quotas()``: AWS's defaults).
     ``custom_domain`` emulates a custom domain name mapped to the stage at ``base_path``
     (``""``: the root): events carry it as ``domainName`` and @connections requests whose
     Host is that name are served under ``/{base_path}`` instead of ``/{stage}``.
@@ -176,7 +183,7 @@ class LocalGateway:
         region: str | None = None,
         auth_mode: str | None = None,
         env: dict[str, str] | None = None,
-        limits: Limits | None = None,
+        limits: Quotas | None = None,
         faults: FaultConfig | FaultInjector | None = None,
         workers: int = 64,
         connection_id_factory: Callable[[], str] = new_aws_id,
@@ -187,6 +194,9 @@ class LocalGateway:
         credentials: Credentials | None = None,
         allowed_origins: Iterable[str] = (),
         allowed_hosts: Iterable[str] = (),
+        queue_url_env: str | None = None,
+        queue_visibility_timeout: int = 30,
+        queue_max_receives: int = 5,
     ) -> None:
         self.project_dir = os.path.abspath(project_dir)
         self.chalice_stage = chalice_stage
@@ -205,7 +215,7 @@ class LocalGateway:
         )
         self.auth_mode = auth_mode
         self.extra_env = dict(env or {})
-        self.limits = limits or Limits()
+        self.limits = limits or Quotas()
         self.faults = faults if isinstance(faults, FaultInjector) else FaultInjector(faults)
         self.workers = workers
         self.connection_id_factory = connection_id_factory
@@ -219,6 +229,11 @@ class LocalGateway:
         self.allowed_origins = list(allowed_origins)
         # Besides the bound address, 127.0.0.1 and localhost (DNS rebinding).
         self.allowed_hosts = list(allowed_hosts)
+        # The app's variable for its SQS handler's queue URL (make run: CONTINUATION_QUEUE_URL),
+        # set once the embedded queue exists; and that queue's settings, as deployed.
+        self.queue_url_env = queue_url_env
+        self.queue_visibility_timeout = queue_visibility_timeout
+        self.queue_max_receives = queue_max_receives
 
         self.project: ChaliceProject | None = None
         self.app: Any = None
@@ -486,7 +501,13 @@ class LocalGateway:
             project, self.app, self.region, int(self.limits.integration_timeout * 1000)
         )
         self._server.runtime = runtime
-        self._queues = LocalQueues(dynamodb_url, self.region, self.credentials)
+        self._queues = LocalQueues(
+            dynamodb_url,
+            self.region,
+            self.credentials,
+            visibility_timeout=self.queue_visibility_timeout,
+            max_receives=self.queue_max_receives,
+        )
         self._queues.start(
             self.app,
             lambda source: LambdaContext(
@@ -498,9 +519,14 @@ class LocalGateway:
             self.invocations.append,
         )
 
+        if self.queue_url_env:
+            self._export_queue_url(self.queue_url_env)
+
         rest_url = None
         if self.rest_port is not None:
-            self._rest = RestServer(self.app, project.chalice_config(), self.host, self.rest_port)
+            self._rest = RestServer(
+                self.app, project.chalice_config(), self.host, self.rest_port, self.allowed_hosts
+            )
             rest_port = self._rest.start()
             rest_url = f"http://{self.host}:{rest_port}"
             # The demo page's origin, however the developer's browser names the host.
@@ -515,6 +541,21 @@ class LocalGateway:
             dynamodb=dynamodb_url,
         )
         return self.urls
+
+    def _export_queue_url(self, name: str) -> None:
+        """Give the app the URL of its one SQS handler's queue in ``name`` (before any handler
+        runs: the app reads its settings at its first invocation)."""
+        assert self._queues is not None
+        sources = sqs_sources(self.app)
+        if len(sources) != 1:
+            raise ValueError(
+                f"queue_url_env needs exactly one on_sqs_message handler, the app has "
+                f"{len(sources)}"
+            )
+        url = self._queues.urls[sources[0].queue]
+        self.environment[name] = url
+        self._apply_env({name: url})
+        log.info("%s=%s (dead letters: %s-dlq)", name, url, sources[0].queue)
 
     def _apply_env(self, env: dict[str, str]) -> None:
         for key, value in env.items():

@@ -1,8 +1,16 @@
-"""Fault injection for the @connections management API.
+"""Fault injection for the @connections management API, and lost ``$disconnect``s.
 
 Benchmarks and tests use it to see how the app behaves when API Gateway is slow or
 throttles: added latency on every @connections call, and a share of POSTs answered with
 429 LimitExceededException or 500 InternalServerErrorException.
+
+``drop_disconnect_rate``: a share of closed connections whose ``$disconnect`` never runs.
+AWS: "$disconnect is a best-effort event. API Gateway will try its best to deliver the
+$disconnect event to your integration, but it cannot guarantee delivery" ("Manage connected
+users and client apps: $connect and $disconnect routes", API Gateway developer guide,
+https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-route-keys-connect-disconnect.html).
+The app must still clean its registry: the connection's TTL, and the 410 Gone a later send
+to it gets (tests/reliability/test_lost_disconnects.py).
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ class FaultConfig:
     throttle_rate: float = 0.0
     error_rate: float = 0.0
     seed: int | None = None
+    drop_disconnect_rate: float = 0.0  # closed connections whose $disconnect is not run
 
     def validate(self) -> FaultConfig:
         if self.latency_ms < 0:
             raise ValueError("latency_ms must be >= 0")
-        for name in ("throttle_rate", "error_rate"):
+        for name in ("throttle_rate", "error_rate", "drop_disconnect_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -36,7 +45,9 @@ class FaultConfig:
 
     @property
     def active(self) -> bool:
-        return bool(self.latency_ms or self.throttle_rate or self.error_rate)
+        return bool(
+            self.latency_ms or self.throttle_rate or self.error_rate or self.drop_disconnect_rate
+        )
 
 
 class PostFault(enum.Enum):
@@ -53,6 +64,9 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._config = (config or FaultConfig()).validate()
         self._rng = random.Random(self._config.seed)
+        # Its own stream: dropping $disconnects must not shift which POSTs get faults.
+        self._disconnect_rng = random.Random(self._config.seed)
+        self.dropped_disconnects = 0
 
     @property
     def config(self) -> FaultConfig:
@@ -64,6 +78,7 @@ class FaultInjector:
             new = (config or replace(self._config, **changes)).validate()
             if config is not None or "seed" in changes:
                 self._rng = random.Random(new.seed)
+                self._disconnect_rng = random.Random(new.seed)
             self._config = new
             return new
 
@@ -82,3 +97,13 @@ class FaultInjector:
         if r < config.throttle_rate + config.error_rate:
             return PostFault.ERROR
         return None
+
+    def drop_disconnect(self) -> bool:
+        """Whether this closed connection's ``$disconnect`` is lost (counted when it is)."""
+        rate = self._config.drop_disconnect_rate
+        if not rate:
+            return False
+        with self._lock:
+            dropped = self._disconnect_rng.random() < rate
+            self.dropped_disconnects += dropped
+        return dropped

@@ -30,7 +30,7 @@ conditions, sorting, paging, filters, ScannedCount) is still moto's own code:
 
 ``install()`` patches moto's classes once; ``EmbeddedDynamoDB`` calls it (and the benchmarks).
 ``enabled = False`` gives moto's own Query and projection back, to compare answers; the tests in
-``tests/unit/test_moto_speedups.py`` compare every patched operation with moto's own.
+``tests/unit/local_gateway/test_moto_speedups.py`` compare every patched operation with moto's own.
 """
 
 from __future__ import annotations

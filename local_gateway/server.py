@@ -16,18 +16,17 @@ WebSocket framing uses the sans-I/O protocol of the websockets library, which al
 enforces the message (128 KB) and frame (32 KB) limits with close code 1009. A binary
 frame from a client closes the socket with 1003, as on AWS.
 
-The port listens on a developer's machine, so beyond API Gateway's behaviour it refuses
-(403) a ``Host`` that is not the bound address (DNS rebinding) and a handshake whose
-``Origin`` is not allow-listed, drops sockets that send no request head in time
-(slowloris) or sit idle between keep-alive requests, and caps open sockets: at the cap
-the socket that has waited longest without a request head makes room for the new one.
+The port listens on a developer's machine, so beyond API Gateway's behaviour it refuses a
+``Host`` or ``Origin`` that ``port_guard`` does not allow, drops sockets that send no request
+head in time (slowloris) or sit idle between keep-alive requests, and caps open sockets: at
+the cap the socket that has waited longest without a request head makes room for the new one.
+Handshake refusals (the gateway's own and ``$connect``'s) are built by ``refusals``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import errno
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -39,7 +38,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from local_gateway.client_socket import ClientSocket, Message
-from local_gateway.connections_api import ConnectionsApi, json_body
+from local_gateway.connections_api import ConnectionsApi
 from local_gateway.faults import FaultInjector
 from local_gateway.http11 import (
     HttpError,
@@ -58,8 +57,10 @@ from local_gateway.lambda_events import (
     new_aws_id,
     now_ms,
 )
-from local_gateway.limits import Limits
-from local_gateway.project import Invocation, LambdaRuntime
+from local_gateway.lambda_runtime import Invocation, LambdaRuntime
+from local_gateway.port_guard import AcceptErrorLog, default_hosts, host_allowed, origin_allowed
+from local_gateway.quotas import Quotas
+from local_gateway.refusals import connect_refusal, gateway_refusal
 from local_gateway.sigv4 import SigV4Verifier
 from local_gateway.stats import GatewayStats
 
@@ -67,74 +68,6 @@ log = logging.getLogger("local_gateway")
 
 # AWS documents the code (1003), not the reason text; this one is ours.
 BINARY_FRAME_REASON = "Binary frames are not supported"
-
-
-def _gateway_refusal(status: int, message: str) -> bytes:
-    """A handshake refused by the gateway itself (not by the handler's own answer)."""
-    return build_response(
-        status,
-        [("Content-Type", "application/json")],
-        json_body({"message": message}),
-        keep_alive=False,
-    )
-
-
-ANY = "*"
-# What accept() fails with when the process or the system runs out of descriptors/memory.
-_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
-
-def default_hosts(host: str, port: int) -> set[str]:
-    """``Host`` values that name the bound address: itself, 127.0.0.1 and localhost, with
-    the bound port or none."""
-    names = {f"[{name}]" if ":" in name else name for name in (host, "127.0.0.1", "localhost")}
-    return names | {f"{name}:{port}" for name in names}
-
-
-def host_allowed(request: HttpRequest, allowed: set[str]) -> bool:
-    """Whether ``Host`` names this server: a rebinding page's requests carry its own name."""
-    host = (request.header("host") or "").strip().lower()
-    return ANY in allowed or host in allowed
-
-
-def origin_allowed(request: HttpRequest, allowed: set[str]) -> bool:
-    """Whether a handshake may come from ``Origin``: clients that send none (non-browsers)
-    always may; browsers only from allow-listed pages."""
-    origin = request.header("origin")
-    return origin is None or ANY in allowed or origin.strip().lower() in allowed
-
-
-class AcceptErrorLog:
-    """Logs accept() failures for lack of descriptors at most once per ``interval`` seconds.
-
-    asyncio retries a failed accept every second and logs each failure with a traceback;
-    with hundreds of sockets waiting that floods the log exactly when it matters.
-    """
-
-    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self.suppressed = 0
-        self._last: float | None = None
-
-    def handles(self, context: dict[str, Any]) -> bool:
-        exc = context.get("exception")
-        return isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS
-
-    def record(self, context: dict[str, Any]) -> None:
-        now = self.clock()
-        if self._last is not None and now - self._last < self.interval:
-            self.suppressed += 1
-            return
-        log.warning(
-            "cannot accept connections: %s (%d more in the last %.0f s); "
-            "raise the descriptor limit (ulimit -n) or lower --max-sockets",
-            context.get("exception"),
-            self.suppressed,
-            self.interval,
-        )
-        self._last = now
-        self.suppressed = 0
 
 
 class ClientKind(enum.Enum):
@@ -155,7 +88,7 @@ class WebSocketServer:
         stage: str,
         api_id: str,
         executor: Executor,
-        limits: Limits | None = None,
+        limits: Quotas | None = None,
         faults: FaultInjector | None = None,
         runtime: LambdaRuntime | None = None,
         connection_id_factory: Callable[[], str] = new_aws_id,
@@ -174,7 +107,7 @@ class WebSocketServer:
         self.stage = stage
         self.api_id = api_id
         self.executor = executor
-        self.limits = limits or Limits()
+        self.limits = limits or Quotas()
         self.faults = faults or FaultInjector()
         self.runtime = runtime  # set once the app is imported (it needs our port first)
         self.connection_id_factory = connection_id_factory
@@ -293,7 +226,7 @@ class WebSocketServer:
                     return
                 if not host_allowed(request, self.allowed_hosts):
                     log.warning("refused a request for Host %r", request.header("host"))
-                    writer.write(_gateway_refusal(403, "Forbidden"))
+                    writer.write(gateway_refusal(403, "Forbidden"))
                     return
                 if request.is_websocket_upgrade or (
                     request.method == "GET" and request.path.rstrip("/") == "/" + self.stage
@@ -378,20 +311,13 @@ class WebSocketServer:
     ) -> None:
         if request.path.rstrip("/") != "/" + self.stage or self.runtime is None:
             # API Gateway answers any other path on the execute-api host with 403.
-            writer.write(
-                build_response(
-                    403,
-                    [("Content-Type", "application/json")],
-                    json_body({"message": "Forbidden"}),
-                    keep_alive=False,
-                )
-            )
+            writer.write(gateway_refusal(403, "Forbidden"))
             return
         if not origin_allowed(request, self.allowed_origins):
             # A page on another origin (any site the developer visits) may not connect.
             log.warning("refused a handshake from Origin %r", request.header("origin"))
             self.stats.refused += 1
-            writer.write(_gateway_refusal(403, "Forbidden"))
+            writer.write(gateway_refusal(403, "Forbidden"))
             return
         proto = ServerProtocol(
             max_size=(self.limits.max_message_bytes, self.limits.max_frame_bytes)
@@ -419,7 +345,7 @@ class WebSocketServer:
         )
         if self.runtime.has("$connect"):
             record = await self._invoke("$connect", connect_event(self.context, info, self.port))
-            refusal = self._connect_refusal(record)
+            refusal = connect_refusal(record)
             if refusal is not None:
                 self.stats.refused += 1
                 writer.write(refusal)
@@ -455,33 +381,11 @@ class WebSocketServer:
             code, reason = conn.close_status()
             self.stats.disconnects += 1
             log.info("disconnected %s (%d %s)", conn.id, code, reason)
-            if self.runtime.has("$disconnect"):
+            if self.faults.drop_disconnect():  # best effort on AWS too (faults.py)
+                log.info("dropped the $disconnect of %s (fault injection)", conn.id)
+            elif self.runtime.has("$disconnect"):
                 event = disconnect_event(self.context, info, self.port, code, reason)
                 self._spawn(self._invoke("$disconnect", event))
-
-    def _connect_refusal(self, record: Invocation) -> bytes | None:
-        """The HTTP response refusing the handshake, or None to accept it."""
-        if record.timed_out:
-            return _gateway_refusal(504, "Endpoint request timed out")
-        result = record.result
-        status = result.get("statusCode") if isinstance(result, dict) else None
-        if record.error:
-            # A raising $connect handler refuses the handshake with 502 on AWS (a public
-            # wscat capture: "error: Unexpected server response: 502"; issue #17).
-            return _gateway_refusal(502, "Internal server error")
-        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-            return _gateway_refusal(500, "Internal server error")
-        if 200 <= status <= 299:
-            return None
-        assert isinstance(result, dict)
-        body = result.get("body") or ""
-        body_bytes = body.encode("utf-8") if isinstance(body, str) else json_body(body)
-        headers = [
-            (str(k), str(v))
-            for k, v in (result.get("headers") or {}).items()
-            if k.lower() not in ("content-length", "connection", "transfer-encoding")
-        ]
-        return build_response(status, headers, body_bytes, keep_alive=False)
 
     def _deliver(self, conn: ClientSocket, message: Message) -> None:
         if not message.is_text:

@@ -19,6 +19,11 @@ https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html):
   an empty or null list means all succeeded; an identifier that is empty or not in the batch
   fails the whole batch.
 
+As deployed (deploy/template.py, deploy/chalice_deploy.py), each queue has a dead-letter queue
+``<queue>-dlq`` and a redrive policy: after ``max_receives`` receives a job that keeps failing
+moves there instead of coming back forever. ``urls`` maps each queue's name to its URL, so the
+gateway can hand the app the URL it sends to (``--queue-url-env``).
+
 No long polling: the embedded server handles one request at a time (``dynamodb._Serialized``),
 so a 20 s ReceiveMessage would stall DynamoDB; an empty receive sleeps ``idle_seconds`` instead.
 """
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from local_gateway.lambda_events import LambdaContext
-from local_gateway.project import Invocation
+from local_gateway.lambda_runtime import Invocation
 from local_gateway.sigv4 import Credentials
 
 log = logging.getLogger("local_gateway.sqs")
@@ -214,6 +219,7 @@ class LocalQueues:
         region: str,
         credentials: Credentials,
         visibility_timeout: int = 30,
+        max_receives: int = 5,
     ) -> None:
         import boto3
 
@@ -224,7 +230,9 @@ class LocalQueues:
         )
         self.region = region
         self.visibility_timeout = visibility_timeout
+        self.max_receives = max_receives
         self.pollers: list[QueuePoller] = []
+        self.urls: dict[str, str] = {}  # queue name -> URL, dead-letter queues included
 
     def start(
         self,
@@ -233,10 +241,7 @@ class LocalQueues:
         on_invocation: Callable[[Invocation], None],
     ) -> None:
         for source in sqs_sources(app):
-            self.client.create_queue(
-                QueueName=source.queue,
-                Attributes={"VisibilityTimeout": str(self.visibility_timeout)},
-            )
+            self.create(source.queue)
             poller = QueuePoller(
                 self.client,
                 source,
@@ -248,6 +253,23 @@ class LocalQueues:
             poller.start()
             self.pollers.append(poller)
             log.info("SQS queue %s -> handler %s", source.queue, source.name)
+
+    def create(self, queue: str) -> str:
+        """``queue`` and its dead-letter queue, with the redrive policy; the queue's URL."""
+        dlq = f"{queue}-dlq"
+        self.urls[dlq] = self.client.create_queue(QueueName=dlq)["QueueUrl"]
+        dlq_arn = self.client.get_queue_attributes(
+            QueueUrl=self.urls[dlq], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.max_receives}
+        self.urls[queue] = self.client.create_queue(
+            QueueName=queue,
+            Attributes={
+                "VisibilityTimeout": str(self.visibility_timeout),
+                "RedrivePolicy": json.dumps(redrive),
+            },
+        )["QueueUrl"]
+        return self.urls[queue]
 
     def stop(self) -> None:
         for poller in self.pollers:

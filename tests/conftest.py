@@ -24,16 +24,17 @@ import pytest
 from moto import mock_aws
 from websockets.sync.client import ClientConnection
 
-from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import EndpointRule, Settings
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from chalicelib.table import DynamoDB
+from chalicelib.wiring import assemble
 from deploy.create_table import create_table
 from local_gateway import LocalGateway
 from tests.gateways import GatewayFactory, started_gateways
-from tests.helpers import SECRET, FakeGateway
+from tests.helpers import AUDIENCE, ISSUER, SECRET, FakeClock, FakeGateway
+from tests.tiers import add_option, forbid_unmarked_sockets, mark_socket_tests
 from tests.wsclient import WsConnect, open_ws
 
 TABLE = "test-connections"
@@ -51,27 +52,11 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
 
 
-class Clock:
-    """The one injected clock of a test (epoch seconds), exact to the microsecond.
-
-    It keeps whole microseconds and rounds every value it is set to: a float of epoch seconds
-    has about 0.24 µs of resolution, so ``clock.now += 0.1`` done on a bare float drifts (30
-    steps can be microseconds off) and a rate limit counting in microseconds saw a frame
-    arrive just before its token was back (the flaky ``test_a_burst_over_the_bucket...``)."""
+class Clock(FakeClock):
+    """The suite's one fake clock (tests.helpers.FakeClock), starting at a whole epoch second."""
 
     def __init__(self, now: float = 1_795_608_000.0) -> None:
-        self._micros = round(now * 1_000_000)
-
-    @property
-    def now(self) -> float:
-        return self._micros / 1_000_000
-
-    @now.setter
-    def now(self, value: float) -> None:
-        self._micros = round(value * 1_000_000)
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(now)
 
 
 @pytest.fixture
@@ -110,11 +95,13 @@ def make_switchboard(registry: Registry, gateway: FakeGateway, **settings: Any) 
     base.update(settings)
     if base["auth_mode"] == "jwt":
         base.setdefault("jwt_secret", SECRET)
+        base.setdefault("jwt_issuer", ISSUER)
+        base.setdefault("jwt_audience", AUDIENCE)
     base.setdefault("endpoint_rule", EndpointRule.from_env())  # AWS_REGION from aws_env
     config = Settings(**base)
-    broadcaster = Broadcaster(gateway, deadline_seconds=config.fanout_deadline_seconds)
     message_log = MessageLog(registry.table, config.history_ttl_seconds)
-    return Switchboard(config, registry, gateway, broadcaster, message_log)  # type: ignore[arg-type]
+    # Put together as the deployed one is (wiring.assemble), over moto and the fake gateway.
+    return assemble(config, registry, gateway, message_log)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -146,11 +133,21 @@ def ws_connect() -> Iterator[WsConnect]:
         yield open_client
 
 
+__all__ = ["forbid_unmarked_sockets"]  # tests/tiers.py's autouse guard, registered here
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_option(parser)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``soak`` tests outside tests/reliability (which skips its own by scale) run only with
+    """Tests that open sockets are marked ``socket`` (tests/tiers.py), before ``-m`` selects
+    (this hook runs before pytest's own, which deselects by marker). ``soak`` tests
+    outside tests/reliability (which skips its own by scale) run only with
     RELIABILITY_SCALE=soak (``make soak``): they take minutes and thousands of sockets."""
     import os
 
+    mark_socket_tests(items)
     if os.environ.get("RELIABILITY_SCALE") == "soak":
         return
     skip = pytest.mark.skip(reason="soak only: make soak (RELIABILITY_SCALE=soak)")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import boto3
 
-from local_gateway import Limits, LocalGateway
+from local_gateway import LocalGateway, Quotas
 from local_gateway.sigv4 import Credentials
 
 T = TypeVar("T")
@@ -41,7 +41,7 @@ def started_gateways() -> Iterator[GatewayFactory]:
         options.setdefault("ws_port", 0)
         options.setdefault("rest_port", 0)
         options.setdefault("close_timeout", 1.0)
-        gateway = LocalGateway(str(project_dir), limits=Limits.pop_from(options), **options)
+        gateway = LocalGateway(str(project_dir), limits=Quotas.pop_from(options), **options)
         if before_start is not None:
             before_start(gateway)
         gateway.start()

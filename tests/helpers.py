@@ -19,6 +19,11 @@ from chalicelib.registry import Target
 
 EVENTS_DIR = os.path.join(os.path.dirname(__file__), "events")
 SECRET = "test-secret-that-is-long-enough-for-hs256!!"
+# AUTH_MODE=jwt requires both (config.py); every token the tests mint carries them.
+ISSUER = "https://auth.switchboard.test/"
+AUDIENCE = "switchboard-test"
+# The app environment of a jwt-mode stack in tests (gateway factories' ``env``).
+JWT_ENV = {"JWT_SECRET": SECRET, "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE}
 
 
 @cache
@@ -57,7 +62,14 @@ def disconnect_event(connection_id: str, code: int = 1001) -> dict[str, Any]:
 
 def token(sub: str = "u_123", role: str | None = None, exp_in: int = 3600, **claims: Any) -> str:
     now = int(time.time())
-    payload: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + exp_in, **claims}
+    payload: dict[str, Any] = {
+        "sub": sub,
+        "iat": now,
+        "exp": now + exp_in,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        **claims,
+    }
     if role:
         payload["role"] = role
     return jwt.encode(payload, SECRET, algorithm="HS256")
@@ -99,3 +111,28 @@ class FakeGateway:
         frames = self.frames(connection_id)
         assert frames, f"nothing was sent to {connection_id}"
         return frames[-1]
+
+
+class FakeClock:
+    """A clock that moves only when the test moves it: ``clock.now`` in seconds, ``clock()``
+    reads it. The one fake clock of the suite (token buckets, pacing, deadlines, TTLs).
+
+    It keeps whole microseconds and rounds every value it is set to: a float of epoch seconds
+    has about 0.24 us of resolution, so ``clock.now += 0.1`` done on a bare float drifts (30
+    steps can be microseconds off) and a rate limit counting in microseconds saw a frame
+    arrive just before its token was back (the once flaky ``test_a_burst_over_the_bucket...``).
+    """
+
+    def __init__(self, now: float = 100.0) -> None:
+        self._micros = round(now * 1_000_000)
+
+    @property
+    def now(self) -> float:
+        return self._micros / 1_000_000
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._micros = round(value * 1_000_000)
+
+    def __call__(self) -> float:
+        return self.now

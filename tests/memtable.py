@@ -232,7 +232,11 @@ class MemoryTable:
         return {"PK": str(item["PK"]), "SK": str(item["SK"])}
 
     def batch_get(
-        self, keys: Sequence[ItemKey], projection: Sequence[str] | None = None
+        self,
+        keys: Sequence[ItemKey],
+        projection: Sequence[str] | None = None,
+        *,
+        complete: bool = False,  # nothing is ever left unprocessed here
     ) -> list[Item]:
         with self._lock:
             self.calls.append("batch_get")

@@ -10,7 +10,7 @@ import pytest
 from bench import coldstart, fanout, profile_fanout, quota, registry_cost, report, resume_cost
 from bench.common import load, machine
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.socket, pytest.mark.timeout(120)]  # the benchmarks run the gateway
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from websockets.http11 import Request
 
 from tests.browser.conftest import BrowserFactory, SwitchboardGateway
 from tests.browser.test_chat import ChatPage, page_url
-from tests.helpers import SECRET, token
+from tests.helpers import JWT_ENV, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -80,7 +80,7 @@ def attacker() -> Iterator[RecordingServer]:
 
 
 def jwt_gateway(switchboard_gateway: SwitchboardGateway, **env: str) -> Any:
-    return switchboard_gateway(auth_mode="jwt", env={"JWT_SECRET": SECRET, **env})
+    return switchboard_gateway(auth_mode="jwt", env={**JWT_ENV, **env})
 
 
 def test_with_auth_on_a_ws_link_is_refused_and_the_token_goes_only_to_the_stage(

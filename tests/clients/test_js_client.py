@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "js"
+pytestmark = pytest.mark.socket  # its integration and chaos tests start the local gateway
 
 
 def _install() -> None:

@@ -6,15 +6,22 @@ Each AWS call becomes the (IAM action, resource ARN) that AWS would authorise, t
 
 - every call is allowed by the function's role in the merge template (intrinsics resolved)
   and by ``.chalice/policy-<stage>.json`` (``chalice deploy``);
-- every DynamoDB / execute-api / SSM action a function is granted was used (least privilege).
+- every DynamoDB / execute-api / SSM action a function is granted was used (least privilege);
+- every call of the management API that chalicelib's code contains (``post``, ``post_many``,
+  ``start_many`` -> POST, ``close`` -> DELETE) ran in the scenario, so the two checks above cover
+  every ``@connections`` method a function can use: a code path the scenario misses (token
+  expiry closing the socket, which the message function's role once lacked) fails the test.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,7 +32,6 @@ from moto import mock_aws
 
 import app as app_module
 import chalicelib.wiring as wiring_module
-from chalicelib.config import CONTINUATION_QUEUE
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
 from deploy import template
@@ -39,7 +45,9 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 API_ID = "abc123def4"  # tests/events/*.json: domainName abc123def4.execute-api.us-east-1...
 STAGE = stage("dev")
-QUEUE = CONTINUATION_QUEUE
+# The dev stage's own JWT_ISSUER/JWT_AUDIENCE (.chalice/config.json): its tokens carry them.
+STAGE_CLAIMS = {"iss": STAGE.environment["JWT_ISSUER"], "aud": STAGE.environment["JWT_AUDIENCE"]}
+QUEUE = STAGE.continuation_queue
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
 
 Call = tuple[str, str]  # (IAM action, resource ARN)
@@ -89,6 +97,8 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterat
             if params.get("IndexName"):
                 arn += f"/index/{params['IndexName']}"
             yield f"dynamodb:{operation}", arn
+    elif service == "sqs" and operation == "GetQueueUrl":
+        yield "sqs:GetQueueUrl", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{params['QueueName']}"
     elif service == "sqs" and "QueueUrl" in params:
         name = params["QueueUrl"].rsplit("/", 1)[-1]
         yield f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
@@ -99,14 +109,61 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterat
         raise AssertionError(f"unexpected AWS call {service}:{operation}: map it to IAM")
 
 
+# The management API's methods as chalicelib calls them, and the HTTP method each one uses on
+# @connections (chalicelib/management_api.py: post_to_connection, delete_connection).
+# No code path calls GET @connections (connection info) today: a call of any other method on a
+# gateway fails test_the_scenario_makes_every_management_call_the_code_can_make until it is
+# mapped here (and, for GET, recorded by RecordingGateway and granted).
+MANAGEMENT_METHODS = {"post": "POST", "post_many": "POST", "start_many": "POST", "close": "DELETE"}
+CHALICELIB = Path(__file__).resolve().parents[2] / "chalicelib"
+
+CallSite = tuple[str, int, int, str]  # (file under chalicelib, first line, last line, method)
+
+
+def management_call_sites() -> set[CallSite]:
+    """Every ``<...>gateway.<method>(...)`` call in chalicelib: what the code can ask of the API."""
+    sites: set[CallSite] = set()
+    for path in sorted(CHALICELIB.rglob("*.py")):
+        if path.name == "management_api.py":  # the client itself: its methods call each other
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            receiver = node.func.value
+            name = (
+                receiver.attr
+                if isinstance(receiver, ast.Attribute)
+                else receiver.id
+                if isinstance(receiver, ast.Name)
+                else ""
+            )
+            if name.lstrip("_") == "gateway":
+                end = node.end_lineno or node.lineno
+                where = path.relative_to(CHALICELIB).as_posix()
+                sites.add((where, node.lineno, end, node.func.attr))
+    return sites
+
+
 class RecordingGateway:
-    """The management API as IAM sees it: post -> POST, close -> DELETE."""
+    """The management API as IAM sees it: post -> POST, close -> DELETE; and where it was called."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.outcomes: dict[str, Outcome] = {}
+        self.callers: set[tuple[str, int]] = set()  # (file under chalicelib, line)
+        self.closed: list[str] = []
+
+    def _caller(self) -> None:
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename == __file__:
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is not None:
+            path = Path(frame.f_code.co_filename).resolve()
+            if path.is_relative_to(CHALICELIB):
+                self.callers.add((path.relative_to(CHALICELIB).as_posix(), frame.f_lineno))
 
     def _record(self, method: str, connection_id: str) -> Outcome:
+        self._caller()
         self.recorder.add(
             "execute-api:ManageConnections",
             f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{STAGE.api_gateway_stage}/"
@@ -125,12 +182,24 @@ class RecordingGateway:
         return lambda: outcomes
 
     def close(self, connection_id: str, endpoint: str | None = None) -> Outcome:
+        self.closed.append(connection_id)
         return self._record("DELETE", connection_id)
 
 
-@pytest.fixture(scope="module")
-def recorded() -> dict[str, set[Call]]:
-    """Run every handler of the dev stage once through its paths; the calls per function."""
+# The functions' environment on each deploy path, besides the stage's config.json variables
+# (which ``Client(stage_name="dev")`` applies): the packaged stack sets the queue's URL and
+# turns partial batch responses on (deploy/template.py); ``chalice deploy`` gives the queue's
+# name only (CONTINUATION_QUEUE_NAME), and the functions look its URL up.
+PATH_ENV = {
+    "template": {"CONTINUATION_QUEUE_URL": QUEUE_URL, "CONTINUATION_PARTIAL_BATCH": "true"},
+    "file": {},
+}
+
+Scenario = tuple[Recorder, RecordingGateway]
+
+
+def run_scenario(path_env: dict[str, str]) -> Scenario:
+    """Run every handler of the dev stage once through its paths."""
     recorder = Recorder()
     gateway = RecordingGateway(recorder)
     original = botocore.client.BaseClient._make_api_call
@@ -146,13 +215,13 @@ def recorded() -> dict[str, set[Call]]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
+        **path_env,
     }
-    # The packaged stack sets the queue URL (deploy/template.py); chalice deploy users, too.
-    env["CONTINUATION_QUEUE_URL"] = QUEUE_URL
     for key, value in env.items():
         mp.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET"):
-        mp.delenv(key, raising=False)
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET", *PATH_ENV["template"]):
+        if key not in env:
+            mp.delenv(key, raising=False)
     mp.setattr(botocore.client.BaseClient, "_make_api_call", recording_call)
     mp.setattr(wiring_module, "ManagementApi", lambda *a, **k: gateway)
     try:
@@ -167,7 +236,20 @@ def recorded() -> dict[str, set[Call]]:
     finally:
         mp.undo()
         app_module.reset_switchboard(None)
-    return dict(recorder.calls)
+    return recorder, gateway
+
+
+@pytest.fixture(scope="module")
+def scenarios() -> dict[str, Scenario]:
+    """The scenario on each deploy path: ``template`` (make package) and ``file`` (chalice
+    deploy, whose policies are the .chalice/policy-*.json files)."""
+    return {source: run_scenario(path_env) for source, path_env in PATH_ENV.items()}
+
+
+@pytest.fixture(scope="module")
+def recorded(scenarios: dict[str, Scenario]) -> dict[str, set[Call]]:
+    """The calls per function on the packaged path."""
+    return dict(scenarios["template"][0].calls)
 
 
 def _cold(recorder: Recorder, function: str) -> None:
@@ -225,7 +307,7 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ws("message", message_event(cid, body))
 
     def http(method: str, path: str, body: Any = None) -> int:
-        headers = {"Authorization": f"Bearer {token('ops', role='admin')}"}
+        headers = {"Authorization": f"Bearer {token('ops', role='admin', **STAGE_CLAIMS)}"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         call = getattr(client.http, method)
@@ -242,8 +324,9 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ("c", "u_3", None),
         ("d", "ops", "admin"),
         ("e", "u_2", None),  # u_2's second connection: a user's rest can span pages
+        ("x", "u_4", None),  # its token expires: the message function closes it
     ):
-        event = connect_event(cid, {"token": token(user, role=role)})
+        event = connect_event(cid, {"token": token(user, role=role, **STAGE_CLAIMS)})
         ws("connect", event)
         if cid == "a":  # the same $connect again, as a put retried after a late answer:
             ws("connect", event)  # it reads its own item back and succeeds
@@ -265,12 +348,23 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     frame("a", idempotent)
     frame("a", idempotent)  # a retry: answered from the clientMsgId record
     frame("a", {"action": "sendRoom", "room": "lobby", "text": "hi all"})
+    frame("b", {"action": "resume", "streams": {"room:lobby": 0}})  # replay posts (POST)
     frame("b", {"action": "leave", "room": "lobby"})
     frame("b", {"action": "join", "room": "side"})  # kicked below: a membership to delete
     frame("c", {"action": "join", "room": "side"})  # its prune deletes a membership too
     gateway.outcomes["c"] = Outcome.GONE  # closed without $disconnect: pruned on 410
     frame("d", {"action": "broadcastAll", "text": "maintenance"})
     frame("e", {"action": "join", "room": "side"})
+    # A token that has expired: the next frame closes the socket (DELETE @connections).
+    # The table layer holds the one clock every service reads (chalicelib/table.py).
+    table = _built().registry.table
+    saved_clock = table._clock  # type: ignore[attr-defined]
+    table._clock = lambda: saved_clock() + 5400  # type: ignore[attr-defined]  # past x's exp (1 h), before its ttl (2 h+)
+    try:
+        frame("x", {"action": "whoami"})
+    finally:
+        table._clock = saved_clock  # type: ignore[attr-defined]
+    assert gateway.closed == ["x"], "the expired token's socket was closed"
     _past_deadline(lambda: frame("e", {"action": "sendRoom", "room": "side", "text": "c"}))
     _past_deadline(
         lambda: frame("a", {"action": "sendMessage", "targetUserId": "u_2", "text": "c"})
@@ -383,9 +477,9 @@ POLICIES: dict[str, Callable[[FunctionAccess], list[dict[str, Any]]]] = {
 @pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
 @pytest.mark.parametrize("source", POLICIES)
 def test_policy_allows_every_call_of_its_function(
-    recorded: dict[str, set[Call]], source: str, access: FunctionAccess
+    scenarios: dict[str, Scenario], source: str, access: FunctionAccess
 ) -> None:
-    calls = recorded.get(access.logical_id)
+    calls = scenarios[source][0].calls.get(access.logical_id)
     assert calls, f"the scenario never ran {access.logical_id}"
     statements = POLICIES[source](access)
     denied = sorted(c for c in calls if not allowed(statements, *c))
@@ -395,9 +489,9 @@ def test_policy_allows_every_call_of_its_function(
 @pytest.mark.parametrize("access", FUNCTIONS, ids=lambda f: f.logical_id)
 @pytest.mark.parametrize("source", POLICIES)
 def test_policy_grants_nothing_its_function_does_not_use(
-    recorded: dict[str, set[Call]], source: str, access: FunctionAccess
+    scenarios: dict[str, Scenario], source: str, access: FunctionAccess
 ) -> None:
-    unused = unused_grants(POLICIES[source](access), recorded[access.logical_id])
+    unused = unused_grants(POLICIES[source](access), scenarios[source][0].calls[access.logical_id])
     assert unused == [], f"{source}: {access.logical_id} is granted more than it uses: {unused}"
 
 
@@ -410,5 +504,25 @@ def test_every_function_reads_the_secret_and_only_senders_post(
     assert all(any(a == "ssm:GetParameter" for a, _ in calls) for calls in recorded.values())
     assert methods("WebsocketConnect") == set()
     assert methods("WebsocketDisconnect") == {"POST"}  # announces the user's presence leave
-    assert methods("WebsocketMessage") == {"POST"}
+    # An expired token closes its socket (service._expire): DELETE.
+    assert methods("WebsocketMessage") == {"POST", "DELETE"}
     assert methods("APIHandler") == {"POST", "DELETE"}
+
+
+@pytest.mark.parametrize("source", PATH_ENV)
+def test_the_scenario_makes_every_management_call_the_code_can_make(
+    scenarios: dict[str, Scenario], source: str
+) -> None:
+    """A management API call site the scenario never reaches is a method no policy test saw:
+    extend ``_exercise`` until it reaches it (and grant the method if a role lacks it)."""
+    sites = management_call_sites()
+    assert sites, "no management API call found in chalicelib: the scan is broken"
+    unmapped = sorted(site for site in sites if site[3] not in MANAGEMENT_METHODS)
+    assert unmapped == [], f"management API methods with no HTTP method here: {unmapped}"
+    hit = scenarios[source][1].callers
+    missed = sorted(
+        site
+        for site in sites
+        if not any(f == site[0] and site[1] <= ln <= site[2] for f, ln in hit)
+    )
+    assert missed == [], f"management API calls the IAM scenario never makes: {missed}"

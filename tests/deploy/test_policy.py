@@ -130,6 +130,31 @@ def test_check_reports_a_shared_stage_path_a_wrong_pointer_and_a_stray_file(
     assert "policy-old.json is not generated" in found
 
 
+def test_each_stage_grants_only_its_own_continuation_queue() -> None:
+    """Two stages in one account must not consume each other's jobs: each stage's queue has
+    its own name, and its functions' files grant that queue only."""
+    queues = {name: stage(name).continuation_queue for name in stages()}
+    assert len(set(queues.values())) == len(queues) >= 2, queues
+    for name in stages():
+        for access in policy.FUNCTIONS:
+            for st in attached_statements(name, access.chalice_name):
+                if any(a.startswith("sqs:") for a in st["Action"]):
+                    assert st["Resource"] == [f"arn:aws:sqs:*:*:{queues[name]}"], (name, st)
+
+
+def test_check_reports_a_queue_shared_between_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_stage = stage
+
+    def shared(name: str) -> Any:
+        s = real_stage(name)
+        env = {**s.environment, "CONTINUATION_QUEUE_NAME": "switchboard-continuation"}
+        return dataclasses.replace(s, environment=env)
+
+    monkeypatch.setattr(policy, "stage", shared)
+    found = "\n".join(policy.problems())
+    assert "share CONTINUATION_QUEUE_NAME 'switchboard-continuation'" in found
+
+
 @pytest.mark.parametrize("stage_name", stages())
 def test_no_wildcard_actions_and_every_action_exists(stage_name: str) -> None:
     known = known_actions()
@@ -162,3 +187,10 @@ def test_functions_match_the_app_handlers() -> None:
     }
     sqs = {s.name for s in app_module.app.event_sources if type(s).__name__ == "SQSEventConfig"}
     assert sqs == {"continue_fan_out"}
+
+
+def test_deploy_md_states_the_generated_iam_summary() -> None:
+    """DEPLOY.md's IAM summary is generated from FUNCTIONS: a grant added to the code and not
+    to the doc (the message function's DELETE once) fails here."""
+    text = policy.DEPLOY_DOC.read_text(encoding="utf-8")
+    assert policy.SUMMARY_START + "\n" + policy.summary() + "\n" + policy.SUMMARY_END in text

@@ -1,4 +1,5 @@
-"""Deployed stages read the JWT secret from an SSM SecureString named in JWT_SECRET_PARAMETER."""
+"""Deployed stages read the JWT secret (and the continuation job key) from SSM SecureStrings
+named in JWT_SECRET_PARAMETER (CONTINUATION_KEY_PARAMETER), through wiring.read_secret_parameter."""
 
 from __future__ import annotations
 
@@ -23,7 +24,13 @@ def ssm(aws_env: None) -> Iterator[Any]:
 
 
 def env(**extra: str) -> dict[str, str]:
-    return {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "jwt", **extra}
+    return {
+        "CONNECTIONS_TABLE": "t",
+        "AUTH_MODE": "jwt",
+        "JWT_ISSUER": "https://auth.example.com/",
+        "JWT_AUDIENCE": "switchboard",
+        **extra,
+    }
 
 
 def test_reads_the_secure_string(ssm: Any) -> None:
@@ -49,7 +56,7 @@ def test_missing_parameter_is_a_config_error_naming_it(ssm: Any) -> None:
 def test_an_explicit_secret_wins_and_ssm_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
     import chalicelib.wiring as wiring
 
-    def boom(name: str) -> str:
+    def boom(name: str, variable: str = "") -> str:
         raise AssertionError("SSM must not be called")
 
     monkeypatch.setattr(wiring, "read_secret_parameter", boom)
@@ -60,3 +67,20 @@ def test_an_explicit_secret_wins_and_ssm_is_not_called(monkeypatch: pytest.Monke
         {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "JWT_SECRET_PARAMETER": PARAM}
     )
     assert local.auth_mode == "none"
+
+
+def test_reads_the_continuation_key_parameter(ssm: Any) -> None:
+    key = "continuation-key-" + "k" * 32
+    ssm.put_parameter(Name="/switchboard/test/job-key", Value=key, Type="SecureString")
+    settings = settings_from_env(
+        {
+            "CONNECTIONS_TABLE": "t",
+            "AUTH_MODE": "none",
+            "CONTINUATION_KEY_PARAMETER": "/switchboard/test/job-key",
+        }
+    )
+    assert settings.continuation_key == key
+    with pytest.raises(ConfigError, match="CONTINUATION_KEY_PARAMETER '/nope' could not be read"):
+        settings_from_env(
+            {"CONNECTIONS_TABLE": "t", "AUTH_MODE": "none", "CONTINUATION_KEY_PARAMETER": "/nope"}
+        )

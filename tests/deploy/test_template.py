@@ -183,7 +183,7 @@ def test_only_the_senders_may_use_connections_and_only_this_api(packaged: Packag
                 ), arn
                 grants.setdefault(rid, []).append(arn.split("/")[2])
     assert grants == {
-        "WebsocketMessageRole": ["POST"],
+        "WebsocketMessageRole": ["POST", "DELETE"],  # DELETE: an expired token's socket
         "WebsocketDisconnectRole": ["POST"],  # presence: the leave event
         "ApiHandlerRole": ["POST", "DELETE"],
         "ContinueFanOutRole": ["POST"],  # the continuation worker posts the rest
@@ -243,12 +243,125 @@ def test_both_api_stages_are_throttled_from_stack_parameters(
 
 
 @pytest.mark.parametrize("stage_name", stages())
-def test_message_function_has_reserved_concurrency_from_config(
-    packaged: Packager, stage_name: str
-) -> None:
-    functions = resources(load_template(packaged(stage_name)), *FUNCTION_TYPES)
-    configured = chalice_config()["lambda_functions"]["websocket_message"]["reserved_concurrency"]
+def test_reserved_concurrency_is_an_opt_in_parameter(packaged: Packager, stage_name: str) -> None:
+    """A reservation rolls the whole stack back on accounts whose concurrency limit is 10 or
+    50 (Lambda keeps 100 unreserved): off unless the deployer asks for it."""
+    tpl = load_template(packaged(stage_name))
+    config = chalice_config()
+    for scope in (config, *config["stages"].values()):
+        for name, fn in scope.get("lambda_functions", {}).items():
+            assert "reserved_concurrency" not in fn, f"{name}: chalice deploy would reserve"
+    parameter = tpl["Parameters"][template.RESERVED_CONCURRENCY_PARAMETER]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 0, 0)
+    functions = resources(tpl, *FUNCTION_TYPES)
     reserved = functions["WebsocketMessage"]["Properties"]["ReservedConcurrentExecutions"]
-    assert reserved == configured == 100
-    # Lambda keeps 100 of the account's (default 1,000) unreserved: leave room for the rest.
-    assert reserved <= 400
+    # 0 would throttle every invocation: no reservation is no property at all.
+    assert reserved == {
+        "Fn::If": [
+            template.RESERVES_CONCURRENCY,
+            {"Ref": template.RESERVED_CONCURRENCY_PARAMETER},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert tpl["Conditions"][template.RESERVES_CONCURRENCY] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": template.RESERVED_CONCURRENCY_PARAMETER}, 0]}]
+    }
+    for fid, fn in functions.items():
+        if fid != "WebsocketMessage":
+            assert "ReservedConcurrentExecutions" not in fn["Properties"], fid
+
+
+def test_the_table_outlives_the_stack(packaged: Packager) -> None:
+    """It holds the message log and the stream counters: deleting or replacing the stack must
+    not delete it ("DeletionPolicy attribute", CloudFormation user guide)."""
+    table = load_template(packaged("dev"))["Resources"][template.TABLE_ID]
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+
+
+def test_every_alarm_notifies_the_topic_parameter(packaged: Packager) -> None:
+    tpl = load_template(packaged("dev"))
+    alarms = resources(tpl, "AWS::CloudWatch::Alarm")
+    assert {"FanoutFailedAlarm", "FanoutThrottledAlarm", "ContinuationDeadLetterAlarm"} <= set(
+        alarms
+    )
+    topic = {
+        "Fn::If": [
+            template.HAS_ALARM_TOPIC,
+            [{"Ref": template.ALARM_TOPIC_PARAMETER}],
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    for aid, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == topic, aid
+    assert tpl["Parameters"][template.ALARM_TOPIC_PARAMETER]["Default"] == ""
+    dlq = alarms["ContinuationDeadLetterAlarm"]["Properties"]
+    assert (dlq["Namespace"], dlq["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert dlq["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [template.DLQ_ID, "QueueName"]}}
+    ]
+
+
+def test_access_logs_are_opt_in_for_both_apis(packaged: Packager) -> None:
+    """Off by default: they need API Gateway's account-wide CloudWatch Logs role, which this
+    stack never sets (docs/DEPLOY.md)."""
+    tpl = load_template(packaged("dev"))
+    assert tpl["Parameters"][template.ACCESS_LOGS_PARAMETER]["Default"] == "false"
+    assert not resources(tpl, "AWS::ApiGateway::Account"), "the account-wide role is the user's"
+    groups = {template.WEBSOCKET_ACCESS_LOG_ID, template.REST_ACCESS_LOG_ID}
+    for gid in groups:
+        assert tpl["Resources"][gid]["Condition"] == template.ACCESS_LOGS_ON
+    (ws_stage,) = resources(tpl, "AWS::ApiGatewayV2::Stage").values()
+    (rest_api,) = resources(tpl, "AWS::Serverless::Api").values()
+    for setting, gid in (
+        (ws_stage["Properties"]["AccessLogSettings"], template.WEBSOCKET_ACCESS_LOG_ID),
+        (rest_api["Properties"]["AccessLogSetting"], template.REST_ACCESS_LOG_ID),
+    ):
+        condition, on, off = setting["Fn::If"]
+        assert (condition, off) == (template.ACCESS_LOGS_ON, {"Ref": "AWS::NoValue"})
+        assert on["DestinationArn"] == {"Fn::GetAtt": [gid, "Arn"]}
+        # No query string, no header: ?token= and Authorization never reach the logs.
+        assert "querystring" not in on["Format"].lower() and "header" not in on["Format"].lower()
+        json.loads(on["Format"])
+
+
+# Properties that give a resource a name of its own: two stacks (stages) in one account and
+# region must not collide on one, nor use the same queue or table.
+_NAME_PROPERTIES = ("TableName", "QueueName", "TopicName", "LogGroupName", "RoleName",
+                    "FunctionName", "AlarmName", "BucketName")  # fmt: skip
+
+
+@pytest.mark.parametrize("stage_name", stages())
+def test_nothing_is_shared_between_stages(packaged: Packager, stage_name: str) -> None:
+    tpl = load_template(packaged(stage_name))
+    for rid, res in tpl["Resources"].items():
+        if res["Type"] == "AWS::Lambda::Permission":
+            continue  # FunctionName there is a reference to this stack's function
+        for prop in _NAME_PROPERTIES:
+            value = res.get("Properties", {}).get(prop)
+            if value is not None:
+                assert "${AWS::StackName}" in json.dumps(value), f"{rid}.{prop} = {value!r}"
+    functions = resources(tpl, *FUNCTION_TYPES)
+    for fid, fn in functions.items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        # config.json's chalice deploy queue name is replaced by this stack's queue.
+        assert env["CONTINUATION_QUEUE_NAME"] == {"Fn::GetAtt": [template.QUEUE_ID, "QueueName"]}, (
+            fid
+        )
+    source = functions[template.WORKER_ID]["Properties"]["Events"][template.WORKER_EVENT_ID]
+    assert source["Properties"]["Queue"] == {"Fn::Sub": f"${{{template.QUEUE_ID}.Arn}}"}
+
+
+def test_worker_gets_batches_with_partial_failures(packaged: Packager) -> None:
+    functions = resources(load_template(packaged("dev")), *FUNCTION_TYPES)
+    worker = functions[template.WORKER_ID]["Properties"]
+    props = worker["Events"][template.WORKER_EVENT_ID]["Properties"]
+    assert props["BatchSize"] == template.WORKER_BATCH_SIZE
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert worker["Environment"]["Variables"]["CONTINUATION_PARTIAL_BATCH"] == "true"
+    queue = load_template(packaged("dev"))["Resources"][template.QUEUE_ID]["Properties"]
+    # At least six times the function's timeout ("Configuring a queue to use with Lambda").
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == template.MAX_RECEIVES

@@ -38,8 +38,14 @@ def test_connect_refused_with_handler_status(
     [record] = echo_gateway.invocations.wait_for("$connect")
     assert record.result["statusCode"] == 403
     assert echo_gateway.connection_ids() == []
-    time.sleep(0.2)
-    assert echo_gateway.invocations.find("$disconnect") == []  # never connected
+    # Instead of a guessed pause: a connection opened and closed after the refusal has its
+    # $disconnect run; one owed to the refused handshake would have been started before it.
+    probe = ws_connect(echo_gateway)
+    probe_id = connection_id(probe)
+    probe.close()
+    echo_gateway.invocations.wait_for("$disconnect", probe_id)
+    disconnects = echo_gateway.invocations.find("$disconnect")
+    assert [r.connection_id for r in disconnects] == [probe_id]  # the refused one never connected
 
 
 @pytest.mark.timeout(30)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ FLAGS = [
     "--custom-domain", "--base-path", "--write-env-file",
     "--account-rps", "--account-burst",
     "--env-file", "--env-from-environ", "--allowed-origin", "--allowed-host", "--max-sockets",
-    "--head-timeout", "--keepalive-timeout",
+    "--head-timeout", "--keepalive-timeout", "--generate-secret",
 ]  # fmt: skip
 
 
@@ -141,3 +142,37 @@ def test_a_bad_account_quota_is_a_usage_error(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2
+
+
+@pytest.mark.timeout(120)
+def test_make_run_starts_the_switchboard_stack_that_answers_health() -> None:
+    """The README's first command, as written in the Makefile (ephemeral ports, so it can run
+    beside a developer's own ``make run``): the app starts with the embedded queue wired and
+    its job key generated, and /health says ok."""
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "run", "ARGS=--port 0 --ws-port 0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO_ROOT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        banner: list[str] = []
+        while True:  # the banner's last line, or the process ending, whichever comes first
+            line = proc.stdout.readline()
+            assert line, "make run exited early:\n" + "".join(banner)
+            banner.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(banner)
+        rest = re.search(r"REST API\s+(http://127\.0\.0\.1:\d+)", text)
+        assert rest, text
+        assert "CONTINUATION_QUEUE_URL" in text
+        with urllib.request.urlopen(rest.group(1) + "/health", timeout=30) as answer:
+            assert answer.status == 200, text
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -21,12 +21,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.common import raise_nofile
+from deploy.project import stage
 from local_gateway import LocalGateway
 from local_gateway.sqs import ROUTE_PREFIX
 from tests.e2e.helpers import REPO_ROOT
 from tests.wsclient import open_ws, recv_json
 
-QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/switchboard-continuation"
+QUEUE = stage("dev").continuation_queue  # the embedded queue app.py's worker subscribes to
 
 
 class Listeners:
@@ -97,8 +98,11 @@ def broadcast_reaches_everyone_once(
         max_sockets=n + 1000,
         env={
             "FANOUT_DEADLINE_SECONDS": str(deadline_seconds),
-            "CONTINUATION_QUEUE_URL": QUEUE_URL,
+            # AUTH_MODE=none has no JWT secret to derive the job key from (#22 item 5).
+            "CONTINUATION_KEY": "e2e-continuation-key-" + "k" * 32,
         },
+        # As make run does: the embedded queue's URL in the app's CONTINUATION_QUEUE_URL.
+        queue_url_env="CONTINUATION_QUEUE_URL",
     )
     listeners = Listeners(gw.urls.websocket)  # type: ignore[union-attr]
     try:
@@ -128,7 +132,7 @@ def broadcast_reaches_everyone_once(
     assert lost == [], f"{len(lost)} of {n} clients never got the message"
     # No worker crashed here, so the normal path holds: once per recipient.
     assert duplicated == {}, f"{len(duplicated)} clients got it more than once"
-    workers = gw.invocations.find(ROUTE_PREFIX + "switchboard-continuation")
+    workers = gw.invocations.find(ROUTE_PREFIX + QUEUE)
     assert workers, "no continuation invocation ran"
     assert all(w.error is None for w in workers)
     assert all(w.result == {"batchItemFailures": []} for w in workers)

@@ -154,6 +154,29 @@ def test_a_foreign_host_is_refused_dns_rebinding(
         assert status_line(sock) == b"HTTP/1.1 403 Forbidden"
 
 
+@pytest.mark.timeout(30)
+def test_the_rest_port_refuses_a_foreign_host_dns_rebinding(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """The REST API (Chalice's local server) applies the WebSocket port's Host allow-list: a
+    rebinding page could otherwise read users' messages and broadcast through it."""
+    gw = echo(gateway_factory, allowed_hosts=["devbox.lan"])
+    assert gw.urls is not None and gw.urls.rest is not None
+    port = int(gw.urls.rest.rsplit(":", 1)[1])
+    for host, expected in [
+        (f"attacker.example:{port}", b"HTTP/1.1 403 Forbidden"),
+        ("attacker.example", b"HTTP/1.1 403 Forbidden"),
+        ("", b"HTTP/1.1 403 Forbidden"),  # no Host names nothing
+        (f"127.0.0.1:{port}", b"HTTP/1.1 200 OK"),
+        (f"localhost:{port}", b"HTTP/1.1 200 OK"),
+        ("devbox.lan", b"HTTP/1.1 200 OK"),
+    ]:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            head = f"Host: {host}\r\n" if host else ""
+            sock.sendall(f"GET /connections HTTP/1.1\r\n{head}Connection: close\r\n\r\n".encode())
+            assert status_line(sock) == expected, host
+
+
 # -- slow and silent sockets -------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 import app as app_module
 from tests.e2e.helpers import REPO_ROOT
 from tests.gateways import GatewayFactory, rest_url
-from tests.helpers import SECRET, token
+from tests.helpers import JWT_ENV, token
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,7 +90,7 @@ def fuzz(operation: APIOperation, mode: GenerationMode, base_url: str, auth: str
 
 
 def test_every_operation_answers_as_documented(gateway_factory: GatewayFactory) -> None:
-    gw = gateway_factory(REPO_ROOT, auth_mode="jwt", env={"JWT_SECRET": SECRET})
+    gw = gateway_factory(REPO_ROOT, auth_mode="jwt", env=JWT_ENV)
     auth = f"Bearer {token('ops', role='admin')}"
     assert len(OPERATIONS) == 14
     failures: list[str] = []

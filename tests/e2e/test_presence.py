@@ -3,7 +3,7 @@
 
 Real sockets, so every presence and members frame received is also checked against
 docs/asyncapi.yaml (the autouse fixture in conftest.py). The races (join against
-``$disconnect``, a prune against a late ``$disconnect``) are in tests/functional/test_presence.py
+``$disconnect``, a prune against a late ``$disconnect``) are in tests/functional/chalicelib/test_presence.py
 and, under load, in the reliability churn (tests/reliability/test_churn.py).
 """
 

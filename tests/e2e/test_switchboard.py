@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed
 from local_gateway import LocalGateway
 from tests.e2e.helpers import REPO_ROOT
 from tests.gateways import http, table_items, wait_until
-from tests.helpers import SECRET, token
+from tests.helpers import JWT_ENV, token
 from tests.wsclient import recv_json, send
 
 pytestmark = pytest.mark.timeout(60)
@@ -127,7 +127,7 @@ def test_jwt_mode_refuses_bad_tokens_at_the_handshake(
 ) -> None:
     from websockets.exceptions import InvalidStatus
 
-    gw = gateway_factory(REPO_ROOT, auth_mode="jwt", env={"JWT_SECRET": SECRET})
+    gw = gateway_factory(REPO_ROOT, auth_mode="jwt", env=JWT_ENV)
     for query in ("", "userId=u1", "token=garbage", f"token={token(exp_in=-5)}"):
         with pytest.raises(InvalidStatus) as refused:
             ws_connect(gw, query)

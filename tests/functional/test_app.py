@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from tests.conftest import TABLE, make_switchboard
+from tests.harness import Harness, harness_over
 from tests.helpers import (
     SECRET,
     FakeGateway,
@@ -24,70 +24,6 @@ from tests.helpers import (
     message_event,
     token,
 )
-
-
-class Harness:
-    """Drives the three websocket Lambdas like API Gateway would."""
-
-    def __init__(self, client: Client, gateway: FakeGateway) -> None:
-        self.client = client
-        self.gateway = gateway
-
-    def connect(self, cid: str, **query: str) -> dict[str, Any]:
-        return self.client.lambda_.invoke("connect", connect_event(cid, query or None)).payload
-
-    def send(self, cid: str, frame: Any) -> dict[str, Any]:
-        """Send a frame and return the reply the sender got (the last frame posted to it)."""
-        before = len(self.replies(cid))
-        self.client.lambda_.invoke("message", message_event(cid, frame))
-        frames = self.replies(cid)
-        assert len(frames) == before + 1, (
-            f"expected exactly one reply to {cid}, got {frames[before:]}"
-        )
-        return frames[-1]
-
-    def replies(self, cid: str) -> list[dict[str, Any]]:
-        """Frames posted to ``cid`` but presence events (which come from others' joins)."""
-        return [f for f in self.gateway.frames(cid) if f["type"] != "presence"]
-
-    def presence(self, cid: str) -> list[tuple[str, str, str]]:
-        """(room, event, userId) of the presence events ``cid`` got, in order."""
-        return [
-            (f["room"], f["event"], f["userId"])
-            for f in self.gateway.frames(cid)
-            if f["type"] == "presence"
-        ]
-
-    def disconnect(self, cid: str) -> dict[str, Any]:
-        return self.client.lambda_.invoke("disconnect", disconnect_event(cid)).payload
-
-    def inbox(self, cid: str) -> list[dict[str, Any]]:
-        return [f for f in self.gateway.frames(cid) if f["type"] == "message"]
-
-
-@pytest.fixture
-def harness(switchboard: Switchboard, gateway: FakeGateway) -> Iterator[Harness]:
-    app_module.reset_switchboard(switchboard)
-    try:
-        with Client(app_module.app) as client:
-            yield Harness(client, gateway)
-    finally:
-        app_module.reset_switchboard(None)
-
-
-def harness_of(switchboard: Switchboard, gateway: FakeGateway) -> Iterator[Harness]:
-    """A harness over ``switchboard`` (for fixtures with their own settings)."""
-    app_module.reset_switchboard(switchboard)
-    try:
-        with Client(app_module.app) as client:
-            yield Harness(client, gateway)
-    finally:
-        app_module.reset_switchboard(None)
-
-
-@pytest.fixture
-def jwt_harness(registry: Registry, gateway: FakeGateway) -> Iterator[Harness]:
-    yield from harness_of(make_switchboard(registry, gateway, auth_mode="jwt"), gateway)
 
 
 def test_connect_registers_and_disconnect_removes(
@@ -119,15 +55,15 @@ def test_seed_send_message_frame_reaches_every_connection_of_the_user(harness: H
     ack = harness.send(
         "alice", {"action": "sendMessage", "targetUserId": "u_456", "text": "hi", "ref": 1}
     )
+    # AUTH_MODE=none: delivery receipts on by default; never the recipient stream's seq.
     assert ack == {
         "type": "ack",
         "ref": 1,
+        "stored": True,
+        "id": ack["id"],
         "delivered": 2,
         "failed": 0,
         "gone": 0,
-        "id": ack["id"],
-        "stream": "user:u_456",
-        "seq": 1,
     }
     for cid in ("bob-phone", "bob-laptop"):
         [msg] = harness.inbox(cid)
@@ -139,10 +75,49 @@ def test_seed_send_message_frame_reaches_every_connection_of_the_user(harness: H
         )
 
 
-def test_send_to_an_offline_user_is_not_found(harness: Harness) -> None:
+def test_send_to_an_offline_user_is_stored_not_an_error(harness: Harness) -> None:
     harness.connect("alice", userId="u_123")
     reply = harness.send("alice", {"action": "sendMessage", "targetUserId": "u_999", "text": "hi"})
-    assert reply["type"] == "error" and reply["code"] == "not_found"
+    assert reply == {
+        "type": "ack",
+        "stored": True,
+        "id": reply["id"],
+        "delivered": 0,
+        "failed": 0,
+        "gone": 0,
+    }
+
+
+def _dm(harness: Harness, sender: str, target: str, ref: int) -> dict[str, Any]:
+    return harness.send(
+        sender,
+        {"action": "sendMessage", "targetUserId": target, "text": "are you there?", "ref": ref},
+    )
+
+
+def test_a_dm_ack_is_no_online_oracle_in_jwt_mode(jwt_harness: Harness) -> None:
+    """#22 item 9: whether the recipient is offline, online on one device or on three, and
+    however many DMs they received, the sender's ack is the same: stored, with the id."""
+    jwt_harness.connect("mallory", token=token("mallory"))
+    for n in range(3):
+        jwt_harness.connect(f"bob-{n}", token=token("bob"))
+    jwt_harness.connect("carol", token=token("carol"))
+    for n in range(4):  # bob's stream moves on: its seq would say how many DMs he got
+        _dm(jwt_harness, "carol", "bob", n)
+    acks = [_dm(jwt_harness, "mallory", target, i) for i, target in enumerate(["bob", "nobody"])]
+    for i, ack in enumerate(acks):
+        assert ack == {"type": "ack", "ref": i, "stored": True, "id": ack["id"]}
+    assert len(jwt_harness.inbox("bob-0")) == 5  # bob got them all the same
+
+
+def test_delivery_receipts_are_a_setting(registry: Registry, gateway: FakeGateway) -> None:
+    switchboard = make_switchboard(registry, gateway, auth_mode="jwt", dm_delivery_receipts=True)
+    with harness_over(switchboard, gateway) as harness:
+        harness.connect("alice", token=token("alice"))
+        harness.connect("bob", token=token("bob"))
+        ack = _dm(harness, "alice", "bob", 1)
+        assert (ack["stored"], ack["delivered"], ack["failed"], ack["gone"]) == (True, 1, 0, 0)
+        assert "seq" not in ack and "stream" not in ack
 
 
 def test_rooms(harness: Harness) -> None:
@@ -314,14 +289,6 @@ def test_broadcast_all_needs_admin_when_auth_is_on(jwt_harness: Harness) -> None
 # --- HTTP routes ---------------------------------------------------------------------------
 
 
-def _post(client: Client, path: str, body: Any, auth: str | None = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if auth:
-        headers["Authorization"] = auth
-    raw = body if isinstance(body, str) else json.dumps(body)
-    return client.http.post(path, headers=headers, body=raw)
-
-
 def test_health(harness: Harness) -> None:
     response = harness.client.http.get("/health")
     assert response.status_code == 200 and response.json_body["status"] == "ok"
@@ -334,11 +301,11 @@ def test_http_push_routes_deliver_and_report(harness: Harness) -> None:
     harness.connect("a", userId="u1")
     harness.connect("b", userId="u2")
     harness.send("b", {"action": "join", "room": "ops"})
-    user = _post(harness.client, "/users/u1/messages", {"text": "to u1"})
+    user = harness.post("/users/u1/messages", {"text": "to u1"})
     assert user.status_code == 200 and user.json_body["delivered"] == 1
-    room = _post(harness.client, "/rooms/ops/messages", {"text": "to ops"})
+    room = harness.post("/rooms/ops/messages", {"text": "to ops"})
     assert room.json_body["delivered"] == 1
-    everyone = _post(harness.client, "/broadcast", {"text": "to all"})
+    everyone = harness.post("/broadcast", {"text": "to all"})
     assert everyone.json_body == {
         **everyone.json_body,
         "recipients": 2,
@@ -375,7 +342,7 @@ def test_push_to_an_unknown_scope_raises_and_sends_nothing(
     ],
 )
 def test_http_bad_bodies_get_400(harness: Harness, path: str, body: Any, words: str) -> None:
-    response = _post(harness.client, path, body)
+    response = harness.post(path, body)
     assert response.status_code == 400
     assert words in response.json_body["error"]
 
@@ -394,12 +361,14 @@ def test_connections_listing_and_kick(
 
 def test_http_routes_need_an_admin_token_when_auth_is_on(jwt_harness: Harness) -> None:
     client = jwt_harness.client
-    assert _post(client, "/broadcast", {"text": "x"}).status_code == 401
-    assert _post(client, "/broadcast", {"text": "x"}, "Bearer junk").status_code == 401
-    assert _post(client, "/broadcast", {"text": "x"}, f"Bearer {token('u_1')}").status_code == 403
+    assert jwt_harness.post("/broadcast", {"text": "x"}).status_code == 401
+    assert jwt_harness.post("/broadcast", {"text": "x"}, "Bearer junk").status_code == 401
     assert (
-        _post(
-            client, "/broadcast", {"text": "x"}, f"Bearer {token('ops', role='admin')}"
+        jwt_harness.post("/broadcast", {"text": "x"}, f"Bearer {token('u_1')}").status_code == 403
+    )
+    assert (
+        jwt_harness.post(
+            "/broadcast", {"text": "x"}, f"Bearer {token('ops', role='admin')}"
         ).status_code
         == 200
     )
@@ -505,5 +474,5 @@ def test_no_send_path_scans_the_table(
         ]
         == 3
     )
-    assert _post(harness.client, "/broadcast", {"text": "x"}).json_body["delivered"] == 6
+    assert harness.post("/broadcast", {"text": "x"}).json_body["delivered"] == 6
     assert harness.client.http.get("/connections").json_body["count"] == 6

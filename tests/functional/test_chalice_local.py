@@ -82,6 +82,7 @@ def test_health_without_credentials_says_so(
     assert response.json_body["missing"] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
 
 
+@pytest.mark.socket  # connects to 127.0.0.1:9, where nothing listens
 def test_an_unreachable_dynamodb_is_a_configuration_answer(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,7 +91,9 @@ def test_an_unreachable_dynamodb_is_a_configuration_answer(
     monkeypatch.setenv("JWT_SECRET", SECRET)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9")
     monkeypatch.setenv("MANAGEMENT_MAX_ATTEMPTS", "1")
-    response = push(client, f"Bearer {token('ops', role='admin')}")
+    # The dev stage's own iss/aud (.chalice/config.json): the token passes, DynamoDB does not.
+    stage = {"iss": "https://auth.example.com/", "aud": "switchboard-dev"}
+    response = push(client, f"Bearer {token('ops', role='admin', **stage)}")
     assert response.status_code == 500
     assert "could not be reached" in response.json_body["error"]
     assert "make run" in response.json_body["error"]

@@ -14,18 +14,7 @@ import pytest
 from chalicelib.management_api import Outcome
 from chalicelib.message_log import MessageLog
 from chalicelib.service import Switchboard
-from tests.functional import test_app
-from tests.functional.test_app import Harness
-from tests.helpers import message_event
-
-harness = test_app.harness  # the same fixture: the handlers over moto and a fake gateway
-
-
-def send_raw(harness: Harness, cid: str, frame: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every frame posted to ``cid`` while it sends ``frame``."""
-    before = len(harness.gateway.frames(cid))
-    harness.client.lambda_.invoke("message", message_event(cid, frame))
-    return harness.gateway.frames(cid)[before:]
+from tests.harness import Harness
 
 
 def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: Harness) -> None:
@@ -39,7 +28,8 @@ def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: H
     [seen] = harness.inbox("alice-1")
     assert (seen["stream"], seen["seq"]) == ("room:lobby", 3)
     dm_before = harness.send("bob", {"action": "sendMessage", "targetUserId": "alice", "text": "x"})
-    assert (dm_before["stream"], dm_before["seq"]) == ("user:alice", 1)
+    # A DM's ack says it was stored, never the recipient stream's seq (#22 item 9).
+    assert dm_before["stored"] is True and "seq" not in dm_before
 
     # alice vanishes without a $disconnect: her connection is pruned by the next send's 410.
     harness.gateway.outcomes["alice-1"] = Outcome.GONE
@@ -48,13 +38,13 @@ def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: H
         "bob", {"action": "sendMessage", "targetUserId": "alice", "text": "are you there?"}
     )
     assert missed_room["seq"] == 4, missed_room  # then 5: alice's leave, announced by the prune
-    # Nobody is connected as alice now: the sender is told, and the message is logged anyway.
-    assert missed_dm["code"] == "not_found" and missed_dm["seq"] == 2, missed_dm
+    # Nobody is connected as alice now: logged all the same, and acked like any DM.
+    assert missed_dm["type"] == "ack" and missed_dm["stored"] is True, missed_dm
+    assert missed_dm["delivered"] == 0  # AUTH_MODE=none: receipts on by default
 
     harness.connect("alice-2", userId="alice")
     harness.send("alice-2", {"action": "join", "room": "lobby"})
-    frames = send_raw(
-        harness,
+    frames = harness.send_raw(
         "alice-2",
         {"action": "resume", "streams": {"room:lobby": 3, "user:alice": 1, "all": 0}, "ref": 9},
     )
@@ -75,8 +65,8 @@ def test_alice_gets_what_she_missed_after_reconnect_rejoin_and_resume(harness: H
 
 def test_resume_of_a_room_not_rejoined_or_another_user_is_refused(harness: Harness) -> None:
     harness.connect("a", userId="alice")
-    frames = send_raw(
-        harness, "a", {"action": "resume", "streams": {"room:lobby": 0, "user:bob": 0, "all": 0}}
+    frames = harness.send_raw(
+        "a", {"action": "resume", "streams": {"room:lobby": 0, "user:bob": 0, "all": 0}}
     )
     [resumed] = frames
     assert "refused" in resumed["streams"]["room:lobby"]

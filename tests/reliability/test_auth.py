@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 
 from tests.gateways import http
-from tests.helpers import SECRET, token
+from tests.helpers import AUDIENCE, ISSUER, JWT_ENV, SECRET, token
 from tests.reliability.conftest import Figures, StackFactory
 from tests.reliability.scale import SCALE
 from tests.reliability.stack import StackUnderTest
@@ -58,7 +58,14 @@ def hs(
 
 def claims(sub: Any = "u_1", exp_in: int = 3600, **extra: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": sub, "iat": now, "exp": now + exp_in, **extra}
+    return {
+        "sub": sub,
+        "iat": now,
+        "exp": now + exp_in,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        **extra,
+    }
 
 
 def without(payload: dict[str, Any], name: str) -> dict[str, Any]:
@@ -92,7 +99,16 @@ def hs256_bad_tokens() -> list[tuple[str, str]]:
         ("tampered exp", tampered(token("u_1", exp_in=-60), exp=int(time.time()) + 3600)),
         ("HS512, same secret", hs({"alg": "HS512"}, claims(), SECRET.encode(), hashlib.sha512)),
         ("HS384, same secret", hs({"alg": "HS384"}, claims(), SECRET.encode(), hashlib.sha384)),
-        ("no exp", jwt.encode({"sub": "u_1", "iat": int(time.time())}, SECRET, "HS256")),
+        ("no exp", jwt.encode(without(claims(), "exp"), SECRET, "HS256")),
+        ("no iss", jwt.encode(without(claims(), "iss"), SECRET, "HS256")),
+        ("no aud", jwt.encode(without(claims(), "aud"), SECRET, "HS256")),
+        ("another service's iss", jwt.encode(claims(iss="https://other.test/"), SECRET, "HS256")),
+        ("another service's aud", jwt.encode(claims(aud="other-service"), SECRET, "HS256")),
+        (
+            "exp a numeric string",
+            jwt.encode(claims(exp=str(int(time.time()) + 60)), SECRET, "HS256"),
+        ),
+        ("iat a numeric string", jwt.encode(claims(iat=str(int(time.time()))), SECRET, "HS256")),
         ("no sub", jwt.encode(without(claims(), "sub"), SECRET, "HS256")),
         ("no iat", jwt.encode(without(claims(), "iat"), SECRET, "HS256")),
         ("iat in the future", jwt.encode(claims(iat=int(time.time()) + 600), SECRET, "HS256")),
@@ -136,7 +152,7 @@ _send = functools.partial(send, timeout=10)
 
 @pytest.fixture
 def jwt_switchboard(switchboard_factory: StackFactory) -> StackUnderTest:
-    return switchboard_factory(auth_mode="jwt", env={"JWT_SECRET": SECRET}, rest_port=0)
+    return switchboard_factory(auth_mode="jwt", env=JWT_ENV, rest_port=0)
 
 
 def test_bad_tokens_are_refused_at_the_handshake(
@@ -211,7 +227,7 @@ def test_algorithm_confusion_is_refused_with_rs256(
     private, public = keypair()
     other_private, _ = keypair()
     sb = switchboard_factory(
-        auth_mode="jwt", env={"JWT_SECRET": public.decode(), "JWT_ALGORITHM": "RS256"}
+        auth_mode="jwt", env={**JWT_ENV, "JWT_SECRET": public.decode(), "JWT_ALGORITHM": "RS256"}
     )
     shakes = Handshakes(sb)
     attacks = {
@@ -458,13 +474,13 @@ def test_nobody_reads_or_posts_where_they_should_not(
         _send(
             bob, {"action": "sendMessage", "targetUserId": "u_alice", "text": "hi", "from": "ops"}
         ),
-        delivered=1,
+        stored=True,
     )
     expect(recv_json(alice, timeout=10), **{"from": "u_bob", "text": "hi"})
-    expect(
-        _send(alice, {"action": "sendMessage", "targetUserId": "u_ali", "text": "x"}),
-        code="not_found",
-    )
+    # A DM to nobody online is acked the same (no online oracle; jwt mode: no counts).
+    nobody = _send(alice, {"action": "sendMessage", "targetUserId": "u_ali", "text": "x"})
+    expect(nobody, type="ack", stored=True)
+    assert "delivered" not in nobody and "seq" not in nobody, nobody
     silent = {name: quiet(ws) for name, ws in (("bob", bob), ("carol", carol), ("dave", dave))}
     figures.record(
         "auth: room and user isolation",

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from chalicelib import protocol
-from tests.helpers import SECRET, token
+from tests.helpers import JWT_ENV, token
 from tests.reliability.conftest import Figures, StackFactory
 from tests.reliability.scale import SCALE
 from tests.wsclient import open_ws, send
@@ -135,7 +135,7 @@ def _recv_reply(ws: ClientConnection, seen: collections.Counter[str]) -> dict[st
 def test_fuzzed_frames_get_error_frames_and_change_nothing(
     switchboard_factory: StackFactory, figures: Figures
 ) -> None:
-    sb = switchboard_factory(auth_mode="jwt", env={"JWT_SECRET": SECRET})
+    sb = switchboard_factory(auth_mode="jwt", env=JWT_ENV)
     tag = secrets.token_hex(4)
     room = f"lobby-{tag}"
 

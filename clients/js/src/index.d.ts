@@ -59,9 +59,12 @@ export interface MembersFrame {
 export interface AckFrame {
   type: "ack";
   ref: Ref;
-  delivered: number;
-  failed: number;
-  gone: number;
+  /** Absent from a direct message's ack unless the server turns delivery receipts on. */
+  delivered?: number;
+  failed?: number;
+  gone?: number;
+  /** A direct message's ack: stored for the recipient (no `stream`/`seq`), online or not. */
+  stored?: true;
   id?: string;
   stream?: Stream;
   seq?: number;
@@ -77,10 +80,6 @@ export interface ErrorFrame {
   code: string;
   message: string;
   ref?: Ref;
-  /** `not_found` for a user with no live connection: the message is logged for their resume. */
-  id?: string;
-  stream?: Stream;
-  seq?: number;
   /** `rate_limited` by the connection's frame rate: how long until a frame would pass. */
   retryAfterMs?: number;
 }

@@ -36,9 +36,11 @@ test("acks carry stream and seq; errors reject with the server's code", async ()
   await until(bob, "message", () => bob.received.length === 1, 5000, "bob's message");
   assert.deepEqual([bob.received[0].text, bob.received[0].seq], ["hello", ack.seq]);
   const dm = await alice.sendMessage("bob", "psst");
-  assert.equal(dm.stream, "user:bob");
+  assert.equal(dm.stored, true);
+  assert.equal(dm.seq, undefined); // never the recipient stream's seq (no online oracle)
   await assert.rejects(alice.sendRoom("elsewhere", "x"), { code: "forbidden" });
-  await assert.rejects(alice.sendMessage("nobody", "x"), (e) => e.code === "not_found" && e.frame.stream === "user:nobody");
+  const offline = await alice.sendMessage("nobody", "x"); // stored for their resume, acked alike
+  assert.equal(offline.stored, true);
   await assert.rejects(alice.leave("never-joined"), { code: "not_found" });
   await assert.rejects(alice.sendRoom("lobby", ""), { code: "bad_request" });
   assert.equal((await alice.broadcast("to all")).stream, "all");

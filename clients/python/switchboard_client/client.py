@@ -79,8 +79,7 @@ class StateChange:
 
 class SwitchboardError(Exception):
     """A request answered with an ``error`` frame: ``code`` is the frame's (``forbidden``,
-    ``not_found``, ...), ``frame`` the whole frame (a ``not_found`` direct message still carries
-    the ``stream`` and ``seq`` it is kept under for the user's resume). ``retry_after_ms``: on
+    ``not_found``, ...), ``frame`` the whole frame. ``retry_after_ms``: on
     ``rate_limited``, how long the server asks to wait, when it says."""
 
     def __init__(self, code: str, message: str, frame: Mapping[str, Any] | None = None) -> None:
@@ -329,6 +328,7 @@ class Client:
     # --- requests ------------------------------------------------------------------------
 
     async def send_message(self, user_id: str, text: str) -> Frame:
+        """The ack: ``stored`` true and the ``id``, online recipient or not (no ``seq``)."""
         return await self._send(
             {"action": "sendMessage", "targetUserId": user_id, "text": text}, message=True
         )

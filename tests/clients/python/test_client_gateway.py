@@ -74,10 +74,10 @@ def test_acks_errors_and_rooms(gateway_factory: GatewayFactory) -> None:
         await alice.connect(15)
         await bob.connect(15)
         ack = await alice.send_message("bob", "hi")
-        assert (ack["type"], ack["stream"], ack["delivered"]) == ("ack", "user:bob", 1)
-        with pytest.raises(SwitchboardError) as offline:
-            await alice.send_message("nobody", "kept for their resume")
-        assert offline.value.code == "not_found" and offline.value.frame["stream"] == "user:nobody"
+        assert (ack["type"], ack["stored"], ack["delivered"]) == ("ack", True, 1)
+        # Offline: stored for their resume and acked all the same (no online oracle).
+        offline = await alice.send_message("nobody", "kept for their resume")
+        assert (offline["type"], offline["stored"], offline["delivered"]) == ("ack", True, 0)
         with pytest.raises(SwitchboardError) as forbidden:
             await alice.send_room("lobby", "not a member")
         assert forbidden.value.code == "forbidden"
@@ -187,22 +187,21 @@ def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFac
         for c in everyone:
             await c.connect(15)
             await c.join("chaos")
-        acked: dict[tuple[str, int], str] = {}
+        acked: dict[tuple[str, int], str] = {}  # room messages, by (stream, seq)
+        acked_dms: dict[str, str] = {}  # a DM's ack names no seq (#22 item 9): by id
         kicks = {id(c): 0 for c in (rx, s2)}
 
         async def send_all(sender: Client, name: str) -> None:
             for i in range(per_sender):
                 text = f"{name}-{i}"
-                try:
-                    if i % 2:
-                        reply = await sender.send_room("chaos", text)
-                    else:
-                        reply = await sender.send_message("rx", text)
-                except SwitchboardError as exc:
-                    # not_found: rx was away; the message is logged for its resume all the same.
-                    assert exc.code == "not_found", exc
-                    reply = dict(exc.frame)
-                acked[(reply["stream"], reply["seq"])] = text
+                if i % 2:
+                    reply = await sender.send_room("chaos", text)
+                    acked[(reply["stream"], reply["seq"])] = text
+                else:
+                    # rx may be away: the message is stored for its resume and acked all the same.
+                    reply = await sender.send_message("rx", text)
+                    assert reply["stored"] is True, reply
+                    acked_dms[reply["id"]] = text
                 await asyncio.sleep(rng.uniform(0, 0.06))
 
         async def chaos(stop: asyncio.Event) -> None:
@@ -219,6 +218,8 @@ def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFac
         await chaos_task
         last = {s: max(q for t, q in acked if t == s) for s, _ in acked}
         await until(lambda: all(rx.last_seqs().get(s, 0) >= q for s, q in last.items()), 30)
+        await until(lambda: set(acked_dms) <= {m.id for m in rx_got}, 30)
+        last["user:rx"] = max(m.seq for m in rx_got if m.id in acked_dms)
         await until(lambda: idle.last_seqs().get("room:chaos", 0) >= last["room:chaos"], 30)
         for c in everyone:
             await c.close()
@@ -235,10 +236,12 @@ def test_chaos_every_message_once_in_order_none_lost(gateway_factory: GatewayFac
                 )
         delivered = {(m.stream, m.seq): m.text for m in rx_got}
         assert all(delivered[key] == text for key, text in acked.items())
+        by_id = {m.id: m.text for m in rx_got}
+        assert all(by_id[mid] == text for mid, text in acked_dms.items())
         texts = [m.text for m in rx_got]
         return {
             "sent": 2 * per_sender,
-            "acked": len(acked),
+            "acked": len(acked) + len(acked_dms),
             "received_rx": len(rx_got),
             "received_idle": len(idle_got),
             "presence_rx": len(presence["rx"]),

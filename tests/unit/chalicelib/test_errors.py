@@ -51,6 +51,9 @@ CASES = [
     (THROTTLED, errors.UpstreamBusy, "rate_limited", 502, "upstream error; see the function's logs", True),
     (BROKEN, errors.Upstream, "internal", 502, "upstream error; see the function's logs", True),
     (KeyError("surprise"), errors.Internal, "internal", 502, "upstream error; see the function's logs", False),
+    # Raised to Lambda (never answered to a client) so SQS delivers the batch again.
+    (errors.ContinuationBatchFailed(1, 2), errors.ContinuationBatchFailed, "internal", 500,
+     "1 of 2 continuation jobs failed", True),
 ]  # fmt: skip
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import keys
-from chalicelib.registry import DuplicateConnection, NotConnected, QuerySpec, Registry
-from chalicelib.table import Update
+from chalicelib.registry import (
+    DuplicateConnection,
+    NotConnected,
+    QuerySpec,
+    Registry,
+    RegistryError,
+)
+from chalicelib.table import UnprocessedItems, Update
 from tests.conftest import Clock
 from tests.memtable import MemoryTable
 from tests.unit.chalicelib.memory import START, ms
@@ -147,3 +153,32 @@ def test_a_rate_bucket_on_the_connection_goes_with_it(
     mem.update(keys.conn_key("a"), Update(set={"rateTat": 5}))
     registry.remove("a")
     assert mem.items() == []
+
+
+def test_live_targets_reads_each_connection_back_with_its_stored_endpoint(
+    registry: Registry, mem: MemoryTable, clock: Clock
+) -> None:
+    # A continuation job names connection ids only (issue #22 item 5): the endpoint is the one
+    # each registered with, and unknown or expired connections are left out, in job order.
+    registry.register("old", "u0", ms(clock) - 7_600_000, endpoint="https://old/api")
+    registry.register("b", "u2", ms(clock), endpoint="https://b/api")
+    registry.register("a", "u1", ms(clock), endpoint="https://a/api")
+    targets = registry.live_targets(["a", "ghost", "old", "b", "a"])
+    assert [(t.connection_id, t.user_id, t.endpoint) for t in targets] == [
+        ("a", "u1", "https://a/api"),
+        ("b", "u2", "https://b/api"),
+    ]
+    assert registry.live_targets([]) == []
+
+
+def test_live_targets_raises_when_a_read_is_left_unprocessed(
+    registry: Registry, mem: MemoryTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unread connection must not pass for a closed one: the job fails and SQS redelivers.
+    def unprocessed(*args: object, **kwargs: object) -> list[object]:
+        assert kwargs.get("complete") is True
+        raise UnprocessedItems("1 keys left unprocessed after retries")
+
+    monkeypatch.setattr(mem, "batch_get", unprocessed)
+    with pytest.raises(RegistryError, match="unprocessed"):
+        registry.live_targets(["a"])

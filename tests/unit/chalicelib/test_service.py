@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from botocore.exceptions import ClientError
 from chalicelib import departures
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge, Report
 from chalicelib.config import EndpointRule, Settings
+from chalicelib.errors import ContinuationBatchFailed
 from chalicelib.idempotency import ClientMsgIdReused, SendInProgress
 from chalicelib.limits import ALLOWED, Verdict
 from chalicelib.management_api import Outcome
@@ -314,10 +316,19 @@ def test_send_room_logs_then_fans_out_to_members_but_the_sender(world: World) ->
     assert not any(f["type"] == "message" for f in world.gateway.frames("a"))
 
 
-def test_send_message_to_a_user_without_connections_is_kept_for_resume(world: World) -> None:
+def test_send_message_to_a_user_without_connections_is_stored_not_refused(world: World) -> None:
+    # Issue #22 item 9: no online oracle. Kept for the recipient's resume and acked as stored;
+    # never not_found, never the recipient stream's stream/seq (how many DMs they got).
     world.registry.add("a", "u1")
     reply = world.send("a", {"action": "sendMessage", "targetUserId": "u9", "text": "hi"})
-    assert (reply["code"], reply["stream"], reply["seq"]) == ("not_found", "user:u9", 1)
+    assert reply == {"type": "ack", "stored": True, "id": reply["id"], "delivered": 0,
+                     "failed": 0, "gone": 0}  # fmt: skip
+    assert world.log.get("user:u9", 1) is not None
+    # Without receipts (jwt's default), not even whether anyone got it.
+    quiet = World(dm_delivery_receipts=False)
+    quiet.registry.add("a", "u1")
+    reply = quiet.send("a", {"action": "sendMessage", "targetUserId": "u9", "text": "hi"})
+    assert reply == {"type": "ack", "stored": True, "id": reply["id"]}
 
 
 def test_broadcast_all_needs_the_admin_role_with_auth(world: World) -> None:
@@ -517,8 +528,18 @@ def test_continuation_jobs_run_and_their_gone_connections_are_removed(world: Wor
 
 
 def test_without_a_queue_continuation_jobs_go_back_to_sqs(world: World) -> None:
+    # The packaged stack's mapping reports partial batch failures: every job is listed.
+    world.switchboard.settings = replace(
+        world.switchboard.settings, continuation_partial_batch=True
+    )
     answer = world.switchboard.continue_fan_out([("m1", "{}"), ("m2", "{}")])
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
+    # chalice deploy's mapping would delete a batch whose invocation returned: it raises.
+    world.switchboard.settings = replace(
+        world.switchboard.settings, continuation_partial_batch=False
+    )
+    with pytest.raises(ContinuationBatchFailed, match="2 of 2"):
+        world.switchboard.continue_fan_out([("m1", "{}"), ("m2", "{}")])
 
 
 # --- HTTP ------------------------------------------------------------------------------------------

@@ -94,6 +94,23 @@ def test_a_batch_get_resends_unprocessed_keys_and_decodes_plain_values(
     assert items == [{"rooms": {"r1"}, "ttl": 200}, {"rooms": {"r2"}, "ttl": 50}]
 
 
+def test_a_complete_batch_get_raises_on_keys_still_unprocessed_after_the_retries(
+    stubbed: tuple[DynamoDB, Stubber, list[float]],
+) -> None:
+    table, stub, slept = stubbed
+    key_a = {"PK": {"S": "CONN#a"}, "SK": {"S": "CONN"}}
+    for _ in range(16):
+        stub.add_response(
+            "batch_get_item", {"Responses": {}, "UnprocessedKeys": {TABLE: {"Keys": [key_a]}}}
+        )
+    # Left out by default (the caller cannot tell it from a missing item) ...
+    assert table.batch_get([keys.conn_key("a")]) == []
+    # ... or, asked to be complete, an error the caller can retry on.
+    with pytest.raises(UnprocessedItems, match="1 keys left unprocessed"):
+        table.batch_get([keys.conn_key("a")], complete=True)
+    assert len(slept) == 16
+
+
 def test_a_condition_failure_carries_the_old_item_and_whether_botocore_resent(
     stubbed: tuple[DynamoDB, Stubber, list[float]],
 ) -> None:

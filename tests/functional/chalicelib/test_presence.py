@@ -12,11 +12,8 @@ from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from tests.conftest import TABLE, make_switchboard
-from tests.functional import test_app
-from tests.functional.test_app import Harness
+from tests.harness import Harness, harness_over
 from tests.helpers import FakeGateway
-
-harness = test_app.harness  # the same fixture: the handlers over moto and a fake gateway
 
 
 def presence_items(ddb: Any, room: str) -> dict[str, list[str]]:
@@ -36,7 +33,8 @@ def members(harness: Harness, cid: str, room: str = "lobby") -> dict[str, Any]:
 @pytest.fixture
 def capped(registry: Registry, gateway: FakeGateway) -> Iterator[Harness]:
     sb = make_switchboard(registry, gateway, presence_max_members=2, presence_max_list=2)
-    yield from test_app.harness_of(sb, gateway)
+    with harness_over(sb, gateway) as driven:
+        yield driven
 
 
 def test_first_connection_enters_and_others_hear_it_but_not_the_joiner(harness: Harness) -> None:

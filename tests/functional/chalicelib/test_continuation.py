@@ -15,6 +15,7 @@ import pytest
 
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.continuation import BadJob, Continuation, Job
+from chalicelib.continuation_guard import JobLedger, JobSigner
 from chalicelib.message_log import MessageLog
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
@@ -22,6 +23,9 @@ from tests.conftest import Clock, make_switchboard
 from tests.helpers import FakeGateway
 
 N = 300
+KEY = b"k" * 32
+# The endpoint every connection registered with at $connect (what the worker must post to).
+STORED = "https://abc123.execute-api.us-east-1.amazonaws.com/api"
 
 
 @pytest.fixture
@@ -29,7 +33,13 @@ def wired(
     ddb: Any, registry: Registry, gateway: FakeGateway, clock: Clock
 ) -> tuple[Switchboard, Any, str]:
     sqs = boto3.client("sqs", region_name="us-east-1")
-    url = sqs.create_queue(QueueName="continuation")["QueueUrl"]
+    # A received job stays invisible until drain() deletes it, however slow the machine: with
+    # SQS's default 30 s visibility timeout a loaded run saw jobs come back and posts doubled.
+    # 43,200 s is the maximum (CreateQueue, VisibilityTimeout: "0 to 43,200 (12 hours)",
+    # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html).
+    url = sqs.create_queue(QueueName="continuation", Attributes={"VisibilityTimeout": "43200"})[
+        "QueueUrl"
+    ]
     registry.page_size = 7
     ticks = itertools.count()
     broadcaster = Broadcaster(
@@ -40,10 +50,12 @@ def wired(
     sb.broadcaster = broadcaster
     message_log = MessageLog(registry.table)
     sb.continuation = Continuation(
-        sqs, url, registry, message_log, broadcaster, per_message=5, deadline_seconds=40
-    )
+        sqs, url, registry, message_log, broadcaster, per_message=5, deadline_seconds=40,
+        signer=JobSigner(KEY, clock=lambda: clock.now),
+        ledger=JobLedger(registry.table),
+    )  # fmt: skip
     for i in range(N):
-        registry.register(f"c{i:04d}", f"u{i % 7}", int(clock.now * 1000))
+        registry.register(f"c{i:04d}", f"u{i % 7}", int(clock.now * 1000), endpoint=STORED)
     return sb, sqs, url
 
 
@@ -73,6 +85,8 @@ def test_broadcast_past_its_deadline_reaches_everyone_once(
     assert set(received) == {f"c{i:04d}" for i in range(N)}
     assert set(received.values()) == {1}
     assert {f["seq"] for cid in received for f in gateway.frames(cid)} == {answer["seq"]}
+    # The workers posted to the endpoints the registry holds, as the sender did.
+    assert set(gateway.endpoints) == {STORED}
     # One EMF line per fan-out: the sender's and every job's.
     assert capsys.readouterr().out.count('"event":"fanout_metrics"') == jobs + 1
 
@@ -86,14 +100,17 @@ def test_a_job_survives_the_round_trip_and_junk_is_refused() -> None:
         "room:lobby", 42, "room", "cX",
         [Target("c1", None, "https://e/api"), Target("c2")],
         [QuerySpec("ROOM#lobby", None, "CONN#", {"PK": "ROOM#lobby", "SK": "CONN#x"})],
-        hop=3,
+        hop=3, id="j1", exp=2_000_000_000,
     )  # fmt: skip
     # Compared through its encoding: the e2e suite re-imports chalicelib, so the registry's
     # dataclasses imported here may be other class objects than the ones Job.decode builds.
     decoded = Job.decode(job.encode())
     assert decoded.encode() == job.encode()
     assert [t.connection_id for t in decoded.targets] == ["c1", "c2"] and decoded.hop == 3
-    for junk in ("", "[]", '{"v":1}', '{"v":2,"stream":"a"}'):
+    assert "https://e/api" not in job.encode()  # a job never carries an endpoint
+    assert all(t.endpoint is None for t in decoded.targets)
+    # Version 3; a version 1 or 2 job (endpoints, or unsigned) is refused, as is junk.
+    for junk in ("", "[]", '{"v":3}', '{"v":3,"stream":"a"}', '{"v":1}', '{"v":2}'):
         with pytest.raises(BadJob):
             Job.decode(junk)
     bad_index = job.encode().replace('"queries":[{', '"queries":[{"index":"Evil",')

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from typing import Any
@@ -10,9 +11,11 @@ import pytest
 
 from chalicelib.auth import AuthError, connect_identity, require_admin_bearer, verify_token
 from chalicelib.config import Settings
-from tests.helpers import SECRET, token
+from tests.helpers import AUDIENCE, ISSUER, SECRET, token
 
-JWT = Settings(table_name="t", auth_mode="jwt", jwt_secret=SECRET)
+JWT = Settings(
+    table_name="t", auth_mode="jwt", jwt_secret=SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE
+)
 NONE = Settings(table_name="t", auth_mode="none")
 
 
@@ -28,7 +31,7 @@ def _b64(obj: dict) -> str:
 def _claims(drop: str = "", **changes: Any) -> dict[str, Any]:
     """Valid claims (sub, iat, exp) with one dropped or changed: each bad token has one flaw."""
     now = int(time.time())
-    claims = {"sub": "u_1", "iat": now, "exp": now + 60, **changes}
+    claims = {"sub": "u_1", "iat": now, "exp": now + 60, "iss": ISSUER, "aud": AUDIENCE, **changes}
     claims.pop(drop, None)
     return claims
 
@@ -77,9 +80,7 @@ def test_bad_tokens_are_refused_with_401(bad: str) -> None:
 
 
 def test_token_lifetime_is_capped_by_the_setting() -> None:
-    short = Settings(
-        table_name="t", auth_mode="jwt", jwt_secret=SECRET, jwt_max_lifetime_seconds=600
-    )
+    short = dataclasses.replace(JWT, jwt_max_lifetime_seconds=600)
     assert verify_token(token(exp_in=600), short).user_id == "u_123"
     with pytest.raises(AuthError, match="token lifetime exceeds 600 seconds") as info:
         verify_token(token(exp_in=601), short)
@@ -133,3 +134,45 @@ def test_http_push_needs_an_admin_bearer_token() -> None:
         require_admin_bearer(f"Bearer {token('u_1')}", JWT)
     assert not_admin.value.status == 403
     assert require_admin_bearer(f"Bearer {token('ops', role='admin')}", JWT).user_id == "ops"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"iss": "https://another-service.test/"},
+        {"aud": "another-service"},
+        {"aud": ["another-service"]},
+        {"iss": None},
+        {"aud": None},
+    ],
+    ids=["other-iss", "other-aud", "other-aud-list", "no-iss", "no-aud"],
+)
+def test_a_token_for_another_service_with_the_same_secret_is_refused(
+    changes: dict[str, Any],
+) -> None:
+    claims = {k: v for k, v in _claims(**changes).items() if v is not None}
+    with pytest.raises(AuthError) as info:
+        verify_token(_hs(claims), JWT)
+    assert info.value.status == 401
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"exp": str(int(time.time()) + 60)},
+        {"iat": str(int(time.time()))},
+        {"iat": True},
+        {"nbf": str(int(time.time()) - 5)},
+        {"exp": float("inf")},
+    ],
+    ids=["exp-numeric-string", "iat-numeric-string", "iat-bool", "nbf-numeric-string", "exp-inf"],
+)
+def test_only_numeric_dates_are_accepted(changes: dict[str, Any]) -> None:
+    # RFC 7519 section 2: a NumericDate is a JSON number; PyJWT alone accepts these (int()).
+    with pytest.raises(AuthError) as info:
+        verify_token(_hs(_claims(**changes)), JWT)
+    assert info.value.status == 401
+
+
+def test_a_float_exp_is_a_numeric_date() -> None:
+    assert verify_token(_hs(_claims(exp=time.time() + 60.5)), JWT).user_id == "u_1"

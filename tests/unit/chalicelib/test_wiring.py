@@ -52,3 +52,39 @@ def test_build_switchboard_paces_the_transport_as_configured(aws_env: None) -> N
     off = Settings(table_name="t", auth_mode="none", fanout_rate_control="off")
     gateway = build_switchboard(off, session=boto3.session.Session()).gateway
     assert gateway._async_transport().rate is None  # type: ignore[union-attr]
+
+
+def test_a_queue_known_by_name_makes_its_sqs_client_and_url_when_first_used(
+    aws_env: None,
+) -> None:
+    """``chalice deploy`` stages know the queue by name only (CONTINUATION_QUEUE_NAME): every
+    function gets a continuation, but none makes an SQS client or looks the URL up until a
+    fan-out hands off ($connect and $disconnect never do), and then only once."""
+    settings = Settings(table_name="t", auth_mode="none", continuation_queue_name="sb-dev-q")
+    session = boto3.session.Session()
+    made: list[str] = []
+    looked_up: list[str] = []
+    real_client = session.client
+
+    class Sqs:
+        def get_queue_url(self, QueueName: str) -> dict[str, str]:  # noqa: N803 - boto3's name
+            looked_up.append(QueueName)
+            return {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/123456789012/{QueueName}"}
+
+    def client(name: str, **options: Any) -> Any:
+        made.append(name)
+        if name == "sqs":
+            return Sqs()
+        return real_client(name, **options)  # type: ignore[call-overload]
+
+    session.client = client  # type: ignore[method-assign]
+    continuation = build_switchboard(settings, session=session).continuation
+    assert continuation is not None and "sqs" not in made
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/sb-dev-q"
+    assert continuation._url() == continuation._url() == url
+    assert made.count("sqs") == 1 and looked_up == ["sb-dev-q"]
+
+
+def test_without_a_queue_there_is_no_continuation(aws_env: None) -> None:
+    settings = Settings(table_name="t", auth_mode="none")
+    assert build_switchboard(settings, session=boto3.session.Session()).continuation is None

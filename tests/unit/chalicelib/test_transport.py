@@ -15,7 +15,10 @@ import pytest
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.registry import Target
 from chalicelib.transport import MAX_RESPONSE_BODY
-from local_gateway.quota import TokenBucket
+from local_gateway.token_bucket import TokenBucket
+
+# Every test here talks HTTP to a scripted server on 127.0.0.1.
+pytestmark = pytest.mark.socket
 
 HUGE_BODY_SENT = 32 << 20
 
@@ -127,6 +130,8 @@ class ScriptedServer:
             return _error(410, "GoneException")
         if cid.startswith("big"):
             return _error(413, "PayloadTooLargeException")
+        if cid.startswith("full"):  # a client that does not read: its buffer stays full
+            return _error(429, "LimitExceededException")
         if cid.startswith("throttle") and n == 1:
             return _error(429, "LimitExceededException")
         if cid.startswith("flaky") and n == 1:
@@ -338,3 +343,20 @@ def test_aimd_keeps_posts_under_a_quota_that_fixed_concurrency_storms(rate_contr
     assert share_429 < 0.1 and transport.rate is not None
     assert 10 <= transport.rate.rate <= 600 and transport.rate.decreases >= 1
     assert elapsed < 600 / 300 * 1.5
+
+
+def test_one_full_client_buffer_slows_no_other_post(server: ScriptedServer) -> None:
+    # A non-reading client answers 429 to every post ("the WebSocket client side buffer is
+    # full": botocore's LimitExceededException); 20 others read. The pacing used to halve on
+    # each fan-out's 429 for everyone (#22 item 2). Now one connection's 429s are its own.
+    gateway = make_gateway(server.url, max_rate=1000)
+    for n in range(5):
+        readers = [Target(f"ok{n}-{i}") for i in range(20)]
+        outcomes = gateway.post_many([Target("full1"), *readers], b"x")
+        assert outcomes == [Outcome.THROTTLED] + [Outcome.DELIVERED] * 20, n
+    transport = gateway._async_transport()
+    assert transport is not None and transport.rate is not None
+    assert transport.rate.decreases == 0 and transport.rate.rate == 1000
+    # Its first 429 is retried (a client only briefly slow still gets the message); its 429
+    # again is given up on, without backoff, in this fan-out and the next ones.
+    assert server.attempts["full1"] == 2 + 4

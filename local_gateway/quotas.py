@@ -13,7 +13,7 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Limits:
+class Quotas:
     """API Gateway's WebSocket quotas; all configurable for tests."""
 
     max_message_bytes: int = 128 * 1024
@@ -26,7 +26,7 @@ class Limits:
     send_buffer_limit: int = 1024 * 1024
     # How long to wait for the client's half of a close handshake before dropping it.
     close_timeout: float = 3.0
-    # The account's request quota over every @connections call (local_gateway/quota.py);
+    # The account's request quota over every @connections call (local_gateway/token_bucket.py);
     # None: unlimited, as before. AWS's is 10,000 rps, burst 5,000 (default: half the rate).
     account_rps: float | None = None
     account_burst: float | None = None
@@ -38,8 +38,8 @@ class Limits:
     max_sockets: int = 4096
 
     @classmethod
-    def pop_from(cls, options: dict[str, Any]) -> Limits:
-        """Remove the fields of ``Limits`` from ``options`` and return them as ``Limits``.
+    def pop_from(cls, options: dict[str, Any]) -> Quotas:
+        """Remove the fields of ``Quotas`` from ``options`` and return them as ``Quotas``.
 
         For factories that take one flat set of keyword options (test fixtures:
         ``gateway_factory(idle_timeout=0.5, auth_mode="none")``); the rest of ``options``

@@ -18,7 +18,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from local_gateway import cli
 from local_gateway.dynamodb import _SignedOnly
 from local_gateway.http11 import HttpRequest
-from local_gateway.server import AcceptErrorLog, default_hosts, host_allowed, origin_allowed
+from local_gateway.port_guard import AcceptErrorLog, default_hosts, host_allowed, origin_allowed
 from local_gateway.sigv4 import Credentials, SigV4Verifier
 
 
@@ -179,3 +179,17 @@ def test_bad_env_sources_are_clear_errors(tmp_path: Any, monkeypatch: pytest.Mon
     bad.write_text("JWT_SECRET\n")
     with pytest.raises(ValueError, match=r"bad.env:1: expected KEY=VALUE"):
         cli.read_env_file(str(bad))
+
+
+def test_generated_secrets_are_random_and_lose_to_given_ones(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parse = cli.build_parser().parse_args
+    first = cli.app_environment(parse(["--generate-secret", "CONTINUATION_KEY"]))
+    second = cli.app_environment(parse(["--generate-secret", "CONTINUATION_KEY"]))
+    assert len(first["CONTINUATION_KEY"]) >= 32
+    assert first["CONTINUATION_KEY"] != second["CONTINUATION_KEY"]
+    env_file = tmp_path / "app.env"
+    env_file.write_text("CONTINUATION_KEY=" + "g" * 40 + "\n")
+    given = parse(["--env-file", str(env_file), "--generate-secret", "CONTINUATION_KEY"])
+    assert cli.app_environment(given)["CONTINUATION_KEY"] == "g" * 40

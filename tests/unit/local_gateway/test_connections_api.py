@@ -14,7 +14,7 @@ from local_gateway.connections_api import ConnectionsApi, Response
 from local_gateway.faults import FaultConfig, FaultInjector
 from local_gateway.http11 import HttpRequest
 from local_gateway.lambda_events import ClientInfo
-from local_gateway.limits import Limits
+from local_gateway.quotas import Quotas
 
 CID = "R1kmxc2VNjMCFIA="
 PATH = "/api/@connections/R1kmxc2VNjMCFIA%3D"
@@ -53,12 +53,12 @@ class FakeConnection:
 
 
 def make_api(
-    *conns: FakeConnection, limits: Limits | None = None, faults: FaultConfig | None = None
+    *conns: FakeConnection, limits: Quotas | None = None, faults: FaultConfig | None = None
 ) -> ConnectionsApi:
     return ConnectionsApi(
         stage="api",
         connections={c.info.connection_id: c for c in conns},
-        limits=limits or Limits(),
+        limits=limits or Quotas(),
         faults=FaultInjector(faults),
         request_id_factory=lambda: "req-1",
     )
@@ -115,7 +115,7 @@ def test_post_to_a_closing_connection_is_gone() -> None:
 
 def test_post_over_the_data_limit_is_payload_too_large() -> None:
     conn = FakeConnection()
-    api = make_api(conn, limits=Limits(max_post_bytes=4))
+    api = make_api(conn, limits=Quotas(max_post_bytes=4))
     assert call(api, "POST", body=b"1234").status == 200
     response = call(api, "POST", body=b"12345")
     assert_error(response, 413, "PayloadTooLargeException", "Request entity too large")
@@ -125,13 +125,13 @@ def test_post_over_the_data_limit_is_payload_too_large() -> None:
 
 def test_post_checks_the_size_before_the_connection() -> None:
     # The body is validated before the connection is looked up: 413 wins over 410.
-    api = make_api(limits=Limits(max_post_bytes=1))
+    api = make_api(limits=Quotas(max_post_bytes=1))
     assert call(api, "POST", body=b"12").status == 413
 
 
 def test_post_to_a_client_that_is_not_reading_is_throttled() -> None:
     conn = FakeConnection(buffered=1025)
-    api = make_api(conn, limits=Limits(send_buffer_limit=1024))
+    api = make_api(conn, limits=Quotas(send_buffer_limit=1024))
     response = call(api, "POST", body=b"x")
     assert_error(response, 429, "LimitExceededException", "Client buffer is full")
     assert conn.sent == []
@@ -246,7 +246,7 @@ def test_the_connection_id_is_url_decoded() -> None:
 
 def test_limits_pop_from_takes_only_limit_fields() -> None:
     options: dict[str, Any] = {"idle_timeout": 0.5, "close_timeout": 1.0, "auth_mode": "none"}
-    assert Limits.pop_from(options) == Limits(idle_timeout=0.5, close_timeout=1.0)
+    assert Quotas.pop_from(options) == Quotas(idle_timeout=0.5, close_timeout=1.0)
     assert options == {"auth_mode": "none"}
 
 
@@ -287,7 +287,7 @@ def test_a_custom_domain_mapped_at_the_stage_name_serves_the_stage_path() -> Non
 
 def test_the_account_quota_throttles_every_method_past_the_burst() -> None:
     conn = FakeConnection()
-    api = make_api(conn, limits=Limits(account_rps=0.001, account_burst=3))
+    api = make_api(conn, limits=Quotas(account_rps=0.001, account_burst=3))
     assert [call(api, m, body=b"x").status for m in ("POST", "GET", "DELETE")] == [200, 200, 204]
     for method in ("POST", "GET", "DELETE"):
         assert_error(call(api, method, body=b"x"), 429, "LimitExceededException", "Rate exceeded")
@@ -295,7 +295,7 @@ def test_the_account_quota_throttles_every_method_past_the_burst() -> None:
 
 
 def test_the_account_quota_is_shared_and_refills_at_its_rate() -> None:
-    from local_gateway.quota import TokenBucket
+    from local_gateway.token_bucket import TokenBucket
 
     clock = [0.0]
     bucket = TokenBucket(10, burst=2, clock=lambda: clock[0])
@@ -307,7 +307,7 @@ def test_the_account_quota_is_shared_and_refills_at_its_rate() -> None:
 
 
 def test_unsigned_calls_are_refused_before_they_spend_the_quota() -> None:
-    api = make_api(FakeConnection(), limits=Limits(account_rps=0.001, account_burst=1))
+    api = make_api(FakeConnection(), limits=Quotas(account_rps=0.001, account_burst=1))
     assert call(api, "GET", headers=[]).status == 403
     assert call(api, "GET").status == 200
 

@@ -9,7 +9,7 @@ import pytest
 from chalicelib.broadcaster import Broadcaster, PayloadTooLarge
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
-from tests.helpers import FakeGateway
+from tests.helpers import FakeClock, FakeGateway
 
 
 def targets(n: int) -> list[Target]:
@@ -123,16 +123,6 @@ def test_batches_in_flight_are_bounded() -> None:
     gateway = Overlapping()
     Broadcaster(gateway, batch_size=1, max_pending=2).fan_out(targets(5), b"x")
     assert gateway.log[:5] == ["start0", "start1", "start2", "wait0", "start3"]
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class SlowBatches(FakeGateway):

@@ -8,14 +8,7 @@ import time
 import pytest
 
 from chalicelib.rate_control import BURST_SECONDS, AimdRate, Pacer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import FakeClock
 
 
 def sends_in(rate: AimdRate, clock: FakeClock, seconds: float, step: float = 0.001) -> int:
@@ -29,13 +22,13 @@ def sends_in(rate: AimdRate, clock: FakeClock, seconds: float, step: float = 0.0
 
 
 def test_posts_go_out_at_the_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     rate = AimdRate(200, 1000, clock=clock)
     assert sends_in(rate, clock, 2.0) == pytest.approx(400, abs=5)
 
 
 def test_a_waiting_post_is_told_when_its_token_is_due() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     rate = AimdRate(40, 1000, clock=clock)  # a bucket of one post (40/s x 20 ms < 1)
     assert rate.take() == 0.0
     assert rate.take() == pytest.approx(0.025)
@@ -44,7 +37,7 @@ def test_a_waiting_post_is_told_when_its_token_is_due() -> None:
 
 
 def test_a_429_halves_the_rate_down_to_the_floor() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     rate = AimdRate(80, 1000, min_rate=15, clock=clock)
     for expected in (40, 20, 15, 15):
         rate.on_throttle(sent_at=clock.now)
@@ -53,7 +46,7 @@ def test_a_429_halves_the_rate_down_to_the_floor() -> None:
 
 
 def test_429s_to_posts_sent_before_the_last_decrease_do_not_halve_again() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     rate = AimdRate(800, 1000, clock=clock)
     sent_in_the_storm = clock.now
     clock.now += 0.005
@@ -65,7 +58,7 @@ def test_429s_to_posts_sent_before_the_last_decrease_do_not_halve_again() -> Non
 
 
 def test_success_adds_a_constant_step_per_second_while_the_limiter_binds() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     rate = AimdRate(100, 1000, clock=clock)  # grows by 10% of 1,000 = 100 posts/s per second
     started = clock.now
     while clock.now - started < 1.0:  # one second of paced posts, each one a success
@@ -76,7 +69,7 @@ def test_success_adds_a_constant_step_per_second_while_the_limiter_binds() -> No
 
 
 def test_success_does_not_grow_a_rate_that_holds_nothing_back() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     rate = AimdRate(100, 1000, clock=clock)
     for _ in range(50):  # one post every 50 ms: the pool or the latency is the limit
         clock.now += 0.05
@@ -86,7 +79,7 @@ def test_success_does_not_grow_a_rate_that_holds_nothing_back() -> None:
 
 
 def test_the_rate_stays_within_the_floor_and_the_cap() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     rate = AimdRate(5000, 1000, min_rate=10, clock=clock)
     assert rate.rate == 1000
     rate.take()
@@ -102,9 +95,9 @@ def test_the_rate_stays_within_the_floor_and_the_cap() -> None:
 def test_equal_senders_converge_on_equal_shares_of_a_shared_quota() -> None:
     # Two AIMD senders on one clock behind a 400/s quota; one starts at the cap, one at the
     # floor. Every post the quota cannot take is a 429 to its sender.
-    from local_gateway.quota import TokenBucket
+    from local_gateway.token_bucket import TokenBucket
 
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     quota = TokenBucket(400, burst=200, clock=clock)
     senders = [AimdRate(1000, 1000, clock=clock), AimdRate(10, 1000, clock=clock)]
     sent = [0, 0]

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from local_gateway.quota import TokenBucket, default_burst
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from local_gateway.token_bucket import TokenBucket, default_burst
+from tests.helpers import FakeClock
 
 
 def takes(bucket: TokenBucket, n: int) -> int:
