@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -754,6 +754,39 @@ def markdown(results: Sequence[Result], latency_ms: float) -> str:
     return "\n".join(lines)
 
 
+def compare(
+    before: Sequence[Mapping[str, Any]], after: Sequence[Result], commits: tuple[str, str]
+) -> str:
+    """Before and after side by side: calls, the critical path before the first post, units."""
+    old = {(r["action"], r["mode"]): r for r in before}
+    lines = [
+        f"| action | auth | calls {commits[0]} -> {commits[1]} | critical path "
+        f"{commits[0]} -> {commits[1]} | RRU | WRU |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+
+    def path(row: Mapping[str, Any]) -> str:
+        first = row.get("path_first_post")
+        return str(first) if first is not None else f"({row['path_total']})"
+
+    for r in after:
+        b = old.get((r.action, r.mode))
+        if b is None:
+            continue
+        lines.append(
+            f"| {LABELS.get(r.action, r.action)} | {r.mode} | {b['calls']} -> {r.calls} "
+            f"| {path(b)} -> {path(r.as_dict())} | {b['read_units']:g} -> {r.read_units:g} "
+            f"| {b['write_units']:g} -> {r.write_units:g} |"
+        )
+    lines += [
+        "",
+        "Critical path: sequential DynamoDB calls before the first post (in parentheses: to "
+        "the handler's end, for actions that post nothing). One run of `python -m bench.calls "
+        f"--before {commits[0]}`: the same harness on both commits' handlers.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.calls")
     parser.add_argument("--latency-ms", type=float, default=5.0)
@@ -762,15 +795,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default=str(RESULTS_DIR / "calls"), help="writes <out>.json and <out>.md"
     )
+    parser.add_argument("--before", default=None, help="also measure this commit's app (git ref)")
     args = parser.parse_args(argv)
     results = measure(args.latency_ms, args.modes.split(","), args.actions.split(","))
     text = markdown(results, args.latency_ms)
+    earlier: dict[str, Any] | None = None
+    if args.before:
+        from bench import before
+
+        earlier = before.at(
+            args.before,
+            "bench.calls",
+            [
+                "--latency-ms",
+                f"{args.latency_ms:g}",
+                "--modes",
+                args.modes,
+                "--actions",
+                args.actions,
+                "--out",
+                "{json}",
+            ],
+        )
+        text = compare(earlier["results"], results, (earlier["commit"], before.short_commit()))
+        text += "\n\n" + markdown(results, args.latency_ms)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(
         json.dumps(
-            {"latency_ms": args.latency_ms, "results": [r.as_dict() for r in results]}, indent=2
+            {
+                "latency_ms": args.latency_ms,
+                "results": [r.as_dict() for r in results],
+                "before": earlier,
+            },
+            indent=2,
         )
         + "\n",
         encoding="utf-8",

@@ -17,15 +17,12 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import before
 from bench.common import PROJECT_DIR, load
 
 ENV = {"MESSAGE_RATE": "100000", "MESSAGE_BURST": "100000", "LOG_LEVEL": "WARNING"}
@@ -92,51 +89,10 @@ def measure_one(project_dir: Path, latency_ms: float, sends: int) -> dict[str, A
     }
 
 
-def _commit(project_dir: Path) -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=project_dir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.strip() or "?"
-
-
 def measure_before(ref: str, latencies: list[float], sends: int) -> dict[str, Any]:
-    """The same measurement of commit ``ref``'s app, in a child process on a temporary
-    worktree (this tree's bench/ and local_gateway/ over it)."""
-    scratch = Path(tempfile.mkdtemp(prefix="switchboard-before-"))
-    tree = scratch / "tree"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(tree), ref],
-        cwd=PROJECT_DIR,
-        check=True,
-        capture_output=True,
-    )
-    try:
-        for name in ("bench", "local_gateway"):
-            shutil.rmtree(tree / name, ignore_errors=True)
-            shutil.copytree(
-                PROJECT_DIR / name, tree / name, ignore=shutil.ignore_patterns("results")
-            )
-        out = scratch / "before.json"
-        env = dict(os.environ, PYTHONPATH=str(tree))
-        args = ["--latencies", ",".join(f"{x:g}" for x in latencies), "--sends", str(sends)]
-        subprocess.run(
-            [sys.executable, "-m", "bench.latency", *args, "--json", str(out)],
-            cwd=tree,
-            env=env,
-            check=True,
-        )
-        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-        result["commit"] = _commit(tree)
-        return result
-    finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(tree)], cwd=PROJECT_DIR, check=False
-        )
-        shutil.rmtree(scratch, ignore_errors=True)
+    """The same measurement of commit ``ref``'s app (``bench/before.py``)."""
+    args = ["--latencies", ",".join(f"{x:g}" for x in latencies), "--sends", str(sends)]
+    return before.at(ref, "bench.latency", [*args, "--json", "{json}"])
 
 
 def run(latencies: list[float], sends: int) -> dict[str, Any]:
@@ -145,7 +101,7 @@ def run(latencies: list[float], sends: int) -> dict[str, Any]:
         row = measure_one(PROJECT_DIR, latency, sends)
         print(f"  {latency:g} ms per DynamoDB call: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms")
         rows.append(row)
-    return {"commit": _commit(PROJECT_DIR), "rows": rows}
+    return {"commit": before.short_commit(), "rows": rows}
 
 
 def markdown(after: dict[str, Any], before: dict[str, Any] | None) -> str:
@@ -189,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     after = run(latencies, args.sends)
     if args.json:
         Path(args.json).write_text(json.dumps(after, indent=2) + "\n", encoding="utf-8")
-    before = measure_before(args.before, latencies, args.sends) if args.before else None
-    text = markdown(after, before)
+    earlier = measure_before(args.before, latencies, args.sends) if args.before else None
+    text = markdown(after, earlier)
     print(text)
     if args.out:
         out = Path(args.out)
@@ -198,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(
             text
             + "\n\n```json\n"
-            + json.dumps({"before": before, "after": after}, indent=2)
+            + json.dumps({"before": earlier, "after": after}, indent=2)
             + "\n```\n",
             encoding="utf-8",
         )
