@@ -44,7 +44,7 @@ from chalicelib.protocol import MAX_PAYLOAD_BYTES
 TEMPLATE = Path(__file__).with_name("static") / "index.html"
 CLIENT_DIR = Path(__file__).with_name("static") / "client"
 # The browser modules of clients/js (file-store.js is Node-only and not served).
-CLIENT_MODULES = ("index.js", "streams.js", "store.js")
+CLIENT_MODULES = ("index.js", "streams.js", "store.js", "errors.js")
 # API Gateway closes a connection (1009) on a frame over 32 KB, and browsers send each message
 # as one frame, so the page refuses anything larger before sending.
 MAX_FRAME_BYTES = min(32 * 1024, MAX_PAYLOAD_BYTES)

@@ -295,14 +295,18 @@ def test_keepalive_pings_hold_an_idle_connection_open_past_the_idle_timeout(
 def test_error_frames_and_the_size_check_are_shown_to_the_person(
     browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
 ) -> None:
-    gateway = switchboard_gateway(env={"MAX_TEXT_CHARS": "20000"})
+    gateway = switchboard_gateway(env={"MAX_TEXT_CHARS": "20000", "MAX_ROOMS_PER_CONNECTION": "1"})
     page = ChatPage.open(browser("alice"), page_url(gateway))
     page.connect("u_alice")
 
-    # Nobody is connected as u_nobody: stored for their resume, acked like any DM (#22 item 9:
-    # no error, so no online oracle); the text is shown as text, not HTML.
+    # Nobody is connected as u_nobody: not an error, the message is kept for their return.
     page.send("user", "anyone <b>there</b>?", target="u_nobody")
-    assert page.sent_state("anyone <b>there</b>?") == "stored, delivered to 0"
+    assert page.sent_state("anyone <b>there</b>?") == "stored for their return"
+    # An error frame from the server: a second room is over this connection's limit of one.
+    page.join("one")
+    page.type_into("#room", "two")
+    page.find("#room").send_keys(Keys.ENTER)
+    assert "at most 1" in page.wait_error("forbidden").text
 
     # The size check runs before sending: characters against MAX_TEXT_CHARS ...
     page.set_text("x" * 20001)

@@ -61,6 +61,7 @@ def test_the_public_routes_are_exactly_those_without_the_admin_check() -> None:
         ("/client/index.js", "GET"),
         ("/client/streams.js", "GET"),
         ("/client/store.js", "GET"),
+        ("/client/errors.js", "GET"),
     }
 
 

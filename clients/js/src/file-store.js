@@ -5,7 +5,7 @@
 // again after a restart, never that one is skipped.
 
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
-import { parseSeqs } from "./store.js";
+import { cursorValue, parseSeqs } from "./store.js";
 
 export class FileStore {
   constructor(path, { flushMs = 100 } = {}) {
@@ -28,9 +28,9 @@ export class FileStore {
     return { ...this._seqs };
   }
 
-  save(stream, seq) {
+  save(stream, seq, epoch = undefined) {
     if (this._seqs === undefined) this.load();
-    this._seqs[stream] = seq;
+    this._seqs[stream] = cursorValue(seq, epoch);
     if (this._timer === undefined) {
       this._timer = setTimeout(() => this.flush(), this._flushMs);
       this._timer.unref?.();

@@ -12,7 +12,8 @@
 export class StreamOrder {
   /**
    * @param {(entry: object) => void} deliver called once per (stream, seq), in order
-   * @param {(stream: string, seq: number) => void} advanced the cursor moved (persist it)
+   * @param {(stream: string, seq: number, epoch?: string) => void} advanced the cursor moved
+   *   (persist it, with the stream's epoch when the server gave one)
    */
   constructor(deliver, advanced) {
     this._deliver = deliver;
@@ -22,10 +23,15 @@ export class StreamOrder {
     this.stats = { delivered: 0, duplicates: 0, held: 0 };
   }
 
+  _save(stream, state) {
+    const seq = state.cursor ?? state.floor;
+    if (seq !== undefined) this._advanced(stream, seq, state.epoch);
+  }
+
   _state(stream) {
     let state = this._streams.get(stream);
     if (!state) {
-      state = { cursor: undefined, floor: undefined, held: new Map(), skipped: new Set() };
+      state = { cursor: undefined, floor: undefined, epoch: undefined, held: new Map(), skipped: new Set() };
       this._streams.set(stream, state);
     }
     return state;
@@ -47,16 +53,75 @@ export class StreamOrder {
     return out;
   }
 
+  /** The stream's epoch (the server's name for this incarnation of its log), if known. */
+  epochOf(stream) {
+    return this._streams.get(stream)?.epoch;
+  }
+
   /** Set a starting point (from a store, or the stream's `last` for a new one) if none. */
-  start(stream, seq) {
+  start(stream, seq, epoch = undefined) {
     const state = this._state(stream);
     if (state.cursor !== undefined || !Number.isSafeInteger(seq) || seq < 0) return;
     state.cursor = seq;
+    if (typeof epoch === "string") state.epoch = epoch;
     for (const held of [...state.held.keys()]) {
       if (held <= seq) state.held.delete(held);
     }
-    this._advanced(stream, seq); // a new stream's "now" is worth keeping across a restart
+    this._save(stream, state); // a new stream's "now" is worth keeping across a restart
     this._drain(stream, state);
+  }
+
+  /**
+   * The server says `stream` is in `epoch` (an entry, an ack or a resume summary carries it).
+   * Unknown so far: adopted. Another one: the stream's log was recreated and numbers from 1
+   * again, so the cursor restarts at 0 (entries of the old epoch still held are dropped) and
+   * `onReset({stream, epoch, previousEpoch})` is called; nothing of the new log is discarded.
+   */
+  epoch(stream, epoch, onReset = () => {}) {
+    if (typeof epoch !== "string") return false;
+    const state = this._state(stream);
+    if (state.epoch === undefined) {
+      state.epoch = epoch;
+      return false;
+    }
+    if (state.epoch === epoch) return false;
+    this.reset(stream, epoch, onReset);
+    return true;
+  }
+
+  /** Restart `stream`'s cursor at 0 in `epoch` (a `resumed` entry said `reset`). */
+  reset(stream, epoch, onReset = () => {}) {
+    const state = this._state(stream);
+    const previousEpoch = state.epoch ?? null;
+    const fresh = typeof epoch === "string" ? epoch : undefined;
+    if (state.epoch !== undefined && state.epoch === fresh && state.cursor === 0) return;
+    state.epoch = fresh;
+    state.cursor = 0;
+    state.floor = undefined;
+    state.held.clear();
+    state.skipped.clear();
+    this._save(stream, state);
+    onReset({ stream, epoch: fresh ?? null, previousEpoch });
+  }
+
+  /**
+   * The client's own send was logged at `seq` (its ack says so, or it was recognised on the
+   * way in): never delivered as incoming. With `entry` (the `echo` option), that entry is
+   * delivered in its place, once, in stream order; without, the seq is passed over.
+   * Returns like push().
+   */
+  own(stream, seq, entry = undefined) {
+    if (!Number.isSafeInteger(seq) || seq < 1) return "duplicate";
+    const state = this._state(stream);
+    if (state.cursor === undefined) {
+      state.cursor = state.floor !== undefined && seq > state.floor ? state.floor : seq - 1;
+    }
+    if (seq <= state.cursor) return "duplicate";
+    state.held.delete(seq); // the own message itself, fetched before its ack came
+    if (entry) return this.push(entry);
+    state.skipped.add(seq);
+    this._drain(stream, state);
+    return state.cursor >= seq ? "delivered" : "held";
   }
 
   /**
@@ -70,7 +135,7 @@ export class StreamOrder {
     if (state.cursor !== undefined || state.floor !== undefined) return;
     if (!Number.isSafeInteger(seq) || seq < 0) return;
     state.floor = seq;
-    this._advanced(stream, seq);
+    this._save(stream, state);
   }
 
   /** Feed one stream entry (message or presence frame); returns "delivered", "held" or
@@ -116,7 +181,7 @@ export class StreamOrder {
     for (const held of [...state.held.keys()]) {
       if (held <= seq) state.held.delete(held);
     }
-    this._advanced(stream, seq);
+    this._save(stream, state);
     this._drain(stream, state);
     return from <= seq ? { stream, from, to: seq } : undefined;
   }
@@ -152,6 +217,6 @@ export class StreamOrder {
     for (const seq of state.skipped) {
       if (seq <= state.cursor) state.skipped.delete(seq);
     }
-    if (state.cursor !== start) this._advanced(stream, state.cursor);
+    if (state.cursor !== start) this._save(stream, state);
   }
 }

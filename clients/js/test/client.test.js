@@ -80,8 +80,9 @@ test("reconnects after a drop with growing delays, and gives up only when told",
     t.sockets[i].drop(1006);
   }
   assert.deepEqual(delays, [99, 199, 399]);
-  assert.equal(t.client.state, "closed");
-  assert.deepEqual(t.states, ["connecting", "open", "reconnecting", "reconnecting", "reconnecting", "closed"]);
+  // Giving up is a failure the app did not ask for: `failed`, not `closed`.
+  assert.equal(t.client.state, "failed");
+  assert.deepEqual(t.states, ["connecting", "open", "reconnecting", "reconnecting", "reconnecting", "failed"]);
   await assert.rejects(t.client.sendRoom("a", "x"), { code: "closed" });
 });
 
@@ -116,11 +117,11 @@ test("join is remembered: rooms are rejoined, then resumed from their last seq",
   const ws = t.sockets[0];
   const joined = t.client.join("lobby");
   ws.receive({ type: "ack", ref: ws.last("join").ref, delivered: 0, failed: 0, gone: 0, joined: true });
-  await joined;
   await flush();
   const first = ws.last("resume");
   assert.deepEqual(first.streams, { "room:lobby": NOW_SEQ });
   ws.receive({ type: "resumed", ref: first.ref, streams: { "room:lobby": { after: NOW_SEQ, last: 6, replayed: 0, truncated: false } } });
+  await joined; // join resolves once the room's stream is resumed
   await flush();
   ws.receive(message("room:lobby", 7));
   ws.drop();
@@ -139,6 +140,8 @@ test("a refused rejoin is reported and forgotten; the rest still resumes", async
   const t = await connected();
   const joined = t.client.join("full");
   t.sockets[0].receive({ type: "ack", ref: t.sockets[0].last("join").ref, joined: true });
+  await flush();
+  t.sockets[0].receive({ type: "resumed", ref: t.sockets[0].last("resume").ref, streams: {} });
   await joined;
   const errors = [];
   t.client.on("error", (e) => errors.push(e.code));

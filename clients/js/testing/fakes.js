@@ -51,7 +51,14 @@ export function fakeWebSocketClass() {
       this.sent = [];
       this.closed = undefined;
       this.onopen = this.onmessage = this.onclose = this.onerror = null;
+      this.listeners = {};
       sockets.push(this);
+    }
+
+    // Node's `ws` also has on(): the client listens for "unexpected-response" there.
+    on(event, fn) {
+      (this.listeners[event] ??= []).push(fn);
+      return this;
     }
 
     send(data) {
@@ -70,6 +77,30 @@ export function fakeWebSocketClass() {
 
     receive(frame) {
       this.onmessage?.({ data: JSON.stringify(frame) });
+    }
+
+    /** The server refuses the handshake with an HTTP `status` and `body`: as Node's `ws`
+     * reports it (an "unexpected-response" event), or as a browser does (`browser`: a close
+     * 1006 with neither). */
+    refuse(status, body = "", { browser = false } = {}) {
+      const listeners = this.listeners["unexpected-response"] ?? [];
+      if (browser || listeners.length === 0) {
+        this.drop(1006, "");
+        return;
+      }
+      const handlers = {};
+      const res = {
+        statusCode: status,
+        setEncoding() {},
+        on(event, fn) {
+          handlers[event] = fn;
+          return res;
+        },
+      };
+      const req = { destroy: () => (this.closed = { code: 1006, by: "client" }) };
+      for (const fn of listeners) fn(req, res);
+      handlers.data?.(body);
+      handlers.end?.();
     }
 
     drop(code = 1001, reason = "Going away") {
@@ -112,4 +143,11 @@ export function message(stream, seq, text = `${stream}#${seq}`) {
 
 export function presence(stream, seq, event = "enter", userId = "u_x") {
   return { type: "presence", room: stream.replace(/^room:/, ""), event, userId, stream, seq };
+}
+
+/** An unsigned JWT-shaped token whose payload has `exp` (seconds): the client reads it only to
+ * know when to refresh. */
+export function fakeJwt(expSeconds, sub = "u_1") {
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
+  return `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: expSeconds })}.sig`;
 }

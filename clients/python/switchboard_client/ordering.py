@@ -32,16 +32,25 @@ class Message:
     sent_at: int | None = None
     replayed: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    event: str = "message"  # the structured send's name (the event-model issue)
+    data: Any = None  # its JSON payload
+    epoch: str | None = None  # the stream log's incarnation, when the server gives one
+    ephemeral: bool = False  # not logged: seq 0, never replayed, never deduplicated
+    echo: bool = False  # the client's own send, presented once (the ``echo`` option)
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> Message | None:
-        """The message of a server ``message`` frame, or None when it has no usable stream/seq."""
+        """The message of a server ``message`` frame, or None when it has no usable stream/seq
+        (an ephemeral message has seq 0: it is not logged)."""
         position = _position(frame)
-        if position is None:
+        ephemeral = frame.get("ephemeral") is True
+        if position is None and not ephemeral:
             return None
-        stream, seq = position
+        stream, seq = position or (str(frame.get("stream", "")), 0)
         room = frame.get("room")
         sent_at = frame.get("sentAt")
+        event = frame.get("event")
+        epoch = frame.get("epoch")
         return cls(
             stream=stream,
             seq=seq,
@@ -53,6 +62,11 @@ class Message:
             sent_at=sent_at if isinstance(sent_at, int) else None,
             replayed=frame.get("replayed") is True,
             raw=dict(frame),
+            event=event if isinstance(event, str) else "message",
+            data=frame.get("data"),
+            epoch=epoch if isinstance(epoch, str) else None,
+            ephemeral=ephemeral,
+            echo=frame.get("echo") is True,
         )
 
 
@@ -68,6 +82,7 @@ class Presence:
     user_id: str
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     replayed: bool = False
+    info: Any = None  # the member's ``info`` claim (the event-model issue), when given
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> Presence | None:
@@ -82,6 +97,7 @@ class Presence:
                 event=str(frame.get("event", "")),
                 user_id=str(frame.get("userId", "")),
                 replayed=frame.get("replayed") is True,
+                info=frame.get("info"),
                 raw=dict(frame),
             )
         )
@@ -109,6 +125,24 @@ def _position(frame: Mapping[str, Any]) -> tuple[str, int] | None:
     return (stream, seq) if seq >= 1 else None
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Seqs ``from_seq``..``to_seq`` of ``stream`` are past retention: they will never arrive."""
+
+    stream: str
+    from_seq: int
+    to_seq: int
+
+
+@dataclass(frozen=True)
+class Reset:
+    """``stream``'s log was recreated (a new ``epoch``): its cursor restarted at 0."""
+
+    stream: str
+    epoch: str | None
+    previous_epoch: str | None
+
+
 @dataclass
 class Stats:
     """What ordering did so far (for apps' metrics and the tests)."""
@@ -120,35 +154,66 @@ class Stats:
     filled_from_history: int = 0  # missing messages fetched with history while live
     skipped: int = 0  # seqs the server said will never hold a message
     gone: int = 0  # seqs past retention, never to be delivered
+    own: int = 0  # the client's own sends, never presented as incoming
+    resets: int = 0  # streams whose log was recreated (a new epoch)
 
 
 class Sequencer:
-    """Per stream, the last seq handed to the app and what waits behind a gap.
+    """Per stream, the last seq handed to the app and what waits behind a gap (the JavaScript
+    client's ``StreamOrder``; both names work).
 
-    ``known`` is where each stream starts (from a ``SeqStore``). A stream seen for the first
-    time starts at its first message: the app gets what arrives from then on, not the stream's
-    whole past (seed ``known`` with ``{stream: 0}`` to start from its beginning).
+    ``known`` is where each stream starts (from a ``SeqStore``: a seq, or ``{"epoch", "seq"}``).
+    A stream seen for the first time starts at its floor (``begin``: its last seq when the
+    client joined) or at its first message: the app gets what arrives from then on, not the
+    stream's whole past (seed ``known`` with ``{stream: 0}`` to start from its beginning).
     """
 
-    def __init__(self, known: Mapping[str, int] | None = None) -> None:
-        self._last: dict[str, int] = dict(known or {})
+    def __init__(self, known: Mapping[str, Any] | None = None) -> None:
+        self._last: dict[str, int] = {}
+        self._floor: dict[str, int] = {}
+        self._epochs: dict[str, str] = {}
+        for stream, value in (known or {}).items():
+            seq, epoch = _stored(value)
+            if seq is not None:
+                self._last[stream] = seq
+                if epoch is not None:
+                    self._epochs[stream] = epoch
         self._held: dict[str, dict[int, Entry]] = {}
         self._skipped: dict[str, set[int]] = {}
         self.stats = Stats()
 
     def last(self) -> dict[str, int]:
-        """The last seq handed on, per stream."""
-        return dict(self._last)
+        """The last seq handed on (else the floor), per stream."""
+        return {**self._floor, **self._last}
+
+    def cursor(self, stream: str) -> int | None:
+        return self._last.get(stream, self._floor.get(stream))
+
+    def epoch_of(self, stream: str) -> str | None:
+        return self._epochs.get(stream)
 
     def waiting(self) -> dict[str, int]:
         """Streams with entries held behind a gap -> the seq to fetch after."""
         return {stream: self._last[stream] for stream, held in self._held.items() if held}
 
+    def begin(self, stream: str, seq: int) -> None:
+        """Where a new stream starts when nothing is stored: its last seq when the client joined.
+        Soft: an entry at or below it that still arrives live (overtaken on the way) is
+        delivered; the floor decides where a resume starts."""
+        if stream not in self._last and stream not in self._floor and seq >= 0:
+            self._floor[stream] = seq
+
+    def _start(self, stream: str, seq: int) -> int:
+        floor = self._floor.get(stream)
+        return self._last.setdefault(
+            stream, floor if floor is not None and seq > floor else seq - 1
+        )
+
     def offer(self, message: Entry, from_history: bool = False) -> list[Entry]:
         """Take one received entry (message or presence event); the entries now deliverable,
         in order."""
         stream, seq = message.stream, message.seq
-        last = self._last.setdefault(stream, seq - 1)
+        last = self._start(stream, seq)
         held = self._held.setdefault(stream, {})
         if seq <= last or seq in held:
             self.stats.duplicates += 1
@@ -161,6 +226,48 @@ class Sequencer:
             self.stats.held += 1
         return ready
 
+    def own(self, stream: str, seq: int, entry: Entry | None = None) -> list[Entry]:
+        """The client's own send was logged at ``seq``: never delivered as incoming. With
+        ``entry`` (the ``echo`` option) that entry is delivered in its place, once, in stream
+        order; without, the seq is passed over."""
+        if seq < 1:
+            return []
+        last = self._start(stream, seq)
+        if seq <= last:
+            return []
+        self.stats.own += 1
+        self._held.setdefault(stream, {}).pop(seq, None)
+        if entry is not None:
+            return self.offer(entry)
+        self._skipped.setdefault(stream, set()).add(seq)
+        self.stats.skipped -= 1  # counted as own, not as a failed write
+        return self._drain(stream)
+
+    def epoch(self, stream: str, epoch: object) -> Reset | None:
+        """The server says ``stream`` is in ``epoch``. Unknown so far: adopted. Another one: the
+        log was recreated and numbers from 1 again: the cursor restarts (see ``reset``)."""
+        if not isinstance(epoch, str):
+            return None
+        known = self._epochs.get(stream)
+        if known is None:
+            self._epochs[stream] = epoch
+            return None
+        return None if known == epoch else self.reset(stream, epoch)
+
+    def reset(self, stream: str, epoch: str | None) -> Reset:
+        """Restart ``stream``'s cursor at 0 in ``epoch``; what was held of the old log goes."""
+        previous = self._epochs.get(stream)
+        if epoch is None:
+            self._epochs.pop(stream, None)
+        else:
+            self._epochs[stream] = epoch
+        self._last[stream] = 0
+        self._floor.pop(stream, None)
+        self._held.pop(stream, None)
+        self._skipped.pop(stream, None)
+        self.stats.resets += 1
+        return Reset(stream, epoch, previous)
+
     def skip(self, stream: str, seqs: list[int]) -> list[Entry]:
         """``seqs`` of ``stream`` will never hold a message: stop waiting for them."""
         last = self._last.get(stream)
@@ -171,7 +278,8 @@ class Sequencer:
 
     def advance(self, stream: str, seq: int) -> list[Entry]:
         """Everything of ``stream`` up to ``seq`` is gone (past retention): move past it."""
-        last = self._last.get(stream, 0)
+        last = self._last.get(stream, self._floor.get(stream, 0))
+        self._last.setdefault(stream, last)
         if seq > last:
             self.stats.gone += seq - last
             self._last[stream] = seq
@@ -199,3 +307,18 @@ class Sequencer:
         self.stats.delivered += len(ready)
         self.stats.presence += sum(1 for entry in ready if isinstance(entry, Presence))
         return ready
+
+
+# The JavaScript client's name for the same class.
+StreamOrder = Sequencer
+
+
+def _stored(value: object) -> tuple[int | None, str | None]:
+    """A stored cursor: a bare seq, or ``{"epoch": str, "seq": int}``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value, None
+    if isinstance(value, Mapping):
+        seq, epoch = value.get("seq"), value.get("epoch")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0:
+            return seq, epoch if isinstance(epoch, str) else None
+    return None, None

@@ -60,8 +60,20 @@ class FakeServer:
         self.in_progress = 0  # repeats of a clientMsgId to answer "still in progress"
         self.acks: dict[str, dict[str, Any]] = {}  # clientMsgId -> the original ack
         self.connected = asyncio.Event()
+        self.statuses: list[tuple[int, str]] = []  # handshakes to refuse with (status, body)
+        self.urls: list[str] = []
+        self.expired: list[str] = []  # actions to answer token_expired once each
+        self.epochs: dict[str, str] = {}  # stream -> its epoch (reset when a resume differs)
 
     async def connect(self, url: str) -> FakeSocket:
+        self.urls.append(url)
+        if self.statuses:
+            from websockets.datastructures import Headers
+            from websockets.exceptions import InvalidStatus
+            from websockets.http11 import Response
+
+            status, body = self.statuses.pop(0)
+            raise InvalidStatus(Response(status, "Refused", Headers(), body.encode()))
         if self.refuse > 0:
             self.refuse -= 1
             raise OSError("connection refused")
@@ -79,6 +91,8 @@ class FakeServer:
         seq = len(messages) + 1
         frame = {"type": "message", "id": f"{stream}-{seq}", "from": "x", "scope": "room"}
         frame.update(text=text, stream=stream, seq=seq, sentAt=0)
+        if stream in self.epochs:
+            frame["epoch"] = self.epochs[stream]
         messages.append(frame)
         return frame
 
@@ -94,6 +108,11 @@ class FakeServer:
         action, ref = frame.get("action"), frame.get("ref")
         if action in self.errors:
             socket.push({"type": "error", "code": self.errors[action], "message": "no", "ref": ref})
+        elif action in self.expired:
+            self.expired.remove(action)
+            socket.push({"type": "error", "code": "token_expired", "message": "exp", "ref": ref})
+        elif action == "authorize":
+            socket.push({"type": "authorized", "ref": ref, "expiresAt": 9_999_999_999_000})
         elif action == "whoami":
             cid = f"c{len(self.sockets)}"
             socket.push({"type": "identity", "connectionId": cid, "userId": self.user, "ref": ref})
@@ -104,7 +123,14 @@ class FakeServer:
                 socket.push({"type": "pong", "ref": ref})
         elif action == "resume":
             streams = {}
-            for stream, after in frame["streams"].items():
+            for stream, cursor in frame["streams"].items():
+                after = cursor["seq"] if isinstance(cursor, dict) else cursor
+                epoch = self.epochs.get(stream)
+                if isinstance(cursor, dict) and epoch is not None and cursor["epoch"] != epoch:
+                    last = len(self.log.get(stream, []))
+                    streams[stream] = {"reset": True, "epoch": epoch, "after": 0, "last": last,
+                                       "replayed": 0, "truncated": last > 0, "next": 1}  # fmt: skip
+                    continue
                 page = self.log.get(stream, [])[after : after + self.replay_limit]
                 for message in page:
                     socket.push({**message, "replayed": True})
@@ -140,8 +166,17 @@ class FakeServer:
             else:
                 socket.push({**self.acks[frame["clientMsgId"]], "ref": ref, "duplicate": True})
         elif action in ("sendRoom", "sendMessage", "broadcastAll"):
-            stream = f"room:{frame['room']}" if action == "sendRoom" else "all"
-            message = self.append(stream, frame["text"])
+            stream = {
+                "sendRoom": f"room:{frame.get('room')}",
+                "sendMessage": f"user:{frame.get('targetUserId')}",
+            }.get(action, "all")
+            if frame.get("ephemeral"):  # not logged: an ack without stream/seq
+                socket.push({"type": "ack", "ref": ref, "ephemeral": True, "delivered": 0})
+                return
+            message = self.append(stream, frame.get("text", ""))
+            for key in ("event", "data"):
+                if key in frame:
+                    message[key] = frame[key]
             ack = {"type": "ack", "ref": ref, "stream": stream, "seq": message["seq"],
                    "clientMsgId": frame.get("clientMsgId")}  # fmt: skip
             if frame.get("clientMsgId"):

@@ -16,6 +16,8 @@ from switchboard_client import (
     Backoff,
     Client,
     ClientClosed,
+    ConnectError,
+    ErrorCode,
     FileStore,
     MemoryStore,
     Message,
@@ -124,7 +126,8 @@ def test_states_events_and_a_reconnect_that_rejoins_and_resumes() -> None:
         await client.wait_for(State.RECONNECTING, 5)
         await client.wait_for(State.OPEN, 5)
         assert server.socket.actions() == ["whoami", "join", "resume"]
-        assert server.socket.sent[2]["streams"] == {"room:lobby": 1}
+        # Every stream is resumed: the user's and `all` from "now" as of the first connect.
+        assert server.socket.sent[2]["streams"] == {"user:u_1": 0, "all": 0, "room:lobby": 1}
         await until(lambda: len(got) == 3)
         server.socket.push({**server.log["room:lobby"][1], "replayed": True})  # a duplicate
         await until(lambda: client.stats.duplicates == 1)
@@ -188,8 +191,8 @@ def test_sends_while_reconnecting_are_queued_and_unacked_ones_resent_with_their_
         await client.wait_for(State.OPEN, 5)
         acks = await asyncio.gather(unacked, queued)
         sent = server.socket.sent
-        assert [f["action"] for f in sent] == ["whoami", "join", "sendRoom", "sendRoom"]
-        assert sent[2]["clientMsgId"] == first_id and sent[3]["text"] == "queued"
+        assert [f["action"] for f in sent] == ["whoami", "join", "resume", "sendRoom", "sendRoom"]
+        assert sent[3]["clientMsgId"] == first_id and sent[4]["text"] == "queued"
         assert acks[0]["clientMsgId"] == first_id and client.reconnects == 3
         await client.close()
 
@@ -245,9 +248,11 @@ def test_gives_up_only_when_told() -> None:
         client, _ = make_client(server, max_attempts=3)
         changes: list[StateChange] = []
         client.on_state(changes.append)
-        with pytest.raises(ClientClosed):
+        with pytest.raises(ConnectError) as failed:
             await client.connect(5)
-        assert [c.current for c in changes] == ["connecting"] + ["reconnecting"] * 3 + ["closed"]
+        assert isinstance(failed.value, ClientClosed)  # what connect() raised before
+        assert failed.value.code == ErrorCode.GAVE_UP and failed.value.attempts == 3
+        assert [c.current for c in changes] == ["connecting"] + ["reconnecting"] * 3 + ["failed"]
         assert [c.attempt for c in changes[1:4]] == [1, 2, 3]
         assert "gave up after 3 attempts" in changes[-1].reason
 
@@ -309,7 +314,7 @@ def test_a_file_store_lets_a_restarted_app_resume(tmp_path: Path) -> None:
     server = FakeServer()
     run(first_run)
     server.append("all", "missed while the app was down")
-    assert FileStore(path).load() == {"all": 1}
+    assert FileStore(path).load() == {"all": 1, "user:u_1": 0}
     assert run(second_run) == ["missed while the app was down"]
     path.write_text("not json")
     assert FileStore(path).load() == {}
