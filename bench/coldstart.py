@@ -242,9 +242,25 @@ def coldstart_main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.coldstart")
     parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--before", default=None, help="also measure this commit's app (git ref)")
+    parser.add_argument("--json", default=None, help="write the figures here (JSON)")
     args = parser.parse_args(argv)
+    earlier = None
+    if args.before:
+        from bench import before
+
+        earlier = before.at(
+            args.before, "bench.coldstart", ["--reps", str(args.reps), "--json", "{json}"]
+        )
+        print(
+            f"before ({earlier['commit']}): import app {earlier['import_app_ms']:.1f} ms vs "
+            f"import boto3 {earlier['import_boto3_ms']:.1f} ms: {earlier['ratio']:.2f}x; "
+            f"zip {earlier['zip_bytes'] / 1024:.0f} KB"
+        )
     result = zip_import(args.reps)
-    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({"before": earlier, "after": result}, indent=2))
     print(
         f"import app (zip + boto3) {result['import_app_ms']:.1f} ms vs import boto3 "
         f"{result['import_boto3_ms']:.1f} ms: {result['ratio']:.2f}x "

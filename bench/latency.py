@@ -25,7 +25,14 @@ from typing import Any
 from bench import before
 from bench.common import PROJECT_DIR, load
 
-ENV = {"MESSAGE_RATE": "100000", "MESSAGE_BURST": "100000", "LOG_LEVEL": "WARNING"}
+ENV = {
+    "MESSAGE_RATE": "100000",
+    "MESSAGE_BURST": "100000",
+    "LOG_LEVEL": "WARNING",
+    # make run wires a continuation queue; AUTH_MODE=none has no JWT secret to derive the
+    # jobs' signing key from (not a secret: a local run's).
+    "CONTINUATION_KEY": "bench-latency-local-continuation-key",
+}
 
 
 def percentile(values: list[float], p: float) -> float:
