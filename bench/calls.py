@@ -654,9 +654,9 @@ def _scenario(stack: Stack, actions: Sequence[str], latency: float) -> list[Resu
         if action == "send_room" and "join" not in actions:
             stack.send("JJJJJJJJJJJJ=", {"action": "join", "room": ROOM})
         drained = action.startswith("ping_drained")
-        if drained:  # five tokens taken just before: the bucket is part-drained for 0.5 s
+        if drained:  # 15 tokens taken just before: the bucket is part-drained for 1.5 s
             stack.fresh()
-            for _ in range(5):
+            for _ in range(15):
                 stack.send(steps[action][0], {"action": "ping"})
         if action == "resume" and not {"send", "send_client_msg_id"} & set(actions):
             for n in range(2):

@@ -119,13 +119,17 @@ class Departures:
             event="presence", room=room, change=announcement.event, userId=announcement.user_id
         ) as record:
             try:
+                # The room's members are read beside the event's log writes (a room over the
+                # cap wastes that one Query; it sends nothing).
+                audience = Audience.of(self._registry, Scope.ROOM, room)
+                audience.start()
                 frame = self._presence.log_event(announcement)
                 if frame is None:
                     record["outcome"] = "over_cap"
                     return []
                 record.update(stream=frame["stream"], seq=frame["seq"])
                 report = self._broadcaster.fan_out(
-                    Audience.of(self._registry, Scope.ROOM, room),
+                    audience,
                     protocol.encode(frame),
                     exclude=announcement.exclude,
                     scope="presence",

@@ -55,7 +55,7 @@ def test_a_ping_reads_nothing_and_writes_only_its_token(
     result = measured[(action, mode)]
     assert not any(op in READS for op in result.operations), result.operations
     assert set(result.operations) == {"UpdateItem"}
-    assert result.operations["UpdateItem"] == BUDGET[(action, mode)]
+    assert result.operations["UpdateItem"] <= BUDGET[(action, mode)]
     assert result.reply == "pong"
 
 

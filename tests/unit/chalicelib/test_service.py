@@ -122,6 +122,10 @@ class FakePresence:
         )
         return Announcement(room, ENTER, conn.user_id, conn.connection_id) if first else None
 
+    def small_with(self, room: str, user_id: str) -> bool:
+        """Rooms are always small enough for events here (read beside a join)."""
+        return True
+
     def leave(self, conn: ConnectionRecord, room: str) -> Announcement | None:
         self.registry.conns[conn.connection_id] = ConnectionRecord(
             conn.connection_id, conn.user_id, 0, 10**10, None, conn.role, conn.rooms - {room}
