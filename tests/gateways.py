@@ -29,7 +29,7 @@ GatewayFactory = Callable[..., LocalGateway]
 def started_gateways() -> Iterator[GatewayFactory]:
     """Yield ``start(project_dir, before_start=None, **LocalGateway options)``; every gateway it
     started is stopped (newest first) on exit. Test defaults: ephemeral WebSocket and REST ports,
-    short close timeout. ``before_start(gateway)`` runs between creating and starting a gateway
+    short close timeout, a CONTINUATION_KEY (as make run gives). ``before_start(gateway)`` runs between creating and starting a gateway
     (to swap its invocation log, or the app's log handlers, before the app is imported)."""
     started: list[LocalGateway] = []
 
@@ -41,6 +41,11 @@ def started_gateways() -> Iterator[GatewayFactory]:
         options.setdefault("ws_port", 0)
         options.setdefault("rest_port", 0)
         options.setdefault("close_timeout", 1.0)
+        # As make run does (--generate-secret CONTINUATION_KEY): the dev stage names its
+        # continuation queue, and its jobs are signed with this key.
+        env = dict(options.pop("env", None) or {})
+        env.setdefault("CONTINUATION_KEY", "test-continuation-key-" + "k" * 32)
+        options["env"] = env
         gateway = LocalGateway(str(project_dir), limits=Quotas.pop_from(options), **options)
         if before_start is not None:
             before_start(gateway)
