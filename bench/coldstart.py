@@ -237,6 +237,30 @@ def zip_import(reps: int = 15) -> dict[str, Any]:
         }
 
 
+def coldstart_markdown(earlier: dict[str, Any] | None, result: dict[str, Any]) -> str:
+    from bench import before
+
+    rows = ([("before", earlier)] if earlier else []) + [("after", result)]
+    lines = [
+        "| | commit | `import app` (zip + boto3) | `import boto3` alone | ratio | zip |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for label, row in rows:
+        commit = row.get("commit") or before.short_commit()
+        lines.append(
+            f"| {label} | `{commit}` | {row['import_app_ms']:.0f} ms "
+            f"| {row['import_boto3_ms']:.0f} ms | **{row['ratio']:.2f}x** "
+            f"| {row['zip_bytes'] / 1024:.0f} KB ({row['zip_bytes']:,} bytes) |"
+        )
+    lines += [
+        "",
+        f"Medians of {result['reps']} paired runs in fresh `python -I -S` interpreters that see "
+        "only the unpacked `deployment.zip` and boto3 with its dependencies (what the Lambda "
+        "runtime provides): `python -m bench.coldstart --before REF`.",
+    ]
+    return "\n".join(lines)
+
+
 def coldstart_main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -244,6 +268,7 @@ def coldstart_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--before", default=None, help="also measure this commit's app (git ref)")
     parser.add_argument("--json", default=None, help="write the figures here (JSON)")
+    parser.add_argument("--out", default=None, help="write the markdown table here")
     args = parser.parse_args(argv)
     earlier = None
     if args.before:

@@ -158,12 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            text
-            + "\n\n```json\n"
-            + json.dumps({"before": earlier, "after": after}, indent=2)
-            + "\n```\n",
-            encoding="utf-8",
+        out.write_text(text + "\n", encoding="utf-8")
+        out.with_suffix(".json").write_text(
+            json.dumps({"before": earlier, "after": after}, indent=2) + "\n", encoding="utf-8"
         )
     return 0
 
