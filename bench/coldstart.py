@@ -291,6 +291,8 @@ def coldstart_main(argv: list[str] | None = None) -> int:
         f"{result['import_boto3_ms']:.1f} ms: {result['ratio']:.2f}x "
         f"({result['reps']} paired runs); zip {result['zip_bytes'] / 1024:.0f} KB"
     )
+    if args.out:
+        Path(args.out).write_text(coldstart_markdown(earlier, result) + "\n", encoding="utf-8")
     return 0
 
 
