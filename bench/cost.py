@@ -417,12 +417,17 @@ def build(
     results_dir: Path = RESULTS_DIR,
     memory_mb: int = 1024,
     shards: int = 8,
+    before: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     fan = fanout_inputs(results_dir)
     item_bytes, entry_bytes = connection_sizes(shards)
     fan["connection_item_bytes"], fan["gsi2_entry_bytes"] = item_bytes, entry_bytes
     actions = actions_from(results)
     actions["broadcast"] = broadcast_action(actions["send_room"], 10_000, entry_bytes, shards)
+    earlier: dict[str, Action] | None = None
+    if before is not None:
+        earlier = actions_from(before["results"])
+        earlier["broadcast"] = broadcast_action(earlier["send_room"], 10_000, entry_bytes, shards)
     rows = []
     for workload in WORKLOADS:
         x86 = switchboard(
@@ -444,9 +449,21 @@ def build(
                 "seed_total": seed_lines.total if seed_lines else None,
                 "aws_sample_total": sample.total if sample else None,
                 "appsync_events_total": appsync_events(workload).total,
+                # Before: that commit's counts, on x86_64 as its template deployed them.
+                "before_total": switchboard(
+                    workload, earlier, memory_mb, "x86_64", fan["fanout_cpu_ms_per_recipient"]
+                ).total
+                if earlier
+                else None,
             }
         )
-    return {"memory_mb": memory_mb, "inputs": fan, "rows": rows, "sizing": sizing(actions, fan)}
+    return {
+        "memory_mb": memory_mb,
+        "inputs": fan,
+        "rows": rows,
+        "sizing": sizing(actions, fan),
+        "before_commit": before.get("commit") if before else None,
+    }
 
 
 def sizing(actions: Mapping[str, Action], fan: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -479,19 +496,23 @@ def _usd(value: float | None) -> str:
 
 
 def markdown(table: Mapping[str, Any]) -> str:
+    before = table.get("before_commit")
     lines = [
         f"Price per million messages sent, all in (us-east-1 list prices read {READ_ON}; "
         f"message function {table['memory_mb']} MB; counts from `bench/calls.py`, "
         "AUTH_MODE=jwt):",
         "",
-        "| workload | API Gateway (floor) | switchboard x86_64 | switchboard arm64 | seed design "
-        "| AWS sample chat | AppSync Events |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| workload | API Gateway (floor) | switchboard x86_64 | switchboard arm64 "
+        + (f"| before (`{before}`, x86_64 as deployed) " if before else "")
+        + "| seed design | AWS sample chat | AppSync Events |",
+        "|---|---:|---:|---:|" + ("---:|" if before else "") + "---:|---:|---:|",
     ]
     for row in table["rows"]:
         lines.append(
             f"| {row['workload']} | {_usd(row['api_gateway_floor'])} | {_usd(row['x86_64_total'])} "
-            f"| {_usd(row['arm64_total'])} | {_usd(row['seed_total'])} "
+            f"| {_usd(row['arm64_total'])} "
+            + (f"| {_usd(row['before_total'])} " if before else "")
+            + f"| {_usd(row['seed_total'])} "
             f"| {_usd(row['aws_sample_total'])} | {_usd(row['appsync_events_total'])} |"
         )
     lines += ["", "Switchboard's lines (arm64), $ per million messages:", ""]
@@ -549,14 +570,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", type=int, default=1024)
     parser.add_argument("--out", default=str(RESULTS_DIR / "cost"))
     args = parser.parse_args(argv)
+    before = None
     if args.calls:
-        results = json.loads(Path(args.calls).read_text(encoding="utf-8"))["results"]
+        data = json.loads(Path(args.calls).read_text(encoding="utf-8"))
+        results, before = data["results"], data.get("before")
     else:
         from bench import calls
 
         measured = calls.measure(5.0, ("jwt",), ("send", "send_room", "ping"))
         results = [r.as_dict() for r in measured]
-    table = build(results, memory_mb=args.memory)
+    table = build(results, memory_mb=args.memory, before=before)
     text = markdown(table)
     print(text)
     out = Path(args.out)
