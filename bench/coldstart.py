@@ -162,9 +162,34 @@ def memory(
 BOTO3_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 
-def _lambda_like_paths(scratch: Path, stage: str = "dev") -> tuple[Path, Path, int]:
-    """The deployment zip unpacked, and a folder with boto3 and its dependencies only."""
+def runtime_python() -> tuple[str, str]:
+    """The interpreter to import with, and its version: the Lambda runtime's (the template's
+    ``RUNTIME``; ``LAMBDA_RUNTIME_PYTHON`` names one, else ``python3.X`` on PATH) when this
+    machine has it, so that bytecode the zip ships for it is used; else this one."""
+    import shutil
+
+    from deploy import template
+
+    version = template.RUNTIME.removeprefix("python")
+    found = os.environ.get("LAMBDA_RUNTIME_PYTHON") or shutil.which(f"python{version}")
+    if found:
+        probe = subprocess.run(
+            [found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return found, version
+    return sys.executable, f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _lambda_like_paths(scratch: Path, python: str, stage: str = "dev") -> tuple[Path, Path, int]:
+    """The deployment zip unpacked, and a folder with boto3 and its dependencies only,
+    compiled for ``python`` as the Lambda runtime ships them (this interpreter's own
+    site-packages already hold its bytecode: linked instead)."""
     import importlib.util
+    import shutil
 
     out = scratch / "package"
     subprocess.run(
@@ -187,13 +212,35 @@ def _lambda_like_paths(scratch: Path, stage: str = "dev") -> tuple[Path, Path, i
             continue
         origin = Path(spec.origin)
         source = origin.parent if origin.name == "__init__.py" else origin
-        (runtime / source.name).symlink_to(source)
+        if python == sys.executable:
+            (runtime / source.name).symlink_to(source)
+        elif source.is_dir():
+            shutil.copytree(source, runtime / source.name, ignore=shutil.ignore_patterns("*.pyc"))
+        else:
+            shutil.copyfile(source, runtime / source.name)
+    if python != sys.executable:
+        subprocess.run(
+            [
+                python,
+                "-m",
+                "compileall",
+                "-q",
+                "--invalidation-mode",
+                "unchecked-hash",
+                str(runtime),
+            ],
+            capture_output=True,
+            timeout=600,
+            check=True,
+        )
     return code, runtime, (out / "deployment.zip").stat().st_size
 
 
-def _isolated_import(module: str, paths: tuple[Path, ...]) -> float:
+def _isolated_import(module: str, paths: tuple[Path, ...], python: str = sys.executable) -> float:
     """ms to import ``module`` in a fresh interpreter that sees only the standard library and
-    ``paths`` (``-I -S``: no site-packages, no environment, no current directory)."""
+    ``paths`` (``-I -S``: no site-packages, no environment, no current directory) and, like
+    Lambda's read-only /var/task, writes no bytecode (``-B``): modules the zip ships no
+    bytecode for are compiled on every cold start."""
     listed = [str(p) for p in paths]
     code = (
         f"import sys, time; sys.path[:0] = {listed!r}; t = time.perf_counter(); "
@@ -201,7 +248,7 @@ def _isolated_import(module: str, paths: tuple[Path, ...]) -> float:
     )
     env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", code],
+        [python, "-I", "-S", "-B", "-c", code],
         cwd=str(paths[0]),
         env=env,
         capture_output=True,
@@ -215,17 +262,19 @@ def _isolated_import(module: str, paths: tuple[Path, ...]) -> float:
 def zip_import(reps: int = 15) -> dict[str, Any]:
     """``import app`` from the unpacked zip (with boto3 only) against ``import boto3`` alone,
     ``reps`` paired runs in fresh interpreters (the order inside each pair alternates)."""
+    python, version = runtime_python()
     with tempfile.TemporaryDirectory(prefix="switchboard-coldstart-") as tmp:
-        code, runtime, zip_bytes = _lambda_like_paths(Path(tmp))
+        code, runtime, zip_bytes = _lambda_like_paths(Path(tmp), python)
         paths = (code, runtime)
-        _isolated_import("app", paths)  # warm the OS file cache and write the bytecode
-        _isolated_import("boto3", paths)
+        _isolated_import("app", paths, python)  # warm the OS file cache
+        _isolated_import("boto3", paths, python)
         apps: list[float] = []
         botos: list[float] = []
         for n in range(reps):
             order = ("app", "boto3") if n % 2 == 0 else ("boto3", "app")
             for module in order:
-                (apps if module == "app" else botos).append(_isolated_import(module, paths))
+                took = _isolated_import(module, paths, python)
+                (apps if module == "app" else botos).append(took)
         ratios = [a / b for a, b in zip(apps, botos, strict=True)]
         return {
             "reps": reps,
@@ -234,6 +283,7 @@ def zip_import(reps: int = 15) -> dict[str, Any]:
             "ratio": median(apps) / median(botos),
             "pair_ratio_median": median(ratios),
             "zip_bytes": zip_bytes,
+            "python": version,
         }
 
 
@@ -254,9 +304,10 @@ def coldstart_markdown(earlier: dict[str, Any] | None, result: dict[str, Any]) -
         )
     lines += [
         "",
-        f"Medians of {result['reps']} paired runs in fresh `python -I -S` interpreters that see "
-        "only the unpacked `deployment.zip` and boto3 with its dependencies (what the Lambda "
-        "runtime provides): `python -m bench.coldstart --before REF`.",
+        f"Medians of {result['reps']} paired runs in fresh `python{result.get('python', '')} "
+        "-I -S -B` interpreters that see only the unpacked `deployment.zip` and boto3 with its "
+        "dependencies (what the Lambda runtime provides, compiled) and write no bytecode (Lambda's "
+        "/var/task is read-only): `python -m bench.coldstart --before REF`.",
     ]
     return "\n".join(lines)
 
