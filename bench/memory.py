@@ -43,7 +43,7 @@ def main() -> None:
 
     session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
     gateway = ManagementApi(override=args.url, session=session, transport=args.transport)
-    broadcaster = Broadcaster(gateway, lambda cid: None, workers=64)
+    broadcaster = Broadcaster(gateway)
     payload = protocol.encode(protocol.message_frame("bench", protocol.Scope.ALL, "memory " * 10))
 
     def targets() -> Iterator[Target]:

@@ -112,7 +112,7 @@ def _run(url: str, recipients: int, rounds: int, transport: str) -> dict[str, An
     session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
     # Unpaced: this measures the transport's CPU per post, not the quota's share.
     gateway = ManagementApi(override=url, session=session, transport=transport, rate_control="off")
-    broadcaster = Broadcaster(gateway, lambda cid: None, workers=64)
+    broadcaster = Broadcaster(gateway)
     payload = protocol.encode(protocol.message_frame("bench", protocol.Scope.ALL, "profile"))
     targets = [Target(f"P{i:09d}AAA=", f"u_{i}", None) for i in range(recipients)]
     warm = broadcaster.fan_out(targets, payload)  # warm: connections, loop, caches

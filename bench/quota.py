@@ -151,7 +151,7 @@ def _sender(url: str) -> None:
         initial_rate=settings.fanout_initial_rate,
         max_rate=settings.fanout_max_rate,
     )
-    broadcaster = Broadcaster(gateway, lambda cid: None, settings.fanout_workers)
+    broadcaster = Broadcaster(gateway)
     payload = b'{"type":"message","text":"quota"}'
     emit({"ready": True})
 

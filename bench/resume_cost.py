@@ -104,7 +104,7 @@ def _fanout_ms(url: str, recipients: int, rounds: int) -> float:
 
     session = boto3.session.Session(region_name=REGION, **DUMMY_CREDENTIALS)
     gateway = ManagementApi(override=url, session=session)
-    broadcaster = Broadcaster(gateway, lambda cid: None, workers=64)
+    broadcaster = Broadcaster(gateway)
     payload = protocol.encode(protocol.message_frame("u_bench", protocol.Scope.ALL, "hello"))
     targets = [Target(f"R{i:09d}AAA=", f"u_{i}", None) for i in range(recipients)]
     warm = broadcaster.fan_out(targets, payload)  # connections, loop, caches
