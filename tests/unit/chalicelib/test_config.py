@@ -336,7 +336,12 @@ def test_continuation_queue_by_name_and_batch_mode() -> None:
     settings = Settings.from_env(base)
     assert (settings.continuation_queue_name, settings.continuation_partial_batch) == (None, False)
     settings = Settings.from_env(
-        {**base, "CONTINUATION_QUEUE_NAME": "sb-dev-q", "CONTINUATION_PARTIAL_BATCH": "true"}
+        {
+            **base,
+            "CONTINUATION_QUEUE_NAME": "sb-dev-q",
+            "CONTINUATION_PARTIAL_BATCH": "true",
+            "CONTINUATION_KEY": "k" * 32,
+        }
     )
     assert (settings.continuation_queue_name, settings.continuation_partial_batch) == (
         "sb-dev-q",

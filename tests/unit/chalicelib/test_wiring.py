@@ -60,7 +60,12 @@ def test_a_queue_known_by_name_makes_its_sqs_client_and_url_when_first_used(
     """``chalice deploy`` stages know the queue by name only (CONTINUATION_QUEUE_NAME): every
     function gets a continuation, but none makes an SQS client or looks the URL up until a
     fan-out hands off ($connect and $disconnect never do), and then only once."""
-    settings = Settings(table_name="t", auth_mode="none", continuation_queue_name="sb-dev-q")
+    settings = Settings(
+        table_name="t",
+        auth_mode="none",
+        continuation_queue_name="sb-dev-q",
+        continuation_key="k" * 32,
+    )
     session = boto3.session.Session()
     made: list[str] = []
     looked_up: list[str] = []
