@@ -414,7 +414,11 @@ class Switchboard:
         for the longer of the two, not their sum. A member who joins during those writes may
         miss the live copy; the join's resume has it, as for any join racing a send."""
         audience = Audience.of(self.registry, scope, name)
-        audience.start()
+        if scope is not Scope.ALL:
+            # Not a broadcast's 8 shard Queries: its read already overlaps its seconds of
+            # posting, and 8 reads ahead of a log write that may fail are not worth one round
+            # trip; its queries start when the fan-out does (and hand on unread if it stops).
+            audience.start()
         return audience
 
     def _fan_out(
