@@ -16,7 +16,7 @@ from chalicelib import errors, web
 from chalicelib.auth import Identity
 from chalicelib.config import ConfigError, continuation_queue_name
 from chalicelib.protocol import Scope
-from chalicelib.service import HttpResult, Switchboard
+from chalicelib.service import PAGE_PARAMS, HttpResult, Switchboard
 from chalicelib.wiring import build_switchboard, health_check, settings_from_env
 
 app = Chalice(app_name="switchboard")
@@ -172,29 +172,30 @@ def push_room(switchboard: Switchboard, caller: Identity, room: str) -> Any:
 @app.route("/rooms/{room}/messages", methods=["GET"])
 @http_route(admin=True)
 def room_history(switchboard: Switchboard, caller: Identity, room: str) -> Any:
-    return switchboard.history(Scope.ROOM, room, *_page_params())
+    return switchboard.history(Scope.ROOM, room, _page_params())
 
 
 @app.route("/rooms/{room}/members", methods=["GET"])
 @http_route(admin=True)
 def room_members(switchboard: Switchboard, caller: Identity, room: str) -> Any:
-    return switchboard.members(room)
+    return switchboard.members(room, (app.current_request.query_params or {}).get("cursor"))
 
 
 @app.route("/users/{user_id}/messages", methods=["GET"])
 @http_route(admin=True)
 def user_history(switchboard: Switchboard, caller: Identity, user_id: str) -> Any:
-    return switchboard.history(Scope.USER, user_id, *_page_params())
+    return switchboard.history(Scope.USER, user_id, _page_params())
 
 
-def _page_params() -> tuple[str | None, str | None]:
-    """``after`` and ``limit``; any other query parameter is a 400 (a misspelled ``after``
-    must not silently answer from the start of the stream)."""
-    query = app.current_request.query_params or {}
-    unknown = sorted(set(query) - {"after", "limit"})
+def _page_params() -> dict[str, str]:
+    """``after``, ``before``, ``latest`` and ``limit``; any other query parameter is a 400 (a
+    misspelled ``after`` must not silently answer from the start of the stream)."""
+    query = dict(app.current_request.query_params or {})
+    unknown = sorted(set(query) - set(PAGE_PARAMS))
     if unknown:
-        raise errors.BadRequest(f"unknown query parameter {unknown[0]!r}: expected after, limit")
-    return query.get("after"), query.get("limit")
+        expected = ", ".join(PAGE_PARAMS)
+        raise errors.BadRequest(f"unknown query parameter {unknown[0]!r}: expected {expected}")
+    return query
 
 
 @app.route("/connections", methods=["GET"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import time
@@ -9,12 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.protocol import valid_user_id
+from chalicelib.protocol import encodable, valid_user_id
 
 # Clock skew tolerated between the token issuer and Lambda, for ``iat`` and ``nbf`` in the future.
 CLOCK_SKEW_SECONDS = 60
 # The registered claims that are NumericDates (RFC 7519 section 4.1.4-4.1.6).
 NUMERIC_DATE_CLAIMS = ("exp", "iat", "nbf")
+# The ``info`` claim (Pusher's ``user_info``): what the room sees of a member, at most this many
+# bytes of compact JSON. It rides on the connection item, every presence item of the user and
+# each ``members`` entry, so it is kept small.
+MAX_INFO_BYTES = 1024
+MAX_NAME_CHARS = 64
 
 
 class AuthError(Exception):
@@ -32,6 +38,9 @@ class Identity:
     anonymous: bool = False
     # The token's ``exp`` (epoch seconds); None without a token (AUTH_MODE=none).
     expires_at: int | None = None
+    # What others see of the user in presence events and ``members`` answers: the token's
+    # ``info`` claim, or ``{"name": …}`` from ``?name=`` in AUTH_MODE=none.
+    info: dict[str, Any] | None = None
 
     def is_admin(self, admin_role: str) -> bool:
         return self.role == admin_role
@@ -85,12 +94,42 @@ def verify_token(token: str, settings: Settings) -> Identity:
     if not valid_user_id(sub):
         raise AuthError("token subject is not a valid user id")
     return Identity(
-        user_id=str(sub), role=_role(claims, settings.admin_role), expires_at=expires_at
+        user_id=str(sub),
+        role=_role(claims, settings.admin_role),
+        expires_at=expires_at,
+        info=info_claim(claims.get("info")),
     )
 
 
 def _numeric_date(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def info_claim(value: Any) -> dict[str, Any] | None:
+    """The ``info`` claim if it is a JSON object of at most ``MAX_INFO_BYTES``; a token with
+    any other ``info`` is refused (a bad claim is the issuer's bug: say so, don't drop it)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise AuthError("the token's info claim must be a JSON object")
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    except (TypeError, ValueError):
+        raise AuthError("the token's info claim must be JSON") from None
+    if size > MAX_INFO_BYTES:
+        raise AuthError(f"the token's info claim is over {MAX_INFO_BYTES} bytes")
+    return value
+
+
+def display_name(value: str | None) -> dict[str, Any] | None:
+    """``?name=`` (AUTH_MODE=none) as an info object: 1-64 printable characters."""
+    if value is None:
+        return None
+    if not value.strip() or len(value) > MAX_NAME_CHARS:
+        raise AuthError(f"name must be 1-{MAX_NAME_CHARS} characters", status=400)
+    if not encodable(value) or not value.isprintable():
+        raise AuthError("name must be printable text", status=400)
+    return {"name": value}
 
 
 def _role(claims: dict[str, Any], admin_role: str) -> str | None:
@@ -109,11 +148,12 @@ def connect_identity(query: dict[str, str] | None, settings: Settings) -> Identi
     if settings.auth_mode == "jwt":
         return verify_token(query.get("token", ""), settings)
     user_id = query.get("userId")
+    info = display_name(query.get("name"))
     if user_id is None:
-        return Identity(user_id=f"guest-{secrets.token_hex(4)}", anonymous=True)
+        return Identity(user_id=f"guest-{secrets.token_hex(4)}", anonymous=True, info=info)
     if not valid_user_id(user_id):
         raise AuthError("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -", status=400)
-    return Identity(user_id=user_id)
+    return Identity(user_id=user_id, info=info)
 
 
 def require_admin_bearer(authorization: str | None, settings: Settings) -> Identity:

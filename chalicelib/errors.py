@@ -47,6 +47,7 @@ from chalicelib.auth import AuthError
 from chalicelib.aws_errors import config_problem, error_code, is_throttling
 from chalicelib.broadcaster import PayloadTooLarge
 from chalicelib.config import ConfigError
+from chalicelib.ephemeral import EphemeralRefused
 from chalicelib.idempotency import ClientMsgIdReused, SendInProgress
 from chalicelib.message_log import LogWriteError
 from chalicelib.registry import NotConnected
@@ -256,6 +257,8 @@ def classify(exc: BaseException) -> SwitchboardError:
         return InProgress(str(exc))
     if isinstance(exc, ClientMsgIdReused):
         return BadRequest(str(exc))
+    if isinstance(exc, EphemeralRefused):
+        return (Forbidden if exc.code == "forbidden" else BadRequest)(str(exc))
     problem = config_problem(exc)
     if problem is not None:
         return Misconfigured(problem.message, problem.missing)

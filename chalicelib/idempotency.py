@@ -51,11 +51,12 @@ class DuplicateSend(Exception):
 class AlreadySent(DuplicateSend):
     """The original send was logged: answer its ack again."""
 
-    def __init__(self, message_id: str, stream: str, seq: int) -> None:
+    def __init__(self, message_id: str, stream: str, seq: int, epoch: str | None = None) -> None:
         super().__init__(f"already sent as {stream} seq {seq}")
         self.message_id = message_id
         self.stream = stream
         self.seq = seq
+        self.epoch = epoch  # None: recorded before streams had epochs
 
     def answer(self) -> dict[str, Any]:
         """The original's identity, with counts of zero: this request delivered nothing."""
@@ -63,15 +64,27 @@ class AlreadySent(DuplicateSend):
             "id": self.message_id,
             "stream": self.stream,
             "seq": self.seq,
+            **self._epoch(),
             "delivered": 0,
             "failed": 0,
             "gone": 0,
             "duplicate": True,
         }
 
+    def _epoch(self) -> dict[str, Any]:
+        return {} if self.epoch is None else {"epoch": self.epoch}
+
     def frame(self, ref: protocol.Ref) -> dict[str, Any]:
         return protocol.ack_frame(
-            ref, 0, 0, 0, id=self.message_id, stream=self.stream, seq=self.seq, duplicate=True
+            ref,
+            0,
+            0,
+            0,
+            id=self.message_id,
+            stream=self.stream,
+            seq=self.seq,
+            **self._epoch(),
+            duplicate=True,
         )
 
 
@@ -149,7 +162,8 @@ class SendLedger:
         if old.get("stream") != stream or old.get("digest") != digest(text):
             raise ClientMsgIdReused()
         if "seq" in old:
-            raise AlreadySent(str(old["id"]), stream, int(old["seq"]))
+            epoch = old.get("epoch") or None  # None: recorded before streams had epochs
+            raise AlreadySent(str(old["id"]), stream, int(old["seq"]), epoch)
         then = int(old.get("at", 0))
         if then > now_ms - self._pending_ms:
             raise SendInProgress()
@@ -173,7 +187,13 @@ class SendLedger:
         try:
             self._table.update(
                 keys.sent_key(claim.user_id, claim.client_msg_id),
-                Update(set={"id": str(logged["id"]), "seq": int(logged["seq"])}),
+                Update(
+                    set={
+                        "id": str(logged["id"]),
+                        "seq": int(logged["seq"]),
+                        "epoch": str(logged.get("epoch") or ""),
+                    }
+                ),
                 condition=Attr("at").eq(claim.at),
             )
         except ConditionFailed:

@@ -28,6 +28,7 @@ head (0.5 RCU).
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +53,7 @@ class Page:
     stream's last allocated seq; ``oldest`` the oldest seq still held (None when none is);
     ``truncated`` is True when seqs after ``after`` are gone for good (past retention);
     ``next`` is the seq to ask for next (pass ``next - 1`` as ``after``), None when the page
-    reached ``last``.
+    reached ``last``; ``epoch`` is the stream's epoch (None for a stream never written).
     """
 
     stream: str
@@ -63,6 +64,36 @@ class Page:
     oldest: int | None = None
     truncated: bool = False
     next: int | None = None
+    epoch: str | None = None
+
+
+@dataclass(frozen=True)
+class Head:
+    """A stream's counter: the ``last`` seq allocated, when (``at``, ms), and the ``epoch``
+    it was created in (None, last 0: nothing was ever written to the stream)."""
+
+    last: int = 0
+    at: int = 0
+    epoch: str | None = None
+
+
+@dataclass(frozen=True)
+class BackPage:
+    """Messages of one stream before a seq (or the newest), oldest first. ``prev`` is the seq
+    to pass as ``before`` for the page before this one (None when none is held); ``next``
+    the first seq after the page when newer ones exist (page on forward from ``next - 1``)."""
+
+    stream: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    prev: int | None = None
+    next: int | None = None
+    last: int = 0
+    epoch: str | None = None
+
+
+def new_epoch() -> str:
+    """A fresh epoch: 72 random bits, URL-safe (opaque to clients; ``protocol.EPOCH_RE``)."""
+    return secrets.token_urlsafe(9)
 
 
 class MessageLog:
@@ -88,10 +119,10 @@ class MessageLog:
         ``seq``). Raises ``LogWriteError`` when it could not be stored: send nothing then."""
         now_ms = self._now_ms()
         try:
-            seq = self._allocate(stream, now_ms)
+            seq, epoch = self._allocate(stream, now_ms)
         except Exception as exc:  # noqa: BLE001 - any failure means: not logged, send nothing
             raise LogWriteError(f"allocating a seq in {stream} failed: {exc}") from exc
-        logged = {**frame, "stream": stream, "seq": seq}
+        logged = {**frame, "stream": stream, "seq": seq, "epoch": epoch}
         item = self._item(stream, seq, now_ms)
         item["frame"] = json.dumps(logged, ensure_ascii=False, separators=(",", ":"))
         try:
@@ -101,13 +132,18 @@ class MessageLog:
             raise LogWriteError(f"storing seq {seq} of {stream} failed: {exc}") from exc
         return logged
 
-    def _allocate(self, stream: str, now_ms: int) -> int:
+    def _allocate(self, stream: str, now_ms: int) -> tuple[int, str]:
+        """The next seq and the stream's epoch. The update that creates the head creates its
+        epoch with it (``if_not_exists``); every later one keeps it: one write either way."""
         new = self._table.update(
             keys.head_key(stream),
-            Update(set={"at": now_ms}, add={"last": 1}),
-            returns="UPDATED_NEW",
+            Update(set={"at": now_ms}, add={"last": 1}, set_if_absent={"epoch": new_epoch()}),
+            # The whole head (a few attributes): UPDATED_NEW would have to be trusted to list
+            # an attribute if_not_exists left as it was.
+            returns="ALL_NEW",
         )
-        return int((new or {})["last"])
+        head = new or {}
+        return int(head["last"]), str(head["epoch"])
 
     def _item(self, stream: str, seq: int, now_ms: int) -> Item:
         return {
@@ -127,12 +163,19 @@ class MessageLog:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def last_seq(self, stream: str) -> tuple[int, int]:
-        """The last allocated seq of ``stream`` and when (ms); (0, 0) for a new stream."""
+    def head(self, stream: str) -> Head:
+        """The stream's counter; ``Head()`` (epoch None, last 0) for a stream never written.
+        A read: it creates nothing."""
         item = self._table.get(keys.head_key(stream))
         if not item:
-            return 0, 0
-        return int(item["last"]), int(item.get("at", 0))
+            return Head()
+        epoch = item.get("epoch")
+        return Head(int(item["last"]), int(item.get("at", 0)), str(epoch) if epoch else None)
+
+    def last_seq(self, stream: str) -> tuple[int, int]:
+        """The last allocated seq of ``stream`` and when (ms); (0, 0) for a new stream."""
+        head = self.head(stream)
+        return head.last, head.at
 
     def get(self, stream: str, seq: int) -> dict[str, Any] | None:
         """The logged frame of ``seq`` in ``stream``; None if it is unknown, skipped or past
@@ -145,12 +188,14 @@ class MessageLog:
         frame: dict[str, Any] = json.loads(item["frame"])
         return frame
 
-    def read(self, stream: str, after: int, limit: int) -> Page:
-        """Up to ``limit`` messages of ``stream`` with seq > ``after``, oldest first."""
+    def read(self, stream: str, after: int, limit: int, head: Head | None = None) -> Page:
+        """Up to ``limit`` messages of ``stream`` with seq > ``after``, oldest first. ``head``:
+        the stream's head when the caller has just read it (one GetItem less)."""
         after = max(0, after)
-        last, head_at = self.last_seq(stream)
+        head = head if head is not None else self.head(stream)
+        last, head_at, epoch = head.last, head.at, head.epoch
         if after >= last:
-            return Page(stream, after, last=last)
+            return Page(stream, after, last=last, epoch=epoch)
         now_ms = self._now_ms()
         now_s = now_ms // 1000
         messages: list[dict[str, Any]] = []
@@ -201,9 +246,38 @@ class MessageLog:
                     skipped.extend(range(expected, last + 1))
                     expected = last + 1
         nxt = stop if stop is not None else (expected if expected <= last else None)
-        return Page(stream, after, messages, skipped, last, oldest, truncated, nxt)
+        return Page(stream, after, messages, skipped, last, oldest, truncated, nxt, epoch)
 
-    def _items(self, stream: str, first: int, last: int, limit: int) -> Iterator[Item]:
+    def read_before(self, stream: str, before: int | None, limit: int) -> BackPage:
+        """Up to ``limit`` messages of ``stream`` with seq < ``before`` (the newest ones when
+        ``before`` is None), oldest first. One descending Query (``ScanIndexForward=False``)
+        from the top down: skipped and expired seqs are passed over. A hole that is a write
+        still in flight is passed over too: that message reaches live clients by its fan-out,
+        and forward reads (resume) wait for it as before."""
+        head = self.head(stream)
+        top = head.last if before is None else min(before - 1, head.last)
+        nxt = top + 1 if top < head.last else None
+        if top < 1:
+            return BackPage(stream, next=nxt, last=head.last, epoch=head.epoch)
+        now_s = int(self._table.now())
+        newest_first: list[dict[str, Any]] = []
+        for item in self._items(stream, 1, top, limit, descending=True):
+            if int(item.get(TTL, 0)) <= now_s:
+                break  # older ones expired before it: nothing older is held
+            if item.get("skipped") or "frame" not in item:
+                continue
+            newest_first.append(json.loads(item["frame"]))
+            if len(newest_first) >= limit:
+                break
+        messages = newest_first[::-1]
+        oldest = int(messages[0]["seq"]) if messages else None
+        # A full page may have older messages before it; a short one reached the start.
+        prev = oldest if oldest is not None and oldest > 1 and len(messages) >= limit else None
+        return BackPage(stream, messages, prev, nxt, head.last, head.epoch)
+
+    def _items(
+        self, stream: str, first: int, last: int, limit: int, *, descending: bool = False
+    ) -> Iterator[Item]:
         # Pages about the size asked for (plus a few tombstones or expired items), rather
         # than DynamoDB's 1 MB default: a history page never reads far past its limit.
         return query_all(
@@ -212,5 +286,6 @@ class MessageLog:
                 keys.stream_partition(stream),
                 sk_between=(keys.seq_sort_key(first), keys.seq_sort_key(last)),
                 limit=limit + 9,
+                descending=descending,
             ),
         )

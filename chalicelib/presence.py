@@ -77,6 +77,7 @@ class Announcement:
     event: str
     user_id: str
     exclude: str | None = None
+    info: dict[str, Any] | None = None  # an enter's member info (the token's info claim)
     # Whether the room is small enough for events, when the caller already knows (a join
     # reads it beside its transaction); None: ``log_event`` reads it.
     small: bool | None = None
@@ -110,7 +111,9 @@ class Presence:
         """Join ``room``; the user's enter to announce when this is their first connection
         there, else None. Raises ``NotConnected`` like ``Registry.join``."""
         if self._store.join(conn, room):
-            return Announcement(room, ENTER, conn.user_id, exclude=conn.connection_id)
+            return Announcement(
+                room, ENTER, conn.user_id, exclude=conn.connection_id, info=conn.info
+            )
         return None
 
     def leave(self, conn: ConnectionRecord, room: str) -> Announcement | None:
@@ -132,9 +135,9 @@ class Presence:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def members(self, room: str) -> Roster:
-        """Every user present in ``room`` (count), the first ``max_list`` listed."""
-        return self._store.members(room)
+    def members(self, room: str, cursor: str | None = None) -> Roster:
+        """Every user present in ``room`` (count), one page after ``cursor`` with their info."""
+        return self._store.members(room, cursor)
 
     def small(self, room: str) -> bool:
         """True when ``room`` has at most ``max_members`` users: small enough for events."""
@@ -164,5 +167,7 @@ class Presence:
             return None
         return self._log.append(
             protocol.stream_name(Scope.ROOM, room),
-            protocol.presence_frame(room, announcement.event, announcement.user_id),
+            protocol.presence_frame(
+                room, announcement.event, announcement.user_id, announcement.info
+            ),
         )

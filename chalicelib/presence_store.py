@@ -30,10 +30,20 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import keys, log
+from chalicelib import keys, log, protocol
 from chalicelib.keys import TTL
-from chalicelib.registry import ConnectionRecord, ItemConflict, Registry
-from chalicelib.table import Change, ConditionFailed, Delete, Query, Table, TxOp, Update, query_all
+from chalicelib.registry import ConnectionRecord, ItemConflict, Registry, info_json, parse_info
+from chalicelib.table import (
+    Change,
+    ConditionFailed,
+    Delete,
+    Item,
+    Query,
+    Table,
+    TxOp,
+    Update,
+    query_all,
+)
 
 # A join retried this many times when the user's item keeps changing under it (other
 # connections of the same user joining or leaving the same room at the same moment).
@@ -42,20 +52,56 @@ _ATTEMPTS = 6
 
 @dataclass(frozen=True)
 class Roster:
-    """Who is in a room: ``count`` users, the first ``max_list`` of them by userId."""
+    """Who is in a room: ``count`` users; ``users`` one page of them by userId, after a
+    cursor; ``next`` the cursor of the page after it (None at the end)."""
 
     room: str
     count: int
     users: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False
+    next: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "room": self.room,
             "count": self.count,
             "users": self.users,
             "truncated": self.truncated,
         }
+        if self.next is not None:
+            out["next"] = self.next
+        return out
+
+
+# A members page stays within one post: the 128 KB limit less the frame's own fields.
+MEMBERS_PAGE_BYTES = protocol.MAX_PAYLOAD_BYTES - protocol.FRAME_ENVELOPE_BYTES
+
+
+def page_of(
+    users: Iterator[dict[str, Any]], cursor: str | None, max_list: int, max_bytes: int
+) -> tuple[int, list[dict[str, Any]], str | None]:
+    """Count every user; list those after ``cursor`` (userIds in order) up to ``max_list``
+    entries and ``max_bytes`` of JSON; the cursor of the next page (the last userId listed)
+    when more follow. Pure: the Query's items in, the page out."""
+    count = 0
+    page: list[dict[str, Any]] = []
+    size = 0
+    full = False
+    more = False
+    for user in users:
+        count += 1
+        if cursor is not None and user["userId"] <= cursor:
+            continue
+        if full:
+            more = True
+            continue
+        entry_bytes = len(protocol.encode(user)) + 1
+        if len(page) >= max_list or (page and size + entry_bytes > max_bytes):
+            full = more = True
+            continue
+        page.append(user)
+        size += entry_bytes
+    return count, page, page[-1]["userId"] if more and page else None
 
 
 @dataclass(frozen=True)
@@ -166,9 +212,13 @@ class PresenceStore:
 
     def _add(self, conn: ConnectionRecord, room: str, first: bool) -> TxOp:
         ttl = int(self._table.now()) + self._registry.ttl_seconds
+        fields: dict[str, Any] = {"userId": conn.user_id, TTL: ttl}
+        if conn.info is not None:
+            # The latest connection's info wins: members lists it without reading connections.
+            fields["info"] = info_json(conn.info)
         return Change(
             keys.presence_key(room, conn.user_id),
-            Update(add={"conns": {conn.connection_id}}, set={"userId": conn.user_id, TTL: ttl}),
+            Update(add={"conns": {conn.connection_id}}, set=fields),
             Attr("conns").not_exists() if first else Attr("conns").exists(),
         )
 
@@ -189,15 +239,23 @@ class PresenceStore:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def members(self, room: str) -> Roster:
-        """Every user present in ``room`` (count), the first ``max_list`` listed."""
-        users: list[dict[str, Any]] = []
-        count = 0
-        for user_id, connections in self.users(room):
-            count += 1
-            if len(users) < self._max_list:
-                users.append({"userId": user_id, "connections": connections})
-        return Roster(room, count, users, truncated=count > len(users))
+    def members(self, room: str, cursor: str | None = None) -> Roster:
+        """Every user present in ``room`` (count), one page of them after ``cursor`` (at most
+        ``max_list`` users and one post's worth of JSON), with their info."""
+        entries = (self._entry(item) for item in self._items(room, ("userId", "conns", "info")))
+        count, users, nxt = page_of(entries, cursor, self._max_list, MEMBERS_PAGE_BYTES)
+        return Roster(room, count, users, truncated=count > len(users), next=nxt)
+
+    @staticmethod
+    def _entry(item: Item) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "userId": str(item.get("userId", "")),
+            "connections": len(item.get("conns", set())),
+        }
+        info = parse_info(item.get("info"))
+        if info is not None:
+            entry["info"] = info
+        return entry
 
     def small(self, room: str, max_members: int) -> bool:
         """True when ``room`` has at most ``max_members`` users: small enough for events."""
@@ -208,13 +266,18 @@ class PresenceStore:
 
     def users(self, room: str, page: int | None = None) -> Iterator[tuple[str, int]]:
         """``(userId, connections)`` of each user present in ``room``, by userId."""
+        for item in self._items(room, ("userId", "conns"), page):
+            yield str(item.get("userId", "")), len(item.get("conns", set()))
+
+    def _items(
+        self, room: str, projection: tuple[str, ...], page: int | None = None
+    ) -> Iterator[Item]:
         query = Query(
             keys.room_partition(room),
             sk_prefix=keys.USER_PREFIX,
             filter=Attr("conns").exists(),
             live=True,
-            projection=("userId", "conns"),
+            projection=projection,
             limit=page,
         )
-        for item in query_all(self._table, query):
-            yield str(item.get("userId", "")), len(item.get("conns", set()))
+        return query_all(self._table, query)

@@ -26,6 +26,20 @@ CLIENT_MSG_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_REF_CHARS = 64
 # API Gateway's message limit is 128 KB; botocore's PostToConnection Data max is 131072 bytes.
 MAX_PAYLOAD_BYTES = 131072
+# An event name (``event`` on sends; like Ably's message ``name`` or Pusher's event name): the
+# room charset plus "/", so names such as "order.updated", "cursor:move" or "chat/typing" fit.
+EVENT_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+DEFAULT_EVENT = "message"
+# What a message frame adds around its text and data (id, from, scope, room, stream, seq,
+# epoch, sentAt, event, and a replay or history frame's own fields around one message): the
+# body (``text`` + ``data``, JSON-encoded) gets the rest of the 128 KB message limit, so every
+# frame that carries it fits one post.
+FRAME_ENVELOPE_BYTES = 2048
+MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - FRAME_ENVELOPE_BYTES
+# ``data`` nests at most this deep: json.dumps recurses per level, and no event needs more.
+MAX_DATA_DEPTH = 32
+# A stream's epoch as clients echo it back (the server makes them: see message_log.py).
+EPOCH_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 ERROR_CODES = (
     "bad_json",
@@ -51,18 +65,61 @@ class Scope(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Body:
+    """What a send carries besides its target: an ``event`` name, ``text`` and/or ``data``
+    (any JSON value; None when the send had none), and whether it is ``ephemeral`` (not
+    logged: no seq, never replayed). At least one of ``text`` and ``data`` is set."""
+
+    text: str | None = None
+    event: str = DEFAULT_EVENT
+    data: Any = None
+    ephemeral: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        """The body as a message frame carries it (``text``/``data`` only when present)."""
+        out: dict[str, Any] = {"event": self.event}
+        if self.text is not None:
+            out["text"] = self.text
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+    def digest_source(self) -> str:
+        """What tells a retried send from another message under the same ``clientMsgId``
+        (idempotency.py hashes it): the text alone for a plain text message, as before
+        events existed, else the canonical JSON of event, text and data."""
+        if self.event == DEFAULT_EVENT and self.data is None and self.text is not None:
+            return self.text
+        return json.dumps(self.fields(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
 class SendMessage:
     target_user_id: str
-    text: str
+    text: str | None
     ref: Ref = None
     client_msg_id: str | None = None  # a retry with the same id is sent once
+    event: str = DEFAULT_EVENT
+    data: Any = None
+    ephemeral: bool = False
+
+    @property
+    def body(self) -> Body:
+        return Body(self.text, self.event, self.data, self.ephemeral)
 
 
 @dataclass(frozen=True)
 class BroadcastAll:
-    text: str
+    text: str | None
     ref: Ref = None
     client_msg_id: str | None = None  # a retry with the same id is sent once
+    event: str = DEFAULT_EVENT
+    data: Any = None
+    ephemeral: bool = False
+
+    @property
+    def body(self) -> Body:
+        return Body(self.text, self.event, self.data, self.ephemeral)
 
 
 @dataclass(frozen=True)
@@ -80,9 +137,16 @@ class Leave:
 @dataclass(frozen=True)
 class SendRoom:
     room: str
-    text: str
+    text: str | None
     ref: Ref = None
     client_msg_id: str | None = None  # a retry with the same id is sent once
+    event: str = DEFAULT_EVENT
+    data: Any = None
+    ephemeral: bool = False
+
+    @property
+    def body(self) -> Body:
+        return Body(self.text, self.event, self.data, self.ephemeral)
 
 
 @dataclass(frozen=True)
@@ -96,29 +160,47 @@ class WhoAmI:
 
 
 @dataclass(frozen=True)
-class Resume:
-    """Replay every logged message after the given seq of each stream."""
+class Cursor:
+    """Where a client is in one stream: the last ``seq`` it has, and the stream's ``epoch``
+    it was numbered in (None when the client sent a bare number, or had seen no epoch)."""
 
-    streams: tuple[tuple[str, int], ...]
+    stream: str
+    seq: int
+    epoch: str | None = None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Replay every logged message after each stream's cursor."""
+
+    streams: tuple[Cursor, ...]
     ref: Ref = None
 
 
 @dataclass(frozen=True)
 class History:
-    """One page of a stream's logged messages after ``after``."""
+    """One page of a stream's log: forward from ``after`` (the default), the newest ``limit``
+    (``latest``), or the ``limit`` before seq ``before``; oldest first within the page."""
 
     stream: str
     after: int
     limit: int
     ref: Ref = None
+    before: int | None = None
+    latest: bool = False
+
+    @property
+    def backwards(self) -> bool:
+        return self.latest or self.before is not None
 
 
 @dataclass(frozen=True)
 class Members:
-    """Who is in a room (members of the room only)."""
+    """Who is in a room (members of the room only), one page from ``cursor``."""
 
     room: str
     ref: Ref = None
+    cursor: str | None = None
 
 
 Command = (
@@ -237,6 +319,82 @@ def _text(obj: dict[str, Any], max_chars: int) -> str:
         raise _Invalid(code, str(exc)) from None
 
 
+def valid_event(value: object) -> bool:
+    return isinstance(value, str) and EVENT_RE.fullmatch(value) is not None
+
+
+def validate_data(value: Any) -> Any:
+    """Return ``value`` if it is a JSON value a message may carry, else raise ValueError:
+    finite numbers only (Python's json reads ``NaN``/``Infinity``, which no JSON client can
+    parse back), strings UTF-8 can carry, at most ``MAX_DATA_DEPTH`` levels deep. Walked
+    without recursion, so a deep value cannot exhaust the stack here."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
+            raise ValueError("'data' must not hold NaN or Infinity")
+        if isinstance(item, str) and not encodable(item):
+            raise ValueError("'data' must be valid Unicode (no lone surrogates)")
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DATA_DEPTH:
+                raise ValueError(f"'data' nests deeper than {MAX_DATA_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not encodable(key):
+                        raise ValueError("'data' must be valid Unicode (no lone surrogates)")
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+    return value
+
+
+def body_bytes(text: str | None, data: Any) -> int:
+    """How many bytes ``text`` and ``data`` take in a frame (as ``encode`` writes them)."""
+    size = 0
+    if text is not None:
+        size += len(json.dumps(text, ensure_ascii=False).encode("utf-8"))
+    if data is not None:
+        size += len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return size
+
+
+def parse_body(obj: dict[str, Any], max_text_chars: int, *, ephemeral_ok: bool = True) -> Body:
+    """A send's ``text``, ``event``, ``data`` and ``ephemeral``, checked (the WebSocket sends
+    and the HTTP push routes share this). Raises ``ValueError`` with ``code`` ``too_large``
+    or ``bad_request`` as its second argument."""
+    try:
+        return _body(obj, max_text_chars, ephemeral_ok)
+    except _Invalid as exc:
+        raise ValueError(exc.message, exc.code) from None
+
+
+def _body(obj: dict[str, Any], max_text_chars: int, ephemeral_ok: bool = True) -> Body:
+    raw_text = obj.get("text")
+    data = obj.get("data")  # JSON null is no data, like a missing key
+    if raw_text is None and data is None:
+        raise _Invalid("bad_request", "a send needs 'text' (a string) or 'data' (any JSON)")
+    text = None if raw_text is None else _text(obj, max_text_chars)
+    if data is not None:
+        try:
+            validate_data(data)
+        except ValueError as exc:
+            raise _Invalid("bad_request", str(exc)) from None
+    if body_bytes(text, data) > MAX_BODY_BYTES:
+        raise _Invalid("too_large", f"'text' and 'data' together are over {MAX_BODY_BYTES} bytes")
+    event = obj.get("event", DEFAULT_EVENT)
+    if not valid_event(event):
+        raise _Invalid("bad_request", "'event' must be 1-64 characters of A-Z a-z 0-9 _ . : / -")
+    ephemeral = obj.get("ephemeral", False)
+    if not isinstance(ephemeral, bool):
+        raise _Invalid("bad_request", "'ephemeral' must be true or false")
+    if ephemeral and not ephemeral_ok:
+        raise _Invalid("bad_request", "'ephemeral' is not accepted here")
+    if ephemeral and obj.get("clientMsgId") is not None:
+        # Nothing is logged, so there is nothing to deduplicate a retry against.
+        raise _Invalid("bad_request", "an ephemeral send takes no 'clientMsgId'")
+    return Body(text, str(event), data, ephemeral)
+
+
 def _room(obj: dict[str, Any]) -> str:
     room = obj.get("room")
     if not valid_room(room):
@@ -280,22 +438,80 @@ def _stream(value: object) -> str:
     return str(value)
 
 
-def _resume(obj: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+def valid_epoch(value: object) -> bool:
+    return isinstance(value, str) and EPOCH_RE.fullmatch(value) is not None
+
+
+def _cursor(stream: str, value: object) -> Cursor:
+    """A resume position: a bare seq, or ``{"epoch": "…" | null, "seq": n}``."""
+    field = f"'streams[{stream}]'"
+    if not isinstance(value, dict):
+        return Cursor(stream, _seq(value, field))
+    if set(value) - {"epoch", "seq"}:
+        raise _Invalid("bad_request", f"{field} takes only 'epoch' and 'seq'")
+    epoch = value.get("epoch")
+    if epoch is not None and not valid_epoch(epoch):
+        raise _Invalid("bad_request", f"{field}.epoch must be a string the server sent, or null")
+    return Cursor(stream, _seq(value.get("seq"), f"{field}.seq"), epoch)
+
+
+def _resume(obj: dict[str, Any]) -> tuple[Cursor, ...]:
     streams = obj.get("streams")
     if not isinstance(streams, dict) or not streams:
         raise _Invalid(
-            "bad_request", "'streams' must be an object of stream -> last seq, e.g. {\"all\": 3}"
+            "bad_request",
+            '\'streams\' must be an object of stream -> last seq or {"epoch": …, "seq": n},'
+            ' e.g. {"all": 3}',
         )
     if len(streams) > MAX_RESUME_STREAMS:
         raise _Invalid("bad_request", f"at most {MAX_RESUME_STREAMS} streams per resume")
-    return tuple((_stream(k), _seq(v, f"'streams[{k}]'")) for k, v in streams.items())
+    return tuple(_cursor(_stream(k), v) for k, v in streams.items())
 
 
 def _history(obj: dict[str, Any], ref: Ref) -> History:
     limit = obj.get("limit", HISTORY_DEFAULT_LIMIT)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= HISTORY_MAX_LIMIT:
         raise _Invalid("bad_request", f"'limit' must be an integer from 1 to {HISTORY_MAX_LIMIT}")
-    return History(_stream(obj.get("stream")), _seq(obj.get("after", 0), "'after'"), limit, ref)
+    latest = obj.get("latest", False)
+    if not isinstance(latest, bool):
+        raise _Invalid("bad_request", "'latest' must be true or false")
+    before = obj.get("before")
+    if before is not None:
+        before = _seq(before, "'before'")
+    directions = [name for name in ("after", "before") if obj.get(name) is not None]
+    if latest:
+        directions.append("latest")
+    if len(directions) > 1:
+        raise _Invalid("bad_request", "give one of 'after', 'before' and 'latest'")
+    stream = _stream(obj.get("stream"))
+    return History(stream, _seq(obj.get("after", 0), "'after'"), limit, ref, before, latest)
+
+
+def _members(obj: dict[str, Any], ref: Ref) -> Members:
+    cursor = obj.get("cursor")
+    if cursor is not None and not valid_user_id(cursor):
+        raise _Invalid("bad_request", "'cursor' must be the 'next' of a members answer")
+    return Members(_room(obj), ref, cursor)
+
+
+def _send_message(obj: dict[str, Any], ref: Ref, max_text_chars: int) -> SendMessage:
+    body = _body(obj, max_text_chars)
+    cmid = _client_msg_id(obj)
+    user = _user(obj)
+    return SendMessage(user, body.text, ref, cmid, body.event, body.data, body.ephemeral)
+
+
+def _send_room(obj: dict[str, Any], ref: Ref, max_text_chars: int) -> SendRoom:
+    body = _body(obj, max_text_chars)
+    cmid = _client_msg_id(obj)
+    room = _room(obj)
+    return SendRoom(room, body.text, ref, cmid, body.event, body.data, body.ephemeral)
+
+
+def _broadcast_all(obj: dict[str, Any], ref: Ref, max_text_chars: int) -> BroadcastAll:
+    body = _body(obj, max_text_chars)
+    cmid = _client_msg_id(obj)
+    return BroadcastAll(body.text, ref, cmid, body.event, body.data, body.ephemeral)
 
 
 def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command | ProtocolError:
@@ -319,15 +535,15 @@ def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command 
         if not isinstance(action, str):
             raise _Invalid("bad_request", "'action' is required and must be a string")
         if action == "sendMessage":
-            return SendMessage(_user(obj), _text(obj, max_text_chars), ref, _client_msg_id(obj))
+            return _send_message(obj, ref, max_text_chars)
         if action == "broadcastAll":
-            return BroadcastAll(_text(obj, max_text_chars), ref, _client_msg_id(obj))
+            return _broadcast_all(obj, ref, max_text_chars)
         if action == "join":
             return Join(_room(obj), ref)
         if action == "leave":
             return Leave(_room(obj), ref)
         if action == "sendRoom":
-            return SendRoom(_room(obj), _text(obj, max_text_chars), ref, _client_msg_id(obj))
+            return _send_room(obj, ref, max_text_chars)
         if action == "ping":
             return Ping(ref)
         if action == "whoami":
@@ -337,7 +553,7 @@ def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command 
         if action == "history":
             return _history(obj, ref)
         if action == "members":
-            return Members(_room(obj), ref)
+            return _members(obj, ref)
         shown = action if len(action) <= 32 else action[:32] + "..."
         raise _Invalid(
             "unknown_action",
@@ -375,24 +591,42 @@ def _with_ref(frame: dict[str, Any], ref: Ref) -> dict[str, Any]:
 
 
 def message_frame(
-    sender: str, scope: Scope, text: str, room: str | None = None, sent_at: int | None = None
+    sender: str,
+    scope: Scope,
+    text: str | None,
+    room: str | None = None,
+    sent_at: int | None = None,
+    *,
+    event: str = DEFAULT_EVENT,
+    data: Any = None,
+    ephemeral: bool = False,
 ) -> dict[str, Any]:
+    """A message as its recipients get it, before the log adds ``stream``, ``seq`` and
+    ``epoch`` (an ephemeral one is never logged and carries ``"ephemeral": true`` instead)."""
     frame: dict[str, Any] = {
         "type": "message",
         "id": uuid.uuid4().hex,
         "from": sender,
         "scope": str(scope),
-        "text": text,
+        **Body(text, event, data).fields(),
         "sentAt": now_ms() if sent_at is None else sent_at,
     }
     if room is not None:
         frame["room"] = room
+    if ephemeral:
+        frame["ephemeral"] = True
     return frame
 
 
 def ack_frame(ref: Ref, delivered: int, failed: int, gone: int = 0, **extra: Any) -> dict[str, Any]:
     frame = {"type": "ack", "delivered": delivered, "failed": failed, "gone": gone, **extra}
     return _with_ref(frame, ref)
+
+
+def ephemeral_ack_frame(ref: Ref, message_id: str, **counts: Any) -> dict[str, Any]:
+    """An ephemeral send's ack: not logged, so no ``stream``/``seq``/``epoch``; the delivery
+    counts in ``counts`` (a direct message's only when the deployment turns receipts on)."""
+    return _with_ref({"type": "ack", "id": message_id, "ephemeral": True, **counts}, ref)
 
 
 def dm_ack_frame(ref: Ref, message_id: str, **extra: Any) -> dict[str, Any]:
@@ -434,17 +668,26 @@ def history_frame(
     next_seq: int | None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """One page of a stream's log; ``extra`` has ``last``, ``epoch`` and, as they apply,
+    ``prev``, ``skipped``, ``truncated`` and ``oldest`` (see replay.py)."""
     frame = {"type": "history", "stream": stream, "messages": messages, "next": next_seq, **extra}
     return _with_ref(frame, ref)
 
 
-def presence_frame(room: str, event: str, user_id: str) -> dict[str, Any]:
-    """A user entered (first connection joined) or left (last connection gone) a room."""
-    return {"type": "presence", "room": room, "event": event, "userId": user_id}
+def presence_frame(
+    room: str, event: str, user_id: str, info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A user entered (first connection joined) or left (last connection gone) a room; an
+    enter carries the user's ``info`` (the token's ``info`` claim) when they have one."""
+    frame: dict[str, Any] = {"type": "presence", "room": room, "event": event, "userId": user_id}
+    if info is not None:
+        frame["info"] = info
+    return frame
 
 
 def members_frame(ref: Ref, roster: dict[str, Any]) -> dict[str, Any]:
-    """The answer to ``members``: ``roster`` has room, count, users and truncated."""
+    """The answer to ``members``: ``roster`` has room, count, users, truncated and, when the
+    room has more users than this page, ``next`` (the cursor of the next page)."""
     return _with_ref({"type": "members", **roster}, ref)
 
 

@@ -15,6 +15,7 @@ filters ``ttl > now``, and every Query pages through ``LastEvaluatedKey``.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import (
@@ -103,6 +104,8 @@ class ConnectionRecord:
     rooms: frozenset[str] = frozenset()
     # The connect token's exp (epoch seconds): the rights it granted end then. None: no token.
     token_expires_at: int | None = None
+    # The identity's info (auth.Identity.info): shown in presence enters and members answers.
+    info: dict[str, Any] | None = None
 
     def token_expired(self, now: float) -> bool:
         return self.token_expires_at is not None and self.token_expires_at <= now
@@ -259,6 +262,7 @@ def record_of(connection_id: str, item: Item | None, now: float) -> ConnectionRe
         role=item.get("role"),
         rooms=frozenset(item.get("rooms", set())),
         token_expires_at=int(item["tokenExp"]) if "tokenExp" in item else None,
+        info=parse_info(item.get("info")),
     )
 
 
@@ -291,6 +295,7 @@ class Registry:
         endpoint: str | None = None,
         role: str | None = None,
         token_expires_at: int | None = None,
+        info: dict[str, Any] | None = None,
     ) -> ConnectionRecord:
         ttl = self.expiry_for(connected_at_ms)
         item: Item = {
@@ -307,6 +312,9 @@ class Registry:
             item["role"] = role
         if token_expires_at is not None:
             item["tokenExp"] = token_expires_at
+        if info is not None:
+            # JSON text, not a map: the claim may hold floats, which TypeSerializer refuses.
+            item["info"] = info_json(info)
         try:
             self._table.put(item, condition=Attr("PK").not_exists())
         except ConditionFailed:
@@ -322,6 +330,7 @@ class Registry:
             endpoint,
             role,
             token_expires_at=token_expires_at,
+            info=info,
         )
 
     def _is_own_registration(self, connection_id: str, user_id: str, connected_at_ms: int) -> bool:
@@ -511,3 +520,16 @@ class Registry:
     def now(self) -> float:
         """The table's clock (epoch seconds): what ttl and token expiry are compared with."""
         return self._table.now()
+
+
+def info_json(info: dict[str, Any]) -> str:
+    """Member info as stored: compact JSON text."""
+    return json.dumps(info, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def parse_info(raw: Any) -> dict[str, Any] | None:
+    """Stored member info back as an object; None when absent."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else None

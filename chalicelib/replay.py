@@ -1,15 +1,31 @@
 """Resume and history: what a client missed, read back from the message log.
 
 Authorization is the same for both: a ``room:`` stream only while the connection is a member
-of the room, a ``user:`` stream only the caller's own, ``all`` always. A resume replays each
-allowed stream as ordinary ``message`` frames with ``"replayed": true``, in seq order, up to
-``max_replay`` per stream, then answers one ``resumed`` frame; refused streams are listed there
-with a reason and the others still resume.
+of the room, a ``user:`` stream only the caller's own, ``all`` always. Refused streams of a
+resume are listed in its ``resumed`` answer with a reason and the others still resume.
 
-Replayed frames go to the one connection one after another (posts to one connection run in
-order; concurrent posts could overtake each other), so a resume of ``n`` messages costs ``n``
-sequential ``@connections`` calls: about ``n`` x 10-20 ms on AWS, which is why a resume stops
-at ``max_replay`` per stream and the client pages the rest with ``history``.
+**Resume.** Each allowed stream's missed messages (up to ``max_replay``) go out in seq order,
+packed into ``replay`` frames of at most 32 KB (``replay_frames.py``), one stream after the
+other, then one ``resumed`` frame. The frames go to the one connection one after another
+(posts to one connection are delivered in the order they are made; concurrent posts could
+overtake each other), so the wire order within a stream's replay is its seq order. A resume
+of ``n`` short messages costs about ``n * 200 B / 32 KB`` posts instead of ``n``.
+
+**Epochs.** A client's cursor names the stream's epoch it was numbered in. When that is not
+the stream's epoch now (the log was emptied and the stream numbered anew), or the client's seq
+is past the stream's last one (the same, for a client that sent a bare number; but not
+``MAX_SEQ``, 2^53, which clients send to start following a stream from now), its seqs mean
+nothing here. Nothing of that stream is replayed; its ``resumed`` entry says ``"reset": true``
+with the current epoch and ``last`` (and ``next`` 1, ``truncated``, when the new numbering
+holds anything), so the client restarts its cursor at the new epoch and pages the stream with
+``history`` from its start, instead of discarding the new numbering's messages as duplicates.
+Why not replay it at once: the replay frames would reach the client before the ``resumed``
+that explains them, as entries of an epoch it does not know yet; a client learns of the reset
+first this way, and one ``history`` request reads the same messages.
+
+**History.** One ``history`` frame per page, forward from ``after`` or backwards (``latest``,
+``before``; see ``MessageLog.read_before``). A page is cut so its frame stays within the
+128 KB post limit; ``next``/``prev`` then point at what was left out.
 """
 
 from __future__ import annotations
@@ -19,8 +35,9 @@ from typing import Any
 
 from chalicelib import protocol
 from chalicelib.management_api import Outcome
-from chalicelib.message_log import MessageLog, Page
-from chalicelib.protocol import History, Resume
+from chalicelib.message_log import Head, MessageLog, Page
+from chalicelib.protocol import Cursor, History, Resume
+from chalicelib.replay_frames import REPLAY_FRAME_BYTES, replay_frames
 
 
 def refusal(stream: str, user_id: str, rooms: frozenset[str]) -> str | None:
@@ -36,13 +53,9 @@ def refusal(stream: str, user_id: str, rooms: frozenset[str]) -> str | None:
     return None
 
 
-def _replayed(message: dict[str, Any]) -> dict[str, Any]:
-    return {**message, "replayed": True}
-
-
 def page_fields(page: Page) -> dict[str, Any]:
     """What a history answer says about a page besides its messages."""
-    fields: dict[str, Any] = {"last": page.last}
+    fields: dict[str, Any] = {"last": page.last, "epoch": page.epoch}
     if page.skipped:
         fields["skipped"] = page.skipped
     if page.truncated:
@@ -51,12 +64,60 @@ def page_fields(page: Page) -> dict[str, Any]:
     return fields
 
 
+def is_stale(cursor: Cursor, epoch: str | None, last: int) -> bool:
+    """Whether a client's cursor belongs to another numbering of the stream than the one
+    whose ``epoch`` and ``last`` seq the log holds now."""
+    if cursor.epoch is not None and cursor.epoch != epoch:
+        return True
+    if cursor.seq >= protocol.MAX_SEQ:
+        return False  # "from now": the clients' cursor for a stream they start following
+    return cursor.seq > last  # a bare number past the end: the log was reset under it
+
+
+def reset_summary(head: Head) -> dict[str, Any]:
+    """The ``resumed`` entry of a stream whose cursor is from another numbering: the current
+    epoch and last seq, and where to page the new numbering from (seq 1) when it holds any."""
+    summary: dict[str, Any] = {
+        "after": 0,
+        "epoch": head.epoch,
+        "last": head.last,
+        "replayed": 0,
+        "truncated": head.last > 0,
+        "reset": True,
+    }
+    if head.last > 0:
+        summary["next"] = 1
+    return summary
+
+
+def fit_forward(
+    messages: list[dict[str, Any]], budget: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The longest prefix of ``messages`` whose encoding fits ``budget`` bytes (at least one
+    message: the parser keeps each under the post limit), and the seq of the first message
+    left out (None when all fit)."""
+    used = 0
+    for index, message in enumerate(messages):
+        used += len(protocol.encode(message)) + 1
+        if used > budget and index > 0:
+            return messages[:index], int(message["seq"])
+    return messages, None
+
+
 class Replayer:
     """Answers ``resume`` and ``history`` for one connection's identity and rooms."""
 
-    def __init__(self, log: MessageLog, max_replay: int = 500) -> None:
+    def __init__(
+        self,
+        log: MessageLog,
+        max_replay: int = 500,
+        frame_bytes: int = REPLAY_FRAME_BYTES,
+        page_bytes: int = protocol.MAX_PAYLOAD_BYTES - protocol.FRAME_ENVELOPE_BYTES,
+    ) -> None:
         self._log = log
         self._max_replay = max_replay
+        self._frame_bytes = frame_bytes
+        self._page_bytes = page_bytes
 
     def resume(
         self,
@@ -68,36 +129,71 @@ class Replayer:
         """Replay every allowed stream through ``post``; the ``resumed`` frame, or None when
         the connection went away meanwhile (nothing more can reach it)."""
         streams: dict[str, dict[str, Any]] = {}
-        for stream, after in command.streams:
-            reason = refusal(stream, user_id, rooms)
+        for cursor in command.streams:
+            reason = refusal(cursor.stream, user_id, rooms)
             if reason is not None:
-                streams[stream] = {"after": after, "refused": reason}
+                streams[cursor.stream] = {"after": cursor.seq, "refused": reason}
                 continue
-            page = self._log.read(stream, after, self._max_replay)
-            for message in page.messages:
-                if post(protocol.encode(_replayed(message))) is Outcome.GONE:
-                    return None
-            summary: dict[str, Any] = {
-                "after": after,
-                "last": page.last,
-                "replayed": len(page.messages),
-                # More than max_replay, or seqs past retention: page on with history.
-                "truncated": page.truncated or page.next is not None,
-            }
-            if page.truncated:
-                summary["oldest"] = page.oldest
-            if page.next is not None:
-                summary["next"] = page.next
-            if page.skipped:
-                summary["skipped"] = page.skipped
-            streams[stream] = summary
+            summary = self._replay(cursor, post)
+            if summary is None:
+                return None
+            streams[cursor.stream] = summary
         return protocol.resumed_frame(command.ref, streams)
+
+    def _replay(self, cursor: Cursor, post: Callable[[bytes], Outcome]) -> dict[str, Any] | None:
+        """Replay one stream from ``cursor``; its ``resumed`` entry, None if the connection
+        is gone."""
+        head = self._log.head(cursor.stream)
+        if is_stale(cursor, head.epoch, head.last):
+            return reset_summary(head)
+        after = cursor.seq
+        page = self._log.read(cursor.stream, after, self._max_replay, head)
+        for frame in replay_frames(cursor.stream, page.epoch, page.messages, self._frame_bytes):
+            if post(frame) is Outcome.GONE:
+                return None
+        summary: dict[str, Any] = {
+            "after": after,
+            "epoch": page.epoch,
+            "last": page.last,
+            "replayed": len(page.messages),
+            # More than max_replay, or seqs past retention: page on with history.
+            "truncated": page.truncated or page.next is not None,
+        }
+        if page.truncated:
+            summary["oldest"] = page.oldest
+        if page.next is not None:
+            summary["next"] = page.next
+        if page.skipped:
+            summary["skipped"] = page.skipped
+        return summary
 
     def history(self, command: History, user_id: str, rooms: frozenset[str]) -> dict[str, Any]:
         reason = refusal(command.stream, user_id, rooms)
         if reason is not None:
             return protocol.error_frame("forbidden", f"{command.stream}: {reason}", command.ref)
+        return protocol.history_frame(command.ref, command.stream, **self.page(command))
+
+    def page(self, command: History) -> dict[str, Any]:
+        """One history page as its frame (and the HTTP answer) carries it: ``messages``,
+        ``next_seq`` and the page's fields. Shared by the WebSocket and HTTP routes."""
+        if command.backwards:
+            back = self._log.read_before(command.stream, command.before, command.limit)
+            messages = list(back.messages)
+            prev = back.prev
+            # Keep the newest that fit: drop from the oldest end, and point prev past them.
+            while len(messages) > 1 and _encoded_size(messages) > self._page_bytes:
+                messages.pop(0)
+                prev = int(messages[0]["seq"])
+            fields = {"last": back.last, "epoch": back.epoch, "prev": prev}
+            return {"messages": messages, "next_seq": back.next, **fields}
         page = self._log.read(command.stream, command.after, command.limit)
-        return protocol.history_frame(
-            command.ref, command.stream, page.messages, page.next, **page_fields(page)
-        )
+        messages, cut = fit_forward(page.messages, self._page_bytes)
+        return {
+            "messages": messages,
+            "next_seq": cut if cut is not None else page.next,
+            **page_fields(page),
+        }
+
+
+def _encoded_size(messages: list[dict[str, Any]]) -> int:
+    return sum(len(protocol.encode(m)) + 1 for m in messages)

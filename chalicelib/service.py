@@ -11,9 +11,10 @@ by ``Departures`` (departures.py) after the fan-out, never from inside it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, assert_never
@@ -24,6 +25,7 @@ from chalicelib.auth import AuthError, Identity, connect_identity, require_admin
 from chalicelib.broadcaster import Broadcaster, Report
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
+from chalicelib.ephemeral import RuleFor, default_rule, resolve
 from chalicelib.errors import (
     BadRequest,
     ContinuationBatchFailed,
@@ -39,7 +41,7 @@ from chalicelib.message_log import MessageLog
 from chalicelib.presence import Announcement, Presence
 from chalicelib.protocol import Scope
 from chalicelib.registry import ConnectionRecord, DuplicateConnection, Registry, record_of
-from chalicelib.replay import Replayer, page_fields
+from chalicelib.replay import Replayer
 from chalicelib.ws_event import WsEvent
 
 if TYPE_CHECKING:  # imported by wiring.py only when a queue is configured
@@ -68,8 +70,11 @@ class Switchboard:
         limits: Limits | None = None,
         continuation: Continuation | None = None,
         presence: Presence | None = None,
+        ephemeral_rule: RuleFor = default_rule,
     ) -> None:
         self.settings = settings
+        # Whether a room's sends may, must or must not be ephemeral (the namespace policy).
+        self.ephemeral_rule = ephemeral_rule
         # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
         self.continuation = continuation
         self.registry = registry
@@ -116,6 +121,7 @@ class Switchboard:
                     endpoint=event.endpoint,
                     role=identity.role,
                     token_expires_at=identity.expires_at,
+                    info=identity.info,
                 )
             except DuplicateConnection:
                 record.update(outcome="duplicate", status=409)
@@ -244,9 +250,8 @@ class Switchboard:
                     return protocol.error_frame(
                         "forbidden", f"join {command.room!r} to see its members", command.ref
                     )
-                return protocol.members_frame(
-                    command.ref, self.presence.members(command.room).as_dict()
-                )
+                roster = self.presence.members(command.room, command.cursor)
+                return protocol.members_frame(command.ref, roster.as_dict())
             case _:
                 assert_never(command)
 
@@ -344,7 +349,7 @@ class Switchboard:
                 conn,
                 Scope.USER,
                 command.target_user_id,
-                command.text,
+                command.body,
                 record,
                 command.client_msg_id,
             )
@@ -352,6 +357,11 @@ class Switchboard:
             record["outcome"] = "AlreadySent"
             receipts = {"delivered": 0, "failed": 0, "gone": 0} if self.settings.dm_receipts else {}
             return protocol.dm_ack_frame(command.ref, exc.message_id, duplicate=True, **receipts)
+        if message.ephemeral:
+            # Not stored: an ephemeral ack; delivery counts only with receipts on, as below.
+            if not self.settings.dm_receipts:
+                return protocol.ephemeral_ack_frame(command.ref, message.id)
+            return _ack(command.ref, message, report)
         if not self.settings.dm_receipts:
             return protocol.dm_ack_frame(command.ref, message.id)
         continued = {"continued": report.continued} if report.continued else {}
@@ -372,7 +382,7 @@ class Switchboard:
                 "forbidden", f"join {command.room!r} before sending to it", command.ref
             )
         message, report = self._send(
-            conn, Scope.ROOM, command.room, command.text, record, command.client_msg_id
+            conn, Scope.ROOM, command.room, command.body, record, command.client_msg_id
         )
         return _ack(command.ref, message, report)
 
@@ -384,7 +394,7 @@ class Switchboard:
                 "forbidden", "broadcastAll needs the admin role", command.ref
             )
         message, report = self._send(
-            conn, Scope.ALL, None, command.text, record, command.client_msg_id
+            conn, Scope.ALL, None, command.body, record, command.client_msg_id
         )
         return _ack(command.ref, message, report)
 
@@ -393,13 +403,19 @@ class Switchboard:
         conn: ConnectionRecord,
         scope: Scope,
         name: str | None,
-        text: str,
+        body: protocol.Body,
         record: dict[str, Any],
         client_msg_id: str | None = None,
     ) -> tuple[Message, Report]:
         """Log a client's message in its stream, then fan it out to its audience, except the
-        sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``."""
-        message = Message.new(conn.user_id, scope, text, name if scope is Scope.ROOM else None)
+        sending connection itself. A ``client_msg_id`` used before raises ``DuplicateSend``.
+        An ephemeral one (asked for, or forced by the room's rule) is not logged: no DynamoDB
+        write at all; ``EphemeralRefused`` where the rule does not allow what was asked."""
+        body = self._ephemeral(scope, name, body, client_msg_id)
+        message = Message.of(conn.user_id, scope, body, name if scope is Scope.ROOM else None)
+        if message.ephemeral:
+            record["ephemeral"] = True
+            return message, self._fan_out_ephemeral(scope, name, message, record, conn)
         audience = self._audience(scope, name)
         message, done = self._log(scope, name, message, record, client_msg_id)
         try:
@@ -407,6 +423,37 @@ class Switchboard:
         finally:
             done()
         return message, report
+
+    def _ephemeral(
+        self, scope: Scope, name: str | None, body: protocol.Body, client_msg_id: str | None
+    ) -> protocol.Body:
+        """The body with ``ephemeral`` as the room's rule makes it (``EphemeralRefused``)."""
+        room = name if scope is Scope.ROOM else None
+        ephemeral = resolve(body.ephemeral, self.ephemeral_rule(scope.value, room), client_msg_id)
+        return dataclasses.replace(body, ephemeral=ephemeral)
+
+    def _fan_out_ephemeral(
+        self,
+        scope: Scope,
+        name: str | None,
+        message: Message,
+        record: dict[str, Any],
+        conn: ConnectionRecord,
+    ) -> Report:
+        """Fan an ephemeral message out within this invocation. It has no seq for an SQS
+        continuation to re-read from the log, so recipients past the deadline are reported
+        failed: ephemeral delivery is best effort by design (typing, cursors)."""
+        audience = Audience.of(self.registry, scope, name)
+        report = self.broadcaster.fan_out(
+            audience,
+            protocol.encode(message.to_frame()),
+            exclude=conn.connection_id,
+            scope=scope.value,
+        )
+        record.update(report.as_dict())
+        record.update(self.departures.settle(report.gone_ids).as_dict())
+        metrics.emit_report(report, scope.value, ephemeral=True, hop=0)
+        return report
 
     def _audience(self, scope: Scope, name: str | None) -> Audience:
         """A message's audience with its first registry read already on its way: the read
@@ -480,7 +527,8 @@ class Switchboard:
         stream = protocol.stream_name(scope, name)
         claim: Claim | None = None
         if client_msg_id is not None:
-            claim = self.sends.claim(message.sender, client_msg_id, stream, message.text)
+            digest_source = message.body.digest_source()
+            claim = self.sends.claim(message.sender, client_msg_id, stream, digest_source)
         try:
             logged = self.message_log.append(stream, message.to_frame())
         except Exception:
@@ -489,7 +537,10 @@ class Switchboard:
             raise
         record.update(stream=logged["stream"], seq=logged["seq"])
         if claim is None:
-            return message.logged(str(logged["stream"]), int(logged["seq"])), _nothing
+            logged_message = message.logged(
+                str(logged["stream"]), int(logged["seq"]), str(logged["epoch"])
+            )
+            return logged_message, _nothing
         # The claim's id and seq are written beside the fan-out, not before it: the message
         # is logged, so it goes out either way; the handler waits for the write before it
         # answers (``done``), so a repeat after the ack always finds the original's seq.
@@ -502,7 +553,7 @@ class Switchboard:
                 # A repeat meets a pending claim ("retry") until it is stale.
                 record["idempotency"] = classify(exc).detail
 
-        return message.logged(str(logged["stream"]), int(logged["seq"])), done
+        return message.logged(str(logged["stream"]), int(logged["seq"]), str(logged["epoch"])), done
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
@@ -532,14 +583,15 @@ class Switchboard:
         if not isinstance(body, dict):
             raise BadRequest('body must be a JSON object like {"text": "hello"}')
         try:
-            text = protocol.validate_text(body.get("text"), self.settings.max_text_chars)
+            content = protocol.parse_body(body, self.settings.max_text_chars, ephemeral_ok=False)
         except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadRequest(str(exc.args[0])) from None
         client_msg_id = body.get("clientMsgId")
         if client_msg_id is not None and not protocol.valid_client_msg_id(client_msg_id):
             raise BadRequest("clientMsgId must be 1-64 characters of A-Z a-z 0-9 _ . : -")
         _check_path_name(scope, name)
-        message = Message.new(sender.user_id, scope, text, name if scope is Scope.ROOM else None)
+        room = name if scope is Scope.ROOM else None
+        message = Message.of(sender.user_id, scope, content, room)
         with log.event_log(event="http_push", scope=scope.value) as record:
             audience = self._audience(scope, name)
             try:
@@ -552,24 +604,29 @@ class Switchboard:
             finally:
                 done()
         stream, seq = message.position
-        return {"id": message.id, "stream": stream, "seq": seq, **report.as_dict()}
+        return {
+            "id": message.id,
+            "stream": stream,
+            "seq": seq,
+            "epoch": message.epoch,
+            **report.as_dict(),
+        }
 
-    def history(self, scope: Scope | str, name: str, after: Any, limit: Any) -> dict[str, Any]:
-        """GET /rooms/{room}/messages and /users/{userId}/messages (admin: any stream)."""
+    def history(self, scope: Scope | str, name: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """GET /rooms/{room}/messages and /users/{userId}/messages (admin: any stream), with
+        the ``history`` frame's parameters: ``after``, ``before``, ``latest``, ``limit``."""
         scope = Scope(scope)
         _check_path_name(scope, name)
-        after_seq = _query_int(after, "after", 0, 0, protocol.MAX_SEQ)
-        page_limit = _query_int(
-            limit, "limit", protocol.HISTORY_DEFAULT_LIMIT, 1, protocol.HISTORY_MAX_LIMIT
-        )
-        stream = protocol.stream_name(scope, name)
-        page = self.message_log.read(stream, after_seq, page_limit)
-        return {"stream": stream, "messages": page.messages, "next": page.next, **page_fields(page)}
+        command = _history_query(protocol.stream_name(scope, name), query)
+        page = self.replayer.page(command)
+        return {"stream": command.stream, "next": page.pop("next_seq"), **page}
 
-    def members(self, room: str) -> dict[str, Any]:
-        """GET /rooms/{room}/members: who is present (admin: any room)."""
+    def members(self, room: str, cursor: str | None = None) -> dict[str, Any]:
+        """GET /rooms/{room}/members?cursor=: who is present, one page (admin: any room)."""
         _check_path_name(Scope.ROOM, room)
-        return self.presence.members(room).as_dict()
+        if cursor is not None and not protocol.valid_user_id(cursor):
+            raise BadRequest("cursor must be the next of a members answer")
+        return self.presence.members(room, cursor).as_dict()
 
     def connections(self) -> dict[str, Any]:
         """GET /connections: how many live connections, by user (an index Query, no Scan)."""
@@ -611,6 +668,11 @@ def _nothing() -> None:
 def _ack(ref: protocol.Ref, message: Message, report: Report) -> Frame:
     # How many recipients a continuation took over, only when one did.
     continued = {"continued": report.continued} if report.continued else {}
+    if message.ephemeral:
+        # Not logged: no stream, seq or epoch to name it by.
+        return protocol.ephemeral_ack_frame(
+            ref, message.id, delivered=report.delivered, failed=report.failed, gone=report.gone
+        )
     stream, seq = message.position
     return protocol.ack_frame(
         ref,
@@ -620,6 +682,7 @@ def _ack(ref: protocol.Ref, message: Message, report: Report) -> Frame:
         id=message.id,
         stream=stream,
         seq=seq,
+        epoch=message.epoch,
         **continued,
     )
 
@@ -630,6 +693,27 @@ def _check_path_name(scope: Scope, name: str | None) -> None:
         raise BadRequest("userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -")
     if scope is Scope.ROOM and not protocol.valid_room(name):
         raise BadRequest("room must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+
+
+PAGE_PARAMS = ("after", "before", "latest", "limit")
+
+
+def _history_query(stream: str, query: Mapping[str, str]) -> protocol.History:
+    """An HTTP history request as the ``history`` frame it mirrors (400 for bad values)."""
+    limit = _query_int(
+        query.get("limit"), "limit", protocol.HISTORY_DEFAULT_LIMIT, 1, protocol.HISTORY_MAX_LIMIT
+    )
+    latest = query.get("latest") in ("true", "1")
+    if query.get("latest") not in (None, "", "true", "false", "1", "0"):
+        raise BadRequest("latest must be true or false")
+    given = [k for k in ("after", "before") if query.get(k) not in (None, "")]
+    if len(given) + latest > 1:
+        raise BadRequest("give one of after, before and latest")
+    after = _query_int(query.get("after"), "after", 0, 0, protocol.MAX_SEQ)
+    before = None
+    if query.get("before") not in (None, ""):
+        before = _query_int(query.get("before"), "before", 0, 0, protocol.MAX_SEQ)
+    return protocol.History(stream, after, limit, None, before, latest)
 
 
 def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
@@ -646,4 +730,12 @@ def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-__all__ = ["BadRequest", "HttpResult", "NotFound", "NotRegistered", "Scope", "Switchboard"]
+__all__ = [
+    "PAGE_PARAMS",
+    "BadRequest",
+    "HttpResult",
+    "NotFound",
+    "NotRegistered",
+    "Scope",
+    "Switchboard",
+]

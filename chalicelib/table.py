@@ -90,11 +90,14 @@ class UnprocessedItems(TableError):
 @dataclass(frozen=True)
 class Update:
     """An update expression: ``SET`` attributes to values, ``ADD`` numbers (increments) or
-    members to sets, ``DELETE`` members from sets. Each attribute appears in one clause."""
+    members to sets, ``DELETE`` members from sets; ``set_if_absent`` sets an attribute only
+    where the item has none (``SET #a = if_not_exists(#a, :v)``). Each attribute appears in
+    one clause."""
 
     set: Mapping[str, Any] = field(default_factory=dict)
     add: Mapping[str, Any] = field(default_factory=dict)
     delete: Mapping[str, AbstractSet[str]] = field(default_factory=dict)
+    set_if_absent: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ class Query:
     narrowed by sort key (a prefix or an inclusive range), filtered, projected.
 
     ``live`` adds the table's convention ``ttl > now``. ``limit`` is DynamoDB's: items read
-    per page *before* the filter. ``start`` resumes after a page's ``last`` key."""
+    per page *before* the filter. ``start`` resumes after a page's ``last`` key.
+    ``descending`` reads in descending sort key order (``ScanIndexForward=False``)."""
 
     partition: str
     index: str | None = None
@@ -114,6 +118,7 @@ class Query:
     projection: tuple[str, ...] | None = None
     limit: int | None = None
     start: ItemKey | None = None
+    descending: bool = False
 
 
 @dataclass(frozen=True)
@@ -322,6 +327,11 @@ class DynamoDB:
                 n, v = f"#u{len(names)}", f":u{len(values)}"
                 names[n], values[v] = name, value
                 parts.append(f"{n}{sep}{v}")
+            if verb == "SET":
+                for name, value in update.set_if_absent.items():
+                    n, v = f"#u{len(names)}", f":u{len(values)}"
+                    names[n], values[v] = name, value
+                    parts.append(f"{n} = if_not_exists({n}, {v})")
             if parts:
                 clauses.append(f"{verb} {', '.join(parts)}")
         params["UpdateExpression"] = " ".join(clauses)
@@ -419,6 +429,8 @@ class DynamoDB:
             params["Limit"] = query.limit
         if query.start:
             params["ExclusiveStartKey"] = self._encode(query.start)
+        if query.descending:
+            params["ScanIndexForward"] = False
         return params
 
     def query(self, query: Query) -> Page:

@@ -19,12 +19,13 @@ judge keeps, over a short window, the distinct connections posted to and those a
   connections posted to. Only then does the rate decrease (and for ``storm_hold`` seconds after,
   every 429 counts: a real storm hits the same connections again).
 - **One connection's buffer**: a connection answered 429 again within ``strike_seconds`` of its
-  last 429, outside a storm, is given up on for this fan-out (reported ``throttled``, counted
+  last 429, outside a storm, is that connection's own; its ``give_up_after``-th such 429 in a
+  row (4) gives it up for this fan-out (reported ``throttled``, counted
   failed, not retried): its retries would only wait out backoff and take the pacer's turns. Its
   repeat 429s are not counted towards a storm either, so a few non-reading clients cannot
   make one, however many fan-outs reach them.
 
-The first 429 of a connection is retried as before (botocore's standard mode), so a client
+The first 429s of a connection are retried as before (botocore's standard mode), so a client
 that was only briefly slow still gets the message. ``clock`` is injectable; state is bounded by
 the connections seen in the last ``strike_seconds``.
 """
@@ -41,6 +42,10 @@ MIN_DISTINCT = 3
 MIN_SHARE = 0.05
 STRIKE_SECONDS = 5.0
 STORM_HOLD_SECONDS = 2.0
+# A connection's 429s in a row (each within STRIKE_SECONDS of the last, outside a storm) before
+# it is given up on: random quota 429s of 20% hit one connection 4 times in a row 0.16% of the
+# time (tests/reliability/test_faults.py), a full buffer every time.
+GIVE_UP_AFTER = 4
 
 
 @dataclass(frozen=True)
@@ -50,23 +55,24 @@ class Verdict:
 
 
 class _Recent:
-    """Keys seen in the last ``span`` seconds, oldest first (an LRU by time)."""
+    """Keys seen in the last ``span`` seconds, oldest first (an LRU by time), each with how many
+    times it was seen since it last dropped out of the window."""
 
     def __init__(self, span: float) -> None:
         self.span = span
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
-    def add(self, key: str, now: float) -> None:
-        self._seen[key] = now
+    def add(self, key: str, now: float) -> int:
+        """Record ``key`` at ``now``; how many times it is in the window now."""
+        _, count = self._seen.get(key, (now, 0))
+        self._seen[key] = (now, count + 1)
         self._seen.move_to_end(key)
-
-    def last(self, key: str) -> float | None:
-        return self._seen.get(key)
+        return count + 1
 
     def prune(self, now: float) -> None:
         seen = self._seen
         while seen:
-            key, at = next(iter(seen.items()))
+            key, (at, _) = next(iter(seen.items()))
             if now - at <= self.span:
                 return
             del seen[key]
@@ -87,6 +93,7 @@ class ThrottleJudge:
         min_share: float = MIN_SHARE,
         strike_seconds: float = STRIKE_SECONDS,
         storm_hold_seconds: float = STORM_HOLD_SECONDS,
+        give_up_after: int = GIVE_UP_AFTER,
     ) -> None:
         self._clock = clock
         self._posted = _Recent(window_seconds)
@@ -95,6 +102,7 @@ class ThrottleJudge:
         self._min_distinct = min_distinct
         self._min_share = min_share
         self._storm_hold = storm_hold_seconds
+        self._give_up_after = give_up_after
         self._storm_at = float("-inf")
         self.given_up = 0
         self.storms = 0
@@ -110,11 +118,13 @@ class ThrottleJudge:
     def throttled(self, connection_id: str) -> Verdict:
         now = self._clock()
         self._strikes.prune(now)
-        last = self._strikes.last(connection_id)
-        self._strikes.add(connection_id, now)
+        strikes = self._strikes.add(connection_id, now)
         storm = self.in_storm()
-        if last is not None and not storm:
-            # The same connection again, and no sign of the quota: its own buffer.
+        if strikes > 1 and not storm:
+            # The same connection again, and no sign of the quota: its own buffer. Its repeats
+            # never count towards a storm; after ``give_up_after`` in a row it is given up on.
+            if strikes < self._give_up_after:
+                return Verdict(quota=False, give_up=False)
             self.given_up += 1
             return Verdict(quota=False, give_up=True)
         self._throttled.add(connection_id, now)

@@ -26,6 +26,7 @@ SERVER_FRAMES = {
     "identity": "IdentityFrame",
     "resumed": "ResumedFrame",
     "history": "HistoryFrame",
+    "replay": "ReplayFrame",
     "members": "MembersFrame",
     "presence": "PresenceFrame",
 }

@@ -166,9 +166,12 @@ class MemoryTable:
             condition = key_condition(query)
             view = [i for i in self._view(query.index) if _evaluate(condition, i)]
             now = self.now()
+        if query.descending:
+            view.reverse()
         if query.start:
             start = self._last_key_tuple(query.start, query.index)
-            view = [i for i in view if self._order(i, query.index) > start]
+            after = (lambda o: o < start) if query.descending else (lambda o: o > start)
+            view = [i for i in view if after(self._order(i, query.index))]
         limit = query.limit if query.limit is not None else self.page_size
         evaluated = view[:limit]
         more = len(view) > limit
@@ -267,6 +270,9 @@ def _apply(item: Item, update: Update) -> Item:
     new = copy.deepcopy(item)
     for name, value in update.set.items():
         new[name] = copy.deepcopy(value)
+    for name, value in update.set_if_absent.items():
+        if name not in new:
+            new[name] = copy.deepcopy(value)
     for name, value in update.add.items():
         if isinstance(value, set):
             new[name] = set(new.get(name, set())) | value
@@ -283,7 +289,7 @@ def _apply(item: Item, update: Update) -> Item:
 
 
 def _returned(old: Item, new: Item, update: Update, returns: ReturnValues) -> Item | None:
-    changed = {*update.set, *update.add, *update.delete}
+    changed = {*update.set, *update.add, *update.delete, *update.set_if_absent}
     if returns == "NONE":
         return None
     if returns == "ALL_NEW":

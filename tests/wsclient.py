@@ -123,16 +123,13 @@ class WsClient:
                     frame = _received(json.loads(raw))
                 except ValueError:
                     frame = {"unparsed": raw if isinstance(raw, str) else raw.hex()}
-                if isinstance(frame, dict) and frame.get("type") == "message":
-                    mid = str(frame.get("id"))
-                    if mid in self.messages:
-                        self.duplicates += 1
-                    else:
-                        self.messages[mid] = time.monotonic()
-                    if self.keep_frames:
-                        self.message_frames.append(frame)
-                elif isinstance(frame, dict) and frame.get("type") == "presence":
-                    self.presence.append(frame)  # someone entered or left a room: no reply
+                if isinstance(frame, dict) and frame.get("type") == "replay":
+                    # A resume's missed entries of one stream: filed as if each came alone,
+                    # marked replayed (as the resume used to send them).
+                    for entry in frame.get("messages") or []:
+                        self._file({**entry, "replayed": True})
+                elif isinstance(frame, dict) and frame.get("type") in ("message", "presence"):
+                    self._file(frame)
                 elif isinstance(frame, dict) and frame.get("ref") in self._pending:
                     future = self._pending[frame["ref"]]
                     if not future.done():
@@ -145,6 +142,19 @@ class WsClient:
             pass
         finally:
             self.closed_at = time.monotonic()
+
+    def _file(self, frame: dict[str, Any]) -> None:
+        """A message (by id, counting repeats) or a presence event (in arrival order)."""
+        if frame.get("type") == "presence":
+            self.presence.append(frame)  # someone entered or left a room: no reply
+            return
+        mid = str(frame.get("id"))
+        if mid in self.messages:
+            self.duplicates += 1
+        else:
+            self.messages[mid] = time.monotonic()
+        if self.keep_frames:
+            self.message_frames.append(frame)
 
     async def request(
         self, frame: dict[str, Any], timeout: float = 30.0, ref: str | int | None = None

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from bench import coldstart, fanout, profile_fanout, quota, registry_cost, report, resume_cost
+from bench import (
+    coldstart,
+    fanout,
+    profile_fanout,
+    publisher_order,
+    quota,
+    registry_cost,
+    report,
+    resume_cost,
+)
 from bench.common import load, machine
 
 pytestmark = [pytest.mark.socket, pytest.mark.timeout(120)]  # the benchmarks run the gateway
@@ -80,9 +89,20 @@ def test_resume_cost_replays_every_missed_message_and_times_the_log() -> None:
         assert row["requests"] == 2  # the stream head, then one Query
         assert row["items"] == row["missed"] + 1
         assert row["modelled_rcu"] == 1.0  # 0.5 per request: small items
+        assert row["posts"] == 1  # a few short messages: one replay frame
+    for rows in out["wire"].values():
+        for row in rows:
+            assert row["posts_before"] == row["metered_before"] == row["missed"]
+            assert row["posts_after"] <= row["posts_before"]
+    short = out["wire"]["short"]
+    assert [row["posts_after"] for row in short] == [1, 1]
+    # An ephemeral send writes nothing to the log; a logged one writes the head and the item.
+    assert out["ephemeral"]["ephemeral"]["log_writes"] == 0
+    assert out["ephemeral"]["logged"]["log_writes"] == 2
+    assert "PutItem" not in out["ephemeral"]["ephemeral"]["calls"]
     assert out["append_ms"] > 0 and out["fanout_ms"] > 0
     text = resume_cost.markdown(out)
-    assert "## Resume cost" in text and "| 7 |" in text
+    assert "## Resume cost" in text and "| 7 |" in text and "| ephemeral | 0 |" in text
 
 
 def test_quota_aimd_throttles_less_than_fixed_concurrency() -> None:
@@ -94,3 +114,10 @@ def test_quota_aimd_throttles_less_than_fixed_concurrency() -> None:
     assert out["aimd"]["failed"] == 0 and out["aimd"]["delivered"] == 200
     assert out["aimd"]["throttled_share"] < out["off"]["throttled_share"]
     assert "| 429 share of all posts |" in quota.markdown(out)
+
+
+def test_publisher_order_one_in_flight_logs_in_send_order() -> None:
+    out = publisher_order.measure(n=8, rounds=1, progress=lambda _: None)
+    assert out["one_in_flight"]["inversions"] == [0]
+    assert out["pipelined"]["per_s"] > 0 and out["one_in_flight"]["per_s"] > 0
+    assert "| one in flight" in publisher_order.markdown(out)

@@ -26,6 +26,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from chalicelib import web
 from local_gateway import LocalGateway
 from tests.browser.conftest import REPO_ROOT, BrowserFactory, SwitchboardGateway, screenshot
+from tests.gateways import http
 from tests.helpers import JWT_ENV, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -370,3 +371,29 @@ def test_without_a_configured_url_the_page_says_so_and_ws_overrides_it(
     assert page.find("#ws-url").get_attribute("value") == url
     assert url in page.find("#ws-override").text
     assert page.connect() and page.status()[1] == "Connected as u_alice"
+
+
+def test_a_new_member_sees_the_room_s_recent_messages_on_join(
+    browser: BrowserFactory, switchboard_gateway: SwitchboardGateway
+) -> None:
+    gateway = switchboard_gateway()
+    # Said before the newcomer arrived: by a back end (text and a structured event).
+    for body in (
+        {"text": "Standup moved to 10:30."},
+        {"event": "order.updated", "data": {"id": 42, "status": "shipped"}},
+    ):
+        status, answer = http(gateway, "POST", "/rooms/lobby/messages", body)
+        assert status == 200, answer
+    carol = ChatPage.open(browser("carol"), page_url(gateway))
+    carol.connect("u_carol")
+    carol.join("lobby")
+    first = carol.wait_message("Standup moved to 10:30.")
+    second = carol.wait_message('[order.updated] {"id":42,"status":"shipped"}')
+    assert first.get_attribute("data-recent") == second.get_attribute("data-recent") == "true"
+    assert [
+        li.find_element(By.CSS_SELECTOR, ".body").text for li in carol.all("#messages li.msg.in")
+    ] == [
+        "Standup moved to 10:30.",
+        '[order.updated] {"id":42,"status":"shipped"}',
+    ]
+    assert console_errors(carol.driver) == []

@@ -15,25 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.clients.js_packages import install_js_packages
+
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "js"
 pytestmark = pytest.mark.socket  # its integration and chaos tests start the local gateway
-
-
-def _install() -> None:
-    lock = CLIENT_DIR / "package-lock.json"
-    stamp = CLIENT_DIR / "node_modules" / ".package-lock.json"  # npm writes it on install
-    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"], cwd=CLIENT_DIR, check=True, timeout=300
-    )
 
 
 @pytest.mark.timeout(600)
 def test_js_client_suite() -> None:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node/npm not installed: the JavaScript client's tests need Node >= 20")
-    _install()
+    install_js_packages()
     env = {**os.environ, "SWITCHBOARD_PYTHON": sys.executable}
     result = subprocess.run(
         ["node", "--test"],

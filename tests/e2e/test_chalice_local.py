@@ -21,7 +21,7 @@ import pytest
 from local_gateway.cli import write_env_file
 from tests.e2e.helpers import REPO_ROOT
 from tests.gateways import GatewayFactory, poll
-from tests.helpers import SECRET, token
+from tests.helpers import JWT_ENV, token
 
 
 def free_port() -> int:
@@ -85,7 +85,7 @@ def test_chalice_local_works_with_auth_off(
 
 @pytest.mark.timeout(120)
 def test_chalice_local_works_with_jwt(gateway_factory: GatewayFactory, chalice_local: Any) -> None:
-    gw = gateway_factory(REPO_ROOT, auth_mode="jwt", env={"JWT_SECRET": SECRET}, rest_port=None)
+    gw = gateway_factory(REPO_ROOT, auth_mode="jwt", env=dict(JWT_ENV), rest_port=None)
     url = chalice_local(gw.environment)
     assert get(url + "/health") == (200, {"status": "ok"})
     assert get(url + "/connections")[0] == 401  # make run's auth mode, not a weaker one

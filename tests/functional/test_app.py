@@ -10,6 +10,7 @@ from chalice.test import Client
 from moto import mock_aws
 
 import app as app_module
+from chalicelib import protocol
 from chalicelib.auth import Identity
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Registry
@@ -67,6 +68,7 @@ def test_seed_send_message_frame_reaches_every_connection_of_the_user(harness: H
     }
     for cid in ("bob-phone", "bob-laptop"):
         [msg] = harness.inbox(cid)
+        assert protocol.valid_epoch(msg["epoch"])  # the recipient's stream is numbered in one
         assert (msg["from"], msg["scope"], msg["text"], msg["id"]) == (
             "u_123",
             "user",

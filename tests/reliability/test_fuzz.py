@@ -124,7 +124,7 @@ def _recv_reply(ws: ClientConnection, seen: collections.Counter[str]) -> dict[st
     for _ in range(100):
         raw = ws.recv(timeout=15)
         frame = json.loads(raw)
-        if isinstance(frame, dict) and frame.get("type") in ("message", "presence"):
+        if isinstance(frame, dict) and frame.get("type") in ("message", "presence", "replay"):
             seen[f"{frame['type']}_frames"] += 1
             continue
         assert isinstance(frame, dict), frame

@@ -28,7 +28,7 @@ export const TEST_LIMITS = Object.freeze({
  * flags; resolves with `{ wsUrl, restUrl, stop() }` once the banner is printed. */
 export function startGateway(flags = [], { timeoutMs = 60_000, env = {} } = {}) {
   const appEnv = Object.entries({ ...TEST_LIMITS, ...env }).flatMap(([k, v]) => ["--env", `${k}=${v}`]);
-  const args = ["-m", "local_gateway", "--port", "0", "--ws-port", "0", "--auth-mode", "none", "--log-level", "WARNING", ...appEnv, ...flags];
+  const args = ["-m", "local_gateway", "--port", "0", "--ws-port", "0", "--auth-mode", "none", "--log-level", "WARNING", "--generate-secret", "CONTINUATION_KEY", ...appEnv, ...flags];
   const proc = spawn(python(), args, {
     cwd: REPO_ROOT,
     env: { ...process.env, PYTHONUNBUFFERED: "1" },

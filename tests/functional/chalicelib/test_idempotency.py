@@ -169,6 +169,7 @@ def test_http_push_accepts_a_client_msg_id(harness: Harness, clocked: SendLedger
         "id": first.json_body["id"],
         "stream": "user:bob",
         "seq": first.json_body["seq"],
+        "epoch": first.json_body["epoch"],
         "recipients": 0,
         "delivered": 0,
         "gone": 0,

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.message_log import LogWriteError, MessageLog
+from chalicelib import protocol
+from chalicelib.message_log import Head, LogWriteError, MessageLog
 from chalicelib.table import DynamoDB
 from tests.conftest import TABLE, Clock
 
@@ -185,3 +186,83 @@ def test_a_read_is_a_query_on_the_stream_partition_never_a_scan(
     assert len(log.read("room:a", after=2, limit=2).messages) == 2
     assert len(queries) == 1 and queries[0]["Limit"] < 20
     assert {"S": "STREAM#room:a"} in queries[0]["ExpressionAttributeValues"].values()
+
+
+# --- epochs and backwards reads (issue #24) ------------------------------------------------
+
+
+def test_a_stream_gets_an_epoch_with_its_counter_and_keeps_it(log: MessageLog) -> None:
+    first = log.append("room:a", frame("m1"))
+    second = log.append("room:a", frame("m2"))
+    assert first["epoch"] and first["epoch"] == second["epoch"]
+    assert protocol.valid_epoch(first["epoch"])
+    assert log.head("room:a").epoch == first["epoch"]
+    assert log.read("room:a", after=0, limit=10).epoch == first["epoch"]
+    assert [m["epoch"] for m in log.read("room:a", after=0, limit=10).messages] == [
+        first["epoch"]
+    ] * 2
+    # Another stream, another epoch.
+    assert log.append("room:b", frame("b1"))["epoch"] != first["epoch"]
+
+
+def test_a_stream_never_written_has_no_epoch_and_reading_it_creates_nothing(
+    ddb: Any, log: MessageLog
+) -> None:
+    assert log.head("room:new") == Head(last=0, at=0, epoch=None)
+    page = log.read("room:new", after=0, limit=10)
+    assert (page.epoch, page.last, page.messages) == (None, 0, [])
+    back = log.read_before("room:new", None, 10)
+    assert (back.epoch, back.last, back.messages, back.prev) == (None, 0, [], None)
+    assert ddb.scan(TableName=TABLE)["Items"] == []  # nothing written
+
+
+def test_an_emptied_and_recreated_log_numbers_the_stream_in_a_new_epoch(
+    ddb: Any, log: MessageLog
+) -> None:
+    old = log.append("room:a", frame("m1"))
+    for item in ddb.scan(TableName=TABLE)["Items"]:  # the table emptied, as by a restart
+        ddb.delete_item(TableName=TABLE, Key={"PK": item["PK"], "SK": item["SK"]})
+    new = log.append("room:a", frame("again"))
+    assert new["seq"] == 1 and new["epoch"] != old["epoch"]
+
+
+def test_latest_reads_the_newest_oldest_first_and_before_pages_backwards(log: MessageLog) -> None:
+    for i in range(1, 13):
+        log.append("room:a", frame(f"m{i}"))
+    latest = log.read_before("room:a", None, 5)
+    assert texts(latest.messages) == ["m8", "m9", "m10", "m11", "m12"]
+    assert (latest.prev, latest.next, latest.last) == (8, None, 12)
+    older = log.read_before("room:a", latest.prev, 5)
+    assert texts(older.messages) == ["m3", "m4", "m5", "m6", "m7"]
+    assert (older.prev, older.next) == (3, 8)
+    oldest = log.read_before("room:a", older.prev, 5)
+    assert texts(oldest.messages) == ["m1", "m2"] and oldest.prev is None
+    assert log.read_before("room:a", 1, 5).messages == []
+    # ``before`` past the end reads the newest, like ``latest``.
+    assert texts(log.read_before("room:a", 99, 2).messages) == ["m11", "m12"]
+
+
+def test_backwards_reads_pass_over_skipped_and_expired_seqs(
+    ddb: Any, log: MessageLog, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log.append("room:a", frame("old"))
+    clock.now += 3000
+    log.append("room:a", frame("m2"))
+    real_put = ddb.put_item
+    calls = {"n": 0}
+
+    def failing_once(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(ddb, "put_item", failing_once)
+    with pytest.raises(LogWriteError):
+        log.append("room:a", frame("lost"))  # seq 3 becomes a skipped tombstone
+    monkeypatch.undo()
+    log.append("room:a", frame("m4"))
+    clock.now += 700  # seq 1 is past retention now
+    page = log.read_before("room:a", None, 10)
+    assert texts(page.messages) == ["m2", "m4"] and page.prev is None
+    assert [m["seq"] for m in page.messages] == [2, 4]

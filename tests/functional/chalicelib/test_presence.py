@@ -13,7 +13,7 @@ from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from tests.conftest import TABLE, make_switchboard
 from tests.harness import Harness, harness_over
-from tests.helpers import FakeGateway
+from tests.helpers import FakeGateway, token
 
 
 def presence_items(ddb: Any, room: str) -> dict[str, list[str]]:
@@ -255,3 +255,78 @@ def test_a_removal_retried_after_its_answer_was_lost_leaves_and_deletes_the_item
     assert lost == [1]
     assert harness.presence("w") == [("lobby", "enter", "u_a"), ("lobby", "leave", "u_a")]
     assert presence_items(ddb, "lobby") == {"watcher": ["w"]}
+
+
+# --- member info and members pages (issue #24) ---------------------------------------------
+
+
+@pytest.fixture
+def paged_jwt_harness(registry: Registry, gateway: FakeGateway) -> Iterator[Harness]:
+    """AUTH_MODE=jwt with members pages of at most 2 users."""
+    sb = make_switchboard(registry, gateway, auth_mode="jwt", presence_max_list=2)
+    with harness_over(sb, gateway) as driven:
+        yield driven
+
+
+def test_the_info_claim_is_in_enter_events_and_members_answers(paged_jwt_harness: Harness) -> None:
+    ann = {"name": "Ann", "avatar": "a.png"}
+    paged_jwt_harness.connect("a", token=token("u_a", info=ann))
+    paged_jwt_harness.connect("b", token=token("u_b"))
+    paged_jwt_harness.send("b", {"action": "join", "room": "lobby"})
+    paged_jwt_harness.send("a", {"action": "join", "room": "lobby"})
+    [enter] = [f for f in paged_jwt_harness.gateway.frames("b") if f["type"] == "presence"]
+    assert (enter["event"], enter["userId"], enter["info"]) == ("enter", "u_a", ann)
+    roster = members(paged_jwt_harness, "b")
+    assert roster["users"] == [
+        {"userId": "u_a", "connections": 1, "info": ann},
+        {"userId": "u_b", "connections": 1},
+    ]
+    paged_jwt_harness.send("a", {"action": "leave", "room": "lobby"})
+    leave = [f for f in paged_jwt_harness.gateway.frames("b") if f["type"] == "presence"][-1]
+    assert leave["event"] == "leave" and "info" not in leave
+
+
+def test_a_token_with_a_bad_info_claim_is_refused(paged_jwt_harness: Harness) -> None:
+    payload = paged_jwt_harness.connect("a", token=token("u_a", info="not an object"))
+    assert payload["statusCode"] == 401
+
+
+def test_members_pages_with_a_cursor(paged_jwt_harness: Harness) -> None:
+    for n in range(5):
+        paged_jwt_harness.connect(f"c{n}", token=token(f"u{n}"))
+        paged_jwt_harness.send(f"c{n}", {"action": "join", "room": "lobby"})
+    listed: list[str] = []
+    cursor = None
+    for _ in range(5):
+        frame = {"action": "members", "room": "lobby", **({"cursor": cursor} if cursor else {})}
+        page = paged_jwt_harness.send("c0", frame)
+        assert page["count"] == 5 and len(page["users"]) <= 2
+        listed += [u["userId"] for u in page["users"]]
+        cursor = page.get("next")
+        if cursor is None:
+            break
+    assert listed == [f"u{n}" for n in range(5)]
+    body = paged_jwt_harness.client.http.get(
+        "/rooms/lobby/members?cursor=u1", headers={"Authorization": f"Bearer {admin()}"}
+    ).json_body
+    assert [u["userId"] for u in body["users"]] == ["u2", "u3"] and body["next"] == "u3"
+
+
+def test_a_display_name_without_auth(harness: Harness) -> None:
+    harness.connect("a", userId="u_a", name="Ann")
+    harness.connect("b", userId="u_b")
+    harness.send("b", {"action": "join", "room": "lobby"})
+    harness.send("a", {"action": "join", "room": "lobby"})
+    assert [f["info"] for f in harness.gateway.frames("b") if f["type"] == "presence"] == [
+        {"name": "Ann"}
+    ]
+    assert members(harness, "b")["users"][0] == {
+        "userId": "u_a",
+        "connections": 1,
+        "info": {"name": "Ann"},
+    }
+    assert harness.connect("c", userId="u_c", name="x" * 65)["statusCode"] == 400
+
+
+def admin() -> str:
+    return token("u_admin", role="admin")

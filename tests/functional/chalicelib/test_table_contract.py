@@ -212,3 +212,31 @@ def test_batches_read_and_delete_more_than_one_call_takes(table: Table) -> None:
     assert all(set(i) == {"rooms", TTL} for i in found)
     table.batch_delete([keys.conn_key(f"c{i:02d}") for i in range(30)])
     assert table.batch_get([keys.conn_key(f"c{i:02d}") for i in range(30)]) == []
+
+
+def test_set_if_absent_sets_an_attribute_once(table: Table) -> None:
+    # SET #a = if_not_exists(#a, :v) (UpdateItem, "Update expressions": if_not_exists): the
+    # update that creates the item sets it; later ones leave it as it is.
+    head = keys.head_key("room:a")
+    first = table.update(
+        head, Update(add={"last": 1}, set_if_absent={"epoch": "e1"}), returns="ALL_NEW"
+    )
+    assert first is not None and (first["last"], first["epoch"]) == (1, "e1")
+    again = table.update(
+        head, Update(add={"last": 1}, set_if_absent={"epoch": "e2"}), returns="ALL_NEW"
+    )
+    assert again is not None and (again["last"], again["epoch"]) == (2, "e1")
+
+
+def test_a_descending_query_reads_newest_first_and_pages(table: Table) -> None:
+    for seq in range(1, 6):
+        table.put({**keys.message_key("room:a", seq), "seq": seq})
+    query = Query(
+        keys.stream_partition("room:a"),
+        sk_between=(keys.seq_sort_key(2), keys.seq_sort_key(5)),
+        descending=True,
+        limit=2,
+    )
+    assert [i["seq"] for i in query_all(table, query)] == [5, 4, 3, 2]
+    page = table.query(query)
+    assert [i["seq"] for i in page.items] == [5, 4] and page.last is not None

@@ -12,6 +12,7 @@ from chalicelib import protocol
 from chalicelib.errors import classify
 from chalicelib.idempotency import AlreadySent, ClientMsgIdReused, SendInProgress
 from chalicelib.message import Message
+from chalicelib.replay_frames import replay_frame
 from tests.asyncapi import (
     CLIENT_FRAMES,
     GATEWAY_ERROR,
@@ -31,9 +32,11 @@ EMITTED_TYPES = (
     "identity",
     "resumed",
     "history",
+    "replay",
     "members",
     "presence",
 )
+EPOCH = "Qm9vdHN0cmFw"
 MID = "0123456789abcdef0123456789abcdef"
 
 
@@ -91,20 +94,31 @@ def test_error_codes_match_the_server() -> None:
 
 def _frames() -> list[dict[str, Any]]:
     message = protocol.message_frame("u_1", protocol.Scope.ROOM, "hi", "lobby")
-    logged = {**message, "stream": "room:lobby", "seq": 3}
+    logged = {**message, "stream": "room:lobby", "seq": 3, "epoch": EPOCH}
     dm = {**protocol.message_frame("u_1", protocol.Scope.USER, "hi"), "stream": "user:u_2"}
-    # A presence event as logged (the log adds stream and seq, nothing else).
+    structured = protocol.message_frame(
+        "u_1", protocol.Scope.ALL, None, event="order.updated", data={"id": 7, "ok": [True]}
+    )
+    fleeting = protocol.message_frame(
+        "u_1", protocol.Scope.ROOM, None, "lobby", event="typing", data=1, ephemeral=True
+    )
+    # A presence event as logged (the log adds stream, seq and epoch, nothing else).
     presence = {
-        **protocol.presence_frame("lobby", "enter", "u_1"),
+        **protocol.presence_frame("lobby", "enter", "u_1", {"name": "Ann", "avatar": None}),
         "stream": "room:lobby",
         "seq": 4,
+        "epoch": EPOCH,
     }
     return [
         logged,
-        {**logged, "replayed": True},
-        {**dm, "seq": 1},
-        protocol.ack_frame(1, 2, 0, 1, id=MID, stream="room:lobby", seq=3),
-        AlreadySent(MID, "all", 9).frame("r"),
+        {**dm, "seq": 1, "epoch": EPOCH},
+        {**structured, "stream": "all", "seq": 2, "epoch": EPOCH},
+        fleeting,
+        protocol.ack_frame(1, 2, 0, 1, id=MID, stream="room:lobby", seq=3, epoch=EPOCH),
+        protocol.ack_frame(1, 2, 0, 0, id=MID, ephemeral=True),
+        protocol.ephemeral_ack_frame(1, MID),  # a direct message's, receipts off
+        protocol.ephemeral_ack_frame(None, MID, delivered=1, failed=0, gone=0),
+        AlreadySent(MID, "all", 9, EPOCH).frame("r"),
         protocol.ack_frame("j", 0, 0, room="lobby", joined=True),
         protocol.ack_frame(None, 0, 0, room="lobby", left=True),
         protocol.error_frame("bad_json", "frame is not valid UTF-8 JSON"),
@@ -115,27 +129,44 @@ def _frames() -> list[dict[str, Any]]:
         protocol.dm_ack_frame(4, MID, delivered=0, failed=0, gone=0, continued=3),
         classify(SendInProgress()).frame(5),
         classify(ClientMsgIdReused()).frame(None),
-        Message.new("u_1", protocol.Scope.ROOM, "hi", "lobby").logged("room:lobby", 3).to_frame(),
-        Message.new("u_1", protocol.Scope.ALL, "hi").logged("all", 1).to_frame(),
+        Message.new("u_1", protocol.Scope.ROOM, "hi", "lobby")
+        .logged("room:lobby", 3, EPOCH)
+        .to_frame(),
+        Message.new("u_1", protocol.Scope.ALL, "hi").logged("all", 1, EPOCH).to_frame(),
+        Message.new("u_1", protocol.Scope.ALL, None, event="typing", data=True, ephemeral=True)
+        .to_frame(),
         protocol.pong_frame(),
         protocol.identity_frame("R1kmxc2VNjMCFIA=", "u_1", ["b", "a"], 7, "admin"),
         protocol.resumed_frame(
             1,
             {
-                "room:lobby": {"after": 1, "last": 9, "replayed": 8, "truncated": False},
-                "all": {"after": 0, "last": 600, "replayed": 500, "truncated": True, "next": 501},
-                "user:u_1": {"after": 0, "last": 5, "replayed": 1, "truncated": True,
-                             "oldest": 5, "skipped": [3]},
+                "room:lobby": {"after": 1, "epoch": EPOCH, "last": 9, "replayed": 8,
+                               "truncated": False},
+                "all": {"after": 0, "epoch": EPOCH, "last": 600, "replayed": 500,
+                        "truncated": True, "next": 501},
+                "user:u_1": {"after": 0, "epoch": EPOCH, "last": 5, "replayed": 1,
+                             "truncated": True, "oldest": 5, "skipped": [3]},
+                "user:u_2": {"after": 0, "epoch": EPOCH, "last": 2, "replayed": 2,
+                             "truncated": False, "reset": True},
+                "room:new": {"after": 0, "epoch": None, "last": 0, "replayed": 0,
+                             "truncated": False},
                 "room:x": {"after": 0, "refused": "join 'x' first"},
             },
         ),
-        protocol.history_frame(2, "room:lobby", [logged], None, last=3),
-        protocol.history_frame(None, "all", [], 7, last=9, skipped=[5], truncated=True, oldest=6),
+        protocol.history_frame(2, "room:lobby", [logged], None, last=3, epoch=EPOCH),
+        protocol.history_frame(None, "all", [], 7, last=9, skipped=[5], truncated=True, oldest=6,
+                               epoch=EPOCH),
+        protocol.history_frame(None, "room:lobby", [logged], None, last=3, epoch=EPOCH, prev=3),
+        protocol.history_frame(None, "room:new", [], None, last=0, epoch=None, prev=None),
         {"type": "members", "room": "lobby", "count": 2, "truncated": False,
          "users": [{"userId": "u_1", "connections": 2}]},
+        {"type": "members", "room": "lobby", "count": 3, "truncated": True, "next": "u_2",
+         "users": [{"userId": "u_1", "connections": 1, "info": {"name": "Ann"}}]},
         presence,
-        {**presence, "replayed": True},
-        protocol.history_frame(3, "room:lobby", [logged, presence], None, last=4),
+        protocol.presence_frame("lobby", "leave", "u_1") | {"stream": "room:lobby", "seq": 5,
+                                                            "epoch": EPOCH},
+        protocol.history_frame(3, "room:lobby", [logged, presence], None, last=4, epoch=EPOCH),
+        replay_frame("room:lobby", EPOCH, [logged, presence]),
         {"message": "Internal server error", "connectionId": "R1kmxc2VNjMCFIA=",
          "requestId": "VNRXVFJOywMF3-Q="},
     ]  # fmt: skip
@@ -152,6 +183,7 @@ def test_frames_the_server_builds_match_their_schema(frame: dict[str, Any]) -> N
         ({"type": "pong", "extra": 1}, "Additional properties"),
         ({"type": "nonsense"}, "no schema"),
         ({"type": "message", "id": MID}, "required"),
+        ({"type": "replay", "stream": "all", "epoch": EPOCH, "messages": []}, "non-empty"),
         ({"type": "error", "code": "oops", "message": "x"}, "is not one of"),
         ({"type": "ack", "delivered": 1, "failed": 0, "gone": 0}, "not valid under any"),
         # The online oracle (#22 item 9): a DM's ack never names the recipient stream's seq.
@@ -179,11 +211,22 @@ def test_a_frame_off_the_document_is_named_with_its_problem(frame: Any, words: s
         {"action": "ping"},
         {"action": "whoami", "ref": "w"},
         {"action": "resume", "streams": {"room:lobby": 41, "all": 0}},
+        {"action": "resume", "streams": {"room:lobby": {"epoch": EPOCH, "seq": 41},
+                                         "all": {"epoch": None, "seq": 0}}},
         {"action": "history", "stream": "user:u_1", "after": 3, "limit": 50},
+        {"action": "history", "stream": "room:lobby", "latest": True, "limit": 20},
+        {"action": "history", "stream": "room:lobby", "before": 40},
         {"action": "members", "room": "lobby"},
+        {"action": "members", "room": "lobby", "cursor": "u_9"},
+        {"action": "sendRoom", "room": "lobby", "event": "order.updated", "data": {"id": 1}},
+        {"action": "sendRoom", "room": "lobby", "event": "typing", "data": True,
+         "ephemeral": True},
+        {"action": "broadcastAll", "data": [1, 2], "text": "both"},
+        {"action": "sendMessage", "targetUserId": "u_2", "data": "x", "ephemeral": False,
+         "clientMsgId": "c-3"},
     ],
     ids=lambda f: str(f["action"]),
-)
+)  # fmt: skip
 def test_client_frames_the_server_accepts_match_their_schema(frame: dict[str, Any]) -> None:
     if frame["action"] in protocol.ACTIONS:  # members is parsed where presence is built
         parsed = protocol.parse_frame(json.dumps(frame))
@@ -199,7 +242,16 @@ def test_client_frames_the_server_accepts_match_their_schema(frame: dict[str, An
         ({"action": "broadcastAll", "text": "x", "clientMsgId": "has space"}, "BroadcastAll"),
         ({"action": "resume", "streams": {"lobby": 1}}, "Resume"),
         ({"action": "history", "stream": "all", "limit": 101}, "HistoryRequest"),
+        ({"action": "history", "stream": "all", "latest": True, "before": 3}, "HistoryRequest"),
+        ({"action": "history", "stream": "all", "after": 1, "before": 3}, "HistoryRequest"),
+        ({"action": "sendRoom", "room": "r"}, "SendRoom"),
+        ({"action": "sendRoom", "room": "r", "data": None}, "SendRoom"),
+        ({"action": "sendRoom", "room": "r", "text": "t", "event": "a b"}, "SendRoom"),
+        ({"action": "sendRoom", "room": "r", "text": "t", "ephemeral": True, "clientMsgId": "c"},
+         "SendRoom"),
+        ({"action": "resume", "streams": {"all": {"epoch": "e"}}}, "Resume"),
+        ({"action": "resume", "streams": {"all": {"epoch": "a#b", "seq": 1}}}, "Resume"),
     ],
-)
+)  # fmt: skip
 def test_client_frames_the_server_refuses_do_not_match(frame: dict[str, Any], schema: str) -> None:
     assert problems(frame, schema)

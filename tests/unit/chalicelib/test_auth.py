@@ -176,3 +176,34 @@ def test_only_numeric_dates_are_accepted(changes: dict[str, Any]) -> None:
 
 def test_a_float_exp_is_a_numeric_date() -> None:
     assert verify_token(_hs(_claims(exp=time.time() + 60.5)), JWT).user_id == "u_1"
+
+
+# --- member info (issue #24) ---------------------------------------------------------------
+
+
+def test_the_info_claim_rides_on_the_identity() -> None:
+    info = {"name": "Ann", "avatar": "https://example.com/a.png", "team": ["red"]}
+    assert verify_token(token("u_1", info=info), JWT).info == info
+    assert verify_token(token("u_1"), JWT).info is None
+
+
+@pytest.mark.parametrize("info", ["Ann", ["Ann"], 5, {"blob": "x" * 1020}])
+def test_an_info_claim_that_is_not_a_small_object_refuses_the_token(info: Any) -> None:
+    with pytest.raises(AuthError) as refused:
+        verify_token(token("u_1", info=info), JWT)
+    assert refused.value.status == 401 and "info" in str(refused.value)
+
+
+def test_an_info_claim_of_exactly_1_kb_is_accepted() -> None:
+    info = {"b": "x" * (1024 - len('{"b":""}'))}
+    assert verify_token(token("u_1", info=info), JWT).info == info
+
+
+def test_no_auth_mode_takes_a_display_name() -> None:
+    assert connect_identity({"userId": "u_1", "name": "Ann Lee"}, NONE).info == {"name": "Ann Lee"}
+    assert connect_identity({"name": "Zoë"}, NONE).info == {"name": "Zoë"}
+    assert connect_identity({"userId": "u_1"}, NONE).info is None
+    for bad in ("", " ", "x" * 65, "a\nb", "\ud800"):
+        with pytest.raises(AuthError) as refused:
+            connect_identity({"userId": "u_1", "name": bad}, NONE)
+        assert refused.value.status == 400

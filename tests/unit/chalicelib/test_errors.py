@@ -97,3 +97,15 @@ def test_frames_and_answers_never_quote_an_aws_error() -> None:
     error = errors.classify(secret)
     assert "table-xyz" not in str(error.frame()) and "table-xyz" not in str(error.http())
     assert error.detail == "ValidationException"
+
+
+def test_an_ephemeral_refusal_keeps_its_code() -> None:
+    from chalicelib.ephemeral import EphemeralRefused
+
+    forbidden = errors.classify(EphemeralRefused("forbidden", "no ephemeral sends here"))
+    assert (forbidden.code, forbidden.status, str(forbidden)) == (
+        "forbidden", 403, "no ephemeral sends here",
+    )  # fmt: skip
+    assert (
+        errors.classify(EphemeralRefused("bad_request", "drop clientMsgId")).code == "bad_request"
+    )

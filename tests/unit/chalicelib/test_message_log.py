@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import keys
-from chalicelib.message_log import MessageLog
+from chalicelib.message_log import Head, MessageLog
 from chalicelib.table import Update
 from tests.conftest import Clock
 from tests.memtable import MemoryTable
@@ -41,7 +41,10 @@ def test_appends_are_numbered_and_read_back_in_pages(log: MessageLog) -> None:
     assert texts(page) == ["m1", "m2"] and (page.last, page.next) == (5, 4)
     page = log.read("room:a", after=3, limit=10)
     assert texts(page) == ["m3", "m4"] and page.next is None
-    assert log.get("room:a", 2) == {"type": "message", "text": "m1", "stream": "room:a", "seq": 2}
+    epoch = log.head("room:a").epoch
+    assert log.get("room:a", 2) == {
+        "type": "message", "text": "m1", "stream": "room:a", "seq": 2, "epoch": epoch,
+    }  # fmt: skip
     assert log.last_seq("room:b") == (0, 0)
 
 
@@ -84,3 +87,29 @@ def test_messages_past_retention_are_gone(log: MessageLog, clock: Clock) -> None
     assert log.get("room:a", 1) is None
     page = log.read("room:a", after=0, limit=10)
     assert page.messages == [] and page.truncated
+
+
+def test_a_stream_s_epoch_is_created_with_its_counter_and_kept(log: MessageLog) -> None:
+    first = log.append("room:a", frame("m1"))
+    second = log.append("room:a", frame("m2"))
+    assert first["epoch"] == second["epoch"] == log.head("room:a").epoch
+    assert log.append("room:b", frame("b1"))["epoch"] != first["epoch"]
+
+
+def test_reading_a_stream_never_written_creates_nothing(log: MessageLog, mem: MemoryTable) -> None:
+    assert log.head("room:new") == Head()
+    assert log.read("room:new", after=0, limit=5).epoch is None
+    assert log.read_before("room:new", None, 5).messages == []
+    assert mem.get(keys.head_key("room:new")) is None
+
+
+def test_read_before_pages_backwards_oldest_first(log: MessageLog) -> None:
+    for i in range(1, 8):
+        log.append("room:a", frame(f"m{i}"))
+    latest = log.read_before("room:a", None, 3)
+    assert [m["text"] for m in latest.messages] == ["m5", "m6", "m7"]
+    assert (latest.prev, latest.next) == (5, None)
+    older = log.read_before("room:a", latest.prev, 3)
+    assert [m["text"] for m in older.messages] == ["m2", "m3", "m4"] and older.next == 5
+    first = log.read_before("room:a", older.prev, 3)
+    assert [m["text"] for m in first.messages] == ["m1"] and first.prev is None

@@ -20,7 +20,7 @@ from chalicelib.errors import ContinuationBatchFailed
 from chalicelib.idempotency import ClientMsgIdReused, SendInProgress
 from chalicelib.limits import ALLOWED, Verdict
 from chalicelib.management_api import Outcome
-from chalicelib.message_log import LogWriteError, Page
+from chalicelib.message_log import Head, LogWriteError, Page
 from chalicelib.presence import ENTER, LEAVE, Announcement, Roster
 from chalicelib.protocol import Scope
 from chalicelib.registry import ConnectionRecord, NotConnected, Removed, Target
@@ -159,6 +159,9 @@ class FakePresence:
         return Roster(room, len(users), [{"userId": u, "connections": 1} for u in users])
 
 
+FAKE_EPOCH = "fake-epoch"  # the real log creates one per stream with its counter
+
+
 class FakeLog:
     def __init__(self) -> None:
         self.streams: dict[str, list[dict[str, Any]]] = {}
@@ -167,7 +170,8 @@ class FakeLog:
     def append(self, stream: str, frame: dict[str, Any]) -> dict[str, Any]:
         if self.fail is not None:
             raise self.fail
-        logged = {**frame, "stream": stream, "seq": len(self.streams.get(stream, [])) + 1}
+        seq = len(self.streams.get(stream, [])) + 1
+        logged = {**frame, "stream": stream, "seq": seq, "epoch": FAKE_EPOCH}
         self.streams.setdefault(stream, []).append(logged)
         return logged
 
@@ -175,9 +179,14 @@ class FakeLog:
         frames = self.streams.get(stream, [])
         return frames[seq - 1] if 0 < seq <= len(frames) else None
 
-    def read(self, stream: str, after: int, limit: int) -> Page:
+    def head(self, stream: str) -> Head:
         frames = self.streams.get(stream, [])
-        return Page(stream, after, frames[after : after + limit], last=len(frames))
+        return Head(len(frames), 0, FAKE_EPOCH if frames else None)
+
+    def read(self, stream: str, after: int, limit: int, head: Head | None = None) -> Page:
+        frames = self.streams.get(stream, [])
+        epoch = FAKE_EPOCH if frames else None
+        return Page(stream, after, frames[after : after + limit], last=len(frames), epoch=epoch)
 
 
 class FakeLimits:

@@ -152,3 +152,61 @@ def test_pings_over_the_burst_are_rate_limited_until_time_refills_the_bucket(
 def test_the_connection_cap_refuses_the_handshake(clock: Clock, gateway: FakeGateway) -> None:
     sb = memory.switchboard(clock, gateway, max_connections_per_user=2)
     assert [connect(sb, clock, f"c{n}", "u_1") for n in range(3)] == [200, 200, 429]
+
+
+# --- events (issue #24) --------------------------------------------------------------------
+
+
+def in_lobby(sb: Switchboard, gateway: FakeGateway, clock: Clock, *cids: str) -> None:
+    for cid in cids:
+        connect(sb, clock, cid, f"u_{cid}")
+        send(sb, gateway, cid, {"action": "join", "room": "lobby", "ref": 1})
+
+
+def test_a_structured_send_reaches_the_room_with_event_data_and_epoch(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    in_lobby(sb, gateway, clock, "a", "b")
+    ack = send(sb, gateway, "a", {"action": "sendRoom", "room": "lobby", "event": "order.updated",
+                                  "data": {"id": 7}, "ref": 2})  # fmt: skip
+    [message] = kinds(gateway, "b", "message")
+    assert (message["event"], message["data"], message["epoch"]) == (
+        "order.updated", {"id": 7}, ack["epoch"],
+    )  # fmt: skip
+
+
+def test_an_ephemeral_send_is_delivered_and_never_logged(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    in_lobby(sb, gateway, clock, "a", "b")
+    before = sb.message_log.head("room:lobby")
+    ack = send(sb, gateway, "a", {"action": "sendRoom", "room": "lobby", "event": "typing",
+                                  "data": True, "ephemeral": True, "ref": 2})  # fmt: skip
+    assert (ack["ephemeral"], ack["delivered"], "seq" in ack, "stream" in ack) == (
+        True, 1, False, False,
+    )  # fmt: skip
+    [typing] = kinds(gateway, "b", "message")
+    assert typing["ephemeral"] is True and "seq" not in typing
+    assert sb.message_log.head("room:lobby") == before  # no seq taken, nothing written
+
+
+def test_a_stale_epoch_resumes_as_a_reset_and_latest_reads_the_newest(
+    sb: Switchboard, gateway: FakeGateway, clock: Clock
+) -> None:
+    in_lobby(sb, gateway, clock, "a")
+    for n in range(4):
+        send(
+            sb,
+            gateway,
+            "a",
+            {"action": "sendRoom", "room": "lobby", "text": f"m{n}", "ref": 10 + n},
+        )
+    cursor = {"epoch": "old-epoch", "seq": 3}
+    resumed = send(sb, gateway, "a", {"action": "resume", "streams": {"room:lobby": cursor},
+                                      "ref": 20})  # fmt: skip
+    summary = resumed["streams"]["room:lobby"]
+    assert summary["reset"] is True and summary["epoch"] == sb.message_log.head("room:lobby").epoch
+    assert (summary["replayed"], summary["next"]) == (0, 1) and kinds(gateway, "a", "replay") == []
+    page = send(sb, gateway, "a", {"action": "history", "stream": "room:lobby", "latest": True,
+                                   "limit": 2, "ref": 21})  # fmt: skip
+    assert [m["text"] for m in page["messages"]] == ["m2", "m3"] and page["prev"] is not None

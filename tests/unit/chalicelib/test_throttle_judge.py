@@ -20,8 +20,10 @@ def test_one_connection_repeating_429_never_counts_as_the_quota() -> None:
         verdicts.append(j.throttled("slow"))
         clock.now += 0.1
     assert not any(v.quota for v in verdicts)
-    assert not verdicts[0].give_up  # its first 429 is retried
-    assert all(v.give_up for v in verdicts[1:]) and j.storms == 0
+    # Its first 429s are retried (random quota 429s hit one connection a few times in a row);
+    # from the 4th in a row it is given up on.
+    assert not any(v.give_up for v in verdicts[:3])
+    assert all(v.give_up for v in verdicts[3:]) and j.storms == 0
 
 
 def test_a_few_slow_clients_alone_in_a_window_are_not_the_quota() -> None:
