@@ -14,9 +14,10 @@ from chalice.app import SQSEvent, WebsocketEvent
 
 from chalicelib import errors, web
 from chalicelib.auth import Identity
+from chalicelib.authorizer import support_room_answer
 from chalicelib.config import ConfigError, continuation_queue_name
 from chalicelib.protocol import Scope
-from chalicelib.service import PAGE_PARAMS, HttpResult, Switchboard
+from chalicelib.service import HttpResult, Switchboard, page_params
 from chalicelib.wiring import build_switchboard, health_check, settings_from_env
 
 app = Chalice(app_name="switchboard")
@@ -80,6 +81,15 @@ def disconnect(event: WebsocketEvent) -> dict[str, Any]:
 def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
     records = [(r.to_dict()["messageId"], r.body) for r in event]
     return get_switchboard().continue_fan_out(records)
+
+
+# The example authorizer of ``join: authorizer`` namespaces (chalicelib/namespaces.json names it
+# for ``support:`` rooms; the contract is in chalicelib/authorizer.py and docs/PROTOCOL.md). A
+# plain Lambda: the message and connect functions invoke it by the name AUTHORIZER_FUNCTIONS
+# gives, and the local gateway serves Lambda's Invoke API for it.
+@app.lambda_function(name="authorize_support")
+def authorize_support(event: Any, context: Any) -> dict[str, Any]:
+    return support_room_answer(event)
 
 
 # --- HTTP API ------------------------------------------------------------------------------
@@ -172,7 +182,7 @@ def push_room(switchboard: Switchboard, caller: Identity, room: str) -> Any:
 @app.route("/rooms/{room}/messages", methods=["GET"])
 @http_route(admin=True)
 def room_history(switchboard: Switchboard, caller: Identity, room: str) -> Any:
-    return switchboard.history(Scope.ROOM, room, _page_params())
+    return switchboard.history(Scope.ROOM, room, page_params(app.current_request.query_params))
 
 
 @app.route("/rooms/{room}/members", methods=["GET"])
@@ -181,21 +191,16 @@ def room_members(switchboard: Switchboard, caller: Identity, room: str) -> Any:
     return switchboard.members(room, (app.current_request.query_params or {}).get("cursor"))
 
 
+@app.route("/rooms/{room}/members/{user_id}", methods=["DELETE"])
+@http_route(admin=True)
+def revoke_member(switchboard: Switchboard, caller: Identity, room: str, user_id: str) -> Any:
+    return switchboard.revoke(room, user_id)
+
+
 @app.route("/users/{user_id}/messages", methods=["GET"])
 @http_route(admin=True)
 def user_history(switchboard: Switchboard, caller: Identity, user_id: str) -> Any:
-    return switchboard.history(Scope.USER, user_id, _page_params())
-
-
-def _page_params() -> dict[str, str]:
-    """``after``, ``before``, ``latest`` and ``limit``; any other query parameter is a 400 (a
-    misspelled ``after`` must not silently answer from the start of the stream)."""
-    query = dict(app.current_request.query_params or {})
-    unknown = sorted(set(query) - set(PAGE_PARAMS))
-    if unknown:
-        expected = ", ".join(PAGE_PARAMS)
-        raise errors.BadRequest(f"unknown query parameter {unknown[0]!r}: expected {expected}")
-    return query
+    return switchboard.history(Scope.USER, user_id, page_params(app.current_request.query_params))
 
 
 @app.route("/connections", methods=["GET"])

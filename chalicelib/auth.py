@@ -6,11 +6,14 @@ import json
 import math
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.access import PermissionClaims, permission_claims
+from chalicelib.capabilities import Capabilities, ClaimError
 from chalicelib.config import Settings
-from chalicelib.protocol import encodable, valid_user_id
+from chalicelib.protocol import encodable, valid_room, valid_user_id
 
 # Clock skew tolerated between the token issuer and Lambda, for ``iat`` and ``nbf`` in the future.
 CLOCK_SKEW_SECONDS = 60
@@ -41,6 +44,21 @@ class Identity:
     # What others see of the user in presence events and ``members`` answers: the token's
     # ``info`` claim, or ``{"name": …}`` from ``?name=`` in AUTH_MODE=none.
     info: dict[str, Any] | None = None
+    # What the token says about rooms (access.py): capabilities, rooms to join at $connect,
+    # and the claims an authorizer function receives.
+    permissions: PermissionClaims = field(default_factory=PermissionClaims)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.permissions.capabilities
+
+    @property
+    def auto_join(self) -> tuple[str, ...]:
+        return self.permissions.auto_join
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        return self.permissions.claims
 
     def is_admin(self, admin_role: str) -> bool:
         return self.role == admin_role
@@ -93,11 +111,16 @@ def verify_token(token: str, settings: Settings) -> Identity:
     sub = claims.get("sub")
     if not valid_user_id(sub):
         raise AuthError("token subject is not a valid user id")
+    try:
+        permissions = permission_claims(claims, valid_room)
+    except ClaimError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
     return Identity(
         user_id=str(sub),
         role=_role(claims, settings.admin_role),
         expires_at=expires_at,
         info=info_claim(claims.get("info")),
+        permissions=permissions,
     )
 
 

@@ -10,9 +10,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.rate_control import RATE_CONTROLS
+
+if TYPE_CHECKING:  # namespaces.py imports ConfigError from here
+    from chalicelib.namespaces import Namespaces
 
 AUTH_MODES = ("jwt", "none")
 TRANSPORTS = ("async", "boto3")
@@ -252,6 +255,14 @@ class Settings:
     message_rate: float = setting("MESSAGE_RATE", 10.0, 0.01, 100_000.0)  # frames/s, sustained
     message_burst: int = setting("MESSAGE_BURST", 20, 1, 100_000)  # frames at once after a lull
 
+    # --- room permissions (docs/PROTOCOL.md, "Permissions") ------------------------------------
+    # ROOM_NAMESPACES: chalicelib/namespaces.json (None here), another .json file of the
+    # package, or the document inline; validated by from_env, a bad key names itself.
+    namespaces: Namespaces | None = None
+    # AUTHORIZER_FUNCTIONS: Chalice name of each authorizer the namespaces use -> its deployed
+    # name or ARN (a JSON object; unset: the Chalice names, which the local gateway serves).
+    authorizer_functions: Mapping[str, str] = field(default_factory=dict)
+
     log_level: str = "INFO"  # LOG_LEVEL, upper-cased
 
     @classmethod
@@ -303,7 +314,15 @@ class Settings:
         secret = _secret(env, auth_mode, algorithm, read_secret)
         if auth_mode == "jwt":
             _require_issuer_and_audience(values)
+        from chalicelib.authorizer import function_names
+        from chalicelib.namespaces import load as load_namespaces
+
+        namespaces = load_namespaces(env.get("ROOM_NAMESPACES"))
         return cls(
+            namespaces=namespaces,
+            authorizer_functions=function_names(
+                env.get("AUTHORIZER_FUNCTIONS"), namespaces.authorizers()
+            ),
             table_name=table,
             jwt_secret=secret,
             jwt_algorithm=algorithm,

@@ -19,7 +19,7 @@ nothing to remove), while presence's own items say they left.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -60,9 +60,16 @@ class Departures:
     """Removes closed connections and announces presence events, for the ``Switchboard``."""
 
     def __init__(
-        self, presence: Presence, broadcaster: Broadcaster, registry: Registry, workers: int = 32
+        self,
+        presence: Presence,
+        broadcaster: Broadcaster,
+        registry: Registry,
+        workers: int = 32,
+        presence_on: Callable[[str], bool] = lambda room: True,
     ) -> None:
         self._presence = presence
+        # Whether a room announces enters and leaves at all (its namespace's ``presence``).
+        self._presence_on = presence_on
         self._broadcaster = broadcaster
         self._registry = registry
         # Removals and announcements run side by side (each is a few DynamoDB writes or one
@@ -115,6 +122,8 @@ class Departures:
         """Log a presence event and fan it out to the room (not to the connection that caused
         it); the ids the fan-out found gone. Never raises: the change it reports happened."""
         room = announcement.room
+        if not self._presence_on(room):
+            return []  # presence off: nothing logged, nothing sent
         with log.event_log(
             event="presence", room=room, change=announcement.event, userId=announcement.user_id
         ) as record:
@@ -129,7 +138,8 @@ class Departures:
                     return []
                 record.update(stream=frame["stream"], seq=frame["seq"])
                 report = self._broadcaster.fan_out(
-                    audience,
+                    # Members who may not see presence (permissions: ``quiet``) are skipped.
+                    (t for t in audience if not t.quiet),
                     protocol.encode(frame),
                     exclude=announcement.exclude,
                     scope="presence",

@@ -12,6 +12,13 @@ Each type carries what the outside sees of it, declared once:
     │   query parameter, a clientMsgId reused for another message).
     ├── ``Unauthenticated`` forbidden 401: no valid credentials (HTTP Bearer).
     ├── ``Forbidden`` forbidden 403: valid credentials without the right.
+    │   └── ``PermissionRefused``: a room operation the namespace's rule does not allow
+    │       (the message names the operation and the room, never the rule).
+    ├── ``BadToken`` bad_token 401: an ``authorize`` frame's token does not verify (the
+    │   connection keeps its old one).
+    ├── ``TokenExpired`` token_expired 401: a frame after the token's ``exp``.
+    ├── ``Unavailable`` unavailable 503, retryable: the room's authorizer function could not
+    │   answer (timeout, error): refused, fail closed.
     ├── ``NotFound`` not_found 404: what the request names does not exist.
     │   └── ``NotRegistered``: the sending connection is not (or no longer) registered.
     ├── ``InProgress`` rate_limited 409, retryable: the same clientMsgId is being sent.
@@ -43,7 +50,9 @@ from typing import Any, ClassVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import protocol
+from chalicelib.access import PermissionDenied
 from chalicelib.auth import AuthError
+from chalicelib.authorizer import AuthorizerUnavailable
 from chalicelib.aws_errors import config_problem, error_code, is_throttling
 from chalicelib.broadcaster import PayloadTooLarge
 from chalicelib.config import ConfigError
@@ -107,6 +116,47 @@ class Forbidden(SwitchboardError):
 
     code = "forbidden"
     status = 403
+
+
+class PermissionRefused(Forbidden):
+    """A room operation the namespace's rule does not allow (permissions.py)."""
+
+    outcome = "forbidden"
+
+
+class BadToken(SwitchboardError):
+    """An ``authorize`` frame's token does not verify; the connection keeps its old one."""
+
+    code = "bad_token"
+    status = 401
+    outcome = "bad_token"
+
+
+class TokenExpired(SwitchboardError):
+    """A frame arrived after the connection's token expired: nothing was done, and the
+    connection is closed after this answer (refresh with ``authorize`` before ``exp``)."""
+
+    code = "token_expired"
+    status = 401
+    outcome = "token_expired"
+
+    def __init__(self) -> None:
+        super().__init__("token expired; reconnect with a fresh token")
+
+
+class Unavailable(SwitchboardError):
+    """The room's authorizer function could not answer (it timed out, failed, or is not
+    there): the request is refused, and may succeed later."""
+
+    code = "unavailable"
+    status = 503
+    retryable = True
+    outcome = "authorizer_unavailable"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(
+            "the room's authorizer could not answer; nothing was done, retry later", detail=detail
+        )
 
 
 class NotFound(SwitchboardError):
@@ -251,6 +301,10 @@ def classify(exc: BaseException) -> SwitchboardError:
         return Misconfigured(MISCONFIGURED, (exc.setting,) if exc.setting else ())
     if isinstance(exc, NotConnected):
         return NotRegistered()
+    if isinstance(exc, PermissionDenied):
+        return PermissionRefused(str(exc), detail=exc.decision.operation.value)
+    if isinstance(exc, AuthorizerUnavailable):
+        return Unavailable(f"{exc.function}: {exc.reason}")
     if isinstance(exc, PayloadTooLarge):
         return TooLarge(str(exc))
     if isinstance(exc, SendInProgress):

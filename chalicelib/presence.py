@@ -107,10 +107,14 @@ class Presence:
 
     # --- membership changes ---------------------------------------------------------------
 
-    def join(self, conn: ConnectionRecord, room: str) -> Announcement | None:
+    def join(
+        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+    ) -> Announcement | None:
         """Join ``room``; the user's enter to announce when this is their first connection
-        there, else None. Raises ``NotConnected`` like ``Registry.join``."""
-        if self._store.join(conn, room):
+        there, else None. ``quiet``: this member does not receive the room's presence events;
+        ``after``: where its history starts (permissions). Raises ``NotConnected`` like
+        ``Registry.join``."""
+        if self._store.join(conn, room, quiet=quiet, after=after):
             return Announcement(
                 room, ENTER, conn.user_id, exclude=conn.connection_id, info=conn.info
             )
@@ -138,6 +142,10 @@ class Presence:
     def members(self, room: str, cursor: str | None = None) -> Roster:
         """Every user present in ``room`` (count), one page after ``cursor`` with their info."""
         return self._store.members(room, cursor)
+
+    def has_room_for(self, room: str, user_id: str, cap: int) -> bool:
+        """A namespace's ``maxMembers``: whether the user may be present (see the store)."""
+        return self._store.has_room_for(room, user_id, cap)
 
     def small(self, room: str) -> bool:
         """True when ``room`` has at most ``max_members`` users: small enough for events."""

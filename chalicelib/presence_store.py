@@ -122,13 +122,18 @@ class PresenceStore:
 
     # --- membership changes ---------------------------------------------------------------
 
-    def join(self, conn: ConnectionRecord, room: str) -> bool:
+    def join(
+        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+    ) -> bool:
         """Join ``room``; True when this is the user's first connection there (an enter).
-        Raises ``NotConnected`` like ``Registry.join``."""
+        ``quiet`` and ``after`` go on the membership (``Registry.join``). Raises
+        ``NotConnected`` like ``Registry.join``."""
         for attempt in range(_ATTEMPTS):
             first = attempt % 2 == 0
             try:
-                self._registry.join(conn, room, also=[self._add(conn, room, first)])
+                self._registry.join(
+                    conn, room, also=[self._add(conn, room, first)], quiet=quiet, after=after
+                )
             except ItemConflict:
                 continue
             return first
@@ -256,6 +261,17 @@ class PresenceStore:
         if info is not None:
             entry["info"] = info
         return entry
+
+    def has_room_for(self, room: str, user_id: str, cap: int) -> bool:
+        """Whether ``user_id`` may be present in ``room`` under a cap of ``cap`` users: they
+        are there already, or fewer than ``cap`` are (one Query of at most ``cap`` + 1 user
+        items). Concurrent joins may overshoot by the joins in flight, like the other caps."""
+        for n, (user, _) in enumerate(self.users(room, page=cap + 1), start=1):
+            if user == user_id:
+                return True
+            if n >= cap:
+                return False
+        return True
 
     def small(self, room: str, max_members: int) -> bool:
         """True when ``room`` has at most ``max_members`` users: small enough for events."""

@@ -50,7 +50,17 @@ ERROR_CODES = (
     "too_large",
     "rate_limited",
     "internal",
+    # The permissions issue: an authorizer that could not answer (refused, fail closed), a
+    # frame after the token's exp (refresh it with ``authorize``, or reconnect), and an
+    # ``authorize`` whose token does not verify (the old one stays).
+    "unavailable",
+    "token_expired",
+    "bad_token",
 )
+# Why a connection left a room it did not leave itself (a ``removed`` frame).
+REMOVED_REASONS = ("revoked", "capability", "expired")
+# A JWT travels in the frame: bounded well under the 32 KB frame (tokens are ~0.3-2 KB).
+MAX_TOKEN_CHARS = 8192
 
 Ref = str | int | None
 
@@ -203,6 +213,14 @@ class Members:
     cursor: str | None = None
 
 
+@dataclass(frozen=True)
+class Authorize:
+    """Replace the connection's token (same ``sub``) without reconnecting."""
+
+    token: str
+    ref: Ref = None
+
+
 Command = (
     SendMessage
     | BroadcastAll
@@ -214,6 +232,7 @@ Command = (
     | Resume
     | History
     | Members
+    | Authorize
 )
 
 # A stream is where a message is logged: a room, a user's direct messages, or everyone.
@@ -432,6 +451,15 @@ def _client_msg_id(obj: dict[str, Any]) -> str | None:
     return str(value)
 
 
+def _token(obj: dict[str, Any]) -> str:
+    value = obj.get("token")
+    if not isinstance(value, str) or not value or len(value) > MAX_TOKEN_CHARS:
+        raise _Invalid(
+            "bad_request", f"'token' must be a JWT of at most {MAX_TOKEN_CHARS} characters"
+        )
+    return value
+
+
 def _stream(value: object) -> str:
     if parse_stream(value) is None:
         raise _Invalid("bad_request", "a stream is 'room:<room>', 'user:<userId>' or 'all'")
@@ -554,6 +582,8 @@ def parse_frame(raw: str | bytes | None, max_text_chars: int = 8192) -> Command 
             return _history(obj, ref)
         if action == "members":
             return _members(obj, ref)
+        if action == "authorize":
+            return Authorize(_token(obj), ref)
         shown = action if len(action) <= 32 else action[:32] + "..."
         raise _Invalid(
             "unknown_action",
@@ -574,6 +604,7 @@ ACTIONS = (
     "resume",
     "history",
     "members",
+    "authorize",
 )
 
 
@@ -689,6 +720,18 @@ def members_frame(ref: Ref, roster: dict[str, Any]) -> dict[str, Any]:
     """The answer to ``members``: ``roster`` has room, count, users, truncated and, when the
     room has more users than this page, ``next`` (the cursor of the next page)."""
     return _with_ref({"type": "members", **roster}, ref)
+
+
+def authorized_frame(ref: Ref, expires_at_ms: int | None) -> dict[str, Any]:
+    """The answer to ``authorize``: the new token is the connection's from now on."""
+    return _with_ref({"type": "authorized", "expiresAt": expires_at_ms}, ref)
+
+
+def removed_frame(room: str, reason: str) -> dict[str, Any]:
+    """The connection is no longer a member of ``room``: ``revoked`` by the back end,
+    ``capability`` (a new token no longer allows it) or ``expired`` (an authorizer's grant
+    ran out and was not renewed)."""
+    return {"type": "removed", "room": room, "reason": reason}
 
 
 def encode(frame: dict[str, Any]) -> bytes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -26,13 +26,16 @@ from concurrent.futures import (
     as_completed,
     wait,
 )
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr
 
 from chalicelib import keys
+from chalicelib.access import grant_to_item, grants_from_item
+from chalicelib.capabilities import NONE, Capabilities, ClaimError, parse_claim
 from chalicelib.keys import TTL, shard_of
+from chalicelib.permissions import Grant
 from chalicelib.table import (
     Change,
     ConditionFailed,
@@ -49,7 +52,8 @@ from chalicelib.table import (
     live,
 )
 
-_TARGET_PROJECTION = ("connectionId", "userId", "endpoint", TTL)
+# ``quiet``: a member who may not see the room's presence (permissions: presence skips it).
+_TARGET_PROJECTION = ("connectionId", "userId", "endpoint", TTL, "quiet")
 
 __all__ = [
     "TTL",
@@ -106,9 +110,19 @@ class ConnectionRecord:
     token_expires_at: int | None = None
     # The identity's info (auth.Identity.info): shown in presence enters and members answers.
     info: dict[str, Any] | None = None
+    # Permissions (access.py): the token's rooms claim and its claims for an authorizer, the
+    # authorizer's cached answers by room, and rooms whose presence enter is still to announce
+    # (autoJoin at $connect).
+    capabilities: Capabilities = NONE
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    grants: Mapping[str, Grant] = field(default_factory=dict)
+    pending_enters: frozenset[str] = frozenset()
 
     def token_expired(self, now: float) -> bool:
         return self.token_expires_at is not None and self.token_expires_at <= now
+
+    def grant(self, room: str) -> Grant | None:
+        return self.grants.get(room)
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,7 @@ class Target:
     connection_id: str
     user_id: str | None = None
     endpoint: str | None = None
+    quiet: bool = False  # a member who does not receive the room's presence events
 
 
 @dataclass(frozen=True)
@@ -261,8 +276,9 @@ def record_of(connection_id: str, item: Item | None, now: float) -> ConnectionRe
         endpoint=item.get("endpoint"),
         role=item.get("role"),
         rooms=frozenset(item.get("rooms", set())),
-        token_expires_at=int(item["tokenExp"]) if "tokenExp" in item else None,
+        token_expires_at=int(item["tokenExp"]) if item.get("tokenExp") is not None else None,
         info=parse_info(item.get("info")),
+        **_permission_fields(item),
     )
 
 
@@ -296,6 +312,8 @@ class Registry:
         role: str | None = None,
         token_expires_at: int | None = None,
         info: dict[str, Any] | None = None,
+        capabilities: Capabilities = NONE,
+        claims: Mapping[str, Any] | None = None,
     ) -> ConnectionRecord:
         ttl = self.expiry_for(connected_at_ms)
         item: Item = {
@@ -315,6 +333,7 @@ class Registry:
         if info is not None:
             # JSON text, not a map: the claim may hold floats, which TypeSerializer refuses.
             item["info"] = info_json(info)
+        item.update(_permission_attributes(capabilities, claims))
         try:
             self._table.put(item, condition=Attr("PK").not_exists())
         except ConditionFailed:
@@ -331,7 +350,78 @@ class Registry:
             role,
             token_expires_at=token_expires_at,
             info=info,
+            capabilities=capabilities,
+            claims=dict(claims or {}),
         )
+
+    # --- permissions (access.py) ---------------------------------------------------------
+
+    def set_identity(
+        self,
+        connection_id: str,
+        role: str | None,
+        token_expires_at: int | None,
+        capabilities: Capabilities,
+        claims: Mapping[str, Any],
+    ) -> None:
+        """A re-authorized connection's new token: role, expiry, capabilities and claims (one
+        UpdateItem; NotConnected when the connection is gone). A missing role or expiry is
+        stored as null, which reads back as none."""
+        values: dict[str, Any] = {
+            "role": role,
+            "tokenExp": token_expires_at,
+            "caps": None,
+            "claims": None,
+            **_permission_attributes(capabilities, claims),
+        }
+        self._update_connection(connection_id, Update(set=values))
+
+    def set_grants(self, conn: ConnectionRecord, grants: Mapping[str, Grant]) -> None:
+        """The authorizer's cached answers of a connection, by room (one UpdateItem). Written
+        whole: two frames caching answers for two rooms at once may keep only one, which costs
+        one more call of the function later, never a right."""
+        now = self._table.now()
+        kept = {room: grant_to_item(g) for room, g in grants.items() if g.fresh(now)}
+        self._update_connection(conn.connection_id, Update(set={"grants": kept}))
+
+    def set_grant(self, conn: ConnectionRecord, room: str, grant: Grant) -> None:
+        self.set_grants(conn, {**conn.grants, room: grant})
+
+    def drop_grant(self, conn: ConnectionRecord, room: str) -> None:
+        self.set_grants(conn, {r: g for r, g in conn.grants.items() if r != room})
+
+    def set_pending_enters(self, connection_id: str, rooms: Sequence[str]) -> None:
+        """Rooms auto-joined at $connect whose presence enter the first frame announces."""
+        if rooms:
+            self._update_connection(connection_id, Update(add={"pendingEnters": set(rooms)}))
+
+    def take_pending_enters(self, conn: ConnectionRecord) -> set[str]:
+        """Remove and return the pending enters: of concurrent frames, one gets each room
+        (the set shrinks under a condition that it still holds them)."""
+        if not conn.pending_enters:
+            return set()
+        try:
+            old = self._table.update(
+                keys.conn_key(conn.connection_id),
+                Update(delete={"pendingEnters": set(conn.pending_enters)}),
+                condition=Attr("pendingEnters").exists(),
+                returns="UPDATED_OLD",
+            )
+        except ConditionFailed:
+            return set()
+        return set((old or {}).get("pendingEnters", set())) & set(conn.pending_enters)
+
+    def joined_after(self, room: str, connection_id: str) -> int:
+        """Where a ``history: since joined`` member's history of ``room`` starts (the seq its
+        membership item recorded at the join; 0 without one)."""
+        item = self._table.get(keys.member_key(room, connection_id), projection=("after",))
+        return int((item or {}).get("after") or 0)
+
+    def _update_connection(self, connection_id: str, update: Update) -> None:
+        try:
+            self._table.update(keys.conn_key(connection_id), update, condition=Attr("PK").exists())
+        except ConditionFailed:
+            raise NotConnected(connection_id) from None
 
     def _is_own_registration(self, connection_id: str, user_id: str, connected_at_ms: int) -> bool:
         item = self._table.get(keys.conn_key(connection_id), consistent=True)
@@ -341,9 +431,18 @@ class Registry:
             and int(item.get("connectedAt", 0)) == connected_at_ms
         )
 
-    def join(self, conn: ConnectionRecord, room: str, also: Sequence[TxOp] = ()) -> None:
+    def join(
+        self,
+        conn: ConnectionRecord,
+        room: str,
+        also: Sequence[TxOp] = (),
+        quiet: bool = False,
+        after: int | None = None,
+    ) -> None:
         """Add a membership item and record the room on the connection, atomically, together
-        with the transaction items in ``also`` (presence keeps its per-user item there)."""
+        with the transaction items in ``also`` (presence keeps its per-user item there).
+        ``quiet``: the member does not receive the room's presence events; ``after``: where
+        its history starts (a ``history: since joined`` room)."""
         member: Item = {
             **keys.member_key(room, conn.connection_id),
             "connectionId": conn.connection_id,
@@ -352,6 +451,10 @@ class Registry:
         }
         if conn.endpoint:
             member["endpoint"] = conn.endpoint
+        if quiet:
+            member["quiet"] = True
+        if after is not None:
+            member["after"] = after
         try:
             self._table.transact(
                 [
@@ -493,7 +596,12 @@ class Registry:
         """One page of ``spec``: its live targets and the ``LastEvaluatedKey`` (None: done)."""
         page = self._table.query(spec.query(self.page_size))
         targets = [
-            Target(str(item["connectionId"]), item.get("userId"), item.get("endpoint"))
+            Target(
+                str(item["connectionId"]),
+                item.get("userId"),
+                item.get("endpoint"),
+                bool(item.get("quiet", False)),
+            )
             for item in page.items
             if item.get("connectionId")
         ]
@@ -533,3 +641,31 @@ def parse_info(raw: Any) -> dict[str, Any] | None:
         return None
     value = json.loads(raw)
     return value if isinstance(value, dict) else None
+
+
+def _permission_attributes(
+    capabilities: Capabilities, claims: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The token's rooms claim and claims as the connection item keeps them: JSON strings
+    (claims are any JSON; DynamoDB numbers would not keep floats as they are)."""
+    out: dict[str, Any] = {}
+    if capabilities:
+        out["caps"] = json.dumps(capabilities.as_claim(), separators=(",", ":"))
+    if claims:
+        out["claims"] = json.dumps(dict(claims), separators=(",", ":"), default=str)
+    return out
+
+
+def _permission_fields(item: Mapping[str, Any]) -> dict[str, Any]:
+    """ConnectionRecord's permission fields from a connection item; what does not decode is
+    left out (the connection then holds no capability: it fails closed)."""
+    out: dict[str, Any] = {}
+    try:
+        out["capabilities"] = parse_claim(json.loads(item.get("caps") or "null"))
+        claims = json.loads(item.get("claims") or "{}")
+        out["claims"] = claims if isinstance(claims, dict) else {}
+    except (ValueError, ClaimError):
+        pass
+    out["grants"] = grants_from_item(item.get("grants"))
+    out["pending_enters"] = frozenset(item.get("pendingEnters") or ())
+    return out

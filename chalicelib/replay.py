@@ -53,6 +53,15 @@ def refusal(stream: str, user_id: str, rooms: frozenset[str]) -> str | None:
     return None
 
 
+def visible(messages: list[dict[str, Any]], without_presence: bool) -> list[dict[str, Any]]:
+    """A page's messages as a reader sees them: without the presence events the room logged
+    in its stream when the reader may not see its presence (the page's ``next``, ``last``
+    and the resume's ``replayed`` count still describe the stream)."""
+    if not without_presence:
+        return messages
+    return [m for m in messages if m.get("type") != "presence"]
+
+
 def page_fields(page: Page) -> dict[str, Any]:
     """What a history answer says about a page besides its messages."""
     fields: dict[str, Any] = {"last": page.last, "epoch": page.epoch}
@@ -125,30 +134,40 @@ class Replayer:
         user_id: str,
         rooms: frozenset[str],
         post: Callable[[bytes], Outcome],
+        without_presence: frozenset[str] = frozenset(),
     ) -> dict[str, Any] | None:
         """Replay every allowed stream through ``post``; the ``resumed`` frame, or None when
-        the connection went away meanwhile (nothing more can reach it)."""
+        the connection went away meanwhile (nothing more can reach it). The streams in
+        ``without_presence`` are replayed without their presence events (a member who may not
+        see the room's presence: permissions)."""
         streams: dict[str, dict[str, Any]] = {}
         for cursor in command.streams:
             reason = refusal(cursor.stream, user_id, rooms)
             if reason is not None:
                 streams[cursor.stream] = {"after": cursor.seq, "refused": reason}
                 continue
-            summary = self._replay(cursor, post)
+            summary = self._replay(cursor, post, cursor.stream in without_presence)
             if summary is None:
                 return None
             streams[cursor.stream] = summary
         return protocol.resumed_frame(command.ref, streams)
 
-    def _replay(self, cursor: Cursor, post: Callable[[bytes], Outcome]) -> dict[str, Any] | None:
+    def _replay(
+        self, cursor: Cursor, post: Callable[[bytes], Outcome], without_presence: bool = False
+    ) -> dict[str, Any] | None:
         """Replay one stream from ``cursor``; its ``resumed`` entry, None if the connection
-        is gone."""
+        is gone. ``without_presence``: the reader may not see the room's presence events."""
         head = self._log.head(cursor.stream)
         if is_stale(cursor, head.epoch, head.last):
             return reset_summary(head)
         after = cursor.seq
         page = self._log.read(cursor.stream, after, self._max_replay, head)
-        for frame in replay_frames(cursor.stream, page.epoch, page.messages, self._frame_bytes):
+        for frame in replay_frames(
+            cursor.stream,
+            page.epoch,
+            visible(page.messages, without_presence),
+            self._frame_bytes,
+        ):
             if post(frame) is Outcome.GONE:
                 return None
         summary: dict[str, Any] = {
@@ -167,18 +186,25 @@ class Replayer:
             summary["skipped"] = page.skipped
         return summary
 
-    def history(self, command: History, user_id: str, rooms: frozenset[str]) -> dict[str, Any]:
+    def history(
+        self,
+        command: History,
+        user_id: str,
+        rooms: frozenset[str],
+        without_presence: bool = False,
+    ) -> dict[str, Any]:
         reason = refusal(command.stream, user_id, rooms)
         if reason is not None:
             return protocol.error_frame("forbidden", f"{command.stream}: {reason}", command.ref)
-        return protocol.history_frame(command.ref, command.stream, **self.page(command))
+        page = self.page(command, without_presence)
+        return protocol.history_frame(command.ref, command.stream, **page)
 
-    def page(self, command: History) -> dict[str, Any]:
+    def page(self, command: History, without_presence: bool = False) -> dict[str, Any]:
         """One history page as its frame (and the HTTP answer) carries it: ``messages``,
         ``next_seq`` and the page's fields. Shared by the WebSocket and HTTP routes."""
         if command.backwards:
             back = self._log.read_before(command.stream, command.before, command.limit)
-            messages = list(back.messages)
+            messages = visible(list(back.messages), without_presence)
             prev = back.prev
             # Keep the newest that fit: drop from the oldest end, and point prev past them.
             while len(messages) > 1 and _encoded_size(messages) > self._page_bytes:
@@ -187,7 +213,7 @@ class Replayer:
             fields = {"last": back.last, "epoch": back.epoch, "prev": prev}
             return {"messages": messages, "next_seq": back.next, **fields}
         page = self._log.read(command.stream, command.after, command.limit)
-        messages, cut = fit_forward(page.messages, self._page_bytes)
+        messages, cut = fit_forward(visible(page.messages, without_presence), self._page_bytes)
         return {
             "messages": messages,
             "next_seq": cut if cut is not None else page.next,

@@ -20,17 +20,29 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, assert_never
 
 from chalicelib import log, metrics, protocol
+from chalicelib.access import Access, Checked, PermissionDenied
 from chalicelib.audience import Audience
-from chalicelib.auth import AuthError, Identity, connect_identity, require_admin_bearer
+from chalicelib.auth import (
+    AuthError,
+    Identity,
+    connect_identity,
+    require_admin_bearer,
+    verify_token,
+)
+from chalicelib.authorizer import Authorizer, AuthorizerUnavailable
 from chalicelib.broadcaster import Broadcaster, Report
+from chalicelib.capabilities import Operation
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
-from chalicelib.ephemeral import RuleFor, default_rule, resolve
+from chalicelib.ephemeral import EphemeralRule, RuleFor, resolve
 from chalicelib.errors import (
     BadRequest,
+    BadToken,
     ContinuationBatchFailed,
+    Forbidden,
     NotFound,
     NotRegistered,
+    TokenExpired,
     classify,
 )
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
@@ -38,9 +50,18 @@ from chalicelib.limits import Limits, Verdict
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
-from chalicelib.presence import Announcement, Presence
+from chalicelib.namespaces import HistorySince
+from chalicelib.namespaces import load as load_namespaces
+from chalicelib.permissions import Grant
+from chalicelib.presence import ENTER, Announcement, Presence
 from chalicelib.protocol import Scope
-from chalicelib.registry import ConnectionRecord, DuplicateConnection, Registry, record_of
+from chalicelib.registry import (
+    ConnectionRecord,
+    DuplicateConnection,
+    NotConnected,
+    Registry,
+    record_of,
+)
 from chalicelib.replay import Replayer
 from chalicelib.ws_event import WsEvent
 
@@ -70,11 +91,10 @@ class Switchboard:
         limits: Limits | None = None,
         continuation: Continuation | None = None,
         presence: Presence | None = None,
-        ephemeral_rule: RuleFor = default_rule,
+        ephemeral_rule: RuleFor | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.settings = settings
-        # Whether a room's sends may, must or must not be ephemeral (the namespace policy).
-        self.ephemeral_rule = ephemeral_rule
         # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
         self.continuation = continuation
         self.registry = registry
@@ -89,11 +109,30 @@ class Switchboard:
             registry, message_log, settings.presence_max_members, settings.presence_max_list
         )
         self.limits = limits if limits is not None else Limits(registry.table, settings)
-        self.departures = Departures(
-            self.presence, broadcaster, registry, workers=settings.fanout_workers
+        # Permissions: namespaces, capabilities and the authorizer (access.py).
+        self.access = Access(
+            settings.namespaces or load_namespaces(None),
+            authorizer,
+            settings.auth_mode,
+            settings.admin_role,
+            clock=registry.now,
         )
         # Writes a handler starts beside its fan-out and waits for before it answers.
         self._side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
+        # Whether a room's sends may, must or must not be ephemeral: the namespace's
+        # ``ephemeral`` option, unless a caller gives its own rule.
+        self.ephemeral_rule: RuleFor = ephemeral_rule or self._namespace_ephemeral
+        self.departures = Departures(
+            self.presence,
+            broadcaster,
+            registry,
+            workers=settings.fanout_workers,
+            # A namespace with presence off logs and sends no presence events at all.
+            presence_on=lambda room: self.access.namespace(room).presence,
+        )
+
+    def _namespace_ephemeral(self, scope: str, room: str | None) -> EphemeralRule:
+        return EphemeralRule(self.access.ephemeral_option(scope, room).value)
 
     # --- WebSocket events -----------------------------------------------------------------
 
@@ -114,7 +153,7 @@ class Switchboard:
                 record.update(outcome="too_many_connections", status=429)
                 return HttpResult(429, {"message": refusal})
             try:
-                self.registry.register(
+                conn = self.registry.register(
                     event.connection_id,
                     identity.user_id,
                     event.connected_at or protocol.now_ms(),
@@ -122,6 +161,8 @@ class Switchboard:
                     role=identity.role,
                     token_expires_at=identity.expires_at,
                     info=identity.info,
+                    capabilities=identity.capabilities,
+                    claims=identity.claims,
                 )
             except DuplicateConnection:
                 record.update(outcome="duplicate", status=409)
@@ -130,6 +171,8 @@ class Switchboard:
                 error = classify(exc)
                 record.update(outcome="registry_error", status=500, error=error.detail)
                 return HttpResult(500, {"message": "could not register the connection"})
+            if identity.auto_join:
+                self._auto_join(conn, identity.auto_join, record)
             return HttpResult(200)
 
     def _connection_refusal(self, user_id: str, record: dict[str, Any]) -> str | None:
@@ -218,6 +261,8 @@ class Switchboard:
         if conn is not None and conn.token_expired(self.registry.now()):
             self._expire(event, conn, command, record)
             return None
+        if conn is not None and conn.pending_enters:
+            self._announce_pending(conn, record)
         if isinstance(command, protocol.Ping):
             return protocol.pong_frame(command.ref)
         if conn is None:
@@ -244,14 +289,19 @@ class Switchboard:
             case protocol.Resume():
                 return self._resume(event, conn, command, record)
             case protocol.History():
-                return self.replayer.history(command, conn.user_id, conn.rooms)
+                return self._history(conn, command)
             case protocol.Members():
                 if command.room not in conn.rooms:
                     return protocol.error_frame(
                         "forbidden", f"join {command.room!r} to see its members", command.ref
                     )
+                self._permit(conn, command.room, Operation.PRESENCE)
                 roster = self.presence.members(command.room, command.cursor)
                 return protocol.members_frame(command.ref, roster.as_dict())
+            case protocol.Authorize():
+                return self._authorize(conn, command, record)
+            case protocol.Ping():  # handled above; here for exhaustiveness
+                return protocol.pong_frame(command.ref)
             case _:
                 assert_never(command)
 
@@ -265,9 +315,8 @@ class Switchboard:
         """The token the connection was made with has expired: its rights end with it (as
         Ably and Pusher end sessions). Tell the client, then close the socket and forget it."""
         record.update(userId=conn.user_id, outcome="token_expired")
-        frame = protocol.error_frame(
-            "forbidden", "token expired; reconnect with a fresh token", command.ref
-        )
+        # Its own code (it was ``forbidden``): the client knows to refresh, not to give up.
+        frame = TokenExpired().frame(command.ref)
         self._reply(event, frame, record)  # before the close: a closed socket gets nothing
         record["close"] = self.gateway.close(conn.connection_id, event.endpoint).value
         self.forget(conn.connection_id)
@@ -290,25 +339,248 @@ class Switchboard:
 
     def _join(self, conn: ConnectionRecord, command: protocol.Join) -> Frame:
         if command.room not in conn.rooms:
-            limit = self.settings.max_rooms_per_connection
-            if len(conn.rooms) >= limit:
-                return protocol.error_frame(
-                    "forbidden", f"at most {limit} rooms per connection", command.ref
-                )
-            refusal = self.limits.room_refusal(conn, command.room)
-            if refusal is not None:
-                return protocol.error_frame("forbidden", refusal, command.ref)
-            # The others hear of the enter before the joiner's ack: a client that sends on
-            # its ack must not see its message logged ahead of its own enter (e2e presence
-            # and resume tests hold the room's log to that order).
-            # Whether the room is small enough for events is read beside the transaction (an
-            # enter needs it; a user already present wastes one small Query).
-            sizing = self._side.submit(self.presence.small_with, command.room, conn.user_id)
-            entered = self.presence.join(conn, command.room)
-            if entered is not None:
-                entered = replace(entered, small=_result_or_none(sizing))
-            self.announce(entered)
+            return self._join_room(conn, command)
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
+
+    # --- permissions (access.py) ---------------------------------------------------------
+
+    def _join_room(self, conn: ConnectionRecord, command: protocol.Join) -> Frame:
+        """A join of a room new to the connection: the namespace's rule, the caps, then the
+        membership (raises PermissionRefused / Unavailable through ``classify``)."""
+        lookalike = self.access.namespaces.lookalike(command.room)
+        if lookalike is not None:
+            raise BadRequest(
+                f"room names are case-sensitive: rooms of namespace {lookalike!r} "
+                f"start with {lookalike + ':'!r}"
+            )
+        limit = self.settings.max_rooms_per_connection
+        if len(conn.rooms) >= limit:
+            raise Forbidden(f"at most {limit} rooms per connection")
+        checked = self.access.check(conn, command.room, Operation.JOIN)
+        refusal = self.limits.room_refusal(conn, command.room) or self._room_full(
+            conn, command.room
+        )
+        if refusal is not None:
+            raise Forbidden(refusal)
+        # The others hear of the enter before the joiner's ack: a client that sends on its
+        # ack must not see its message logged ahead of its own enter (the e2e presence and
+        # resume tests hold the room's log to that order). Whether the room is small enough
+        # for events is read beside the membership's writes (an enter needs it; a user already
+        # present wastes one small Query).
+        sizing = self._side.submit(self.presence.small_with, command.room, conn.user_id)
+        entered = self._enter(conn, command.room, checked.grant)
+        if entered is not None:
+            entered = replace(entered, small=_result_or_none(sizing))
+        self.announce(entered)
+        return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
+
+    def _enter(
+        self, conn: ConnectionRecord, room: str, grant: Grant | None, cache: bool = True
+    ) -> Announcement | None:
+        """Make ``conn`` a member of ``room`` whose join was allowed: the membership (quiet if
+        it may not see presence; where a ``since: joined`` member's history starts) and, with
+        ``cache``, the authorizer's answer cached. The enter to announce, if the user entered."""
+        namespace = self.access.namespace(room)
+        after = None
+        if namespace.history and namespace.history_since is HistorySince.JOINED:
+            after, _ = self.message_log.last_seq(protocol.stream_name(Scope.ROOM, room))
+        if grant is not None and cache:
+            self.registry.set_grant(conn, room, grant)
+        quiet = not self.access.sees_presence(conn, room, grant)
+        return self.presence.join(conn, room, quiet=quiet, after=after)
+
+    def _room_full(self, conn: ConnectionRecord, room: str) -> str | None:
+        """The namespace's ``maxMembers``: users present at once (a user already there may
+        add connections)."""
+        cap = self.access.namespace(room).max_members
+        if cap is None or self.presence.has_room_for(room, conn.user_id, cap):
+            return None
+        return f"room {room!r} is full ({cap} members)"
+
+    def _permit(self, conn: ConnectionRecord, room: str, operation: Operation) -> None:
+        """Check a member's operation (raises PermissionDenied / AuthorizerUnavailable). A
+        member whose cached authorizer answer ran out and whose authorizer now refuses is
+        taken out of the room with a ``removed`` frame (reason ``expired``)."""
+        try:
+            checked = self.access.check(conn, room, operation)
+        except PermissionDenied:
+            cached = conn.grant(room)
+            # Only when the authorizer was asked because its answer ran out and now refuses:
+            # a fresh answer that lacks this operation refuses the operation, not the room.
+            if cached is not None and not cached.fresh(self.registry.now()) and room in conn.rooms:
+                self.registry.drop_grant(conn, room)
+                self._remove_from_room(conn, room, "expired")
+            raise
+        if checked.grant is not None:
+            self.registry.set_grant(conn, room, checked.grant)
+
+    def _remove_from_room(self, conn: ConnectionRecord, room: str, reason: str) -> None:
+        """Leave ``room`` for ``conn`` (the room hears a presence leave if it was the user's
+        last connection there) and tell the connection why with a ``removed`` frame."""
+        try:
+            leave = self.presence.leave(conn, room)
+        except NotConnected:
+            return
+        frame = protocol.encode(protocol.removed_frame(room, reason))
+        self.gateway.post(conn.connection_id, frame, conn.endpoint)
+        self.announce(leave)
+
+    def _auto_join(
+        self, conn: ConnectionRecord, rooms: tuple[str, ...], record: dict[str, Any]
+    ) -> None:
+        """The token's ``autoJoin`` rooms, joined at $connect: each checked as a ``join``
+        would be (authorizer calls side by side, so the handshake waits for the slowest one
+        only). $connect cannot post (API Gateway gives it no @connections: the socket is not
+        open yet), so only the memberships are written; the enters are announced by the
+        connection's first frame (``pendingEnters``). A room refused or failing is skipped:
+        the connection is registered, the handshake goes on."""
+        rooms = rooms[: self.settings.max_rooms_per_connection]
+
+        def check(room: str) -> Checked | str:
+            try:
+                if self.access.namespaces.lookalike(room) is not None:
+                    return "bad_request"
+                return self.access.check(conn, room, Operation.JOIN)
+            except (PermissionDenied, AuthorizerUnavailable) as exc:
+                return classify(exc).code
+
+        with ThreadPoolExecutor(max_workers=max(1, len(rooms))) as pool:
+            results = list(pool.map(check, rooms))
+        entered: list[str] = []
+        refused: dict[str, str] = {}
+        grants: dict[str, Grant] = {}
+        for room, result in zip(rooms, results, strict=True):
+            if isinstance(result, str):
+                refused[room] = result
+                continue
+            try:
+                if self._room_full(conn, room) is not None:
+                    refused[room] = "full"
+                    continue
+                if self._enter(conn, room, result.grant, cache=False) is not None:
+                    entered.append(room)
+                if result.grant is not None:
+                    grants[room] = result.grant
+            except Exception as exc:  # noqa: BLE001 - one room must not fail the handshake
+                refused[room] = classify(exc).code
+        if grants:  # one write for every room's answer
+            self.registry.set_grants(conn, {**conn.grants, **grants})
+        self.registry.set_pending_enters(conn.connection_id, entered)
+        record.update(autoJoined=len(rooms) - len(refused))
+        if refused:
+            record["autoJoinRefused"] = refused
+
+    def _announce_pending(self, conn: ConnectionRecord, record: dict[str, Any]) -> None:
+        """The presence enters of $connect's auto-joins, announced by whichever frame of the
+        connection takes them first."""
+        rooms = self.registry.take_pending_enters(conn)
+        self.announce(
+            *(
+                Announcement(room, ENTER, conn.user_id, exclude=conn.connection_id)
+                for room in sorted(rooms & conn.rooms)
+            )
+        )
+        if rooms:
+            record["announcedEnters"] = len(rooms)
+
+    def _history(self, conn: ConnectionRecord, command: protocol.History) -> Frame:
+        parsed = protocol.parse_stream(command.stream)
+        if parsed is not None and parsed[0] == "room" and parsed[1] in conn.rooms:
+            room = str(parsed[1])
+            self._permit(conn, room, Operation.HISTORY)
+            after = max(command.after, self._joined_after(conn, room))
+            hidden = not self._may_see_presence(conn, room)
+            return self.replayer.history(
+                replace(command, after=after), conn.user_id, conn.rooms, hidden
+            )
+        return self.replayer.history(command, conn.user_id, conn.rooms)
+
+    def _joined_after(self, conn: ConnectionRecord, room: str) -> int:
+        """Where a ``since: joined`` member's history starts (0 elsewhere: no read)."""
+        namespace = self.access.namespace(room)
+        if namespace.history_since is not HistorySince.JOINED:
+            return 0
+        return self.registry.joined_after(room, conn.connection_id)
+
+    def _may_see_presence(self, conn: ConnectionRecord, room: str) -> bool:
+        """Whether a member may see the room's presence events (in history and replays too),
+        from what it holds: an answer that would need asking counts as no."""
+        return self.access.decide(conn, room, Operation.PRESENCE).allowed
+
+    def _readable(
+        self, conn: ConnectionRecord, command: protocol.Resume
+    ) -> tuple[protocol.Resume, dict[str, dict[str, Any]], frozenset[str]]:
+        """A resume's streams this connection may read (a room's from where a ``since:
+        joined`` member's history starts), the refused ones with why, and the room streams
+        to replay without their presence events."""
+        allowed: list[protocol.Cursor] = []
+        refused: dict[str, dict[str, Any]] = {}
+        hidden: set[str] = set()
+        for cursor in command.streams:
+            stream = cursor.stream
+            parsed = protocol.parse_stream(stream)
+            if parsed is not None and parsed[0] == "room" and parsed[1] in conn.rooms:
+                room = str(parsed[1])
+                try:
+                    self._permit(conn, room, Operation.HISTORY)
+                except (PermissionDenied, AuthorizerUnavailable) as exc:
+                    refused[stream] = {"after": cursor.seq, "refused": str(classify(exc))}
+                    continue
+                joined = self._joined_after(conn, room)
+                if joined > cursor.seq:
+                    cursor = replace(cursor, seq=joined)
+                if not self._may_see_presence(conn, room):
+                    hidden.add(stream)
+            allowed.append(cursor)
+        return replace(command, streams=tuple(allowed)), refused, frozenset(hidden)
+
+    def _authorize(
+        self, conn: ConnectionRecord, command: protocol.Authorize, record: dict[str, Any]
+    ) -> Frame:
+        """Replace the connection's token (same ``sub``): role, expiry, capabilities and
+        claims. Rooms the new token no longer lets it join are left, each with a ``removed``
+        frame (reason ``capability``); a room of an authorizer namespace is kept while its
+        cached answer lasts, and asked about when there is none. The old token stays in
+        force when the new one is refused."""
+        if self.settings.auth_mode != "jwt":
+            raise BadRequest("authorize needs AUTH_MODE=jwt (there is no token)")
+        try:
+            identity = verify_token(command.token, self.settings)
+        except AuthError as exc:
+            raise BadToken(str(exc)) from None
+        if identity.user_id != conn.user_id:
+            raise Forbidden("the token is for another user; reconnect to change user")
+        self.registry.set_identity(
+            conn.connection_id,
+            identity.role,
+            identity.expires_at,
+            identity.capabilities,
+            identity.claims,
+        )
+        renewed = replace(
+            conn,
+            role=identity.role,
+            token_expires_at=identity.expires_at,
+            capabilities=identity.capabilities,
+            claims=identity.claims,
+        )
+        lost = []
+        for room in sorted(renewed.rooms):
+            try:
+                checked = self.access.check(renewed, room, Operation.JOIN)
+            except PermissionDenied:
+                lost.append(room)
+                continue
+            except AuthorizerUnavailable:
+                continue  # an outage evicts nobody: the room's next operation asks again
+            if checked.grant is not None:
+                self.registry.set_grant(renewed, room, checked.grant)
+                renewed = replace(renewed, grants={**renewed.grants, room: checked.grant})
+        for room in lost:
+            self._remove_from_room(renewed, room, "capability")
+        record.update(outcome="authorized", removedRooms=len(lost))
+        expires = identity.expires_at * 1000 if identity.expires_at is not None else None
+        return protocol.authorized_frame(command.ref, expires)
 
     def _leave(self, conn: ConnectionRecord, command: protocol.Leave) -> Frame:
         if command.room not in conn.rooms:
@@ -328,11 +600,13 @@ class Switchboard:
         def post(data: bytes) -> Outcome:
             return self.gateway.post(conn.connection_id, data, event.endpoint)
 
-        frame = self.replayer.resume(command, conn.user_id, conn.rooms, post)
+        command, refused, hidden = self._readable(conn, command)
+        frame = self.replayer.resume(command, conn.user_id, conn.rooms, post, hidden)
         if frame is None:
             record["outcome"] = "gone_during_resume"
             record.update(self.departures.settle([conn.connection_id]).as_dict())
             return None
+        frame["streams"].update(refused)
         record["replayed"] = sum(s.get("replayed", 0) for s in frame["streams"].values())
         return frame
 
@@ -381,6 +655,7 @@ class Switchboard:
             return protocol.error_frame(
                 "forbidden", f"join {command.room!r} before sending to it", command.ref
             )
+        self._permit(conn, command.room, Operation.SEND)
         message, report = self._send(
             conn, Scope.ROOM, command.room, command.body, record, command.client_msg_id
         )
@@ -628,6 +903,28 @@ class Switchboard:
             raise BadRequest("cursor must be the next of a members answer")
         return self.presence.members(room, cursor).as_dict()
 
+    def revoke(self, room: str, user_id: str) -> dict[str, Any]:
+        """DELETE /rooms/{room}/members/{userId}: take every connection of the user out of the
+        room; each gets a ``removed`` frame (reason ``revoked``) and the room hears the user's
+        presence leave. Cached authorizer answers for the room go too. Whether the user may
+        join again is the namespace's to say (their token, or the authorizer)."""
+        _check_path_name(Scope.ROOM, room)
+        _check_path_name(Scope.USER, user_id)
+        removed = 0
+        with log.event_log(event="revoke", room=room, userId=user_id) as record:
+            for target in self.registry.room_members(room):
+                if target.user_id != user_id:
+                    continue
+                conn = self.registry.get(target.connection_id)
+                if conn is None or room not in conn.rooms:
+                    continue
+                if conn.grant(room) is not None:
+                    self.registry.drop_grant(conn, room)
+                self._remove_from_room(conn, room, "revoked")
+                removed += 1
+            record["removed"] = removed
+        return {"room": room, "userId": user_id, "removed": removed}
+
     def connections(self) -> dict[str, Any]:
         """GET /connections: how many live connections, by user (an index Query, no Scan)."""
         by_user: dict[str, int] = {}
@@ -714,6 +1011,18 @@ def _history_query(stream: str, query: Mapping[str, str]) -> protocol.History:
     if query.get("before") not in (None, ""):
         before = _query_int(query.get("before"), "before", 0, 0, protocol.MAX_SEQ)
     return protocol.History(stream, after, limit, None, before, latest)
+
+
+def page_params(query: Mapping[str, str] | None) -> dict[str, str]:
+    """A history route's ``after``, ``before``, ``latest`` and ``limit``; any other query
+    parameter is a 400 (a misspelled ``after`` must not silently answer from the start of the
+    stream)."""
+    query = dict(query or {})
+    unknown = sorted(set(query) - set(PAGE_PARAMS))
+    if unknown:
+        expected = ", ".join(PAGE_PARAMS)
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}: expected {expected}")
+    return query
 
 
 def _query_int(raw: Any, name: str, default: int, low: int, high: int) -> int:

@@ -10,6 +10,7 @@ for credentials.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from chalicelib import log
+from chalicelib.authorizer import Authorizer, lambda_invoke
 from chalicelib.aws_errors import error_code
 from chalicelib.broadcaster import Broadcaster
 from chalicelib.config import ConfigError, Settings
@@ -57,7 +59,8 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
     sqs = None
     if settings.continuation_queue_url or settings.continuation_queue_name:
         sqs = _OnFirstUse(lambda: session.client("sqs", config=_config(settings, 10)))
-    return assemble(settings, registry, gateway, message_log, sqs)
+    authorizer = build_authorizer(settings, session)
+    return assemble(settings, registry, gateway, message_log, sqs, authorizer)
 
 
 def assemble(
@@ -66,6 +69,7 @@ def assemble(
     gateway: ManagementApi,
     message_log: MessageLog,
     sqs: Any = None,
+    authorizer: Authorizer | None = None,
 ) -> Switchboard:
     """The ``Switchboard`` over its storage and gateway: the broadcaster, the continuation
     (when ``sqs`` is given and a queue is configured) and the service. The one place they are
@@ -98,8 +102,41 @@ def assemble(
             ledger=JobLedger(registry.table),
         )
     return Switchboard(
-        settings, registry, gateway, broadcaster, message_log, continuation=continuation
+        settings,
+        registry,
+        gateway,
+        broadcaster,
+        message_log,
+        continuation=continuation,
+        authorizer=authorizer,
     )
+
+
+def build_authorizer(settings: Settings, session: Any) -> Authorizer | None:
+    """The authorizer caller when a namespace names one: a Lambda client per timeout (the
+    namespace's ``authorizerTimeoutMs`` is the client's read timeout), built on first use and
+    kept for the container; no retries (a retry would double the wait a join stays within).
+    The endpoint comes from the environment (``AWS_ENDPOINT_URL_LAMBDA`` locally)."""
+    if not settings.authorizer_functions:
+        return None
+    clients: dict[float, Any] = {}
+    lock = threading.Lock()  # boto3 sessions are not thread-safe: build clients one at a time
+
+    def client_for(timeout: float) -> Any:
+        with lock:
+            if timeout not in clients:
+                clients[timeout] = session.client(
+                    "lambda",
+                    config=Config(
+                        retries={"total_max_attempts": 1},
+                        connect_timeout=min(timeout, settings.http_connect_timeout),
+                        read_timeout=timeout,
+                        max_pool_connections=16,
+                    ),
+                )
+            return clients[timeout]
+
+    return Authorizer(lambda_invoke(client_for), settings.authorizer_functions)
 
 
 def _config(settings: Settings, pool: int) -> Config:

@@ -47,18 +47,31 @@ class FunctionAccess:
     # SQS actions on the continuation queue: senders enqueue the rest of a fan-out; the
     # worker's event source mapping receives and deletes under the worker's role.
     queue_actions: tuple[str, ...] = ()
+    # The app's authorizer functions (Chalice names) it invokes: lambda:InvokeFunction on
+    # those functions only (chalicelib/authorizer.py; the namespaces that name them).
+    invokes: tuple[str, ...] = ()
+    # Every function that builds the switchboard reads the JWT secret at cold start; an
+    # authorizer function does not.
+    reads_secret: bool = True
 
+
+# The app's example authorizer (app.py's @app.lambda_function, named by chalicelib/namespaces.json).
+AUTHORIZERS = ("authorize_support",)
 
 FUNCTIONS: tuple[FunctionAccess, ...] = (
     FunctionAccess(
         "websocket_connect",
         "WebsocketConnect",
         "WebsocketConnectRole",
-        # register (conditional put); a put retried after a late answer reads its own item back
-        table_actions=("PutItem", "GetItem"),
+        # register (conditional put); a put retried after a late answer reads its own item back;
+        # the token's autoJoin rooms: the join transaction (membership Put, connection and
+        # presence Updates), the authorizer's cached answer and the pending enters (Update).
+        # No POST: $connect cannot reach its own socket; the first frame announces the enters.
+        table_actions=("PutItem", "GetItem", "UpdateItem"),
         index_actions=("Query",),  # the per-user connection cap counts GSI1
         connection_methods=(),
         only_indexes=("GSI1",),
+        invokes=AUTHORIZERS,  # autoJoin rooms in an authorizer namespace
     ),
     FunctionAccess(
         "websocket_disconnect",
@@ -91,6 +104,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         # POST: replies, fan-out, replay; DELETE: an expired token closes its socket.
         connection_methods=("POST", "DELETE"),
         queue_actions=("SendMessage",),  # a fan-out's rest past its deadline
+        invokes=AUTHORIZERS,  # join (and reads) in an authorizer namespace
     ),
     FunctionAccess(
         "api_handler",
@@ -126,6 +140,16 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         # SendMessage: its own rest; the others: the event source mapping, under this role.
         queue_actions=("SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes"),
     ),
+    FunctionAccess(
+        "authorize_support",
+        "AuthorizeSupport",
+        "AuthorizeSupportRole",
+        # Decides from its event alone: its own logs, nothing else.
+        table_actions=(),
+        index_actions=(),
+        connection_methods=(),
+        reads_secret=False,
+    ),
 )
 
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
@@ -152,6 +176,7 @@ class Arns:
     queue: Any = None  # the continuation queue
     # ``chalice deploy``: the functions know the queue by name and look its URL up.
     queue_by_name: bool = False
+    function: Callable[[str], Any] | None = None  # an app function's ARN, by Chalice name
 
 
 def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> list[dict[str, Any]]:
@@ -191,14 +216,19 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
         extra = ("GetQueueUrl",) if arns.queue_by_name else ()
         actions = [f"sqs:{a}" for a in (*access.queue_actions, *extra)]
         out.append(_allow("ContinuationQueue", actions, [arns.queue]))
-    out.append(
-        {
-            "Sid": "JwtSecret",
-            "Effect": "Allow",
-            "Action": list(SECRET_ACTIONS),
-            "Resource": [arns.secret],
-        }
-    )
+    if access.invokes:
+        assert arns.function is not None
+        functions = [arns.function(name) for name in access.invokes]
+        out.append(_allow("Authorizers", ["lambda:InvokeFunction"], functions))
+    if access.reads_secret:
+        out.append(
+            {
+                "Sid": "JwtSecret",
+                "Effect": "Allow",
+                "Action": list(SECRET_ACTIONS),
+                "Resource": [arns.secret],
+            }
+        )
     if arns.log_groups:
         out.append(
             {
@@ -250,6 +280,9 @@ def static_arns(s: Stage, access: FunctionAccess) -> Arns:
         # worker to it by name, and the senders look its URL up by name.
         queue=f"arn:aws:sqs:*:*:{s.continuation_queue}",
         queue_by_name=True,
+        # Chalice names the function as its log group says; AUTHORIZER_FUNCTIONS in the
+        # stage's environment_variables names it the same way (problems() checks).
+        function=lambda name: f"arn:aws:lambda:*:*:function:{s.app_name}-{s.name}-{name}",
     )
 
 
@@ -278,6 +311,8 @@ def problems() -> list[str]:
                     f"{used}, not {wanted} (set stages.{name}.lambda_functions."
                     f"{access.chalice_name}.iam_policy_file)"
                 )
+    for name in stages():
+        out.extend(authorizer_problems(name))
     by_path: dict[str, list[str]] = {}
     for name in stages():
         by_path.setdefault(stage(name).api_gateway_stage, []).append(name)
@@ -306,6 +341,33 @@ def problems() -> list[str]:
     return out
 
 
+def authorizer_problems(stage_name: str) -> list[str]:
+    """``chalice deploy`` finds an authorizer by the name AUTHORIZER_FUNCTIONS gives it in the
+    stage's environment_variables: it must be the name Chalice deploys it under, and every
+    authorizer the stage's namespaces name must be one the roles may invoke."""
+    from chalicelib.namespaces import load
+
+    s = stage(stage_name)
+    out = []
+    try:
+        names = json.loads(s.environment.get("AUTHORIZER_FUNCTIONS") or "{}")
+    except ValueError:
+        names = None
+    if not isinstance(names, dict):
+        return [f"config.json: stage {stage_name!r} AUTHORIZER_FUNCTIONS is not a JSON object"]
+    for name in sorted(load(s.environment.get("ROOM_NAMESPACES")).authorizers()):
+        if name not in AUTHORIZERS:
+            out.append(f"namespaces: authorizer {name!r} is not in deploy.policy.AUTHORIZERS")
+    for name in AUTHORIZERS:
+        wanted = f"{s.app_name}-{stage_name}-{name}"
+        if names.get(name) != wanted:
+            out.append(
+                f"config.json: stage {stage_name!r} AUTHORIZER_FUNCTIONS must map {name!r} "
+                f"to {wanted!r} (the name chalice deploy gives it)"
+            )
+    return out
+
+
 def render(policy: dict[str, Any]) -> str:
     return json.dumps(policy, indent=2) + "\n"
 
@@ -324,8 +386,8 @@ def summary() -> str:
         return ", ".join(f"`{i}`" for i in items) or "none"
 
     rows = [
-        "| function | table | indexes | `@connections` | continuation queue |",
-        "|---|---|---|---|---|",
+        "| function | table | indexes | `@connections` | continuation queue | invokes |",
+        "|---|---|---|---|---|---|",
     ]
     for access in FUNCTIONS:
         indexes = cell(access.index_actions)
@@ -333,7 +395,8 @@ def summary() -> str:
             indexes += f" ({', '.join(access.only_indexes)} only)"
         rows.append(
             f"| `{access.chalice_name}` | {cell(access.table_actions)} | {indexes} | "
-            f"{cell(access.connection_methods)} | {cell(access.queue_actions)} |"
+            f"{cell(access.connection_methods)} | {cell(access.queue_actions)} | "
+            f"{cell(access.invokes)} |"
         )
     return "\n".join(rows)
 

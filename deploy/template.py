@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.schema import load_schema
-from deploy.policy import FUNCTIONS, Arns, FunctionAccess, document, statements
+from deploy.policy import AUTHORIZERS, FUNCTIONS, Arns, FunctionAccess, document, statements
+from deploy.policy import function as function_access
 from deploy.project import Stage, index_names, stage, stages
 
 RUNTIME = "python3.13"
@@ -214,7 +215,21 @@ def template_arns(access: FunctionAccess, api_stage: str) -> Arns:
         log_groups=[],
         log_streams=[{"Fn::GetAtt": [log_group_id(access), "Arn"]}],
         queue={"Fn::GetAtt": [QUEUE_ID, "Arn"]},
+        function=lambda name: {"Fn::GetAtt": [function_access(name).logical_id, "Arn"]},
     )
+
+
+def authorizer_functions(access: FunctionAccess) -> Any:
+    """AUTHORIZER_FUNCTIONS for one function: every authorizer's name in this stack (a Ref,
+    since CloudFormation names the functions), replacing the ``chalice deploy`` names
+    config.json gives. An authorizer gets none: a Ref to itself would be a cycle, and it
+    never builds the settings that read this."""
+    if access.chalice_name in AUTHORIZERS:
+        return "{}"
+    entries = ",".join(
+        f'"{name}":"${{{function_access(name).logical_id}}}"' for name in AUTHORIZERS
+    )
+    return {"Fn::Sub": "{" + entries + "}"}
 
 
 def continuation_resources() -> dict[str, Any]:
@@ -386,6 +401,7 @@ def merge_template(stage_name: str) -> dict[str, Any]:
         variables: dict[str, Any] = {
             "CONNECTIONS_TABLE": {"Ref": TABLE_ID},
             "JWT_SECRET_PARAMETER": {"Ref": SECRET_PARAMETER_ID},
+            "AUTHORIZER_FUNCTIONS": authorizer_functions(access),
         }
         # Every function: the stack's queue, never the stage's ``chalice deploy`` name that
         # config.json gives (CONTINUATION_QUEUE_NAME); senders and the worker get its URL.

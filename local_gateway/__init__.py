@@ -109,7 +109,10 @@ Differences from AWS
 --------------------
 * Plain ``ws://``/``http://``.
 * No custom route keys (Chalice creates only ``$default``), no route responses, no
-  authorizers, no API keys, no permessage-deflate.
+  API Gateway authorizers, no API keys, no permessage-deflate.
+* The app's ``@app.lambda_function``s are served through Lambda's Invoke API
+  (``AWS_ENDPOINT_URL_LAMBDA``, ``lambda_invoke.py``) and run in-process, as its SQS
+  handlers are; a timed-out function keeps running in its thread.
 * Not enforced: 500 new connections/s, per-connection rates; the account's 10,000 rps only with
   --account-rps. Use the fault flags to simulate other throttling.
 * Idle time counts frames in both directions (pings included). See docs/LOCAL.md, "Where it

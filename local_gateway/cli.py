@@ -381,6 +381,8 @@ def banner(gateway: LocalGateway) -> str:
             "",
             "  !!! AUTHENTICATION IS OFF: anyone who can reach these ports may connect as any",
             "  !!! user and broadcast. Local use only; deployed stages use AUTH_MODE=jwt.",
+            "  !!! Room permissions: capability and admin rules allow everyone (private:,",
+            "  !!! announce: are open); authorizer rules still ask the app's function.",
         ]
     if gateway.limits.account_rps is not None:
         burst = gateway.limits.account_burst or default_burst(gateway.limits.account_rps)

@@ -28,6 +28,7 @@ from local_gateway.dynamodb import (
 )
 from local_gateway.faults import FaultConfig, FaultInjector
 from local_gateway.lambda_events import LambdaContext, new_api_id, new_aws_id
+from local_gateway.lambda_invoke import LocalFunctions, app_functions
 from local_gateway.lambda_runtime import ChaliceProject, Invocation, LambdaRuntime, import_app
 from local_gateway.quotas import Quotas
 from local_gateway.server import WebSocketServer
@@ -243,6 +244,7 @@ class LocalGateway:
         self.environment: dict[str, str] = {}
         self._dynamodb: EmbeddedDynamoDB | None = None
         self._queues: LocalQueues | None = None  # the app's on_sqs_message handlers
+        self._functions: LocalFunctions | None = None  # the app's @app.lambda_functions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._server: WebSocketServer | None = None
@@ -279,6 +281,9 @@ class LocalGateway:
         if self._queues is not None:
             self._queues.stop()
             self._queues = None
+        if self._functions is not None:
+            self._functions.stop()
+            self._functions = None
         # DynamoDB last-but-parallel: $disconnect handlers (run above) may still need it,
         # and moto's server takes up to its 0.5 s poll interval to stop.
         dynamodb_stopper = None
@@ -440,6 +445,11 @@ class LocalGateway:
         self._call(self._server.start())
         ws_port = self._server.port
         management = f"http://{self.host}:{ws_port}/{project.api_gateway_stage}"
+        # Lambda's Invoke API for the app's plain functions (moto's would need Docker).
+        self._functions = LocalFunctions(
+            self.host, self.region, self.credentials, self.invocations.append
+        )
+        lambda_url = self._functions.bind()
 
         env.update(
             {
@@ -448,6 +458,7 @@ class LocalGateway:
                 "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
                 # moto serves every service on one port: SQS for on_sqs_message handlers.
                 "AWS_ENDPOINT_URL_SQS": dynamodb_url,
+                "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
                 "APIGW_MANAGEMENT_ENDPOINT": management,
                 # Also route SDK clients built without endpoint_url to the local management API.
                 "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
@@ -518,6 +529,8 @@ class LocalGateway:
             ),
             self.invocations.append,
         )
+
+        self._functions.start(app_functions(self.app, project))
 
         if self.queue_url_env:
             self._export_queue_url(self.queue_url_env)

@@ -29,6 +29,8 @@ SERVER_FRAMES = {
     "replay": "ReplayFrame",
     "members": "MembersFrame",
     "presence": "PresenceFrame",
+    "authorized": "AuthorizedFrame",
+    "removed": "RemovedFrame",
 }
 GATEWAY_ERROR = "GatewayErrorFrame"
 # Client frame ``action`` -> schema.
@@ -43,6 +45,7 @@ CLIENT_FRAMES = {
     "resume": "Resume",
     "history": "HistoryRequest",
     "members": "MembersRequest",
+    "authorize": "Authorize",
 }
 
 

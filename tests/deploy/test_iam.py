@@ -16,6 +16,7 @@ Each AWS call becomes the (IAM action, resource ARN) that AWS would authorise, t
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 
 import boto3
 import botocore.client
+import botocore.response
 import pytest
 from chalice.test import Client
 from moto import mock_aws
@@ -36,7 +38,8 @@ from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
 from deploy import template
 from deploy.create_table import create_table
-from deploy.policy import FUNCTIONS, FunctionAccess
+from deploy.policy import AUTHORIZERS, FUNCTIONS, FunctionAccess
+from deploy.policy import function as function_access
 from deploy.project import CHALICE_DIR, iam_policy_file, stage
 from tests.deploy.iam_eval import allowed, arn_glob
 from tests.helpers import SECRET, connect_event, disconnect_event, message_event, token
@@ -102,6 +105,14 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterat
     elif service == "sqs" and "QueueUrl" in params:
         name = params["QueueUrl"].rsplit("/", 1)[-1]
         yield f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+    elif service == "lambda" and operation == "Invoke":
+        name = params["FunctionName"]
+        arn = (
+            name
+            if name.startswith("arn:")
+            else f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+        )
+        yield "lambda:InvokeFunction", arn
     elif service == "ssm" and operation == "GetParameter":
         name = params["Name"] if params["Name"].startswith("/") else "/" + params["Name"]
         yield "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
@@ -205,8 +216,18 @@ def run_scenario(path_env: dict[str, str]) -> Scenario:
     original = botocore.client.BaseClient._make_api_call
 
     def recording_call(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        service = self.meta.service_model.service_name
         if recorder.current:
-            recorder.aws_call(self.meta.service_model.service_name, operation, params)
+            recorder.aws_call(service, operation, params)
+        if service == "lambda" and operation == "Invoke":
+            # moto's Lambda runs functions in Docker: run the app's authorizer in-process, as
+            # the local gateway does (local_gateway/lambda_invoke.py), and answer as Invoke.
+            answer = app_module.authorize_support(json.loads(params["Payload"]), None)
+            body = json.dumps(answer).encode()
+            return {
+                "StatusCode": 200,
+                "Payload": botocore.response.StreamingBody(io.BytesIO(body), len(body)),
+            }
         return original(self, operation, params)
 
     mp = pytest.MonkeyPatch()
@@ -256,6 +277,7 @@ def _cold(recorder: Recorder, function: str) -> None:
     """A new container for ``function``: the secret is read again at its first call."""
     app_module.reset_switchboard(None)
     recorder.current = function
+    recorder.calls[function]  # ran, even if it makes no AWS call (an authorizer)
 
 
 def _past_deadline(send: Callable[[], Any]) -> None:
@@ -325,9 +347,11 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ("d", "ops", "admin"),
         ("e", "u_2", None),  # u_2's second connection: a user's rest can span pages
         ("x", "u_4", None),  # its token expires: the message function closes it
+        ("f", "u_5", None),  # removed from lobby by the back end below (DELETE member)
     ):
-        event = connect_event(cid, {"token": token(user, role=role, **STAGE_CLAIMS)})
-        ws("connect", event)
+        claims: dict[str, Any] = {"autoJoin": ["support:u_1"]} if cid == "a" else {}
+        event = connect_event(cid, {"token": token(user, role=role, **STAGE_CLAIMS, **claims)})
+        ws("connect", event)  # a's autoJoin asks the support room's authorizer
         if cid == "a":  # the same $connect again, as a put retried after a late answer:
             ws("connect", event)  # it reads its own item back and succeeds
 
@@ -335,6 +359,8 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     frame("a", {"action": "ping"})
     frame("a", {"action": "whoami"})
     frame("a", {"action": "join", "room": "lobby"})
+    frame("b", {"action": "join", "room": "support:u_2"})  # asks the authorizer
+    frame("f", {"action": "join", "room": "lobby"})
     frame("b", {"action": "join", "room": "lobby"})
     frame("d", {"action": "join", "room": "lobby"})  # hears a's leave when a disconnects
     frame("a", {"action": "members", "room": "lobby"})
@@ -381,6 +407,8 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     assert http("get", "/connections") == 200
     assert http("get", "/rooms/lobby/members") == 200
     _past_deadline(lambda: http("post", "/broadcast", {"text": "continued"}))
+    # Takes u_5's connection out of lobby: it gets a removed frame (POST).
+    assert http("delete", "/rooms/lobby/members/u_5") == 200
     assert http("delete", "/connections/b") == 204
 
     _cold(recorder, "ContinueFanOut")
@@ -403,6 +431,12 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     result = client.lambda_.invoke("continue_fan_out", sqs_event(messages[-1:])).payload
     assert result == {"batchItemFailures": []}
 
+    _cold(recorder, "AuthorizeSupport")
+    answer = client.lambda_.invoke(
+        "authorize_support", {"userId": "u_1", "room": "support:u_1", "operation": "join"}
+    ).payload
+    assert answer["allow"] is True
+
     _cold(recorder, "WebsocketDisconnect")
     ws("disconnect", disconnect_event("a"))
     recorder.current = None
@@ -421,6 +455,15 @@ def resolve(value: Any) -> str | None:
         f"{template.TABLE_ID}.Arn": table_arn(STAGE.table_name),
         template.SECRET_PARAMETER_ID: STAGE.secret_parameter,
         f"{template.QUEUE_ID}.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}",
+        # The stack's authorizer functions, under the names the scenario invoked (the dev
+        # stage's AUTHORIZER_FUNCTIONS; in the stack each is a Ref to the function).
+        **{
+            f"{function_access(name).logical_id}.Arn": (
+                f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:"
+                + json.loads(STAGE.environment["AUTHORIZER_FUNCTIONS"])[name]
+            )
+            for name in AUTHORIZERS
+        },
     }
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         target, attr = value["Fn::GetAtt"]
@@ -479,8 +522,8 @@ POLICIES: dict[str, Callable[[FunctionAccess], list[dict[str, Any]]]] = {
 def test_policy_allows_every_call_of_its_function(
     scenarios: dict[str, Scenario], source: str, access: FunctionAccess
 ) -> None:
-    calls = scenarios[source][0].calls.get(access.logical_id)
-    assert calls, f"the scenario never ran {access.logical_id}"
+    assert access.logical_id in scenarios[source][0].calls, f"never ran {access.logical_id}"
+    calls = scenarios[source][0].calls[access.logical_id]
     statements = POLICIES[source](access)
     denied = sorted(c for c in calls if not allowed(statements, *c))
     assert denied == [], f"{source}: {access.logical_id} would be denied: {denied}"
@@ -501,7 +544,9 @@ def test_every_function_reads_the_secret_and_only_senders_post(
     def methods(fn: str) -> set[str]:
         return {r.split("/")[2] for a, r in recorded[fn] if a == "execute-api:ManageConnections"}
 
-    assert all(any(a == "ssm:GetParameter" for a, _ in calls) for calls in recorded.values())
+    for access in FUNCTIONS:
+        reads = any(a == "ssm:GetParameter" for a, _ in recorded[access.logical_id])
+        assert reads == access.reads_secret, access.logical_id
     assert methods("WebsocketConnect") == set()
     assert methods("WebsocketDisconnect") == {"POST"}  # announces the user's presence leave
     # An expired token closes its socket (service._expire): DELETE.

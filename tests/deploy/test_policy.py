@@ -71,8 +71,10 @@ def test_each_function_gets_its_own_generated_file(
     assert config.iam_policy_file == policy.policy_file(stage_name, access)
     text = (CHALICE_DIR / config.iam_policy_file).read_text(encoding="utf-8")
     assert json.loads(text) == policy.function_policy(stage_name, access)
-    assert f"table/{s.table_name}" in text
-    assert f"parameter{s.secret_parameter}" in text
+    if access.table_actions:
+        assert f"table/{s.table_name}" in text
+    if access.reads_secret:
+        assert f"parameter{s.secret_parameter}" in text
     assert f"log-group:/aws/lambda/{s.app_name}-{stage_name}-{access.chalice_name}" in text
     others = [stage(o).table_name for o in stages() if o != stage_name]
     assert not any(other in text for other in others)
@@ -184,7 +186,10 @@ def test_functions_match_the_app_handlers() -> None:
         "websocket_disconnect",
         "api_handler",
         "continue_fan_out",
+        *policy.AUTHORIZERS,
     }
+    functions = {f.name for f in app_module.app.pure_lambda_functions}
+    assert functions == set(policy.AUTHORIZERS)
     sqs = {s.name for s in app_module.app.event_sources if type(s).__name__ == "SQSEventConfig"}
     assert sqs == {"continue_fan_out"}
 
@@ -194,3 +199,61 @@ def test_deploy_md_states_the_generated_iam_summary() -> None:
     to the doc (the message function's DELETE once) fails here."""
     text = policy.DEPLOY_DOC.read_text(encoding="utf-8")
     assert policy.SUMMARY_START + "\n" + policy.summary() + "\n" + policy.SUMMARY_END in text
+
+
+def function_arn(stage_name: str, function: str) -> str:
+    s = stage(stage_name)
+    return f"arn:aws:lambda:us-east-1:123456789012:function:{s.app_name}-{stage_name}-{function}"
+
+
+@pytest.mark.parametrize("stage_name", stages())
+@pytest.mark.parametrize("access", policy.FUNCTIONS, ids=lambda f: f.chalice_name)
+def test_only_connect_and_message_invoke_and_only_the_authorizers(
+    stage_name: str, access: policy.FunctionAccess
+) -> None:
+    statements = attached_statements(stage_name, access.chalice_name)
+    invoke = "lambda:InvokeFunction"
+    reach = {
+        name
+        for name in (*policy.AUTHORIZERS, "websocket_message", "api_handler")
+        if allowed(statements, invoke, function_arn(stage_name, name))
+    }
+    callers = {"websocket_connect", "websocket_message"}
+    assert reach == (set(policy.AUTHORIZERS) if access.chalice_name in callers else set())
+    for other in stages():
+        if other != stage_name:
+            assert not any(
+                allowed(statements, invoke, function_arn(other, n)) for n in policy.AUTHORIZERS
+            ), f"{stage_name} {access.chalice_name} may invoke {other}'s authorizer"
+
+
+def test_an_authorizer_reads_no_secret_and_no_table() -> None:
+    for name in policy.AUTHORIZERS:
+        access = policy.function(name)
+        for stage_name in stages():
+            actions = {a for st in attached_statements(stage_name, name) for a in st["Action"]}
+            assert actions == set(policy.LOG_ACTIONS) | {"logs:CreateLogGroup"}, name
+        actions = {
+            a
+            for st in template.role_policy(access, stage("dev"))["Statement"]
+            for a in st["Action"]
+        }
+        assert actions == set(policy.LOG_ACTIONS)
+
+
+def test_check_reports_an_authorizer_name_chalice_deploy_would_not_find(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_stage = stage
+
+    def wrong(name: str) -> Any:
+        s = real_stage(name)
+        env = {**s.environment, "AUTHORIZER_FUNCTIONS": '{"authorize_support": "other"}'}
+        return dataclasses.replace(s, environment=env)
+
+    monkeypatch.setattr(policy, "stage", wrong)
+    found = "\n".join(policy.problems())
+    assert (
+        "AUTHORIZER_FUNCTIONS must map 'authorize_support' to 'switchboard-dev-authorize_support'"
+        in found
+    )

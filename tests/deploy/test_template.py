@@ -373,3 +373,24 @@ def test_worker_gets_batches_with_partial_failures(packaged: Packager) -> None:
     # At least six times the function's timeout ("Configuring a queue to use with Lambda").
     assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
     assert queue["RedrivePolicy"]["maxReceiveCount"] == template.MAX_RECEIVES
+
+
+def test_the_stack_names_its_authorizers_to_the_functions_that_use_them(
+    packaged: Packager,
+) -> None:
+    from chalicelib.authorizer import function_names
+    from chalicelib.namespaces import load
+    from deploy.policy import AUTHORIZERS, function
+
+    functions = resources(load_template(packaged("dev")), *FUNCTION_TYPES)
+    for fid, fn in functions.items():
+        value = fn["Properties"]["Environment"]["Variables"]["AUTHORIZER_FUNCTIONS"]
+        if fid in {function(name).logical_id for name in AUTHORIZERS}:
+            assert value == "{}"  # a Ref to itself would be a cycle; it reads no settings
+            continue
+        # CloudFormation names the functions: a Ref per authorizer, never config.json's
+        # chalice-deploy name (which Chalice copied into every function's environment).
+        text = value["Fn::Sub"]
+        names = json.loads(text)
+        assert names == {n: "${" + function(n).logical_id + "}" for n in AUTHORIZERS}, fid
+        assert function_names(text, load(None).authorizers()) == names

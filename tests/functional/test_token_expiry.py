@@ -11,7 +11,8 @@ from tests.helpers import FakeGateway, connect_event, message_event, token
 
 EXPIRED = {
     "type": "error",
-    "code": "forbidden",
+    # Its own code since the permissions issue (it was "forbidden"): the client refreshes.
+    "code": "token_expired",
     "message": "token expired; reconnect with a fresh token",
 }
 

@@ -35,6 +35,8 @@ EMITTED_TYPES = (
     "replay",
     "members",
     "presence",
+    "authorized",
+    "removed",
 )
 EPOCH = "Qm9vdHN0cmFw"
 MID = "0123456789abcdef0123456789abcdef"
@@ -167,6 +169,12 @@ def _frames() -> list[dict[str, Any]]:
                                                             "epoch": EPOCH},
         protocol.history_frame(3, "room:lobby", [logged, presence], None, last=4, epoch=EPOCH),
         replay_frame("room:lobby", EPOCH, [logged, presence]),
+        protocol.authorized_frame(9, 1795608000000),
+        protocol.authorized_frame(None, None),
+        *(protocol.removed_frame("private:x", reason) for reason in protocol.REMOVED_REASONS),
+        protocol.error_frame("unavailable", "the room's authorizer could not answer", 1),
+        protocol.error_frame("token_expired", "token expired", 2),
+        protocol.error_frame("bad_token", "invalid token", 3),
         {"message": "Internal server error", "connectionId": "R1kmxc2VNjMCFIA=",
          "requestId": "VNRXVFJOywMF3-Q="},
     ]  # fmt: skip
@@ -224,6 +232,7 @@ def test_a_frame_off_the_document_is_named_with_its_problem(frame: Any, words: s
         {"action": "broadcastAll", "data": [1, 2], "text": "both"},
         {"action": "sendMessage", "targetUserId": "u_2", "data": "x", "ephemeral": False,
          "clientMsgId": "c-3"},
+        {"action": "authorize", "token": "eyJ.a.b", "ref": 1},
     ],
     ids=lambda f: str(f["action"]),
 )  # fmt: skip
@@ -251,6 +260,8 @@ def test_client_frames_the_server_accepts_match_their_schema(frame: dict[str, An
          "SendRoom"),
         ({"action": "resume", "streams": {"all": {"epoch": "e"}}}, "Resume"),
         ({"action": "resume", "streams": {"all": {"epoch": "a#b", "seq": 1}}}, "Resume"),
+        ({"action": "authorize", "token": ""}, "Authorize"),
+        ({"action": "authorize"}, "Authorize"),
     ],
 )  # fmt: skip
 def test_client_frames_the_server_refuses_do_not_match(frame: dict[str, Any], schema: str) -> None:

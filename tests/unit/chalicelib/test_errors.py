@@ -7,11 +7,15 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoRegionError
 
 from chalicelib import errors, protocol
+from chalicelib.access import PermissionDenied
 from chalicelib.auth import AuthError
+from chalicelib.authorizer import AuthorizerUnavailable
 from chalicelib.broadcaster import PayloadTooLarge
+from chalicelib.capabilities import Operation
 from chalicelib.config import ConfigError
 from chalicelib.idempotency import ClientMsgIdReused, SendInProgress
 from chalicelib.message_log import LogWriteError
+from chalicelib.permissions import Decision, Verdict, missing
 from chalicelib.registry import NotConnected
 
 
@@ -54,6 +58,13 @@ CASES = [
     # Raised to Lambda (never answered to a client) so SQS delivers the batch again.
     (errors.ContinuationBatchFailed(1, 2), errors.ContinuationBatchFailed, "internal", 500,
      "1 of 2 continuation jobs failed", True),
+    (PermissionDenied(Decision(Verdict.DENY, Operation.SEND, "private:x", missing(Operation.SEND, "private:x"))),
+     errors.PermissionRefused, "forbidden", 403, "missing operation 'send' on room 'private:x'", False),
+    (AuthorizerUnavailable("authorize_support", "call failed (ReadTimeoutError)"), errors.Unavailable,
+     "unavailable", 503, str(errors.Unavailable()), True),
+    (errors.TokenExpired(), errors.TokenExpired, "token_expired", 401,
+     "token expired; reconnect with a fresh token", False),
+    (errors.BadToken("invalid token"), errors.BadToken, "bad_token", 401, "invalid token", False),
 ]  # fmt: skip
 
 

@@ -464,3 +464,32 @@ def test_any_structured_send_is_a_command_that_encodes_or_an_error(frame: dict) 
     assert not (result.ephemeral and result.client_msg_id is not None)
     message = protocol.message_frame("u", protocol.Scope.ALL, result.text, data=result.data)
     assert json.loads(protocol.encode(message)).get("data") == result.data
+
+
+def test_authorize_carries_the_fresh_token() -> None:
+    parsed = protocol.parse_frame('{"action": "authorize", "token": "a.b.c", "ref": 1}')
+    assert parsed == protocol.Authorize("a.b.c", 1)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"action": "authorize"},
+        {"action": "authorize", "token": ""},
+        {"action": "authorize", "token": 5},
+        {"action": "authorize", "token": "x" * (protocol.MAX_TOKEN_CHARS + 1)},
+    ],
+)
+def test_authorize_without_a_usable_token_is_a_bad_request(frame: dict[str, object]) -> None:
+    parsed = protocol.parse_frame(json.dumps(frame))
+    assert isinstance(parsed, protocol.ProtocolError) and parsed.code == "bad_request"
+    assert "'token'" in parsed.message
+
+
+def test_removed_and_authorized_frames() -> None:
+    assert protocol.removed_frame("private:x", "revoked") == {
+        "type": "removed",
+        "room": "private:x",
+        "reason": "revoked",
+    }
+    assert protocol.authorized_frame(1, 5000) == {"type": "authorized", "expiresAt": 5000, "ref": 1}

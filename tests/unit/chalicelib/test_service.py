@@ -115,7 +115,9 @@ class FakePresence:
             if room in c.rooms and c.connection_id != but
         }
 
-    def join(self, conn: ConnectionRecord, room: str) -> Announcement | None:
+    def join(
+        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+    ) -> Announcement | None:
         first = conn.user_id not in self._users(room, conn.connection_id)
         self.registry.conns[conn.connection_id] = ConnectionRecord(
             conn.connection_id, conn.user_id, 0, 10**10, None, conn.role, conn.rooms | {room}
