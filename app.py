@@ -7,18 +7,23 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from chalice import Chalice, Response
 from chalice.app import SQSEvent, WebsocketEvent
 
-from chalicelib import errors, web
+from chalicelib import errors, http_routes, web
 from chalicelib.auth import Identity
 from chalicelib.authorizer import support_room_answer
 from chalicelib.config import ConfigError, continuation_queue_name
 from chalicelib.protocol import Scope
-from chalicelib.service import HttpResult, Switchboard, page_params
-from chalicelib.wiring import build_switchboard, health_check, settings_from_env
+from chalicelib.push import PushNotifier
+from chalicelib.service import PAGE_PARAMS, HttpResult, Switchboard, page_params
+from chalicelib.wiring import (
+    build_push_notifier,
+    build_switchboard,
+    health_check,
+    settings_from_env,
+)
 
 app = Chalice(app_name="switchboard")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
@@ -83,6 +88,18 @@ def continue_fan_out(event: SQSEvent) -> dict[str, Any]:
     return get_switchboard().continue_fan_out(records)
 
 
+# The push notifier (chalicelib/push.py, docs/PUSH.md): the target of the EventBridge rule for
+# "Message Undelivered" events (deploy/event_rules.json); Lambda invokes it with the event.
+@app.lambda_function(name="push_notifier")
+def push_notifier(event: dict[str, Any], context: Any) -> dict[str, int]:
+    return _push_notifier().handle(event).as_dict()
+
+
+@functools.cache
+def _push_notifier() -> PushNotifier:
+    return build_push_notifier(settings_from_env())  # once per container
+
+
 # The example authorizer of ``join: authorizer`` namespaces (chalicelib/namespaces.json names it
 # for ``support:`` rooms; the contract is in chalicelib/authorizer.py and docs/PROTOCOL.md). A
 # plain Lambda: the message and connect functions invoke it by the name AUTHORIZER_FUNCTIONS
@@ -95,44 +112,8 @@ def authorize_support(event: Any, context: Any) -> dict[str, Any]:
 # --- HTTP API ------------------------------------------------------------------------------
 
 
-# A route body gets the switchboard, the caller (an admin, or None on a public route) and the
-# path parameters, and returns the JSON answer.
-RouteBody = Callable[..., Any]
-
-
-def http_route(
-    admin: bool = True, status: int = 200
-) -> Callable[[RouteBody], Callable[..., Response]]:
-    """Run a route body with auth; any error is answered by ``errors.http_answer``.
-
-    ``admin`` routes need ``Authorization: Bearer <token>`` with the admin role. A ``status``
-    of 204 answers with an empty body. Path parameters may arrive percent-encoded (connection
-    ids end in "="); ids and room names never contain "%", so decoding an already decoded one
-    changes nothing.
-    """
-
-    def decorate(body: RouteBody) -> Callable[..., Response]:
-        @functools.wraps(body)
-        def route(**params: str) -> Response:
-            try:
-                switchboard = get_switchboard()
-                caller = None
-                if admin:
-                    headers = app.current_request.headers
-                    caller = switchboard.authorize_http(headers.get("authorization"))
-                answer = body(switchboard, caller, **{k: unquote(v) for k, v in params.items()})
-            except Exception as exc:  # noqa: BLE001 - one mapping, never a stack trace
-                error = errors.http_answer(exc)
-                return Response(body=error.body, status_code=error.status)
-            if status == 204:
-                return Response(body="", status_code=204)
-            return Response(
-                body=answer, status_code=status, headers={"Content-Type": "application/json"}
-            )
-
-        return route
-
-    return decorate
+# Auth and the one error mapping for every HTTP route (chalicelib/http_routes.py).
+http_route = http_routes.decorator(app, lambda: get_switchboard())
 
 
 @app.middleware("http")
@@ -180,13 +161,13 @@ def push_room(switchboard: Switchboard, caller: Identity, room: str) -> Any:
 
 
 @app.route("/rooms/{room}/messages", methods=["GET"])
-@http_route(admin=True)
+@http_route(admin=True, query=PAGE_PARAMS)
 def room_history(switchboard: Switchboard, caller: Identity, room: str) -> Any:
     return switchboard.history(Scope.ROOM, room, page_params(app.current_request.query_params))
 
 
 @app.route("/rooms/{room}/members", methods=["GET"])
-@http_route(admin=True)
+@http_route(admin=True, query=("cursor",))
 def room_members(switchboard: Switchboard, caller: Identity, room: str) -> Any:
     return switchboard.members(room, (app.current_request.query_params or {}).get("cursor"))
 
@@ -198,7 +179,7 @@ def revoke_member(switchboard: Switchboard, caller: Identity, room: str, user_id
 
 
 @app.route("/users/{user_id}/messages", methods=["GET"])
-@http_route(admin=True)
+@http_route(admin=True, query=PAGE_PARAMS)
 def user_history(switchboard: Switchboard, caller: Identity, user_id: str) -> Any:
     return switchboard.history(Scope.USER, user_id, page_params(app.current_request.query_params))
 
@@ -213,6 +194,28 @@ def list_connections(switchboard: Switchboard, caller: Identity) -> Any:
 @http_route(admin=True, status=204)
 def kick(switchboard: Switchboard, caller: Identity, connection_id: str) -> Any:
     switchboard.kick(connection_id)
+
+
+# --- the user's own routes: their JWT as a Bearer token, no admin role -------------------------
+
+
+@app.route("/me/devices", methods=["POST"])
+@http_route(user=True)
+def register_device(switchboard: Switchboard, caller: Identity) -> Any:
+    """Register (or refresh) a push device token for the caller (docs/PUSH.md)."""
+    return switchboard.register_device(caller, _json_body())
+
+
+@app.route("/me/devices", methods=["GET"])
+@http_route(user=True)
+def list_devices(switchboard: Switchboard, caller: Identity) -> Any:
+    return switchboard.list_devices(caller)
+
+
+@app.route("/me/devices/{device_id}", methods=["DELETE"])
+@http_route(user=True, status=204)
+def remove_device(switchboard: Switchboard, caller: Identity, device_id: str) -> Any:
+    switchboard.remove_device(caller, device_id)
 
 
 # The HTTP API's OpenAPI document: its one source, shipped in the zip with chalicelib; a test

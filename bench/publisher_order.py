@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,7 @@ def measure(n: int = 100, rounds: int = 3, progress: Any = print) -> dict[str, A
     from local_gateway import LocalGateway
 
     env = {"MESSAGE_RATE": "100000", "MESSAGE_BURST": "100000", "LOG_LEVEL": "WARNING"}
+    env["CONTINUATION_KEY"] = secrets.token_urlsafe(48)  # as make run gives the stack one
     gateway = LocalGateway(str(PROJECT_DIR), ws_port=0, rest_port=0, auth_mode="none", env=env)
     gateway.start()
     out: dict[str, Any] = {"n": n, "rounds": rounds}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import secrets
 from typing import Any
 
 from bench.common import (
@@ -61,7 +62,9 @@ def run_gateway(dynamodb_url: str, workers: int) -> None:
         dynamodb_endpoint=dynamodb_url,
         region=REGION,
         auth_mode="none",
-        env={"LOG_LEVEL": "WARNING"},
+        # The dev stage names its continuation queue: its jobs are signed with a key, as make run
+        # gives the stack one.
+        env={"LOG_LEVEL": "WARNING", "CONTINUATION_KEY": secrets.token_urlsafe(48)},
         workers=workers,
         invocation_log_size=64,
         # A benchmark run is long: nothing may time out under it; up to 10,000 clients.

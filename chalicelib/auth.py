@@ -190,3 +190,25 @@ def require_admin_bearer(authorization: str | None, settings: Settings) -> Ident
     if not identity.is_admin(settings.admin_role):
         raise AuthError("admin role required", status=403)
     return identity
+
+
+def require_user_bearer(
+    authorization: str | None, settings: Settings, local_user: str | None = None
+) -> Identity:
+    """The user's own routes (``/me/...``): ``Authorization: Bearer <jwt>`` of the user
+    themselves, any role: the identity is the token's ``sub``. With ``AUTH_MODE=none`` (local
+    only) the user names themselves with ``?userId=``, as a WebSocket client does."""
+    if settings.auth_mode != "jwt":
+        if local_user is None:
+            raise AuthError("AUTH_MODE=none: name the user with ?userId=", status=400)
+        if not valid_user_id(local_user):
+            raise AuthError(
+                "userId must be 1-128 characters of A-Z a-z 0-9 _ . : @ | + -", status=400
+            )
+        return Identity(user_id=local_user)
+    if local_user is not None:
+        raise AuthError("?userId= is for AUTH_MODE=none only; the token names the user", 400)
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("missing bearer token")
+    return verify_token(token.strip(), settings)

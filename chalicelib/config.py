@@ -254,7 +254,31 @@ class Settings:
     max_rooms_per_user: int = setting("MAX_ROOMS_PER_USER", 50, 1, 100_000)
     message_rate: float = setting("MESSAGE_RATE", 10.0, 0.01, 100_000.0)  # frames/s, sustained
     message_burst: int = setting("MESSAGE_BURST", 20, 1, 100_000)  # frames at once after a lull
+    # A `leave` takes this many frames' worth of the bucket: join/leave toggling fans a
+    # presence event out to the whole room each time (docs/PROTOCOL.md, "Abuse limits").
+    leave_frame_cost: int = setting("LEAVE_FRAME_COST", 10, 1, 1000)
+    # What one resume/history frame may cost: streams read, messages and bytes replayed.
+    replay_max_streams: int = setting("REPLAY_MAX_STREAMS", 52, 1, 100)
+    replay_max_messages: int = setting("REPLAY_MAX_MESSAGES", 200, 1, 10000)
+    replay_max_bytes: int = setting("REPLAY_MAX_BYTES", 262144, 1024, 16 * 1048576)
+    # The user's replay budget (messages, across all its connections and containers).
+    replay_rate: float = setting("REPLAY_RATE", 50.0, 0.01, 100_000.0)  # messages/s, sustained
+    replay_burst: int = setting("REPLAY_BURST", 1000, 1, 1_000_000)  # messages at once
 
+    # --- back-end events on EventBridge (chalicelib/bus.py) and push devices -----------------
+    # The bus events go to (a name, an ARN, or "default"); unset: no events at all.
+    event_bus_name: str | None = setting("EVENT_BUS_NAME", None)
+    # How much of a message's text "Message Undelivered" carries (a notification's body).
+    event_preview_chars: int = setting("EVENT_PREVIEW_CHARS", 200, 0, 65536)
+    # How long a registered device token is kept after its last registration (POST /me/devices).
+    device_ttl_seconds: int = setting("DEVICE_TTL_SECONDS", 30 * 86400, 3600, 400 * 86400)
+    # The SNS platform applications the push notifier (push.py) sends through, per platform;
+    # unset: devices of that platform are skipped.
+    push_apns_application_arn: str | None = setting("PUSH_APNS_APPLICATION_ARN", None)
+    push_apns_sandbox_application_arn: str | None = setting(
+        "PUSH_APNS_SANDBOX_APPLICATION_ARN", None
+    )
+    push_fcm_application_arn: str | None = setting("PUSH_FCM_APPLICATION_ARN", None)
     # --- room permissions (docs/PROTOCOL.md, "Permissions") ------------------------------------
     # ROOM_NAMESPACES: chalicelib/namespaces.json (None here), another .json file of the
     # package, or the document inline; validated by from_env, a bad key names itself.

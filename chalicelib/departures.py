@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from chalicelib import log, protocol
 from chalicelib.audience import Audience
 from chalicelib.broadcaster import Broadcaster
+from chalicelib.bus import ClosedBy, Events
 from chalicelib.errors import classify
 from chalicelib.presence import Announcement, Presence
 from chalicelib.protocol import Scope
@@ -65,6 +66,7 @@ class Departures:
         broadcaster: Broadcaster,
         registry: Registry,
         workers: int = 32,
+        events: Events | None = None,
         presence_on: Callable[[str], bool] = lambda room: True,
     ) -> None:
         self._presence = presence
@@ -72,6 +74,8 @@ class Departures:
         self._presence_on = presence_on
         self._broadcaster = broadcaster
         self._registry = registry
+        # Back-end events (bus.py): a pruned connection's close, each announced presence change.
+        self._events = events or Events()
         # Removals and announcements run side by side (each is a few DynamoDB writes or one
         # room's fan-out); nothing run here submits to this pool again, so it never waits on
         # itself (the old nested prunes needed a thread-local depth for that).
@@ -108,7 +112,13 @@ class Departures:
         """Remove a connection found closed: the leaves to announce ([] if it was removed
         already), or None when the registry failed (TTL reaps it)."""
         try:
-            return self._presence.remove(connection_id) or []
+            removal = self._presence.removal(connection_id)
+            if removal is None:
+                return []
+            self._events.connection_closed(
+                connection_id, removal.user_id, removal.connected_at, ClosedBy.GONE
+            )
+            return removal.leaves
         except Exception as exc:  # noqa: BLE001 - one failed removal must not stop the rest
             log.emit(
                 logging.WARNING,
@@ -137,6 +147,14 @@ class Departures:
                     record["outcome"] = "over_cap"
                     return []
                 record.update(stream=frame["stream"], seq=frame["seq"])
+                self._events.presence(
+                    room,
+                    announcement.event,
+                    announcement.user_id,
+                    frame["stream"],
+                    frame["seq"],
+                    frame.get("epoch"),
+                )
                 report = self._broadcaster.fan_out(
                     # Members who may not see presence (permissions: ``quiet``) are skipped.
                     (t for t in audience if not t.quiet),

@@ -44,6 +44,7 @@ record gets the error code (``aws_errors.error_code``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -284,6 +285,14 @@ class ContinuationBatchFailed(SwitchboardError):
 
 
 MISCONFIGURED = "server misconfigured; see the function's logs"
+
+
+def reject_unknown_query(given: Mapping[str, str], allowed: Sequence[str]) -> None:
+    """A 400 naming the first query parameter (sorted) that is not in ``allowed``."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        expected = ", ".join(allowed) if allowed else "none"
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}: expected {expected}")
 
 
 def classify(exc: BaseException) -> SwitchboardError:

@@ -10,7 +10,11 @@ side; a domain service names an item through these functions and never writes a 
   room's members are ``begins_with(SK, "CONN#")`` and its present users ``"USER#"``);
 - a stream's head ``PK=STREAM#<stream> SK=HEAD`` and its messages ``SK=SEQ#<seq, 20 digits>``;
 - a send record ``PK=SENT#<userId> SK=MSG#<clientMsgId>``;
-- a continuation job's one-time claim ``PK=JOB#<jobId> SK=JOB``.
+- a continuation job's one-time claim ``PK=JOB#<jobId> SK=JOB``;
+- a user's limits ``PK=USER#<userId> SK=LIMITS`` (the replay budget) and connection slots
+  ``PK=USER#<userId> SK=SLOT#<n>`` (limits.py; the base table's ``USER#`` partitions are
+  distinct from GSI1's, which hold no items of their own).
+- a user's push device ``PK=DEVICES#<userId> SK=DEVICE#<deviceId>`` (devices.py).
 """
 
 from __future__ import annotations
@@ -95,5 +99,27 @@ def sent_key(user_id: str, client_msg_id: str) -> Key:
     return {"PK": f"SENT#{user_id}", "SK": f"MSG#{client_msg_id}"}
 
 
+def devices_partition(user_id: str) -> str:
+    return f"DEVICES#{user_id}"
+
+
+DEVICE_PREFIX = "DEVICE#"
+
+
+def device_key(user_id: str, device_id: str) -> Key:
+    return {"PK": devices_partition(user_id), "SK": f"{DEVICE_PREFIX}{device_id}"}
+
+
 def job_claim_key(job_id: str) -> Key:
     return {"PK": f"JOB#{job_id}", "SK": "JOB"}
+
+
+def user_limits_key(user_id: str) -> Key:
+    return {"PK": user_partition(user_id), "SK": "LIMITS"}
+
+
+SLOT_PREFIX = "SLOT#"
+
+
+def slot_key(user_id: str, slot: int) -> Key:
+    return {"PK": user_partition(user_id), "SK": f"{SLOT_PREFIX}{slot:05d}"}

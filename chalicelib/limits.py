@@ -1,11 +1,17 @@
 """Abuse limits that hold across Lambda containers: their state lives in DynamoDB.
 
 Every frame is its own Lambda invocation and any number of containers run side by side, so a
-limit kept in a process would bind one container, not the user. Three limits:
+limit kept in a process would bind one container, not the user. The limits:
 
-- ``MAX_CONNECTIONS_PER_USER``: on ``$connect`` the user's live connections are counted (a GSI1
-  Query with ``Select=COUNT`` and ``ttl > now``, paged) before the new one is registered; at
-  the cap the handshake is refused with 429.
+- ``MAX_CONNECTIONS_PER_USER``: a user has that many slot items ``PK=USER#<id> SK=SLOT#<n>``.
+  On ``$connect`` the user's slots are read (one Query of at most the cap's items) and the
+  connection claims a free one in the transaction that writes its item (a conditional Put:
+  no such item, or the item as read when it is past its ttl or its holder is gone), so two
+  handshakes can never hold one slot: the cap holds exactly however many run at once (80
+  parallel handshakes: 10 in, where a count let 50 in). A slot expires with its connection's
+  ttl and is deleted when the connection is removed (``$disconnect``, 410, kick); one whose
+  connection vanished without freeing it is reclaimed after ``_SLOT_GRACE``. At the cap the
+  handshake is refused with 429.
 - ``MAX_ROOMS_PER_USER``: on a join of a room new to the connection, the distinct rooms of all
   the user's live connections are read (GSI1 Query, then BatchGetItem of their ``rooms``); a
   room none of them holds is refused at the cap.
@@ -21,6 +27,7 @@ limit kept in a process would bind one container, not the user. Three limits:
   (``ReturnValuesOnConditionCheckFailure``), which says which branch holds or that the frame is
   over the limit. ``rateTat`` only ever grows, so a frame needs at most two writes, never a
   retry loop, and the conditions make the bucket exact however many containers share it.
+
   Which branch to try first is guessed from the ``rateTat`` this container last saw for the
   connection: one past ``now`` means the bucket is still part-drained (it only grows), so the
   second branch goes first; nothing seen, or a time already past, means a full bucket. Within
@@ -28,21 +35,38 @@ limit kept in a process would bind one container, not the user. Three limits:
   a frame that reaches a container which has not seen the connection's last frames, while its
   bucket is part-drained, pays the failed first write (both writes are billed).
 
-The bucket's write also reads the connection: it returns the item as it leaves it
-(``ReturnValues=ALL_NEW``; a refusal returns it as it was), and that is the frame's sender
-(user, rooms, role, token expiry) for the dispatch, which so needs no GetItem. DynamoDB
-charges nothing for the returned item (UpdateItem API reference, "ReturnValues": "There is
-no additional cost associated with requesting a return value aside from the small network
-and processing overhead of receiving a larger response").
+  The bucket's write also reads the connection: it returns the item as it leaves it
+  (``ReturnValues=ALL_NEW``; a refusal returns it as it was), and that is the frame's sender
+  (user, rooms, role, token expiry) for the dispatch, which so needs no GetItem. DynamoDB
+  charges nothing for the returned item (UpdateItem API reference, "ReturnValues": "There is
+  no additional cost associated with requesting a return value aside from the small network
+  and processing overhead of receiving a larger response").
 
-Why the connection cap counts instead of keeping a per-user counter item: ``$disconnect`` is
-best-effort (API Gateway may never deliver it), so a counter decremented there would leak and
-lock the user out until someone repaired it; a count of live items (``ttl`` filtered) heals
-itself. The price is a race: handshakes of one user that run at the same moment can all pass
-the count (and GSI1 is eventually consistent, typically well under a second), so the cap can be
-overshot by the handshakes in flight. The rooms cap has the same kind of race (two joins of one
-user at once on different connections). Both are accepted and documented in docs/PROTOCOL.md; the
-rate limit has no such gap.
+  A ``leave`` takes ``LEAVE_FRAME_COST`` tokens (a cost ``c`` conforms while ``max(rateTat,
+  now) + c`` intervals ``<= now + tau +`` one interval): each join/leave toggle fans a presence
+  event out to the whole room and logs it in the room's stream, so toggling is made about
+  ``c + 1`` times dearer than a message, while a reconnect's rejoins (joins, no leaves) stay
+  at one token each. Still one or two conditional UpdateItems, no extra call.
+- ``REPLAY_RATE`` / ``REPLAY_BURST``: a per-user bucket of messages replayed by ``resume`` and
+  ``history`` (the same GCRA, attribute ``replayTat`` of the user's limits item ``PK=USER#<id>
+  SK=LIMITS``, created by the first reservation, with a ttl): a frame reserves what it may
+  replay (``REPLAY_MAX_MESSAGES``, a history page its ``limit``) before it reads the log, with
+  one or two conditional UpdateItems, and gives back what it did not use with one UpdateItem
+  (none when it used all). Over budget it is refused at once (``rate_limited`` with
+  ``retryAfterMs``), never queued: a frame holds its Lambda while it replays, so the review's
+  64 resume frames of 500 messages each held every handler for 22 s.
+
+Why slots rather than a per-user counter or a count: ``$disconnect`` is best-effort (API
+Gateway may never deliver it), so a counter decremented there would leak and lock the user out
+until someone repaired it; a slot is an item with the connection's own ttl, so a lost
+``$disconnect`` frees it when the connection item expires, as the old count of live items did.
+A count (the GSI1 Query this replaced) raced: handshakes of one user that ran at the same
+moment all passed it, and GSI1 is eventually consistent. The per-user rooms cap keeps that
+kind of race (two joins of one user at once on different connections add at most one room
+each beyond the cap). The rooms cap of one connection (``MAX_ROOMS_PER_CONNECTION``) has none:
+it is a condition on the connection item's ``size(rooms)`` inside the join's own transaction
+(registry.py). Cost: a handshake is still two calls (the slot Query, then a TransactWriteItems
+of the connection and its slot: 4 WCU where the plain Put was 1); a removal adds one DeleteItem.
 
 The connection cap and the rate limit fail open: if DynamoDB cannot answer the check, the
 handshake or frame goes on (and meets the same DynamoDB in its own work); the event log says
@@ -52,6 +76,7 @@ so. A join whose rooms cannot be read fails like any join DynamoDB refuses (noth
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +88,18 @@ from chalicelib.aws_errors import error_code
 from chalicelib.config import Settings
 from chalicelib.keys import TTL
 from chalicelib.registry import ConnectionRecord, Registry
-from chalicelib.table import ConditionFailed, Item, Query, Table, Update, live, query_all
+from chalicelib.table import (
+    ConditionFailed,
+    Item,
+    ItemKey,
+    Put,
+    Query,
+    Table,
+    TxOp,
+    Update,
+    live,
+    query_all,
+)
 
 _MICROS = 1_000_000
 # Connections whose last rateTat a container remembers (a dict of ints: well under 1 MB).
@@ -78,8 +114,11 @@ class Verdict:
     retry_after_ms: int = 0
     # The DynamoDB error code when the check itself failed (the frame was let through).
     error: str | None = None
-    # What the bucket's write says of the connection: ``known`` is True when DynamoDB
-    # answered for the item, which is then ``connection`` (None: no such connection).
+    # What ran out, for the error frame's message.
+    what: str = "too many frames on this connection"
+    # What the bucket's write says of its item: ``known`` is True when DynamoDB answered for
+    # it, which is then ``connection`` (the item as the write left it, or as it was on a
+    # refusal; None: no such item).
     known: bool = False
     connection: Item | None = None
 
@@ -88,8 +127,7 @@ class Verdict:
         return {
             **protocol.error_frame(
                 "rate_limited",
-                f"too many frames on this connection; nothing was done, retry in "
-                f"{self.retry_after_ms} ms",
+                f"{self.what}; nothing was done, retry in {self.retry_after_ms} ms",
                 ref,
             ),
             "retryAfterMs": self.retry_after_ms,
@@ -106,8 +144,11 @@ class Limits:
         self._table = table
         self.max_connections = settings.max_connections_per_user
         self.max_rooms = settings.max_rooms_per_user
-        self._interval = max(1, round(_MICROS / settings.message_rate))
-        self._tau = (settings.message_burst - 1) * self._interval
+        # The frame bucket lives on the connection item, so it goes when the connection does.
+        self._frames = Bucket.of("rateTat", settings.message_rate, settings.message_burst)
+        self._replay = Bucket.of(
+            "replayTat", settings.replay_rate, settings.replay_burst, create=True
+        )
         # The rateTat this container last saw per connection: which branch to try first.
         self._seen: dict[str, int] = {}
 
@@ -124,21 +165,55 @@ class Limits:
 
     # --- connections per user -------------------------------------------------------------
 
-    def connection_refusal(self, user_id: str) -> str | None:
-        """Why a new connection of ``user_id`` is refused, or None to let it in. Raises
-        botocore's errors (the caller decides to fail open)."""
-        if self.live_connections(user_id) >= self.max_connections:
-            return f"too many connections for this user (limit {self.max_connections})"
-        return None
-
-    def live_connections(self, user_id: str) -> int:
-        """The user's live connections (a GSI1 Query, ``Select=COUNT``), counted up to the cap."""
-        return self._table.count(self._user_query(user_id), stop_at=self.max_connections)
-
     @staticmethod
     def _user_query(user_id: str, **extra: Any) -> Query:
         """A Query of the user's live connections on GSI1 (the registry's users index)."""
         return Query(keys.user_partition(user_id), index=keys.USERS_INDEX, live=True, **extra)
+
+    # --- connection slots: the cap under parallel handshakes ---------------------------------
+
+    def slot_claims(self, user_id: str) -> list[SlotClaim]:
+        """The slots a new connection of ``user_id`` may try to claim, best first: never
+        held, then held past their ttl, then held by a connection whose item is gone
+        (removed without freeing its slot) for longer than ``_SLOT_GRACE``. One Query of the
+        user's slot items (at most ``max_connections``, a few bytes each); a BatchGetItem
+        of the holders only when every slot is held. Empty: the user is at the cap. Raises
+        botocore's errors (the caller fails open)."""
+        now = self._table.now()
+        held: dict[int, Item] = {}
+        query = Query(keys.user_partition(user_id), sk_prefix=keys.SLOT_PREFIX)
+        for item in query_all(self._table, query):
+            slot = _slot_number(item)
+            if slot is not None and slot < self.max_connections:
+                held[slot] = item
+        free = [n for n in range(self.max_connections) if n not in held]
+        random.shuffle(free)  # parallel handshakes of one user spread over the free slots
+        claims = [SlotClaim(user_id, n) for n in free]
+        claims += [
+            SlotClaim(user_id, n, expired_at=int(item.get(TTL, 0)))
+            for n, item in held.items()
+            if not live(item, now)
+        ]
+        if claims:
+            return claims
+        holders = {str(item.get("connectionId", "")): n for n, item in held.items()}
+        found = {
+            str(item.get("connectionId"))
+            for item in self._table.batch_get(
+                [keys.conn_key(c) for c in holders if c], ("connectionId", TTL)
+            )
+            if live(item, now)
+        }
+        stale_before = (now - _SLOT_GRACE) * 1000
+        return [
+            SlotClaim(user_id, n, holder=cid)
+            for cid, n in holders.items()
+            if cid not in found and int(held[n].get("claimedAt", 0)) < stale_before
+        ]
+
+    @property
+    def too_many_connections(self) -> str:
+        return f"too many connections for this user (limit {self.max_connections})"
 
     # --- rooms per user -------------------------------------------------------------------
 
@@ -175,84 +250,206 @@ class Limits:
 
     # --- frames per connection ------------------------------------------------------------
 
-    def take_frame(self, connection_id: str) -> Verdict:
-        """Take one token from the connection's bucket: one conditional UpdateItem when this
-        container guessed the branch, two when not (three only when another frame refilled
-        the bucket between them). The verdict carries the connection item. An unknown
+    def take_frame(self, connection_id: str, cost: int = 1) -> Verdict:
+        """Take ``cost`` tokens (a ``leave`` takes ``LEAVE_FRAME_COST``) from the connection's
+        bucket: one conditional UpdateItem when this container guessed the branch, two when
+        not. The verdict carries the connection item (``known``, ``connection``). An unknown
         connection passes (the dispatch answers ``not_found``); a DynamoDB error passes too,
         with ``error`` set and nothing known of the connection."""
         now = self._now_us()
         seen = self._seen.get(connection_id)
-        drained = seen is not None and seen > now  # rateTat only grows: still past now
+        verdict = self._frames.take(
+            self._table,
+            keys.conn_key(connection_id),
+            cost,
+            now,
+            drained=seen is not None and seen > now,  # rateTat only grows: still past now
+        )
+        if verdict.known:
+            item = verdict.connection
+            self._remember(connection_id, None if item is None else _tat(item, "rateTat"))
+        return verdict
+
+    def _remember(self, connection_id: str, tat: int | None) -> None:
+        if tat is None:
+            self._seen.pop(connection_id, None)  # no such connection
+            return
+        if len(self._seen) >= _SEEN_MAX and connection_id not in self._seen:
+            self._seen.clear()  # a guess lost is one extra write at worst
+        self._seen[connection_id] = tat
+
+    # --- replay per user ------------------------------------------------------------------
+
+    def take_replay(self, user_id: str, messages: int) -> Verdict:
+        """Reserve ``messages`` of the user's replay budget before a ``resume`` or
+        ``history`` reads the log (at most two conditional UpdateItems on the user's limits
+        item, created on first use); ``refund_replay`` returns what the frame did not use."""
+        verdict = self._replay.take(
+            self._table,
+            keys.user_limits_key(user_id),
+            messages,
+            self._now_us(),
+            also={TTL: int(self._table.now()) + _USER_ITEM_TTL},
+        )
+        if verdict.allowed:
+            return verdict
+        return Verdict(False, verdict.retry_after_ms, what="replay budget of this user spent")
+
+    def refund_replay(self, user_id: str, messages: int) -> None:
+        """Give back ``messages`` reserved but not replayed: one UpdateItem (skipped for 0).
+        Best effort: a refund lost to a DynamoDB error only makes the budget stricter."""
+        if messages > 0:
+            self._replay.refund(self._table, keys.user_limits_key(user_id), messages)
+
+
+# A slot whose holder's connection item is missing is reclaimed only after this long: the
+# holder claims its slot in the same transaction that writes its item, so a missing item
+# this old is a removal that did not free the slot, not a read racing a registration.
+_SLOT_GRACE = 30.0
+
+
+@dataclass(frozen=True)
+class SlotClaim:
+    """One slot a new connection may take: ``PK=USER#<id> SK=SLOT#<n>``, written in the
+    registration's transaction on a condition that makes two claims of one slot exclusive:
+    no such item, or the item as it was read (past its ttl, or held by a vanished holder)."""
+
+    user_id: str
+    slot: int
+    expired_at: int | None = None
+    holder: str | None = None
+
+    def op(self, connection_id: str, ttl: int, now_ms: int) -> TxOp:
+        """The transaction item that claims the slot for ``connection_id`` until ``ttl`` (the
+        connection's own ttl: a connection whose ``$disconnect`` is lost frees it then)."""
+        if self.holder is not None:
+            condition: Any = Attr("connectionId").eq(self.holder)
+        elif self.expired_at is not None:
+            condition = Attr(TTL).eq(self.expired_at)
+        else:
+            condition = Attr("PK").not_exists()
+        item: Item = {
+            **keys.slot_key(self.user_id, self.slot),
+            "connectionId": connection_id,
+            TTL: ttl,
+            "claimedAt": now_ms,
+        }
+        return Put(item, condition)
+
+
+def _slot_number(item: Item) -> int | None:
+    sk = str(item.get("SK", ""))
+    digits = sk[len(keys.SLOT_PREFIX) :]
+    return int(digits) if sk.startswith(keys.SLOT_PREFIX) and digits.isdigit() else None
+
+
+# How long a user's limits item outlives its last use (its bucket is full again long before).
+_USER_ITEM_TTL = 86400
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A token bucket kept as GCRA in one number attribute of one item (see the module
+    docstring): ``interval`` microseconds per token, at most ``burst`` tokens. Taking ``cost``
+    tokens at ``now`` conforms while ``max(tat, now) + cost * interval <= now + tau +
+    interval`` and moves ``tat`` there; ``create``: whether a missing item may be created
+    (a user's limits item) or means "let through" (a connection not registered)."""
+
+    attribute: str
+    interval: int
+    burst: int
+    create: bool = False
+
+    @classmethod
+    def of(cls, attribute: str, rate: float, burst: int, create: bool = False) -> Bucket:
+        return cls(attribute, max(1, round(_MICROS / rate)), burst, create)
+
+    @property
+    def tau(self) -> int:
+        return (self.burst - 1) * self.interval
+
+    def take(
+        self,
+        table: Table,
+        key: ItemKey,
+        cost: int,
+        now: int,
+        also: Item | None = None,
+        drained: bool = False,
+    ) -> Verdict:
+        """``drained``: try the part-drained branch first (the caller saw a ``tat`` past
+        ``now``). Each write returns the item (as left on success, as it was on a refusal)."""
+        # A cost over the burst could never conform: it takes the whole bucket instead.
+        inc = max(1, min(cost, self.burst)) * self.interval
+        ceiling = now + self.tau + self.interval - inc  # the latest tat that still conforms
+        attr = Attr(self.attribute)
+        exists = None if self.create else Attr("PK").exists()
+        full = attr.not_exists() | attr.lte(now)
+        partly = attr.gt(now) & attr.lte(ceiling)
+        old: Item = {}
         try:
-            for _ in range(3):
+            for _ in range(3):  # a third write only when another frame moved tat between two
                 if drained:
-                    new, old = self._advance(connection_id, now)
+                    update = Update(set=dict(also or {}), add={self.attribute: inc})
+                    condition = partly
                 else:
-                    new, old = self._refill(connection_id, now)
-                if new is not None:  # a token taken: the item as the write left it
-                    self._remember(connection_id, _tat(new))
+                    update = Update(set={self.attribute: now + inc, **(also or {})})
+                    condition = full
+                if exists is not None:
+                    condition = exists & condition
+                new, old = self._conditional(table, key, update, condition)
+                if new is not None:  # tokens taken: the item as the write left it
                     return Verdict(True, known=True, connection=new)
-                if not old:  # no such connection
-                    self._seen.pop(connection_id, None)
+                if not old:  # no such item (a bucket that may not create one)
                     return Verdict(True, known=True)
-                tat = _tat(old)
-                self._remember(connection_id, tat)
-                if tat > now + self._tau:
+                tat = _tat(old, self.attribute)
+                if tat > ceiling:
                     break  # over the limit
                 if drained == (tat > now):
-                    # The item failed the condition of the branch it calls for: no such item
-                    # reaches here (the condition was evaluated on it); fail open, as above.
+                    # The item failed the condition of the branch it calls for: no item
+                    # reaches here (the condition was evaluated on it); fail open.
                     return Verdict(True, known=True, connection=old)
                 drained = tat > now
             else:
                 return Verdict(True, known=True, connection=old)  # raced thrice: let it go
         except (ClientError, BotoCoreError) as exc:
             return Verdict(True, error=error_code(exc))
-        retry = max(1, math.ceil((tat - self._tau - now) / 1000))
-        return Verdict(False, retry_after_ms=retry, known=True, connection=old)
-
-    def _remember(self, connection_id: str, tat: int) -> None:
-        if len(self._seen) >= _SEEN_MAX and connection_id not in self._seen:
-            self._seen.clear()  # a guess lost is one extra write at worst
-        self._seen[connection_id] = tat
-
-    def _refill(self, connection_id: str, now: int) -> tuple[Item | None, Item | None]:
-        """The full-bucket branch (``rateTat <= now``)."""
-        return self._conditional(
-            connection_id,
-            Update(set={"rateTat": now + self._interval}),
-            Attr("PK").exists() & (Attr("rateTat").not_exists() | Attr("rateTat").lte(now)),
+        # How long from the moment of refusal, not from ``now``: a frame whose writes waited
+        # (other frames of the connection ran meanwhile) would otherwise overstate it.
+        later = round(table.now() * _MICROS)
+        wait = tat + inc - (later + self.tau + self.interval)
+        return Verdict(
+            False, retry_after_ms=max(1, math.ceil(wait / 1000)), known=True, connection=old
         )
 
-    def _advance(self, connection_id: str, now: int) -> tuple[Item | None, Item | None]:
-        """The partly-drained branch (``now < rateTat <= now + tau``): ADD to a number that
-        exists (the condition says so) is ``rateTat = rateTat + interval``."""
-        return self._conditional(
-            connection_id,
-            Update(add={"rateTat": self._interval}),
-            Attr("PK").exists() & Attr("rateTat").gt(now) & Attr("rateTat").lte(now + self._tau),
-        )
-
-    def _conditional(
-        self, connection_id: str, update: Update, condition: Any
-    ) -> tuple[Item | None, Item | None]:
-        """(the item after the update, None) when it applied; (None, the item as it was, or
-        {} when there is none) when its condition failed."""
+    def refund(self, table: Table, key: ItemKey, cost: int) -> None:
+        """Move ``tat`` back by ``cost`` tokens (an ADD of a negative number). A ``tat`` moved
+        below now is a full bucket: the next take sets it from now, so a refund never makes
+        the bucket hold more than ``burst``."""
         try:
-            # The bucket lives on the connection item, so it goes when the connection does.
-            new = self._table.update(
-                keys.conn_key(connection_id),
-                update,
-                condition=condition,
-                returns="ALL_NEW",
-                old_on_failure=True,
+            table.update(
+                key,
+                Update(add={self.attribute: -cost * self.interval}),
+                condition=Attr(self.attribute).exists(),
+            )
+        except (ConditionFailed, ClientError, BotoCoreError):
+            pass  # see Limits.refund_replay
+
+    @staticmethod
+    def _conditional(
+        table: Table, key: ItemKey, update: Update, condition: Any
+    ) -> tuple[Item | None, Item]:
+        """(the item after the update, {}) when it applied; (None, the item as it was, or {}
+        when there is none) when its condition failed."""
+        try:
+            new = table.update(
+                key, update, condition=condition, returns="ALL_NEW", old_on_failure=True
             )
         except ConditionFailed as failed:
             return None, failed.old or {}
-        return new or {}, None
+        return new or {}, {}
 
 
-def _tat(item: Item) -> int:
-    """``rateTat`` of a connection item; an item without one (or no item) is a full bucket."""
-    return int(item.get("rateTat", 0))
+def _tat(item: Item, attribute: str) -> int:
+    """The bucket's ``tat`` on an item; an item without one (or no item) is a full bucket."""
+    return int(item.get(attribute, 0))

@@ -97,6 +97,10 @@ class Namespace:
     authorizer_timeout_ms: int = 2000
     max_cache_seconds: int = 300
     description: str = ""
+    # Which room events reach the EventBridge bus (chalicelib/bus.py, docs/EVENTS.md), when
+    # the stage has one: "presence" (enter/leave, when presence is on) and "published"
+    # (every message, for archival, moderation, analytics).
+    events: frozenset[str] = frozenset({"presence"})
 
     @property
     def guarded(self) -> bool:
@@ -158,7 +162,10 @@ _OPTIONS = (
     "authorizerTimeoutMs",
     "maxCacheSeconds",
     "description",
+    "events",
 )
+# The values of the ``events`` option (bus.ROOM_EVENTS; not imported: bus.py is above this).
+ROOM_EVENTS = ("presence", "published")
 
 
 def parse(document: Any, source: str = SETTING) -> Namespaces:
@@ -236,6 +243,13 @@ def _namespace(name: str, options: Any, base: Namespace, source: str) -> Namespa
                 f"{where}.description must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
             )
         changes["description"] = value
+    if "events" in options:
+        value = options["events"]
+        if not isinstance(value, list) or not all(v in ROOM_EVENTS for v in value):
+            raise ConfigError(
+                f"{where}.events must be a list of {', '.join(ROOM_EVENTS)}, got {value!r}"
+            )
+        changes["events"] = frozenset(value)
     ns = replace(ns, **changes)
     if ns.join is Join.AUTHORIZER and ns.authorizer is None:
         raise ConfigError(f"{where}.authorizer is required with join 'authorizer'")
@@ -334,6 +348,7 @@ def as_document(ns: Namespace) -> dict[str, Any]:
         "ephemeral": ns.ephemeral.value,
         "authorizerTimeoutMs": ns.authorizer_timeout_ms,
         "maxCacheSeconds": ns.max_cache_seconds,
+        "events": sorted(ns.events),
     }
     if ns.authorizer is not None:
         out["authorizer"] = ns.authorizer

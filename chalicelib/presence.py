@@ -83,6 +83,17 @@ class Announcement:
     small: bool | None = None
 
 
+@dataclass(frozen=True)
+class Removal:
+    """A removed connection: its user, when it connected (epoch ms, 0 if unknown) and the
+    leaves to announce."""
+
+    user_id: str
+    connected_at: int
+    leaves: list[Announcement]
+    closed_by: str | None = None  # a kick or an expiry that marked it before closing
+
+
 class Presence:
     """Keeps the per-user items of rooms in step with memberships and says what to announce.
 
@@ -108,13 +119,19 @@ class Presence:
     # --- membership changes ---------------------------------------------------------------
 
     def join(
-        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+        self,
+        conn: ConnectionRecord,
+        room: str,
+        quiet: bool = False,
+        after: int | None = None,
+        max_rooms: int | None = None,
     ) -> Announcement | None:
         """Join ``room``; the user's enter to announce when this is their first connection
         there, else None. ``quiet``: this member does not receive the room's presence events;
-        ``after``: where its history starts (permissions). Raises ``NotConnected`` like
+        ``after``: where its history starts (permissions); ``max_rooms``: the connection's cap,
+        checked in the write. Raises ``NotConnected`` and ``RoomLimitReached`` like
         ``Registry.join``."""
-        if self._store.join(conn, room, quiet=quiet, after=after):
+        if self._store.join(conn, room, quiet=quiet, after=after, max_rooms=max_rooms):
             return Announcement(
                 room, ENTER, conn.user_id, exclude=conn.connection_id, info=conn.info
             )
@@ -132,10 +149,17 @@ class Presence:
         presence of every room it was in. Returns the user's leaves to announce (the rooms
         where it was their last connection), or None if the connection did not exist.
         Registry errors raise; presence errors past the removal are logged (ttl heals them)."""
+        removal = self.removal(connection_id)
+        return None if removal is None else removal.leaves
+
+    def removal(self, connection_id: str) -> Removal | None:
+        """``remove``, also saying whose connection it was and since when (the
+        "Connection Closed" event's user and duration)."""
         departure = self._store.remove(connection_id)
         if departure is None:
             return None
-        return [Announcement(room, LEAVE, departure.user_id) for room in departure.left]
+        leaves = [Announcement(room, LEAVE, departure.user_id) for room in departure.left]
+        return Removal(departure.user_id, departure.connected_at, leaves, departure.closed_by)
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -110,6 +110,8 @@ class Departure:
 
     user_id: str
     left: tuple[str, ...] = ()
+    connected_at: int = 0  # epoch ms, 0 if unknown
+    closed_by: str | None = None  # who closed it, when a kick or an expiry marked it
 
 
 class PresenceStore:
@@ -123,16 +125,26 @@ class PresenceStore:
     # --- membership changes ---------------------------------------------------------------
 
     def join(
-        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+        self,
+        conn: ConnectionRecord,
+        room: str,
+        quiet: bool = False,
+        after: int | None = None,
+        max_rooms: int | None = None,
     ) -> bool:
         """Join ``room``; True when this is the user's first connection there (an enter).
         ``quiet`` and ``after`` go on the membership (``Registry.join``). Raises
-        ``NotConnected`` like ``Registry.join``."""
+        ``NotConnected`` and ``RoomLimitReached`` like ``Registry.join``."""
         for attempt in range(_ATTEMPTS):
             first = attempt % 2 == 0
             try:
                 self._registry.join(
-                    conn, room, also=[self._add(conn, room, first)], quiet=quiet, after=after
+                    conn,
+                    room,
+                    also=[self._add(conn, room, first)],
+                    quiet=quiet,
+                    after=after,
+                    max_rooms=max_rooms,
                 )
             except ItemConflict:
                 continue
@@ -176,7 +188,7 @@ class PresenceStore:
                     connectionId=connection_id,
                     error=type(exc).__name__,
                 )
-        return Departure(removed.user_id, tuple(left))
+        return Departure(removed.user_id, tuple(left), removed.connected_at, removed.closed_by)
 
     def _drop(self, user_id: str, connection_id: str, room: str) -> bool:
         key = keys.presence_key(room, user_id)

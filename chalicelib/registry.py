@@ -65,6 +65,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Removed",
+    "RoomLimitReached",
     "Sweep",
     "Target",
     "record_of",
@@ -84,6 +85,14 @@ class NotConnected(RegistryError):
     """The connection is not (or no longer) registered."""
 
 
+class RoomLimitReached(RegistryError):
+    """A join refused by the connection item's condition: it already holds ``limit`` rooms."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} rooms per connection")
+        self.limit = limit
+
+
 class ItemConflict(RegistryError):
     """A join or leave was cancelled by one of the caller's own items (``also``): its
     condition failed, or another transaction was writing it. Nothing was written."""
@@ -95,6 +104,10 @@ class Removed:
 
     user_id: str
     rooms: frozenset[str]
+    # When it connected (epoch ms; 0 if unknown): a "Connection Closed" event's duration.
+    connected_at: int = 0
+    # Who closed it, when a kick or an expiry said so before closing (``mark_closing``).
+    closed_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +295,15 @@ def record_of(connection_id: str, item: Item | None, now: float) -> ConnectionRe
     )
 
 
+def _room_condition(room: str, max_rooms: int | None) -> Any:
+    """The connection item's condition in a join: registered, and under the rooms cap."""
+    registered = Attr("PK").exists()
+    if max_rooms is None:
+        return registered
+    rooms = Attr("rooms")
+    return registered & (rooms.not_exists() | rooms.size().lt(max_rooms) | rooms.contains(room))
+
+
 class Registry:
     """The connection registry over the table layer."""
 
@@ -311,10 +333,16 @@ class Registry:
         endpoint: str | None = None,
         role: str | None = None,
         token_expires_at: int | None = None,
+        slot: Callable[[int], TxOp] | None = None,
+        slot_number: int | None = None,
         info: dict[str, Any] | None = None,
         capabilities: Capabilities = NONE,
         claims: Mapping[str, Any] | None = None,
     ) -> ConnectionRecord:
+        """Write the connection item (on condition no such id exists). With ``slot`` (the
+        connection's ttl -> the transaction item claiming its per-user slot, limits.py), the
+        two are written in one transaction: raises ``ItemConflict`` when the slot was taken
+        meanwhile, ``DuplicateConnection`` when the id is."""
         ttl = self.expiry_for(connected_at_ms)
         item: Item = {
             **keys.conn_key(connection_id),
@@ -330,12 +358,17 @@ class Registry:
             item["role"] = role
         if token_expires_at is not None:
             item["tokenExp"] = token_expires_at
+        if slot_number is not None:
+            item["slot"] = slot_number  # freed with the connection (remove_connection)
         if info is not None:
             # JSON text, not a map: the claim may hold floats, which TypeSerializer refuses.
             item["info"] = info_json(info)
         item.update(_permission_attributes(capabilities, claims))
         try:
-            self._table.put(item, condition=Attr("PK").not_exists())
+            if slot is None:
+                self._table.put(item, condition=Attr("PK").not_exists())
+            else:
+                self._register_with_slot(item, slot(ttl))
         except ConditionFailed:
             if not self._is_own_registration(connection_id, user_id, connected_at_ms):
                 raise DuplicateConnection(connection_id) from None
@@ -353,6 +386,15 @@ class Registry:
             capabilities=capabilities,
             claims=dict(claims or {}),
         )
+
+    def mark_closing(self, connection_id: str, closed_by: str) -> None:
+        """Say on the connection item who is closing it (a kick, an expiry) before the socket
+        is closed: whichever removal then runs (the closer's own, or the ``$disconnect`` the
+        close causes) reports that cause. Best effort: a connection already gone is left."""
+        try:
+            self._update_connection(connection_id, Update(set={"closedBy": closed_by}))
+        except NotConnected:
+            pass
 
     # --- permissions (access.py) ---------------------------------------------------------
 
@@ -423,6 +465,16 @@ class Registry:
         except ConditionFailed:
             raise NotConnected(connection_id) from None
 
+    def _register_with_slot(self, item: Item, slot: TxOp) -> None:
+        try:
+            self._table.transact([Put(item, Attr("PK").not_exists()), slot])
+        except TransactionCancelled as exc:
+            # Reasons item by item (TransactWriteItems, "CancellationReasons"): the connection
+            # item first, the slot second.
+            if exc.reasons and exc.reasons[0] == "ConditionalCheckFailed":
+                raise ConditionFailed() from None
+            raise ItemConflict(str(item["connectionId"])) from None
+
     def _is_own_registration(self, connection_id: str, user_id: str, connected_at_ms: int) -> bool:
         item = self._table.get(keys.conn_key(connection_id), consistent=True)
         return bool(
@@ -438,11 +490,18 @@ class Registry:
         also: Sequence[TxOp] = (),
         quiet: bool = False,
         after: int | None = None,
+        max_rooms: int | None = None,
     ) -> None:
         """Add a membership item and record the room on the connection, atomically, together
         with the transaction items in ``also`` (presence keeps its per-user item there).
         ``quiet``: the member does not receive the room's presence events; ``after``: where
-        its history starts (a ``history: since joined`` room)."""
+        its history starts (a ``history: since joined`` room).
+
+        ``max_rooms``: the join commits only while the connection holds fewer rooms (or
+        already holds this one), a condition on the connection item's ``size(rooms)`` in the
+        same transaction, so parallel joins cannot overshoot the cap (DynamoDB serialises
+        transactions on one item; a check before the write, as before, let 18 parallel joins
+        make 63 rooms of 50). Raises ``RoomLimitReached``."""
         member: Item = {
             **keys.member_key(room, conn.connection_id),
             "connectionId": conn.connection_id,
@@ -463,13 +522,22 @@ class Registry:
                     Change(
                         keys.conn_key(conn.connection_id),
                         Update(add={"rooms": {room}}),
-                        Attr("PK").exists(),
+                        _room_condition(room, max_rooms),
                     ),
                     *also,
                 ]
             )
         except TransactionCancelled as exc:
-            raise self._cancelled(exc, conn.connection_id) from None
+            error = self._cancelled(exc, conn.connection_id)
+            if isinstance(error, NotConnected) and max_rooms is not None:
+                # Either condition of the connection item: which one, only a read can tell
+                # (a transaction returns no item for a failed condition). Refusals only.
+                item = self._table.get(
+                    keys.conn_key(conn.connection_id), consistent=True, projection=("rooms",)
+                )
+                if item is not None and len(item.get("rooms", ())) >= max_rooms:
+                    raise RoomLimitReached(max_rooms) from None
+            raise error from None
 
     def leave(self, connection_id: str, room: str, also: Sequence[TxOp] = ()) -> None:
         try:
@@ -517,7 +585,9 @@ class Registry:
         next removal (a 410 prune) finishes the job.
         """
         key = keys.conn_key(connection_id)
-        item = self._table.get(key, consistent=True, projection=("rooms", "userId"))
+        item = self._table.get(
+            key, consistent=True, projection=("rooms", "userId", "connectedAt", "closedBy")
+        )
         if item is None:
             return None
         rooms = set(item.get("rooms", set()))
@@ -525,7 +595,26 @@ class Registry:
         old = self._table.delete(key, return_old=True)
         late = set(old.get("rooms", set())) - rooms if old else set()
         self._delete_memberships(connection_id, late)
-        return Removed(str((old or item).get("userId", "")), frozenset(rooms | late))
+        user_id = str((old or item).get("userId", ""))
+        if old and "slot" in old:
+            self._free_slot(user_id, int(old["slot"]), connection_id)
+        return Removed(
+            user_id,
+            frozenset(rooms | late),
+            int((old or item).get("connectedAt", 0) or 0),
+            (old or item).get("closedBy"),
+        )
+
+    def _free_slot(self, user_id: str, slot: int, connection_id: str) -> None:
+        """Delete the connection's per-user slot (limits.py) if it still holds it. Best
+        effort: a slot left behind is reclaimed once its ttl passes, or sooner by a
+        handshake that finds its holder gone."""
+        try:
+            self._table.delete(
+                keys.slot_key(user_id, slot), condition=Attr("connectionId").eq(connection_id)
+            )
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
 
     def _delete_memberships(self, connection_id: str, rooms: set[str]) -> None:
         try:

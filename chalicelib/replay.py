@@ -23,6 +23,17 @@ Why not replay it at once: the replay frames would reach the client before the `
 that explains them, as entries of an epoch it does not know yet; a client learns of the reset
 first this way, and one ``history`` request reads the same messages.
 
+**Bounds.** What one frame may cost is bounded (``Bounds``, from the ``REPLAY_MAX_*``
+settings): at most ``max_streams`` readable streams (the rest answer ``refused``),
+``max_messages`` messages and ``max_bytes`` bytes of messages across all its streams (at least
+one message, so a resume always progresses). A stream cut short by these answers ``truncated``
+with ``next``, as one cut short by ``max_replay``; a stream reached after the frame's budget is
+spent costs its head read only. A post that fails (a 429 once retries ran out: a client whose
+buffer is full) ends the frame's replay there (the stream answers ``truncated`` from the
+first seq of its page), rather than holding the handler through every remaining post. The
+user's replay budget across frames and containers is ``Limits.take_replay`` (limits.py),
+charged by the caller.
+
 **History.** One ``history`` frame per page, forward from ``after`` or backwards (``latest``,
 ``before``; see ``MessageLog.read_before``). A page is cut so its frame stays within the
 128 KB post limit; ``next``/``prev`` then point at what was left out.
@@ -31,6 +42,7 @@ first this way, and one ``history`` request reads the same messages.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import protocol
@@ -113,6 +125,26 @@ def fit_forward(
     return messages, None
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """What one ``resume`` frame may cost (see the module docstring). The defaults bound
+    nothing; ``Switchboard`` passes the ``REPLAY_MAX_*`` settings."""
+
+    max_streams: int = protocol.MAX_RESUME_STREAMS
+    max_messages: int = 2**31
+    max_bytes: int = 2**62
+
+
+@dataclass
+class _Left:
+    """What is left of one resume frame's bounds as its streams are replayed."""
+
+    streams: int
+    messages: int
+    bytes: int
+    first: bool = True  # nothing replayed yet: the first message always fits
+
+
 class Replayer:
     """Answers ``resume`` and ``history`` for one connection's identity and rooms."""
 
@@ -122,9 +154,11 @@ class Replayer:
         max_replay: int = 500,
         frame_bytes: int = REPLAY_FRAME_BYTES,
         page_bytes: int = protocol.MAX_PAYLOAD_BYTES - protocol.FRAME_ENVELOPE_BYTES,
+        bounds: Bounds | None = None,
     ) -> None:
         self._log = log
         self._max_replay = max_replay
+        self.bounds = bounds or Bounds()
         self._frame_bytes = frame_bytes
         self._page_bytes = page_bytes
 
@@ -141,49 +175,89 @@ class Replayer:
         ``without_presence`` are replayed without their presence events (a member who may not
         see the room's presence: permissions)."""
         streams: dict[str, dict[str, Any]] = {}
+        bounds = self.bounds
+        left = _Left(bounds.max_streams, bounds.max_messages, bounds.max_bytes)
         for cursor in command.streams:
             reason = refusal(cursor.stream, user_id, rooms)
+            if reason is None and left.streams <= 0:
+                reason = f"at most {bounds.max_streams} streams per resume frame"
             if reason is not None:
                 streams[cursor.stream] = {"after": cursor.seq, "refused": reason}
                 continue
-            summary = self._replay(cursor, post, cursor.stream in without_presence)
+            left.streams -= 1
+            summary = self._replay(cursor, post, left, cursor.stream in without_presence)
             if summary is None:
                 return None
             streams[cursor.stream] = summary
         return protocol.resumed_frame(command.ref, streams)
 
     def _replay(
-        self, cursor: Cursor, post: Callable[[bytes], Outcome], without_presence: bool = False
+        self,
+        cursor: Cursor,
+        post: Callable[[bytes], Outcome],
+        left: _Left,
+        without_presence: bool = False,
     ) -> dict[str, Any] | None:
-        """Replay one stream from ``cursor``; its ``resumed`` entry, None if the connection
-        is gone. ``without_presence``: the reader may not see the room's presence events."""
+        """Replay one stream from ``cursor`` within what is ``left`` of the frame's bounds;
+        its ``resumed`` entry, None if the connection is gone. ``without_presence``: the reader
+        may not see the room's presence events."""
         head = self._log.head(cursor.stream)
         if is_stale(cursor, head.epoch, head.last):
             return reset_summary(head)
         after = cursor.seq
-        page = self._log.read(cursor.stream, after, self._max_replay, head)
-        for frame in replay_frames(
-            cursor.stream,
-            page.epoch,
-            visible(page.messages, without_presence),
-            self._frame_bytes,
-        ):
-            if post(frame) is Outcome.GONE:
+        if left.messages <= 0 or left.bytes <= 0:  # the frame's bounds are spent: head only
+            deferred: dict[str, Any] = {
+                "after": after,
+                "epoch": head.epoch,
+                "last": head.last,
+                "replayed": 0,
+                "truncated": head.last > after,
+            }
+            if head.last > after:
+                deferred["next"] = after + 1
+            return deferred
+        page = self._log.read(cursor.stream, after, min(self._max_replay, left.messages), head)
+        messages, cut = fit_forward(visible(page.messages, without_presence), left.bytes)
+        if messages and not left.first and len(protocol.encode(messages[0])) + 1 > left.bytes:
+            # fit_forward keeps a first message whatever its size; only a frame's very first
+            # message may pass the bytes left (so a resume always progresses).
+            messages, cut = [], int(messages[0]["seq"])
+        for frame in replay_frames(cursor.stream, page.epoch, messages, self._frame_bytes):
+            outcome = post(frame)
+            if outcome is Outcome.GONE:
                 return None
+            if outcome is not Outcome.DELIVERED:
+                # A 429 after the retries (the client's buffer is full: it is not reading) or
+                # another failure: the rest would fail the same way, each post holding the
+                # handler through its retries. Stop the frame; the client pages with history.
+                cut = int(messages[0]["seq"])
+                messages = []
+                left.messages = 0
+                break
+        if messages:
+            left.first = False
+            left.messages -= len(messages)
+            left.bytes -= sum(len(protocol.encode(m)) + 1 for m in messages)
+        if cut is not None:
+            left.bytes = 0  # the next message did not fit: the frame's bytes are spent
         summary: dict[str, Any] = {
             "after": after,
             "epoch": page.epoch,
             "last": page.last,
-            "replayed": len(page.messages),
-            # More than max_replay, or seqs past retention: page on with history.
-            "truncated": page.truncated or page.next is not None,
+            "replayed": len(messages),
+            # More than fits, or seqs past retention: page on with history.
+            "truncated": page.truncated or page.next is not None or cut is not None,
         }
         if page.truncated:
             summary["oldest"] = page.oldest
-        if page.next is not None:
+        if cut is not None:
+            summary["next"] = cut
+        elif page.next is not None:
             summary["next"] = page.next
         if page.skipped:
-            summary["skipped"] = page.skipped
+            summary["skipped"] = (
+                page.skipped if cut is None else [s for s in page.skipped if s < cut]
+            )
         return summary
 
     def history(

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
 from chalicelib import log, metrics, protocol
@@ -27,13 +28,16 @@ from chalicelib.auth import (
     Identity,
     connect_identity,
     require_admin_bearer,
+    require_user_bearer,
     verify_token,
 )
 from chalicelib.authorizer import Authorizer, AuthorizerUnavailable
 from chalicelib.broadcaster import Broadcaster, Report
+from chalicelib.bus import ClosedBy, Events, flush_quietly
 from chalicelib.capabilities import Operation
 from chalicelib.config import Settings
 from chalicelib.departures import Departures, Settled
+from chalicelib.devices import Devices, parse_registration
 from chalicelib.ephemeral import EphemeralRule, RuleFor, resolve
 from chalicelib.errors import (
     BadRequest,
@@ -44,9 +48,10 @@ from chalicelib.errors import (
     NotRegistered,
     TokenExpired,
     classify,
+    reject_unknown_query,
 )
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
-from chalicelib.limits import Limits, Verdict
+from chalicelib.limits import Limits, SlotClaim, Verdict
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
@@ -58,11 +63,13 @@ from chalicelib.protocol import Scope
 from chalicelib.registry import (
     ConnectionRecord,
     DuplicateConnection,
+    ItemConflict,
     NotConnected,
     Registry,
+    RoomLimitReached,
     record_of,
 )
-from chalicelib.replay import Replayer
+from chalicelib.replay import Bounds, Replayer
 from chalicelib.ws_event import WsEvent
 
 if TYPE_CHECKING:  # imported by wiring.py only when a queue is configured
@@ -91,17 +98,28 @@ class Switchboard:
         limits: Limits | None = None,
         continuation: Continuation | None = None,
         presence: Presence | None = None,
+        events: Events | None = None,
         ephemeral_rule: RuleFor | None = None,
         authorizer: Authorizer | None = None,
     ) -> None:
         self.settings = settings
+        # Back-end events (bus.py): collected while a handler runs, flushed at its very end.
+        self.events = events or Events()
         # None: a fan-out that reaches its deadline reports the rest failed (no SQS queue).
         self.continuation = continuation
         self.registry = registry
         self.gateway = gateway
         self.broadcaster = broadcaster
         self.message_log = message_log
-        self.replayer = Replayer(message_log, settings.history_max_replay)
+        self.replayer = Replayer(
+            message_log,
+            settings.history_max_replay,
+            bounds=Bounds(
+                settings.replay_max_streams,
+                settings.replay_max_messages,
+                settings.replay_max_bytes,
+            ),
+        )
         self.sends = sends or SendLedger(
             registry.table, ttl_seconds=settings.idempotency_ttl_seconds
         )
@@ -109,6 +127,7 @@ class Switchboard:
             registry, message_log, settings.presence_max_members, settings.presence_max_list
         )
         self.limits = limits if limits is not None else Limits(registry.table, settings)
+        self._devices: Devices | None = None  # the /me/devices routes' (built on first use)
         # Permissions: namespaces, capabilities and the authorizer (access.py).
         self.access = Access(
             settings.namespaces or load_namespaces(None),
@@ -129,7 +148,10 @@ class Switchboard:
             workers=settings.fanout_workers,
             # A namespace with presence off logs and sends no presence events at all.
             presence_on=lambda room: self.access.namespace(room).presence,
+            events=self.events,
         )
+        # Which room events a namespace sends to the bus: its ``events`` option.
+        self.events.emits = lambda room, kind: kind in self.access.namespace(room).events
 
     def _namespace_ephemeral(self, scope: str, room: str | None) -> EphemeralRule:
         return EphemeralRule(self.access.ephemeral_option(scope, room).value)
@@ -148,22 +170,36 @@ class Switchboard:
                 record.update(outcome="refused", status=exc.status, reason=str(exc))
                 return HttpResult(exc.status, {"message": str(exc)})
             record["userId"] = identity.user_id
-            refusal = self._connection_refusal(identity.user_id, record)
-            if refusal is not None:
+            connected_at = event.connected_at or protocol.now_ms()
+            claims = self._slot_claims(identity.user_id, record)
+            if claims == []:
                 record.update(outcome="too_many_connections", status=429)
-                return HttpResult(429, {"message": refusal})
+                return HttpResult(429, {"message": self.limits.too_many_connections})
+            candidates: list[SlotClaim | None] = [None] if claims is None else list(claims)
             try:
-                conn = self.registry.register(
-                    event.connection_id,
-                    identity.user_id,
-                    event.connected_at or protocol.now_ms(),
-                    endpoint=event.endpoint,
-                    role=identity.role,
-                    token_expires_at=identity.expires_at,
-                    info=identity.info,
-                    capabilities=identity.capabilities,
-                    claims=identity.claims,
-                )
+                for claim in candidates:
+                    try:
+                        conn = self.registry.register(
+                            event.connection_id,
+                            identity.user_id,
+                            connected_at,
+                            endpoint=event.endpoint,
+                            role=identity.role,
+                            token_expires_at=identity.expires_at,
+                            info=identity.info,
+                            capabilities=identity.capabilities,
+                            claims=identity.claims,
+                            slot=None
+                            if claim is None
+                            else partial(claim.op, event.connection_id, now_ms=connected_at),
+                            slot_number=None if claim is None else claim.slot,
+                        )
+                        break
+                    except ItemConflict:  # another handshake took this slot: the next one
+                        continue
+                else:
+                    record.update(outcome="too_many_connections", status=429)
+                    return HttpResult(429, {"message": self.limits.too_many_connections})
             except DuplicateConnection:
                 record.update(outcome="duplicate", status=409)
                 return HttpResult(409, {"message": "connection already registered"})
@@ -173,13 +209,18 @@ class Switchboard:
                 return HttpResult(500, {"message": "could not register the connection"})
             if identity.auto_join:
                 self._auto_join(conn, identity.auto_join, record)
+            # The handshake waits for this handler: one PutEvents call (a few ms) when events
+            # are on; the connection has no frames to delay yet.
+            self.events.connection_opened(event.connection_id, identity.user_id, connected_at)
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
-    def _connection_refusal(self, user_id: str, record: dict[str, Any]) -> str | None:
-        """Why the per-user connection cap refuses this handshake, or None. Fails open: a
-        count DynamoDB cannot answer lets the handshake go on to its own registration."""
+    def _slot_claims(self, user_id: str, record: dict[str, Any]) -> list[SlotClaim] | None:
+        """The per-user connection slots this handshake may claim (limits.py; [] at the cap).
+        None: DynamoDB could not say, and the handshake registers without a slot (fails open
+        like every limit; such a connection does not count against the cap)."""
         try:
-            return self.limits.connection_refusal(user_id)
+            return self.limits.slot_claims(user_id)
         except Exception as exc:  # noqa: BLE001 - fail open, as above
             record["limitError"] = classify(exc).detail
             return None
@@ -194,10 +235,13 @@ class Switchboard:
             closeCode=event.disconnect_status,
         ) as record:
             try:
-                record["existed"] = self.forget(event.connection_id, record)
+                record["existed"] = self.forget(
+                    event.connection_id, record, ClosedBy.DISCONNECT, event.disconnect_status
+                )
             except Exception as exc:  # noqa: BLE001 - $disconnect's answer is ignored anyway
                 # TTL reaps what we could not delete, and every read filters expired items.
                 record.update(outcome="registry_error", error=classify(exc).detail)
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
     def on_message(self, raw_event: dict[str, Any]) -> HttpResult:
@@ -209,16 +253,20 @@ class Switchboard:
             command = protocol.parse_frame(event.body, self.settings.max_text_chars)
             record["action"] = type(command).__name__
             # Every frame counts, malformed ones too: each is an invocation all the same.
-            verdict = self.limits.take_frame(event.connection_id)
+            # A leave costs more: join/leave toggles announce to the whole room (limits.py).
+            cost = self.settings.leave_frame_cost if isinstance(command, protocol.Leave) else 1
+            verdict = self.limits.take_frame(event.connection_id, cost)
             if verdict.error:
                 record["rateLimitError"] = verdict.error  # let through: limits fail open
             if not verdict.allowed:
                 record.update(outcome="rate_limited", retryAfterMs=verdict.retry_after_ms)
                 self._reply(event, verdict.frame(command.ref), record)
+                flush_quietly(self.events, record)  # the reply may have pruned this connection
                 return HttpResult(200)
             if isinstance(command, protocol.ProtocolError):
                 record.update(outcome="rejected", code=command.code)
                 self._reply(event, command.frame(), record)
+                flush_quietly(self.events, record)
                 return HttpResult(200)
             try:
                 frame = self._dispatch(event, command, record, verdict)
@@ -236,6 +284,8 @@ class Switchboard:
                 frame = error.frame(command.ref)
             if frame is not None:
                 self._reply(event, frame, record)
+            # After the fan-out and the reply: nobody connected waits for EventBridge.
+            flush_quietly(self.events, record)
             return HttpResult(200)
 
     def _sender(self, connection_id: str, verdict: Verdict) -> ConnectionRecord | None:
@@ -289,7 +339,7 @@ class Switchboard:
             case protocol.Resume():
                 return self._resume(event, conn, command, record)
             case protocol.History():
-                return self._history(conn, command)
+                return self._history(conn, command, record)
             case protocol.Members():
                 if command.room not in conn.rooms:
                     return protocol.error_frame(
@@ -318,16 +368,30 @@ class Switchboard:
         # Its own code (it was ``forbidden``): the client knows to refresh, not to give up.
         frame = TokenExpired().frame(command.ref)
         self._reply(event, frame, record)  # before the close: a closed socket gets nothing
+        # Forgotten before the close: the close's own $disconnect then finds nothing, so the
+        # one "Connection Closed" event says why (expired), whichever handler runs first.
+        self.forget(conn.connection_id, reason=ClosedBy.EXPIRED)
         record["close"] = self.gateway.close(conn.connection_id, event.endpoint).value
-        self.forget(conn.connection_id)
 
-    def forget(self, connection_id: str, record: dict[str, Any] | None = None) -> bool:
+    def forget(
+        self,
+        connection_id: str,
+        record: dict[str, Any] | None = None,
+        reason: ClosedBy = ClosedBy.DISCONNECT,
+        close_code: int | None = None,
+    ) -> bool:
         """Remove a connection and announce the rooms its user left with it: ``$disconnect``,
-        a kick and an expired token come here. True if it existed. Registry errors raise."""
-        leaves = self.presence.remove(connection_id)
-        if leaves is None:
+        a kick and an expired token come here (``reason``). True if it existed; only then is
+        its "Connection Closed" event emitted. Registry errors raise."""
+        removal = self.presence.removal(connection_id)
+        if removal is None:
             return False
-        settled = self.departures.settle((), leaves)
+        if removal.closed_by is not None:  # a kick or an expiry closed it (``mark_closing``)
+            reason = ClosedBy(removal.closed_by)
+        self.events.connection_closed(
+            connection_id, removal.user_id, removal.connected_at, reason, close_code
+        )
+        settled = self.departures.settle((), removal.leaves)
         if record is not None:
             record.update(settled.as_dict())
         return True
@@ -387,7 +451,11 @@ class Switchboard:
         if grant is not None and cache:
             self.registry.set_grant(conn, room, grant)
         quiet = not self.access.sees_presence(conn, room, grant)
-        return self.presence.join(conn, room, quiet=quiet, after=after)
+        limit = self.settings.max_rooms_per_connection
+        try:
+            return self.presence.join(conn, room, quiet=quiet, after=after, max_rooms=limit)
+        except RoomLimitReached as exc:  # parallel joins: the write's condition held
+            raise Forbidden(str(exc)) from None
 
     def _room_full(self, conn: ConnectionRecord, room: str) -> str | None:
         """The namespace's ``maxMembers``: users present at once (a user already there may
@@ -483,7 +551,8 @@ class Switchboard:
         if rooms:
             record["announcedEnters"] = len(rooms)
 
-    def _history(self, conn: ConnectionRecord, command: protocol.History) -> Frame:
+    def _permitted_history(self, conn: ConnectionRecord, command: protocol.History) -> Frame:
+        """A history page as the room's namespace lets this member read it."""
         parsed = protocol.parse_stream(command.stream)
         if parsed is not None and parsed[0] == "room" and parsed[1] in conn.rooms:
             room = str(parsed[1])
@@ -600,15 +669,52 @@ class Switchboard:
         def post(data: bytes) -> Outcome:
             return self.gateway.post(conn.connection_id, data, event.endpoint)
 
+        reserved = self.replayer.bounds.max_messages
+        limited = self._replay_refusal(conn, reserved, command.ref, record)
+        if limited is not None:
+            return limited
         command, refused, hidden = self._readable(conn, command)
-        frame = self.replayer.resume(command, conn.user_id, conn.rooms, post, hidden)
+        replayed = 0
+        try:
+            frame = self.replayer.resume(command, conn.user_id, conn.rooms, post, hidden)
+            if frame is not None:
+                replayed = sum(s.get("replayed", 0) for s in frame["streams"].values())
+        finally:
+            self.limits.refund_replay(conn.user_id, reserved - replayed)
         if frame is None:
             record["outcome"] = "gone_during_resume"
             record.update(self.departures.settle([conn.connection_id]).as_dict())
             return None
         frame["streams"].update(refused)
-        record["replayed"] = sum(s.get("replayed", 0) for s in frame["streams"].values())
+        record["replayed"] = replayed
         return frame
+
+    def _history(
+        self, conn: ConnectionRecord, command: protocol.History, record: dict[str, Any]
+    ) -> Frame:
+        refused = self._replay_refusal(conn, command.limit, command.ref, record)
+        if refused is not None:
+            return refused
+        read = 0
+        try:
+            frame = self._permitted_history(conn, command)
+            read = len(frame.get("messages", ()))
+        finally:  # a refused read (permissions) gives its whole reservation back
+            self.limits.refund_replay(conn.user_id, command.limit - read)
+        return frame
+
+    def _replay_refusal(
+        self, conn: ConnectionRecord, reserve: int, ref: protocol.Ref, record: dict[str, Any]
+    ) -> Frame | None:
+        """Reserve ``reserve`` messages of the user's replay budget (limits.py); the
+        ``rate_limited`` frame when it is spent, else None (fails open like the frame rate)."""
+        verdict = self.limits.take_replay(conn.user_id, reserve)
+        if verdict.error:
+            record["replayLimitError"] = verdict.error
+        if verdict.allowed:
+            return None
+        record.update(outcome="replay_limited", retryAfterMs=verdict.retry_after_ms)
+        return verdict.frame(ref)
 
     def _send_message(
         self, conn: ConnectionRecord, command: protocol.SendMessage, record: dict[str, Any]
@@ -631,6 +737,8 @@ class Switchboard:
             record["outcome"] = "AlreadySent"
             receipts = {"delivered": 0, "failed": 0, "gone": 0} if self.settings.dm_receipts else {}
             return protocol.dm_ack_frame(command.ref, exc.message_id, duplicate=True, **receipts)
+        # Reached no connection: for the back end (a push notification), never the sender.
+        self._undelivered(message, command.target_user_id, report, conn.user_id)
         if message.ephemeral:
             # Not stored: an ephemeral ack; delivery counts only with receipts on, as below.
             if not self.settings.dm_receipts:
@@ -765,7 +873,22 @@ class Switchboard:
         record.update(self.departures.settle(report.gone_ids).as_dict())
         stream, seq = message.position
         metrics.emit_report(report, scope.value, stream=stream, seq=seq, hop=0)
+        if scope is Scope.ROOM:
+            self.events.published(message)  # when the room's namespace publishes
         return report
+
+    def _undelivered(
+        self, message: Message, target: str | None, report: Report, sender: str | None = None
+    ) -> None:
+        """A direct message that reached no connection: none registered, or every post
+        answered 410. Not for a user writing to themselves from their only connection (that
+        connection is there; it is just not sent its own message)."""
+        if target is None or target == sender or message.ephemeral:
+            return  # an ephemeral send (typing, a cursor) is for whoever is there, if anyone
+        if report.recipients == 0:
+            self.events.undelivered(message, target, "no_connections")
+        elif report.gone == report.recipients:
+            self.events.undelivered(message, target, "gone")
 
     def continue_fan_out(self, records: list[tuple[str, str]]) -> dict[str, Any]:
         """The SQS continuation handler: run each job (``(messageId, body)``), then remove the
@@ -779,9 +902,12 @@ class Switchboard:
                 "batchItemFailures": [{"itemIdentifier": mid} for mid, _ in records]
             }
         else:
-            result = self.continuation.run_batch(
-                records, after=lambda report: self.departures.settle(report.gone_ids)
-            )
+            try:
+                result = self.continuation.run_batch(
+                    records, after=lambda report: self.departures.settle(report.gone_ids)
+                )
+            finally:
+                flush_quietly(self.events)  # the prunes' Connection Closed events
         failed = result.get("batchItemFailures") or []
         if failed and not self.settings.continuation_partial_batch:
             raise ContinuationBatchFailed(len(failed), len(records))
@@ -846,6 +972,29 @@ class Switchboard:
     def authorize_http(self, authorization: str | None) -> Identity:
         return require_admin_bearer(authorization, self.settings)
 
+    def authorize_user(self, authorization: str | None, local_user: str | None) -> Identity:
+        """The ``/me`` routes: the user's own token (any role); ``?userId=`` without auth."""
+        return require_user_bearer(authorization, self.settings, local_user)
+
+    @property
+    def devices(self) -> Devices:
+        if self._devices is None:
+            self._devices = Devices(self.registry.table, self.settings.device_ttl_seconds)
+        return self._devices
+
+    def register_device(self, caller: Identity, body: Any) -> dict[str, Any]:
+        """POST /me/devices: store (or refresh) the caller's push device token."""
+        platform, token = parse_registration(body)
+        return self.devices.register(caller.user_id, platform, token).public()
+
+    def list_devices(self, caller: Identity) -> dict[str, Any]:
+        """GET /me/devices: the caller's registered devices (never the tokens)."""
+        return {"devices": [d.public() for d in self.devices.for_user(caller.user_id)]}
+
+    def remove_device(self, caller: Identity, device_id: str) -> None:
+        """DELETE /me/devices/{deviceId}: forget one of the caller's devices (idempotent)."""
+        self.devices.remove(caller.user_id, device_id)
+
     def push(
         self, scope: Scope | str, name: str | None, body: Any, sender: Identity
     ) -> dict[str, Any]:
@@ -876,8 +1025,13 @@ class Switchboard:
                 return {**exc.answer(), "recipients": 0}
             try:
                 report = self._fan_out(scope, name, message, record, audience=audience)
+                if scope is Scope.USER:
+                    self._undelivered(message, name, report)
             finally:
                 done()
+                # The caller waits for this answer, connected clients do not: flush here
+                # (also when the fan-out failed: what it pruned was removed all the same).
+                flush_quietly(self.events, record)
         stream, seq = message.position
         return {
             "id": message.id,
@@ -942,8 +1096,17 @@ class Switchboard:
         conn = self.registry.get(connection_id)
         if conn is None and not self.settings.management_endpoint:
             raise NotFound(f"connection {connection_id} not found")
+        # Marked, then closed, then forgotten: a frame already in flight still finds its
+        # connection (a client sending at that moment gets its answer, not "not registered"),
+        # and whichever removal runs first, this one or the $disconnect the close causes,
+        # reports "kicked".
+        if conn is not None:
+            self.registry.mark_closing(connection_id, ClosedBy.KICKED.value)
         outcome = self.gateway.close(connection_id, conn.endpoint if conn else None)
-        self.forget(connection_id)
+        try:
+            self.forget(connection_id, reason=ClosedBy.KICKED)
+        finally:
+            flush_quietly(self.events)
         if outcome is Outcome.GONE and conn is None:
             raise NotFound(f"connection {connection_id} not found")
         if outcome not in (Outcome.DELIVERED, Outcome.GONE):
@@ -1018,10 +1181,7 @@ def page_params(query: Mapping[str, str] | None) -> dict[str, str]:
     parameter is a 400 (a misspelled ``after`` must not silently answer from the start of the
     stream)."""
     query = dict(query or {})
-    unknown = sorted(set(query) - set(PAGE_PARAMS))
-    if unknown:
-        expected = ", ".join(PAGE_PARAMS)
-        raise BadRequest(f"unknown query parameter {unknown[0]!r}: expected {expected}")
+    reject_unknown_query(query, PAGE_PARAMS)
     return query
 
 

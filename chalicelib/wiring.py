@@ -22,10 +22,13 @@ from chalicelib import log
 from chalicelib.authorizer import Authorizer, lambda_invoke
 from chalicelib.aws_errors import error_code
 from chalicelib.broadcaster import Broadcaster
+from chalicelib.bus import Events, Publisher
 from chalicelib.config import ConfigError, Settings
+from chalicelib.devices import Devices
 from chalicelib.errors import HttpAnswer, Misconfigured, classify
 from chalicelib.management_api import ManagementApi
 from chalicelib.message_log import MessageLog
+from chalicelib.push import PushNotifier
 from chalicelib.registry import Registry
 from chalicelib.service import Switchboard
 from chalicelib.table import DynamoDB
@@ -60,7 +63,8 @@ def build_switchboard(settings: Settings, session: Any = None) -> Switchboard:
     if settings.continuation_queue_url or settings.continuation_queue_name:
         sqs = _OnFirstUse(lambda: session.client("sqs", config=_config(settings, 10)))
     authorizer = build_authorizer(settings, session)
-    return assemble(settings, registry, gateway, message_log, sqs, authorizer)
+    events = build_events(settings, session)
+    return assemble(settings, registry, gateway, message_log, sqs, authorizer, events)
 
 
 def assemble(
@@ -70,6 +74,7 @@ def assemble(
     message_log: MessageLog,
     sqs: Any = None,
     authorizer: Authorizer | None = None,
+    events: Events | None = None,
 ) -> Switchboard:
     """The ``Switchboard`` over its storage and gateway: the broadcaster, the continuation
     (when ``sqs`` is given and a queue is configured) and the service. The one place they are
@@ -109,6 +114,7 @@ def assemble(
         message_log,
         continuation=continuation,
         authorizer=authorizer,
+        events=events,
     )
 
 
@@ -137,6 +143,38 @@ def build_authorizer(settings: Settings, session: Any) -> Authorizer | None:
             return clients[timeout]
 
     return Authorizer(lambda_invoke(client_for), settings.authorizer_functions)
+
+
+def build_events(settings: Settings, session: Any) -> Events:
+    """Back-end events (bus.py): a publisher to ``EVENT_BUS_NAME`` over an ``events`` client
+    (its endpoint from the environment too: ``AWS_ENDPOINT_URL_EVENTBRIDGE`` locally, named
+    after the service id as botocore's service-specific endpoint variables are), or none."""
+    if not settings.event_bus_name:
+        return Events()
+    # Made at the first flush, not at cold start (a container may never publish).
+    client = _OnFirstUse(lambda: session.client("events", config=_config(settings, 4)))
+    return Events(
+        Publisher(client, settings.event_bus_name), preview_chars=settings.event_preview_chars
+    )
+
+
+def build_push_notifier(settings: Settings, session: Any = None) -> PushNotifier:
+    """The push notifier (push.py): the devices in the table, SNS for mobile push (its
+    endpoint from the environment: ``AWS_ENDPOINT_URL_SNS`` locally)."""
+    log.configure(settings.log_level)
+    session = session or boto3.session.Session()
+    ddb = session.client("dynamodb", config=_config(settings, 10))
+    devices = Devices(DynamoDB(ddb, settings.table_name), settings.device_ttl_seconds)
+    applications = {
+        platform: arn
+        for platform, arn in (
+            ("apns", settings.push_apns_application_arn),
+            ("apns_sandbox", settings.push_apns_sandbox_application_arn),
+            ("fcm", settings.push_fcm_application_arn),
+        )
+        if arn
+    }
+    return PushNotifier(devices, session.client("sns", config=_config(settings, 10)), applications)
 
 
 def _config(settings: Settings, pool: int) -> Config:

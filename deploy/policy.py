@@ -53,6 +53,12 @@ class FunctionAccess:
     # Every function that builds the switchboard reads the JWT secret at cold start; an
     # authorizer function does not.
     reads_secret: bool = True
+    # events:PutEvents on the stage's event bus (chalicelib/bus.py): the functions that
+    # remove connections, announce presence or send messages.
+    publishes_events: bool = False
+    # SNS mobile push (chalicelib/push.py): endpoints under the platform applications, and
+    # publishing to them.
+    mobile_push: bool = False
 
 
 # The app's example authorizer (app.py's @app.lambda_function, named by chalicelib/namespaces.json).
@@ -63,15 +69,18 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         "websocket_connect",
         "WebsocketConnect",
         "WebsocketConnectRole",
-        # register (conditional put); a put retried after a late answer reads its own item back;
-        # the token's autoJoin rooms: the join transaction (membership Put, connection and
-        # presence Updates), the authorizer's cached answer and the pending enters (Update).
-        # No POST: $connect cannot reach its own socket; the first frame announces the enters.
-        table_actions=("PutItem", "GetItem", "UpdateItem"),
-        index_actions=("Query",),  # the per-user connection cap counts GSI1
+        # register: the user's slot items (Query), their holders when all are held
+        # (BatchGetItem), the connection and its slot in one transaction (conditional puts:
+        # TransactWriteItems is authorised item by item); a put retried after a late answer
+        # reads its own item back; the token's autoJoin rooms: the join transaction (membership
+        # Put, connection and presence Updates), the authorizer's cached answer and the pending
+        # enters (Update). No POST: $connect cannot reach its own socket; the first frame
+        # announces the enters.
+        table_actions=("PutItem", "GetItem", "UpdateItem", "Query", "BatchGetItem"),
+        index_actions=(),
         connection_methods=(),
-        only_indexes=("GSI1",),
         invokes=AUTHORIZERS,  # autoJoin rooms in an authorizer namespace
+        publishes_events=True,  # Connection Opened
     ),
     FunctionAccess(
         "websocket_disconnect",
@@ -83,6 +92,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         table_actions=("GetItem", "BatchWriteItem", "DeleteItem", "UpdateItem", "Query", "PutItem"),
         index_actions=(),
         connection_methods=("POST",),
+        publishes_events=True,  # Connection Closed, Presence Left
     ),
     FunctionAccess(
         "websocket_message",
@@ -105,6 +115,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         connection_methods=("POST", "DELETE"),
         queue_actions=("SendMessage",),  # a fan-out's rest past its deadline
         invokes=AUTHORIZERS,  # join (and reads) in an authorizer namespace
+        publishes_events=True,
     ),
     FunctionAccess(
         "api_handler",
@@ -117,6 +128,7 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         index_actions=("Query",),
         connection_methods=("POST", "DELETE"),
         queue_actions=("SendMessage",),
+        publishes_events=True,
     ),
     FunctionAccess(
         "continue_fan_out",
@@ -139,6 +151,17 @@ FUNCTIONS: tuple[FunctionAccess, ...] = (
         connection_methods=("POST",),
         # SendMessage: its own rest; the others: the event source mapping, under this role.
         queue_actions=("SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes"),
+        publishes_events=True,  # a pruned connection's close
+    ),
+    FunctionAccess(
+        "push_notifier",
+        "PushNotifier",
+        "PushNotifierRole",
+        # the user's devices (Query), a device whose token SNS reports disabled (DeleteItem)
+        table_actions=("Query", "DeleteItem"),
+        index_actions=(),
+        connection_methods=(),
+        mobile_push=True,
     ),
     FunctionAccess(
         "authorize_support",
@@ -177,6 +200,9 @@ class Arns:
     # ``chalice deploy``: the functions know the queue by name and look its URL up.
     queue_by_name: bool = False
     function: Callable[[str], Any] | None = None  # an app function's ARN, by Chalice name
+    event_bus: Any = None  # the stage's EventBridge bus
+    push_applications: Any = None  # SNS platform applications (CreatePlatformEndpoint)
+    push_endpoints: Any = None  # their endpoints (Publish)
 
 
 def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> list[dict[str, Any]]:
@@ -216,6 +242,13 @@ def statements(access: FunctionAccess, arns: Arns, indexes: Iterable[str]) -> li
         extra = ("GetQueueUrl",) if arns.queue_by_name else ()
         actions = [f"sqs:{a}" for a in (*access.queue_actions, *extra)]
         out.append(_allow("ContinuationQueue", actions, [arns.queue]))
+    if access.publishes_events:
+        out.append(_allow("EventBus", ["events:PutEvents"], [arns.event_bus]))
+    if access.mobile_push:
+        out.append(
+            _allow("PushEndpoints", ["sns:CreatePlatformEndpoint"], [arns.push_applications])
+        )
+        out.append(_allow("PushPublish", ["sns:Publish"], [arns.push_endpoints]))
     if access.invokes:
         assert arns.function is not None
         functions = [arns.function(name) for name in access.invokes]
@@ -283,7 +316,16 @@ def static_arns(s: Stage, access: FunctionAccess) -> Arns:
         # Chalice names the function as its log group says; AUTHORIZER_FUNCTIONS in the
         # stage's environment_variables names it the same way (problems() checks).
         function=lambda name: f"arn:aws:lambda:*:*:function:{s.app_name}-{s.name}-{name}",
+        # The bus a chalice-deployed stage sets as EVENT_BUS_NAME (docs/EVENTS.md).
+        event_bus=f"arn:aws:events:*:*:event-bus/{event_bus_name(s)}",
+        push_applications="arn:aws:sns:*:*:app/*",
+        push_endpoints="arn:aws:sns:*:*:endpoint/*",
     )
+
+
+def event_bus_name(s: Stage) -> str:
+    """The stage's bus for ``chalice deploy`` (the packaged stack names its own)."""
+    return f"{s.app_name}-{s.name}"
 
 
 def policy_file(stage_name: str, access: FunctionAccess) -> str:
@@ -386,17 +428,21 @@ def summary() -> str:
         return ", ".join(f"`{i}`" for i in items) or "none"
 
     rows = [
-        "| function | table | indexes | `@connections` | continuation queue | invokes |",
-        "|---|---|---|---|---|---|",
+        "| function | table | indexes | `@connections` | continuation queue | invokes | other |",
+        "|---|---|---|---|---|---|---|",
     ]
     for access in FUNCTIONS:
         indexes = cell(access.index_actions)
         if access.index_actions and access.only_indexes:
             indexes += f" ({', '.join(access.only_indexes)} only)"
+        other = [
+            *(["events:PutEvents (the stage's bus)"] if access.publishes_events else []),
+            *(["sns:CreatePlatformEndpoint", "sns:Publish"] if access.mobile_push else []),
+        ]
         rows.append(
             f"| `{access.chalice_name}` | {cell(access.table_actions)} | {indexes} | "
             f"{cell(access.connection_methods)} | {cell(access.queue_actions)} | "
-            f"{cell(access.invokes)} |"
+            f"{cell(access.invokes)} | {cell(other)} |"
         )
     return "\n".join(rows)
 

@@ -110,6 +110,24 @@ REST_ACCESS_LOG_FORMAT = json.dumps(
     separators=(",", ":"),
 )
 
+# Back-end events (chalicelib/bus.py, docs/EVENTS.md): the stack's own bus, off unless the
+# EnableEvents parameter says "true" (then the publishers get EVENT_BUS_NAME); the rules of
+# deploy/event_rules.json, each targeting an app function with a dead-letter queue.
+EVENT_BUS_ID = "EventBus"
+EVENTS_PARAMETER = "EnableEvents"
+EVENTS_CONDITION = "EventsOn"
+RULES_PATH = Path(__file__).with_name("event_rules.json")
+# Our push platforms -> the stack parameter naming its SNS platform application.
+PUSH_PARAMETERS = {
+    "PUSH_APNS_APPLICATION_ARN": "PushApnsApplicationArn",
+    "PUSH_APNS_SANDBOX_APPLICATION_ARN": "PushApnsSandboxApplicationArn",
+    "PUSH_FCM_APPLICATION_ARN": "PushFcmApplicationArn",
+}
+# EventBridge retries a target for up to 24 h and 185 attempts by default ("Event retry
+# policy and using dead-letter queues", EventBridge user guide): a notification a day late is
+# noise, so give up after an hour and keep the event in the DLQ.
+RULE_MAX_EVENT_AGE_SECONDS = 3600
+
 
 @dataclass(frozen=True)
 class Throttle:
@@ -216,7 +234,161 @@ def template_arns(access: FunctionAccess, api_stage: str) -> Arns:
         log_streams=[{"Fn::GetAtt": [log_group_id(access), "Arn"]}],
         queue={"Fn::GetAtt": [QUEUE_ID, "Arn"]},
         function=lambda name: {"Fn::GetAtt": [function_access(name).logical_id, "Arn"]},
+        event_bus={"Fn::GetAtt": [EVENT_BUS_ID, "Arn"]},
+        push_applications={
+            "Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:app/*"
+        },
+        push_endpoints={
+            "Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:endpoint/*"
+        },
     )
+
+
+EVENT_SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "docs" / "events"
+SCHEMA_REGISTRY_ID = "EventSchemaRegistry"
+
+
+def event_schemas() -> dict[str, dict[str, Any]]:
+    """The EventBridge schema registry export of docs/events/*.schema.json: per detail-type,
+    the whole event (``source``, ``detail-type``, ``detail``) as JSON Schema draft 4, the
+    registry's ``JSONSchemaDraft4`` type ("Schema registries in Amazon EventBridge", user
+    guide). The documents in docs/ are draft 2020-12: ``const`` becomes a one-value ``enum``
+    and ``$schema``/``$id`` are dropped (draft 4 has no ``const``, and ``id`` is its own)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(EVENT_SCHEMAS_DIR.glob("*.schema.json")):
+        detail = json.loads(path.read_text(encoding="utf-8"))
+        detail_type = str(detail["title"])
+        out[detail_type] = {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "title": detail_type,
+            "description": detail["description"],
+            "type": "object",
+            "required": ["source", "detail-type", "detail"],
+            "properties": {
+                "source": {"type": "string", "enum": ["switchboard"]},
+                "detail-type": {"type": "string", "enum": [detail_type]},
+                "detail": _draft4({k: v for k, v in detail.items() if k not in ("$schema", "$id")}),
+            },
+        }
+    return out
+
+
+def _draft4(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: _draft4(v) for k, v in node.items() if k != "const"}
+        if "const" in node:
+            out["enum"] = [node["const"]]
+        return out
+    if isinstance(node, list):
+        return [_draft4(v) for v in node]
+    return node
+
+
+def schema_registry_resources() -> dict[str, Any]:
+    """A schema registry of the stack with one schema per detail-type (EventBridge's schema
+    discovery, code bindings and console show them)."""
+    resources: dict[str, Any] = {
+        SCHEMA_REGISTRY_ID: {
+            "Type": "AWS::EventSchemas::Registry",
+            "Properties": {
+                "RegistryName": {"Fn::Sub": "${AWS::StackName}-events"},
+                "Description": "switchboard's back-end events (docs/EVENTS.md)",
+            },
+        }
+    }
+    for detail_type, schema in event_schemas().items():
+        resources[f"{_camel(detail_type.replace(' ', '-'))}EventSchema"] = {
+            "Type": "AWS::EventSchemas::Schema",
+            "Properties": {
+                "RegistryName": {"Fn::GetAtt": [SCHEMA_REGISTRY_ID, "RegistryName"]},
+                "SchemaName": f"switchboard@{detail_type.replace(' ', '')}",
+                "Type": "JSONSchemaDraft4",
+                "Content": json.dumps(schema, separators=(",", ":")),
+                "Description": schema["description"][:256],
+            },
+        }
+    return resources
+
+
+def rules() -> list[dict[str, Any]]:
+    """deploy/event_rules.json's rules (name, description, pattern, function)."""
+    found: list[dict[str, Any]] = json.loads(RULES_PATH.read_text(encoding="utf-8"))["rules"]
+    return found
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+
+
+def event_resources() -> dict[str, Any]:
+    """The bus, and per rule: the rule, its target's dead-letter queue (with the policy that
+    lets EventBridge send to it) and the permission for EventBridge to invoke the function."""
+    resources: dict[str, Any] = {
+        EVENT_BUS_ID: {
+            "Type": "AWS::Events::EventBus",
+            "Properties": {"Name": {"Fn::Sub": "${AWS::StackName}-events"}},
+        }
+    }
+    for rule in rules():
+        rid = f"{_camel(rule['name'])}Rule"
+        dlq = f"{_camel(rule['name'])}DeadLetterQueue"
+        target = function_access(rule["function"]).logical_id
+        rule_arn = {"Fn::GetAtt": [rid, "Arn"]}
+        resources[dlq] = {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True},
+        }
+        resources[f"{dlq}Policy"] = {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [{"Ref": dlq}],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            # "Granting permissions to the dead-letter queue", EventBridge
+                            # user guide: the rule may send, nothing else.
+                            "Sid": "RuleDeadLetters",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "events.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": {"Fn::GetAtt": [dlq, "Arn"]},
+                            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+                        }
+                    ],
+                },
+            },
+        }
+        resources[rid] = {
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Description": rule["description"],
+                "EventBusName": {"Ref": EVENT_BUS_ID},
+                "EventPattern": rule["pattern"],
+                "State": "ENABLED",
+                "Targets": [
+                    {
+                        "Id": rule["function"],
+                        "Arn": {"Fn::GetAtt": [target, "Arn"]},
+                        "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [dlq, "Arn"]}},
+                        "RetryPolicy": {
+                            "MaximumEventAgeInSeconds": RULE_MAX_EVENT_AGE_SECONDS,
+                            "MaximumRetryAttempts": 185,
+                        },
+                    }
+                ],
+            },
+        }
+        resources[f"{rid}Permission"] = {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": {"Ref": target},
+                "Principal": "events.amazonaws.com",
+                "SourceArn": rule_arn,
+            },
+        }
+    return resources
 
 
 def authorizer_functions(access: FunctionAccess) -> Any:
@@ -374,7 +546,30 @@ def conditions() -> dict[str, Any]:
             "Fn::Not": [{"Fn::Equals": [{"Ref": RESERVED_CONCURRENCY_PARAMETER}, 0]}]
         },
         ACCESS_LOGS_ON: {"Fn::Equals": [{"Ref": ACCESS_LOGS_PARAMETER}, "true"]},
+        EVENTS_CONDITION: {"Fn::Equals": [{"Ref": EVENTS_PARAMETER}, "true"]},
     }
+
+
+def events_parameters() -> dict[str, Any]:
+    """Back-end events on or off (off by default), and the push notifier's applications."""
+    parameters: dict[str, Any] = {
+        EVENTS_PARAMETER: {
+            "Type": "String",
+            "Default": "false",
+            "AllowedValues": ["true", "false"],
+            "Description": (
+                "Publish back-end events (connections, presence, undelivered messages) to "
+                "this stack's EventBridge bus (docs/EVENTS.md)."
+            ),
+        },
+    }
+    for env, param in PUSH_PARAMETERS.items():
+        parameters[param] = {
+            "Type": "String",
+            "Default": "",
+            "Description": f"{env}: an SNS platform application ARN, or empty (docs/PUSH.md).",
+        }
+    return parameters
 
 
 def role_policy(access: FunctionAccess, s: Stage) -> dict[str, Any]:
@@ -408,6 +603,11 @@ def merge_template(stage_name: str) -> dict[str, Any]:
         variables["CONTINUATION_QUEUE_NAME"] = {"Fn::GetAtt": [QUEUE_ID, "QueueName"]}
         if access.queue_actions:
             variables["CONTINUATION_QUEUE_URL"] = {"Ref": QUEUE_ID}
+        if access.publishes_events:
+            # Off by default: an empty EVENT_BUS_NAME publishes nothing.
+            variables["EVENT_BUS_NAME"] = {"Fn::If": [EVENTS_CONDITION, {"Ref": EVENT_BUS_ID}, ""]}
+        if access.mobile_push:
+            variables.update({env: {"Ref": param} for env, param in PUSH_PARAMETERS.items()})
         if access.logical_id == WORKER_ID:
             variables["CONTINUATION_PARTIAL_BATCH"] = "true"
         if access.logical_id == "APIHandler":
@@ -446,6 +646,8 @@ def merge_template(stage_name: str) -> dict[str, Any]:
                 ]
             }
         }
+    resources.update(event_resources())
+    resources.update(schema_registry_resources())
     for rid, resource in continuation_resources().items():
         resources.setdefault(rid, {}).setdefault("Properties", {})
         resources[rid] = _merge(resources[rid], resource)
@@ -476,7 +678,7 @@ def merge_template(stage_name: str) -> dict[str, Any]:
         }
     }
     resources.update(access_log_resources())
-    parameters: dict[str, Any] = {}
+    parameters: dict[str, Any] = events_parameters()
     for throttle in THROTTLING:
         parameters.update(throttle.parameters())
     parameters.update(opt_in_parameters())
@@ -501,6 +703,8 @@ def merge_template(stage_name: str) -> dict[str, Any]:
             "JwtSecretParameter": {"Value": {"Ref": SECRET_PARAMETER_ID}},
             "ContinuationQueueUrl": {"Value": {"Ref": QUEUE_ID}},
             "ContinuationDeadLetterQueueUrl": {"Value": {"Ref": DLQ_ID}},
+            "EventBusName": {"Value": {"Ref": EVENT_BUS_ID}},
+            "EventBusArn": {"Value": {"Fn::GetAtt": [EVENT_BUS_ID, "Arn"]}},
         },
     }
 

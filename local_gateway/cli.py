@@ -333,6 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of closed connections whose $disconnect is not run (AWS: best effort); "
         "seeded by --fault-seed",
     )
+    g = p.add_argument_group("back-end events (EventBridge, embedded)")
+    g.add_argument(
+        "--no-events",
+        action="store_true",
+        help="do not create the embedded event bus: the app publishes no events",
+    )
+    g.add_argument("--event-bus", default="switchboard-local", help="the bus the app publishes to")
+    g.add_argument(
+        "--event-rules",
+        default=None,
+        help="rules file (default: the project's deploy/event_rules.json, if any)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -364,6 +376,14 @@ def banner(gateway: LocalGateway) -> str:
         ),
         f"  AUTH_MODE       {auth}",
     ]
+    events = gateway.local_events
+    if events is not None:
+        ws_http = urls.websocket.replace("ws://", "http://", 1).rsplit("/", 1)[0]
+        targets = ", ".join(f"{r['name']} -> {r['function']}" for r in events.rules)
+        lines += [
+            f"  Events          {ws_http}/events  (EventBridge bus {events.bus_name}"
+            + (f"; rules: {targets})" if targets else ")"),
+        ]
     if gateway.queue_url_env and gateway.queue_url_env in gateway.environment:
         lines.insert(
             -1,
@@ -471,6 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         custom_domain=args.custom_domain,
         base_path=args.base_path or "",
+        events=not args.no_events,
+        event_bus=args.event_bus,
+        event_rules=args.event_rules,
         queue_url_env=args.queue_url_env,
         queue_visibility_timeout=args.queue_visibility_timeout,
         queue_max_receives=args.queue_max_receives,

@@ -288,8 +288,11 @@ class EmbeddedDynamoDB:
         werkzeug_log = logging.getLogger("werkzeug")
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
-        # The same moto server answers SQS (local_gateway/sqs.py) for the app's SQS handlers.
-        verifier = SigV4Verifier(self.credentials, ("dynamodb", "sqs"), self.region)
+        # The same moto server answers SQS (local_gateway/sqs.py) for the app's SQS handlers,
+        # EventBridge and SNS for its back-end events and push (local_gateway/events.py).
+        verifier = SigV4Verifier(
+            self.credentials, ("dynamodb", "sqs", "events", "sns"), self.region
+        )
         self._server = _SerializedMotoServer(
             self.host, self.port, verifier, self.latency_ms / 1000.0
         )

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from local_gateway.dynamodb import (
@@ -26,6 +27,7 @@ from local_gateway.dynamodb import (
     ensure_table,
     load_table_schema,
 )
+from local_gateway.events import DEFAULT_BUS, DEFAULT_RULES, LocalEvents
 from local_gateway.faults import FaultConfig, FaultInjector
 from local_gateway.lambda_events import LambdaContext, new_api_id, new_aws_id
 from local_gateway.lambda_invoke import LocalFunctions, app_functions
@@ -195,6 +197,9 @@ class LocalGateway:
         credentials: Credentials | None = None,
         allowed_origins: Iterable[str] = (),
         allowed_hosts: Iterable[str] = (),
+        events: bool = False,
+        event_bus: str = DEFAULT_BUS,
+        event_rules: str | None = None,
         queue_url_env: str | None = None,
         queue_visibility_timeout: int = 30,
         queue_max_receives: int = 5,
@@ -230,6 +235,12 @@ class LocalGateway:
         self.allowed_origins = list(allowed_origins)
         # Besides the bound address, 127.0.0.1 and localhost (DNS rebinding).
         self.allowed_hosts = list(allowed_hosts)
+        # Back-end events (local_gateway/events.py): the embedded EventBridge, its rules (the
+        # project's deploy/event_rules.json unless named) and the sink at GET /events.
+        self.events_enabled = events
+        self.event_bus = event_bus
+        self.event_rules = event_rules
+        self.local_events: LocalEvents | None = None
         # The app's variable for its SQS handler's queue URL (make run: CONTINUATION_QUEUE_URL),
         # set once the embedded queue exists; and that queue's settings, as deployed.
         self.queue_url_env = queue_url_env
@@ -281,6 +292,9 @@ class LocalGateway:
         if self._queues is not None:
             self._queues.stop()
             self._queues = None
+        if self.local_events is not None:
+            self.local_events.stop()
+            self.local_events = None
         if self._functions is not None:
             self._functions.stop()
             self._functions = None
@@ -456,8 +470,11 @@ class LocalGateway:
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
-                # moto serves every service on one port: SQS for on_sqs_message handlers.
+                # moto serves every service on one port: SQS for on_sqs_message handlers,
+                # EventBridge and SNS for back-end events and push (events.py).
                 "AWS_ENDPOINT_URL_SQS": dynamodb_url,
+                "AWS_ENDPOINT_URL_EVENTBRIDGE": dynamodb_url,
+                "AWS_ENDPOINT_URL_SNS": dynamodb_url,
                 "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
                 "APIGW_MANAGEMENT_ENDPOINT": management,
                 # Also route SDK clients built without endpoint_url to the local management API.
@@ -468,6 +485,15 @@ class LocalGateway:
         # never reach local endpoints, and a session token would not belong to them.
         env["AWS_ACCESS_KEY_ID"] = self.credentials.access_key_id
         env["AWS_SECRET_ACCESS_KEY"] = self.credentials.secret_access_key
+        if self.events_enabled and self.dynamodb_endpoint:
+            log.warning("events need the embedded moto server: not with --dynamodb-endpoint")
+        elif self.events_enabled:
+            rules = Path(self.event_rules or Path(self.project_dir) / DEFAULT_RULES)
+            self.local_events = LocalEvents(
+                dynamodb_url, self.region, self.credentials, self.event_bus, rules
+            )
+            env.update(self.local_events.create(env))
+            self._server.pages["/events"] = self.local_events.page
         self.environment = env
         self._apply_env(env)
         self._unset_env(("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"))
@@ -532,6 +558,17 @@ class LocalGateway:
 
         self._functions.start(app_functions(self.app, project))
 
+        if self.local_events is not None:
+            self.local_events.start(
+                self.app,
+                lambda name: LambdaContext(
+                    f"{project.app_name}-{project.chalice_stage}-{name}",
+                    project.lambda_memory_size,
+                    int(self.limits.integration_timeout * 1000),
+                    self.region,
+                ),
+                self.invocations.append,
+            )
         if self.queue_url_env:
             self._export_queue_url(self.queue_url_env)
 

@@ -141,6 +141,9 @@ class WebSocketServer:
         self._stopping = False
         self.port = port
         self.context = self._event_context()
+        # Local-only GET pages on this port, by path (e.g. /events: the events sink); each
+        # gets the query string and answers (status, headers, body).
+        self.pages: dict[str, Callable[[str], tuple[int, list[tuple[str, str]], bytes]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -243,13 +246,14 @@ class WebSocketServer:
                     return
                 except TimeoutError:
                     return
-                response = await self.management.handle(request)
                 keep_alive = request.keep_alive and not self._stopping
-                writer.write(
-                    build_response(
-                        response.status, response.headers, response.body, keep_alive=keep_alive
-                    )
-                )
+                page = self.pages.get(request.path) if request.method == "GET" else None
+                if page is not None:
+                    status, headers, body = page(request.query)
+                else:
+                    response = await self.management.handle(request)
+                    status, headers, body = response.status, response.headers, response.body
+                writer.write(build_response(status, headers, body, keep_alive=keep_alive))
                 if not keep_alive:
                     return
                 await writer.drain()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import os
 import re
 import sys
 from collections import defaultdict
@@ -34,11 +35,12 @@ from moto import mock_aws
 
 import app as app_module
 import chalicelib.wiring as wiring_module
+from chalicelib.devices import device_id
 from chalicelib.management_api import Outcome
 from chalicelib.registry import Target
 from deploy import template
 from deploy.create_table import create_table
-from deploy.policy import AUTHORIZERS, FUNCTIONS, FunctionAccess
+from deploy.policy import AUTHORIZERS, FUNCTIONS, FunctionAccess, event_bus_name
 from deploy.policy import function as function_access
 from deploy.project import CHALICE_DIR, iam_policy_file, stage
 from tests.deploy.iam_eval import allowed, arn_glob
@@ -52,6 +54,8 @@ STAGE = stage("dev")
 STAGE_CLAIMS = {"iss": STAGE.environment["JWT_ISSUER"], "aud": STAGE.environment["JWT_AUDIENCE"]}
 QUEUE = STAGE.continuation_queue
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{QUEUE}"
+BUS = event_bus_name(STAGE)  # what a chalice-deployed stage sets as EVENT_BUS_NAME
+BUS_ARN = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{BUS}"
 
 Call = tuple[str, str]  # (IAM action, resource ARN)
 
@@ -105,6 +109,16 @@ def iam_requests(service: str, operation: str, params: dict[str, Any]) -> Iterat
     elif service == "sqs" and "QueueUrl" in params:
         name = params["QueueUrl"].rsplit("/", 1)[-1]
         yield f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+    elif service == "events" and operation == "PutEvents":
+        for entry in params["Entries"]:
+            yield (
+                "events:PutEvents",
+                f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{entry['EventBusName']}",
+            )
+    elif service == "sns" and operation == "CreatePlatformEndpoint":
+        yield "sns:CreatePlatformEndpoint", params["PlatformApplicationArn"]
+    elif service == "sns" and operation == "Publish":
+        yield "sns:Publish", params["TargetArn"]
     elif service == "lambda" and operation == "Invoke":
         name = params["FunctionName"]
         arn = (
@@ -238,6 +252,7 @@ def run_scenario(path_env: dict[str, str]) -> Scenario:
         "AWS_REGION": REGION,
         **path_env,
     }
+    env["EVENT_BUS_NAME"] = BUS  # events on: every publisher's PutEvents is recorded
     for key, value in env.items():
         mp.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "JWT_SECRET", *PATH_ENV["template"]):
@@ -252,6 +267,10 @@ def run_scenario(path_env: dict[str, str]) -> Scenario:
                 Name=STAGE.secret_parameter, Value=SECRET, Type="SecureString"
             )
             boto3.client("sqs", region_name=REGION).create_queue(QueueName=QUEUE)
+            boto3.client("events", region_name=REGION).create_event_bus(Name=BUS)
+            sns = boto3.client("sns", region_name=REGION)
+            fcm = sns.create_platform_application(Name="app", Platform="GCM", Attributes={})
+            mp.setenv("PUSH_FCM_APPLICATION_ARN", fcm["PlatformApplicationArn"])
             with Client(app_module.app, stage_name="dev") as client:
                 _exercise(client, recorder, gateway)
     finally:
@@ -328,8 +347,9 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     def frame(cid: str, body: dict[str, Any]) -> None:
         ws("message", message_event(cid, body))
 
-    def http(method: str, path: str, body: Any = None) -> int:
-        headers = {"Authorization": f"Bearer {token('ops', role='admin', **STAGE_CLAIMS)}"}
+    def http(method: str, path: str, body: Any = None, user: str | None = None) -> int:
+        bearer = token(user, **STAGE_CLAIMS) if user else token("ops", role="admin", **STAGE_CLAIMS)
+        headers = {"Authorization": f"Bearer {bearer}"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         call = getattr(client.http, method)
@@ -354,6 +374,13 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
         ws("connect", event)  # a's autoJoin asks the support room's authorizer
         if cid == "a":  # the same $connect again, as a put retried after a late answer:
             ws("connect", event)  # it reads its own item back and succeeds
+    # A user at the connection cap (the stage's 10): the refused handshake reads the holders
+    # of its slots (BatchGetItem) to find one whose connection vanished.
+    capped = {"token": token("u_cap", **STAGE_CLAIMS)}
+    for n in range(10):
+        ws("connect", connect_event(f"cap{n}", capped))
+    refused = client.lambda_.invoke("connect", connect_event("cap10", capped)).payload
+    assert refused.get("statusCode") == 429, refused
 
     _cold(recorder, "WebsocketMessage")
     frame("a", {"action": "ping"})
@@ -410,6 +437,29 @@ def _exercise(client: Client, recorder: Recorder, gateway: RecordingGateway) -> 
     # Takes u_5's connection out of lobby: it gets a removed frame (POST).
     assert http("delete", "/rooms/lobby/members/u_5") == 200
     assert http("delete", "/connections/b") == 204
+    # A user's own token registers their phones (one whose token SNS will report dead).
+    for device_token in ("live-token", "dead-token", "gone-token"):
+        assert http("post", "/me/devices", {"platform": "fcm", "token": device_token}, "u_9") == 200
+    assert http("get", "/me/devices", user="u_9") == 200
+    assert http("delete", f"/me/devices/{device_id('fcm', 'gone-token')}", user="u_9") == 204
+    # Nobody is connected as u_9: the message is undelivered (a Message Undelivered event).
+    assert http("post", "/users/u_9/messages", {"text": "are you there?"}) == 200
+
+    _cold(recorder, "PushNotifier")
+    app_module._push_notifier.cache_clear()  # a new container: built again from this env
+    recorder.current = None  # the platform marks the dead token's endpoint disabled
+    sns = boto3.client("sns", region_name=REGION)
+    application = os.environ["PUSH_FCM_APPLICATION_ARN"]
+    dead = sns.create_platform_endpoint(PlatformApplicationArn=application, Token="dead-token")
+    sns.set_endpoint_attributes(EndpointArn=dead["EndpointArn"], Attributes={"Enabled": "false"})
+    recorder.current = "PushNotifier"
+    event = {
+        "source": "switchboard",
+        "detail-type": "Message Undelivered",
+        "detail": {"to": "u_9", "from": "ops", "preview": "are you there?", "stream": "user:u_9"},
+    }
+    result = client.lambda_.invoke("push_notifier", event).payload
+    assert (result["sent"], result["disabled"]) == (1, 1), result
 
     _cold(recorder, "ContinueFanOut")
     # The event source mapping receives and deletes under the worker's role, outside its code.
@@ -455,6 +505,7 @@ def resolve(value: Any) -> str | None:
         f"{template.TABLE_ID}.Arn": table_arn(STAGE.table_name),
         template.SECRET_PARAMETER_ID: STAGE.secret_parameter,
         f"{template.QUEUE_ID}.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}",
+        f"{template.EVENT_BUS_ID}.Arn": BUS_ARN,
         # The stack's authorizer functions, under the names the scenario invoked (the dev
         # stage's AUTHORIZER_FUNCTIONS; in the stack each is a Ref to the function).
         **{

@@ -394,3 +394,66 @@ def test_the_stack_names_its_authorizers_to_the_functions_that_use_them(
         names = json.loads(text)
         assert names == {n: "${" + function(n).logical_id + "}" for n in AUTHORIZERS}, fid
         assert function_names(text, load(None).authorizers()) == names
+
+
+def test_events_go_to_the_stacks_bus_off_by_default_and_only_publishers_may_put() -> None:
+    from deploy import template
+
+    merged = template.merge_template("dev")
+    resources = merged["Resources"]
+    assert resources[template.EVENT_BUS_ID]["Type"] == "AWS::Events::EventBus"
+    assert merged["Parameters"][template.EVENTS_PARAMETER]["Default"] == "false"
+    for access in FUNCTIONS:
+        variables = resources[access.logical_id]["Properties"]["Environment"]["Variables"]
+        grants = [
+            st
+            for st in resources[access.role_id]["Properties"]["Policies"][0]["PolicyDocument"][
+                "Statement"
+            ]
+            if any(a.startswith("events:") for a in st["Action"])
+        ]
+        if access.publishes_events:
+            assert variables["EVENT_BUS_NAME"] == {
+                "Fn::If": [template.EVENTS_CONDITION, {"Ref": template.EVENT_BUS_ID}, ""]
+            }
+            assert grants == [
+                {
+                    "Sid": "EventBus",
+                    "Effect": "Allow",
+                    "Action": ["events:PutEvents"],
+                    "Resource": [{"Fn::GetAtt": [template.EVENT_BUS_ID, "Arn"]}],
+                }
+            ]
+        else:
+            assert "EVENT_BUS_NAME" not in variables and grants == []
+
+
+def test_the_push_rule_targets_the_notifier_with_a_dead_letter_queue() -> None:
+    from deploy import template
+
+    resources = template.merge_template("dev")["Resources"]
+    [rule] = template.rules()
+    props = resources["PushUndeliveredRule"]["Properties"]
+    assert (
+        props["EventPattern"]
+        == rule["pattern"]
+        == {
+            "source": ["switchboard"],
+            "detail-type": ["Message Undelivered"],
+        }
+    )
+    assert props["EventBusName"] == {"Ref": template.EVENT_BUS_ID}
+    [target] = props["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["PushNotifier", "Arn"]}
+    assert target["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["PushUndeliveredDeadLetterQueue", "Arn"]}
+    }
+    permission = resources["PushUndeliveredRulePermission"]["Properties"]
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["PushUndeliveredRule", "Arn"]}
+    [statement] = resources["PushUndeliveredDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["PushUndeliveredRule", "Arn"]}}
+    }

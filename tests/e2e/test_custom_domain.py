@@ -54,7 +54,7 @@ def test_pushes_arrive_through_a_custom_domain(gw: LocalGateway, ws_connect: Any
     stored = {
         i["connectionId"]["S"]: i.get("endpoint", {}).get("S")
         for i in table_items(gw)
-        if "connectionId" in i
+        if "connectionId" in i and i["SK"]["S"] == "CONN"  # not its per-user slot item
     }
     assert stored[bob_id] == f"https://{gw.api_id}.execute-api.{gw.region}.amazonaws.com/api"
 

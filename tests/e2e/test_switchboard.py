@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def registry_items(gw: LocalGateway) -> int:
-    """Connection, membership and presence items (the message log's streams stay by design)."""
+    """Connection, slot, membership and presence items (the message log's streams stay by
+    design)."""
     return sum(1 for i in table_items(gw) if not i["PK"]["S"].startswith("STREAM#"))
 
 
@@ -69,7 +70,7 @@ def test_a_binary_frame_closes_with_1003_and_cleans_the_registry(
     ws = ws_connect(gw, "userId=u1")
     send(ws, {"action": "join", "room": "r"})
     cid = send(ws, {"action": "whoami"})["connectionId"]
-    assert registry_items(gw) == 3  # the connection, its membership, u1's presence in r
+    assert registry_items(gw) == 4  # the connection, its slot, its membership, u1's presence
     ws.send(b"\x00\xff binary")
     with pytest.raises(ConnectionClosed) as closed:
         ws.recv(timeout=5)
@@ -111,10 +112,10 @@ def test_closing_cleans_the_registry_and_later_sends_are_410_free(
     b = ws_connect(gw, "userId=u2")
     send(a, {"action": "join", "room": "r"})
     send(b, {"action": "join", "room": "r"})
-    assert registry_items(gw) == 6  # two connections, two memberships, two users present
+    assert registry_items(gw) == 8  # two connections and slots, memberships, users present
     b.close()
     gw.invocations.wait_for("$disconnect", timeout=5)
-    wait_until(lambda: registry_items(gw) == 3)
+    wait_until(lambda: registry_items(gw) == 4)
     assert [recv_json(a)["event"] for _ in range(2)] == ["enter", "leave"]  # u2's presence
     ack = send(a, {"action": "sendRoom", "room": "r", "text": "anyone?"})
     assert (ack["delivered"], ack["gone"], ack["failed"]) == (0, 0, 0)
@@ -139,4 +140,4 @@ def test_jwt_mode_refuses_bad_tokens_at_the_handshake(
     assert recv_json(user)["from"] == "ops"
     assert http(gw, "POST", "/broadcast", {"text": "x"})[0] == 401
     assert http(gw, "POST", "/broadcast", {"text": "x"}, f"Bearer {token('u_1')}")[0] == 403
-    assert registry_items(gw) == 2
+    assert registry_items(gw) == 4  # two connections and their per-user slots

@@ -127,13 +127,15 @@ def test_what_a_join_costs_in_each_namespace(h: Harness, calls: Calls, fn: FakeL
 
 def test_what_auto_join_adds_to_connect(h: Harness, calls: Calls, fn: FakeLambda) -> None:
     plain = calls.measure(lambda: h.connect("p", "u_p"))
-    assert plain == {"Query": 1, "PutItem": 1}  # the connection cap's count, the registration
+    # The user's connection slots (Query), then the registration and its slot in one
+    # transaction (#22 item 4).
+    assert plain == {"Query": 1, "TransactWriteItems(Put+Put)": 1}
     rooms = ["lobby", "private:x", "support:u_m"]
     auto = calls.measure(lambda: h.connect("m", "u_m", rooms={"private:x": FULL}, autoJoin=rooms))
     # Per room: the join transaction; the support room's cached answer; the pending enters.
     assert auto == {
         "Query": 1,
-        "PutItem": 1,
+        "TransactWriteItems(Put+Put)": 1,
         "TransactWriteItems(Put+Update+Update)": 3,
         "UpdateItem": 2,
     }

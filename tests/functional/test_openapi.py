@@ -124,3 +124,18 @@ def test_chalices_own_refusals_answer_the_apis_error_shape(
     finally:
         app_module.reset_switchboard(None)
     assert (response.status_code, json.loads(response.body)) == (status, {"error": error})
+
+
+def test_the_me_routes_are_exactly_those_a_user_token_may_call() -> None:
+    """The user's own routes say so (userBearer); every other guarded route needs the admin."""
+    user_routes = {
+        key
+        for key, op in operations(document()).items()
+        if op.get("security") == [{"userBearer": []}]
+    }
+    assert user_routes == {
+        ("/me/devices", "POST"),
+        ("/me/devices", "GET"),
+        ("/me/devices/{device_id}", "DELETE"),
+    }
+    assert all(path.startswith("/me/") for path, _ in user_routes)

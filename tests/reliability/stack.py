@@ -75,6 +75,7 @@ class TableSnapshot:
     @classmethod
     def of(cls, items: list[dict[str, Any]]) -> TableSnapshot:
         registry = cls()
+        slot_holders: list[str] = []
         for item in items:
             pk, sk = item["PK"]["S"], item["SK"]["S"]
             if pk.startswith("CONN#") and sk == "CONN":
@@ -83,10 +84,16 @@ class TableSnapshot:
                 registry.memberships.add((pk[5:], sk[5:]))
             elif pk.startswith("ROOM#") and sk.startswith("USER#"):
                 registry.present.add((pk[5:], sk[5:]))
-            elif pk.startswith("STREAM#"):
+            elif pk.startswith("USER#") and sk.startswith("SLOT#"):
+                # A connection's per-user slot: part of that connection while it lives.
+                slot_holders.append(item.get("connectionId", {}).get("S", ""))
+            elif pk.startswith("STREAM#") or (pk.startswith("USER#") and sk == "LIMITS"):
+                # The log, and a user's replay budget (kept with its own ttl, like the log).
                 registry.log_items += 1
             else:
                 registry.other += 1
+        # A slot whose connection is gone is a leak.
+        registry.other += sum(1 for c in slot_holders if c not in registry.connections)
         return registry
 
     @property

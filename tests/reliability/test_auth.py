@@ -457,7 +457,8 @@ def test_nobody_reads_or_posts_where_they_should_not(
     expect(_send(dave, {"action": "join", "room": "private"}), joined=True)
     # A member hears the other enter (only the room's members: bob stays silent, see the end).
     expect(recv_json(alice, timeout=10), type="presence", event="enter", userId="u_alice2")
-    expect(_send(bob, {"action": "join", "room": "private:x"}), joined=True)
+    # (private-x, not private:x: a private: room needs the join capability, PROTOCOL.md Permissions)
+    expect(_send(bob, {"action": "join", "room": "private-x"}), joined=True)
     # Posting to a room you are not in; leaving it; joining on someone else's behalf.
     expect(_send(bob, {"action": "sendRoom", "room": "private", "text": "x"}), code="forbidden")
     expect(_send(bob, {"action": "leave", "room": "private"}), code="not_found")
@@ -465,7 +466,7 @@ def test_nobody_reads_or_posts_where_they_should_not(
     expect(_send(bob, spoof), joined=True)
     expect(_send(alice, {"action": "whoami"}), rooms=["private"])
     # Other rooms, look-alike names and prefixes are other partitions.
-    expect(_send(bob, {"action": "sendRoom", "room": "private:x", "text": "x"}), delivered=0)
+    expect(_send(bob, {"action": "sendRoom", "room": "private-x", "text": "x"}), delivered=0)
     expect(_send(alice, {"action": "sendRoom", "room": "private", "text": "members"}), delivered=1)
     room_message = recv_json(dave, timeout=10)
     expect(room_message, room="private", text="members", **{"from": "u_alice"})

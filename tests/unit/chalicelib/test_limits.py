@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.limits import Limits
-from chalicelib.registry import Registry
+from chalicelib.limits import Limits, SlotClaim
+from chalicelib.registry import ItemConflict, Registry
 from tests.conftest import Clock
 from tests.memtable import MemoryTable
-from tests.unit.chalicelib.memory import START, ms
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(START)
-
-
-@pytest.fixture
-def mem(clock: Clock) -> MemoryTable:
-    return MemoryTable(clock, page_size=2)
+from tests.unit.chalicelib.memory import ms
 
 
 @pytest.fixture
@@ -31,17 +23,28 @@ def limits(mem: MemoryTable, **settings: object) -> Limits:
     return Limits(mem, Settings(table_name="t", auth_mode="none", **settings))  # type: ignore[arg-type]
 
 
-def test_the_connection_cap_counts_live_connections_only(
+def test_slots_are_offered_until_the_cap_and_expire_with_their_connection(
     mem: MemoryTable, registry: Registry, clock: Clock
 ) -> None:
     cap = limits(mem, max_connections_per_user=3)
     for i in range(3):
-        assert cap.connection_refusal("u1") is None
-        registry.register(f"c{i}", "u1", ms(clock))
-    assert cap.connection_refusal("u1") == "too many connections for this user (limit 3)"
-    assert cap.connection_refusal("u2") is None
-    clock.now += 7501  # their $disconnect never came: past the ttl they stop counting
-    assert cap.live_connections("u1") == 0
+        claims = cap.slot_claims("u1")
+        assert len(claims) == 3 - i
+        registry.register(
+            f"c{i}",
+            "u1",
+            ms(clock),
+            slot=partial(claims[0].op, f"c{i}", now_ms=ms(clock)),
+            slot_number=claims[0].slot,
+        )
+    assert cap.slot_claims("u1") == []
+    assert len(cap.slot_claims("u2")) == 3
+    stale = SlotClaim("u1", 0)  # read before c0 took slot 0: its condition now fails
+    with pytest.raises(ItemConflict):
+        registry.register("x", "u1", ms(clock), slot=partial(stale.op, "x", now_ms=0))
+    assert registry.get("x") is None  # nothing of the refused handshake was written
+    clock.now += 7501  # their $disconnect never came: past the ttl their slots are free
+    assert len(cap.slot_claims("u1")) == 3
 
 
 def test_the_rooms_cap_spans_every_connection_of_the_user(
@@ -76,3 +79,37 @@ def test_a_burst_drains_the_bucket_and_time_refills_it_exactly(
 
 def test_an_unknown_connection_is_let_through(mem: MemoryTable) -> None:
     assert limits(mem).take_frame("ghost").allowed
+
+
+def test_a_frame_of_cost_n_takes_n_tokens_and_waits_for_all_of_them(
+    mem: MemoryTable, registry: Registry, clock: Clock
+) -> None:
+    bucket = limits(mem, message_rate=10.0, message_burst=20)
+    registry.register("a", "u1", ms(clock))
+    assert bucket.take_frame("a", 10).allowed  # 10 left
+    assert bucket.take_frame("a", 10).allowed  # 0 left
+    refused = bucket.take_frame("a", 10)
+    assert not refused.allowed and refused.retry_after_ms == 1000  # 10 tokens at 10/s
+    clock.now += 0.5
+    assert not bucket.take_frame("a", 10).allowed  # 5 back: still short
+    assert bucket.take_frame("a", 5).allowed
+    clock.now += 60
+    assert bucket.take_frame("a", 500).allowed  # over the burst: takes the whole bucket
+    assert not bucket.take_frame("a").allowed
+
+
+def test_the_replay_budget_is_per_user_reserved_and_refunded(
+    mem: MemoryTable, clock: Clock
+) -> None:
+    budget = limits(mem, replay_rate=100.0, replay_burst=300)
+    assert budget.take_replay("u1", 200).allowed  # no item yet: created, 100 left
+    refused = budget.take_replay("u1", 200)
+    assert not refused.allowed and refused.retry_after_ms == 1000
+    assert refused.frame(7)["message"].startswith("replay budget of this user spent")
+    assert budget.take_replay("u2", 200).allowed  # another user's budget is its own
+    budget.refund_replay("u1", 150)  # the frame replayed 50 of its 200
+    assert budget.take_replay("u1", 200).allowed  # 250 were left
+    assert not budget.take_replay("u1", 100).allowed
+    clock.now += 3600
+    budget.refund_replay("u1", 1000)  # a refund into a full bucket adds nothing
+    assert [budget.take_replay("u1", 100).allowed for _ in range(4)] == [True] * 3 + [False]

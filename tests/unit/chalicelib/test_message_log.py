@@ -9,17 +9,6 @@ from chalicelib.message_log import Head, MessageLog
 from chalicelib.table import Update
 from tests.conftest import Clock
 from tests.memtable import MemoryTable
-from tests.unit.chalicelib.memory import START
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(START)
-
-
-@pytest.fixture
-def mem(clock: Clock) -> MemoryTable:
-    return MemoryTable(clock, page_size=2)
 
 
 @pytest.fixture

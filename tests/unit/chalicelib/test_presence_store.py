@@ -9,17 +9,7 @@ from chalicelib.presence_store import PresenceStore
 from chalicelib.registry import ConnectionRecord, Registry
 from tests.conftest import Clock
 from tests.memtable import MemoryTable
-from tests.unit.chalicelib.memory import START, ms
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(START)
-
-
-@pytest.fixture
-def mem(clock: Clock) -> MemoryTable:
-    return MemoryTable(clock, page_size=2)
+from tests.unit.chalicelib.memory import ms
 
 
 @pytest.fixture

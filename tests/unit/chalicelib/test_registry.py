@@ -19,16 +19,6 @@ from tests.unit.chalicelib.memory import START, ms
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(START)
-
-
-@pytest.fixture
-def mem(clock: Clock) -> MemoryTable:
-    return MemoryTable(clock, page_size=2)
-
-
-@pytest.fixture
 def registry(mem: MemoryTable) -> Registry:
     return Registry(mem, ttl_seconds=7500, all_shards=3)
 

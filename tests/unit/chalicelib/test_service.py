@@ -21,7 +21,7 @@ from chalicelib.idempotency import ClientMsgIdReused, SendInProgress
 from chalicelib.limits import ALLOWED, Verdict
 from chalicelib.management_api import Outcome
 from chalicelib.message_log import Head, LogWriteError, Page
-from chalicelib.presence import ENTER, LEAVE, Announcement, Roster
+from chalicelib.presence import ENTER, LEAVE, Announcement, Removal, Roster
 from chalicelib.protocol import Scope
 from chalicelib.registry import ConnectionRecord, NotConnected, Removed, Target
 from chalicelib.service import Switchboard
@@ -116,7 +116,12 @@ class FakePresence:
         }
 
     def join(
-        self, conn: ConnectionRecord, room: str, quiet: bool = False, after: int | None = None
+        self,
+        conn: ConnectionRecord,
+        room: str,
+        quiet: bool = False,
+        after: int | None = None,
+        max_rooms: int | None = None,
     ) -> Announcement | None:
         first = conn.user_id not in self._users(room, conn.connection_id)
         self.registry.conns[conn.connection_id] = ConnectionRecord(
@@ -136,17 +141,22 @@ class FakePresence:
         return Announcement(room, LEAVE, conn.user_id) if last else None
 
     def remove(self, cid: str) -> list[Announcement] | None:
+        removal = self.removal(cid)
+        return None if removal is None else removal.leaves
+
+    def removal(self, cid: str) -> Removal | None:
         if self.announcing:
             self.nested = True
         removed = self.registry.remove_connection(cid)
         if removed is None:
             return None
         self.removed.append(cid)
-        return [
+        leaves = [
             Announcement(room, LEAVE, removed.user_id)
             for room in sorted(removed.rooms)
             if removed.user_id not in self._users(room, cid)
         ]
+        return Removal(removed.user_id, removed.connected_at, leaves)
 
     def log_event(self, a: Announcement) -> dict[str, Any] | None:
         self.announcing += 1
@@ -195,11 +205,16 @@ class FakeLimits:
     def __init__(self) -> None:
         self.verdict: Verdict = ALLOWED
 
-    def take_frame(self, cid: str) -> Verdict:
+    def take_frame(self, cid: str, cost: int = 1) -> Verdict:
         return self.verdict
 
-    def connection_refusal(self, user: str) -> str | None:
-        return None
+    def take_replay(self, user: str, messages: int) -> Verdict:
+        return ALLOWED
+
+    def refund_replay(self, user: str, messages: int) -> None: ...
+
+    def slot_claims(self, user: str) -> list[Any] | None:
+        return None  # as if DynamoDB could not say: register without a slot
 
     def room_refusal(self, conn: ConnectionRecord, room: str) -> str | None:
         return None
@@ -457,14 +472,14 @@ def test_a_failing_removal_is_counted_and_the_rest_go_on(world: World) -> None:
     for cid, user in (("a", "u1"), ("b", "u2"), ("c", "u3"), ("d", "u4")):
         world.registry.add(cid, user, "lobby")
     world.gateway.outcomes.update(b=Outcome.GONE, c=Outcome.GONE)
-    remove = world.presence.remove
+    removal = world.presence.removal
 
-    def flaky(cid: str) -> list[Announcement] | None:
+    def flaky(cid: str) -> Removal | None:
         if cid == "b":
             raise throttling()
-        return remove(cid)
+        return removal(cid)
 
-    world.presence.remove = flaky  # type: ignore[method-assign]
+    world.presence.removal = flaky  # type: ignore[method-assign]
     reply = world.send("a", {"action": "sendRoom", "room": "lobby", "text": "hi"})
     assert reply["gone"] == 2 and world.registry.get("b") is not None
     assert world.presence_seen("d") == [("leave", "u3")]

@@ -154,6 +154,105 @@ def test_the_connection_cap_refuses_the_handshake(clock: Clock, gateway: FakeGat
     assert [connect(sb, clock, f"c{n}", "u_1") for n in range(3)] == [200, 200, 429]
 
 
+def last_reply(
+    sb: Switchboard, gateway: FakeGateway, cid: str, frame: dict[str, Any]
+) -> dict[str, Any]:
+    """The last frame ``frame`` made reach ``cid`` (a resume's ``resumed`` after its replay)."""
+    sb.on_message(message_event(cid, frame))
+    return gateway.frames(cid)[-1]
+
+
+def test_a_resume_frame_is_capped_in_streams_and_messages(
+    clock: Clock, gateway: FakeGateway
+) -> None:
+    sb = memory.switchboard(
+        clock,
+        gateway,
+        message_rate=1000.0,
+        message_burst=1000,
+        replay_max_streams=2,
+        replay_max_messages=5,
+    )
+    connect(sb, clock, "a", "u_1")
+    for room in ("x", "y", "z"):
+        assert send(sb, gateway, "a", {"action": "join", "room": room})["type"] == "ack"
+        for n in range(4):
+            sb.message_log.append(f"room:{room}", {"type": "message", "text": str(n)})
+    streams = {"room:x": 0, "room:y": 0, "room:z": 0}
+    resumed = last_reply(sb, gateway, "a", {"action": "resume", "streams": streams})["streams"]
+    # Each stream: the enter (seq 1) and 4 messages. 5 messages per frame, 2 streams.
+    assert resumed["room:x"]["replayed"] == 5 and resumed["room:x"]["truncated"] is False
+    assert isinstance(resumed["room:y"].pop("epoch"), str)
+    assert resumed["room:y"] == {
+        "after": 0,
+        "last": 5,
+        "replayed": 0,
+        "truncated": True,
+        "next": 1,
+    }
+    assert resumed["room:z"]["refused"] == "at most 2 streams per resume frame"
+    replayed = [m for f in gateway.frames("a") if f["type"] == "replay" for m in f["messages"]]
+    assert len(replayed) == 5
+
+
+def test_a_resume_over_the_users_replay_budget_is_refused_at_once(
+    clock: Clock, gateway: FakeGateway
+) -> None:
+    sb = memory.switchboard(
+        clock, gateway, replay_max_messages=100, replay_burst=150, replay_rate=10.0
+    )
+    connect(sb, clock, "a", "u_1")
+    connect(sb, clock, "b", "u_1")
+    for cid in ("a", "b"):
+        assert send(sb, gateway, cid, {"action": "join", "room": "x"})["type"] == "ack"
+    for n in range(120):
+        sb.message_log.append("room:x", {"type": "message", "text": str(n)})
+    resume = {"action": "resume", "streams": {"room:x": 0}}
+    assert last_reply(sb, gateway, "a", resume)["type"] == "resumed"  # 100 of 150 replayed
+    before = len(gateway.frames("b"))
+    refused = send(sb, gateway, "b", resume)  # the same user on another connection
+    assert refused["code"] == "rate_limited" and refused["retryAfterMs"] == 5000
+    assert len(gateway.frames("b")) == before + 1  # the error only: nothing replayed
+
+
+@pytest.mark.parametrize(("leave_cost", "most"), [(1, 1200), (10, 300)])
+def test_presence_toggles_in_a_20_member_room_cost_a_bounded_number_of_posts(
+    clock: Clock, gateway: FakeGateway, leave_cost: int, most: int
+) -> None:
+    """#22 item 3: 60 join/leave toggles, one frame per 0.1 s (the sustained frame rate), in
+    a room of 20. With a leave at one token every toggle reaches the 19 others (the review
+    counted 1,410 posts); at LEAVE_FRAME_COST=10 most leaves wait for their tokens."""
+    sb = memory.switchboard(clock, gateway, leave_frame_cost=leave_cost)
+    for n in range(19):
+        connect(sb, clock, f"m{n}", f"u_m{n}")
+        assert send(sb, gateway, f"m{n}", {"action": "join", "room": "r"})["type"] == "ack"
+    connect(sb, clock, "t", "u_t")
+    assert send(sb, gateway, "t", {"action": "join", "room": "r"})["type"] == "ack"
+    clock.now += 5.0  # a full bucket
+    before = sum(len(posts) for posts in gateway.sent.values())
+    for n in range(60):
+        sb.on_message(
+            message_event("t", {"action": "leave" if n % 2 == 0 else "join", "room": "r"})
+        )
+        clock.now += 0.1
+    posts = sum(len(posts) for posts in gateway.sent.values()) - before
+    assert posts == most if leave_cost == 1 else posts <= most, posts
+
+
+def test_a_resume_to_a_client_that_does_not_read_stops_at_the_first_failed_post(
+    clock: Clock, gateway: FakeGateway
+) -> None:
+    sb = memory.switchboard(clock, gateway)
+    connect(sb, clock, "a", "u_1")
+    assert send(sb, gateway, "a", {"action": "join", "room": "x"})["type"] == "ack"
+    for n in range(50):
+        sb.message_log.append("room:x", {"type": "message", "text": str(n)})
+    gateway.outcomes["a"] = Outcome.THROTTLED  # its buffer is full: 429 after the retries
+    before = len(gateway.endpoints)
+    sb.on_message(message_event("a", {"action": "resume", "streams": {"room:x": 0}}))
+    assert len(gateway.endpoints) - before == 2  # one replayed post and the resumed frame
+
+
 # --- events (issue #24) --------------------------------------------------------------------
 
 
