@@ -90,7 +90,8 @@ def _load_before() -> Any:
 
 @contextmanager
 def _transport_class(cls: Any) -> Iterator[None]:
-    import chalicelib.management_api as gateway_module
+    # management_api imports the transport class from here when it first posts.
+    import chalicelib.transport as gateway_module
 
     original = gateway_module.AsyncConnectionsTransport
     gateway_module.AsyncConnectionsTransport = cls

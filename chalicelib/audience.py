@@ -47,6 +47,10 @@ class Audience:
         """The whole audience of a new message to ``scope``/``name``, read lazily."""
         return cls(registry, queries_for(registry, scope, name))
 
+    def start(self) -> None:
+        """Start reading the registry now, before the caller iterates (``Sweep.start``)."""
+        self._sweep.start()
+
     def __iter__(self) -> Iterator[Target]:
         while self._targets:
             yield self._targets.popleft()

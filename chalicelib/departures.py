@@ -138,6 +138,10 @@ class Departures:
             event="presence", room=room, change=announcement.event, userId=announcement.user_id
         ) as record:
             try:
+                # The room's members are read beside the event's log writes (a room over the
+                # cap wastes that one Query; it sends nothing).
+                audience = Audience.of(self._registry, Scope.ROOM, room)
+                audience.start()
                 frame = self._presence.log_event(announcement)
                 if frame is None:
                     record["outcome"] = "over_cap"
@@ -153,7 +157,7 @@ class Departures:
                 )
                 report = self._broadcaster.fan_out(
                     # Members who may not see presence (permissions: ``quiet``) are skipped.
-                    (t for t in Audience.of(self._registry, Scope.ROOM, room) if not t.quiet),
+                    (t for t in audience if not t.quiet),
                     protocol.encode(frame),
                     exclude=announcement.exclude,
                     scope="presence",

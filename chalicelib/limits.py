@@ -28,6 +28,20 @@ limit kept in a process would bind one container, not the user. The limits:
   over the limit. ``rateTat`` only ever grows, so a frame needs at most two writes, never a
   retry loop, and the conditions make the bucket exact however many containers share it.
 
+  Which branch to try first is guessed from the ``rateTat`` this container last saw for the
+  connection: one past ``now`` means the bucket is still part-drained (it only grows), so the
+  second branch goes first; nothing seen, or a time already past, means a full bucket. Within
+  one container the guess is always right (one write per frame, a ping's keepalive included);
+  a frame that reaches a container which has not seen the connection's last frames, while its
+  bucket is part-drained, pays the failed first write (both writes are billed).
+
+  The bucket's write also reads the connection: it returns the item as it leaves it
+  (``ReturnValues=ALL_NEW``; a refusal returns it as it was), and that is the frame's sender
+  (user, rooms, role, token expiry) for the dispatch, which so needs no GetItem. DynamoDB
+  charges nothing for the returned item (UpdateItem API reference, "ReturnValues": "There is
+  no additional cost associated with requesting a return value aside from the small network
+  and processing overhead of receiving a larger response").
+
   A ``leave`` takes ``LEAVE_FRAME_COST`` tokens (a cost ``c`` conforms while ``max(rateTat,
   now) + c`` intervals ``<= now + tau +`` one interval): each join/leave toggle fans a presence
   event out to the whole room and logs it in the room's stream, so toggling is made about
@@ -88,6 +102,8 @@ from chalicelib.table import (
 )
 
 _MICROS = 1_000_000
+# Connections whose last rateTat a container remembers (a dict of ints: well under 1 MB).
+_SEEN_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,11 @@ class Verdict:
     error: str | None = None
     # What ran out, for the error frame's message.
     what: str = "too many frames on this connection"
+    # What the bucket's write says of its item: ``known`` is True when DynamoDB answered for
+    # it, which is then ``connection`` (the item as the write left it, or as it was on a
+    # refusal; None: no such item).
+    known: bool = False
+    connection: Item | None = None
 
     def frame(self, ref: protocol.Ref) -> dict[str, Any]:
         """The ``rate_limited`` error frame for a refused frame."""
@@ -128,6 +149,8 @@ class Limits:
         self._replay = Bucket.of(
             "replayTat", settings.replay_rate, settings.replay_burst, create=True
         )
+        # The rateTat this container last saw per connection: which branch to try first.
+        self._seen: dict[str, int] = {}
 
     @classmethod
     def over(cls, registry: Registry, settings: Settings) -> Limits:
@@ -199,23 +222,26 @@ class Limits:
         connection of the user already holds is no new room. Raises botocore's errors."""
         if room in conn.rooms:
             return None
-        rooms = set(conn.rooms) | self.user_rooms(conn.user_id)
+        rooms = set(conn.rooms) | self.user_rooms(conn.user_id, skip=conn.connection_id)
         if room in rooms or len(rooms) < self.max_rooms:
             return None
         return f"at most {self.max_rooms} rooms per user, across all of its connections"
 
-    def user_rooms(self, user_id: str) -> set[str]:
-        """The distinct rooms of the user's live connections. Rooms of connections a batch
-        read leaves unprocessed are unknown: counting without them lets the join in, the same
-        direction as every other failure of a limit."""
+    def user_rooms(self, user_id: str, skip: str | None = None) -> set[str]:
+        """The distinct rooms of the user's live connections but ``skip`` (one whose rooms
+        the caller holds: a user with no other connection costs the Query alone, no batch
+        read). Rooms of connections a batch read leaves unprocessed are unknown: counting
+        without them lets the join in, the same direction as every other failure of a limit."""
         ids = [
             str(item["connectionId"])
             for item in query_all(
                 self._table, self._user_query(user_id, projection=("connectionId",))
             )
-            if "connectionId" in item
+            if "connectionId" in item and item["connectionId"] != skip
         ]
         rooms: set[str] = set()
+        if not ids:
+            return rooms
         now = self._table.now()
         for item in self._table.batch_get([keys.conn_key(c) for c in ids], ("rooms", TTL)):
             if live(item, now):
@@ -226,9 +252,31 @@ class Limits:
 
     def take_frame(self, connection_id: str, cost: int = 1) -> Verdict:
         """Take ``cost`` tokens (a ``leave`` takes ``LEAVE_FRAME_COST``) from the connection's
-        bucket: at most two conditional UpdateItems. An unknown connection passes (the
-        dispatch answers ``not_found``); a DynamoDB error passes too, with ``error`` set."""
-        return self._frames.take(self._table, keys.conn_key(connection_id), cost, self._now_us())
+        bucket: one conditional UpdateItem when this container guessed the branch, two when
+        not. The verdict carries the connection item (``known``, ``connection``). An unknown
+        connection passes (the dispatch answers ``not_found``); a DynamoDB error passes too,
+        with ``error`` set and nothing known of the connection."""
+        now = self._now_us()
+        seen = self._seen.get(connection_id)
+        verdict = self._frames.take(
+            self._table,
+            keys.conn_key(connection_id),
+            cost,
+            now,
+            drained=seen is not None and seen > now,  # rateTat only grows: still past now
+        )
+        if verdict.known:
+            item = verdict.connection
+            self._remember(connection_id, None if item is None else _tat(item, "rateTat"))
+        return verdict
+
+    def _remember(self, connection_id: str, tat: int | None) -> None:
+        if tat is None:
+            self._seen.pop(connection_id, None)  # no such connection
+            return
+        if len(self._seen) >= _SEEN_MAX and connection_id not in self._seen:
+            self._seen.clear()  # a guess lost is one extra write at worst
+        self._seen[connection_id] = tat
 
     # --- replay per user ------------------------------------------------------------------
 
@@ -321,44 +369,58 @@ class Bucket:
         return (self.burst - 1) * self.interval
 
     def take(
-        self, table: Table, key: ItemKey, cost: int, now: int, also: Item | None = None
+        self,
+        table: Table,
+        key: ItemKey,
+        cost: int,
+        now: int,
+        also: Item | None = None,
+        drained: bool = False,
     ) -> Verdict:
+        """``drained``: try the part-drained branch first (the caller saw a ``tat`` past
+        ``now``). Each write returns the item (as left on success, as it was on a refusal)."""
         # A cost over the burst could never conform: it takes the whole bucket instead.
         inc = max(1, min(cost, self.burst)) * self.interval
         ceiling = now + self.tau + self.interval - inc  # the latest tat that still conforms
         attr = Attr(self.attribute)
         exists = None if self.create else Attr("PK").exists()
+        full = attr.not_exists() | attr.lte(now)
+        partly = attr.gt(now) & attr.lte(ceiling)
+        old: Item = {}
         try:
-            # Each step answers None (the update applied: tokens taken), {} (no such item)
-            # or the item that failed the condition.
-            full = attr.not_exists() | attr.lte(now)
-            old = self._conditional(
-                table,
-                key,
-                Update(set={self.attribute: now + inc, **(also or {})}),
-                full if exists is None else exists & full,
-            )
-            if not old:
-                return ALLOWED
-            tat = _tat(old, self.attribute)  # > now, or the refill would have applied
-            if tat <= ceiling:
-                partly = attr.gt(now) & attr.lte(ceiling)
-                old = self._conditional(
-                    table,
-                    key,
-                    Update(set=dict(also or {}), add={self.attribute: inc}),
-                    partly if exists is None else exists & partly,
-                )
-                if not old:
-                    return ALLOWED
-                tat = _tat(old, self.attribute)  # grew past the ceiling meanwhile
+            for _ in range(3):  # a third write only when another frame moved tat between two
+                if drained:
+                    update = Update(set=dict(also or {}), add={self.attribute: inc})
+                    condition = partly
+                else:
+                    update = Update(set={self.attribute: now + inc, **(also or {})})
+                    condition = full
+                if exists is not None:
+                    condition = exists & condition
+                new, old = self._conditional(table, key, update, condition)
+                if new is not None:  # tokens taken: the item as the write left it
+                    return Verdict(True, known=True, connection=new)
+                if not old:  # no such item (a bucket that may not create one)
+                    return Verdict(True, known=True)
+                tat = _tat(old, self.attribute)
+                if tat > ceiling:
+                    break  # over the limit
+                if drained == (tat > now):
+                    # The item failed the condition of the branch it calls for: no item
+                    # reaches here (the condition was evaluated on it); fail open.
+                    return Verdict(True, known=True, connection=old)
+                drained = tat > now
+            else:
+                return Verdict(True, known=True, connection=old)  # raced thrice: let it go
         except (ClientError, BotoCoreError) as exc:
             return Verdict(True, error=error_code(exc))
         # How long from the moment of refusal, not from ``now``: a frame whose writes waited
         # (other frames of the connection ran meanwhile) would otherwise overstate it.
         later = round(table.now() * _MICROS)
         wait = tat + inc - (later + self.tau + self.interval)
-        return Verdict(False, retry_after_ms=max(1, math.ceil(wait / 1000)))
+        return Verdict(
+            False, retry_after_ms=max(1, math.ceil(wait / 1000)), known=True, connection=old
+        )
 
     def refund(self, table: Table, key: ItemKey, cost: int) -> None:
         """Move ``tat`` back by ``cost`` tokens (an ADD of a negative number). A ``tat`` moved
@@ -374,12 +436,18 @@ class Bucket:
             pass  # see Limits.refund_replay
 
     @staticmethod
-    def _conditional(table: Table, key: ItemKey, update: Update, condition: Any) -> Item | None:
+    def _conditional(
+        table: Table, key: ItemKey, update: Update, condition: Any
+    ) -> tuple[Item | None, Item]:
+        """(the item after the update, {}) when it applied; (None, the item as it was, or {}
+        when there is none) when its condition failed."""
         try:
-            table.update(key, update, condition=condition, old_on_failure=True)
+            new = table.update(
+                key, update, condition=condition, returns="ALL_NEW", old_on_failure=True
+            )
         except ConditionFailed as failed:
-            return failed.old or {}
-        return None
+            return None, failed.old or {}
+        return new or {}, {}
 
 
 def _tat(item: Item, attribute: str) -> int:

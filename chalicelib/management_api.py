@@ -18,7 +18,7 @@ import enum
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -28,7 +28,9 @@ from chalicelib.aws_errors import error_code
 from chalicelib.protocol import MAX_PAYLOAD_BYTES
 from chalicelib.rate_control import RATE_CONTROLS, AimdRate
 from chalicelib.registry import Target
-from chalicelib.transport import AsyncConnectionsTransport, HttpResponse
+
+if TYPE_CHECKING:  # imported on the first post: h11 and asyncio are not a cold start's cost
+    from chalicelib.transport import AsyncConnectionsTransport, HttpResponse
 
 TRANSPORTS = ("async", "boto3")
 
@@ -74,6 +76,8 @@ def classify(error: ClientError) -> Outcome:
 
 
 def _response_outcome(result: HttpResponse | Exception) -> Outcome:
+    from chalicelib.transport import HttpResponse
+
     if isinstance(result, HttpResponse):
         return outcome_of(result.error_code(), result.status_code)
     return Outcome.FAILED
@@ -210,6 +214,8 @@ class ManagementApi:
         if self._transport is None:
             with self._lock:
                 if self._transport is None:
+                    from chalicelib.transport import AsyncConnectionsTransport
+
                     session = self._session or boto3.session.Session()
                     credentials = session.get_credentials()
                     if credentials is None:

@@ -78,6 +78,9 @@ class Announcement:
     user_id: str
     exclude: str | None = None
     info: dict[str, Any] | None = None  # an enter's member info (the token's info claim)
+    # Whether the room is small enough for events, when the caller already knows (a join
+    # reads it beside its transaction); None: ``log_event`` reads it.
+    small: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,18 @@ class Presence:
         """True when ``room`` has at most ``max_members`` users: small enough for events."""
         return self._store.small(room, self._max_members)
 
+    def small_with(self, room: str, user_id: str) -> bool:
+        """``small`` as it is with ``user_id`` present: read beside a join's transaction (so
+        its enter needs no Query after it), which may commit before or after this read, so
+        the joining user is counted whether the read sees them or not."""
+        others = 0
+        for user, _ in self._store.users(room, page=self._max_members + 1):
+            if user != user_id:
+                others += 1
+                if others + 1 > self._max_members:
+                    return False
+        return others + 1 <= self._max_members
+
     # --- events ---------------------------------------------------------------------------
 
     def log_event(self, announcement: Announcement) -> dict[str, Any] | None:
@@ -179,7 +194,8 @@ class Presence:
         ``seq``) for the caller to fan out to the room, or None when the room is over
         ``max_members`` (no events). Raises ``LogWriteError`` and registry errors."""
         room = announcement.room
-        if not self.small(room):
+        small = announcement.small if announcement.small is not None else self.small(room)
+        if not small:
             return None
         return self._log.append(
             protocol.stream_name(Scope.ROOM, room),

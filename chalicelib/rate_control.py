@@ -20,10 +20,13 @@ event loop and releases them at the rate, one timer for all of them.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the event loop is the transport's, imported when it first posts
+    import asyncio
 
 RATE_CONTROLS = ("aimd", "off")  # FANOUT_RATE_CONTROL: pace by AIMD, or not at all
 
@@ -103,6 +106,8 @@ class Pacer:
 
     async def acquire(self) -> float:
         """Wait for this post's turn; the send time to give ``on_throttle`` if it is a 429."""
+        import asyncio  # cached after the first post
+
         if not self._waiters and self.rate.take() == 0.0:
             return self.rate.now()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -113,6 +118,8 @@ class Pacer:
         return self.rate.now()
 
     def _release(self) -> None:
+        import asyncio  # cached after the first post
+
         self._timer = None
         waiters = self._waiters
         while waiters:

@@ -68,6 +68,7 @@ __all__ = [
     "RoomLimitReached",
     "Sweep",
     "Target",
+    "record_of",
     "shard_of",
 ]
 
@@ -228,6 +229,11 @@ class Sweep:
     def queries(self) -> list[QuerySpec]:
         return list(self._queries)
 
+    def start(self) -> None:
+        """Send the first page of every Query now (idempotent): a send starts reading its
+        audience while it writes the log, so the two round trips overlap."""
+        self._start()
+
     def __iter__(self) -> Iterator[Target]:
         self._start()
         while self._buffer or self._inflight:
@@ -267,6 +273,26 @@ class Sweep:
         self._inflight.clear()
         self._open = [False] * len(self._queries)
         return targets, unread
+
+
+def record_of(connection_id: str, item: Item | None, now: float) -> ConnectionRecord | None:
+    """The live connection a connection item describes (None: no item, or past its ttl).
+    Any read or write that returns the item (a GetItem, or the rate limit's UpdateItem with
+    ``ReturnValues=ALL_NEW``) gives the same record."""
+    if not item or not live(item, now):
+        return None
+    return ConnectionRecord(
+        connection_id=str(item.get("connectionId", connection_id)),
+        user_id=str(item.get("userId", "")),
+        connected_at=int(item.get("connectedAt", 0)),
+        ttl=int(item.get(TTL, 0)),
+        endpoint=item.get("endpoint"),
+        role=item.get("role"),
+        rooms=frozenset(item.get("rooms", set())),
+        token_expires_at=int(item["tokenExp"]) if item.get("tokenExp") is not None else None,
+        info=parse_info(item.get("info")),
+        **_permission_fields(item),
+    )
 
 
 def _room_condition(room: str, max_rooms: int | None) -> Any:
@@ -600,21 +626,7 @@ class Registry:
 
     def get(self, connection_id: str) -> ConnectionRecord | None:
         """The live connection, or None if unknown or expired."""
-        item = self._table.get(keys.conn_key(connection_id))
-        if not item or not live(item, self._table.now()):
-            return None
-        return ConnectionRecord(
-            connection_id=str(item.get("connectionId", connection_id)),
-            user_id=str(item.get("userId", "")),
-            connected_at=int(item.get("connectedAt", 0)),
-            ttl=int(item.get(TTL, 0)),
-            endpoint=item.get("endpoint"),
-            role=item.get("role"),
-            rooms=frozenset(item.get("rooms", set())),
-            token_expires_at=int(item["tokenExp"]) if item.get("tokenExp") is not None else None,
-            info=parse_info(item.get("info")),
-            **_permission_fields(item),
-        )
+        return record_of(connection_id, self._table.get(keys.conn_key(connection_id)), self.now())
 
     def user_connections(self, user_id: str) -> Iterator[Target]:
         return self._targets(self.user_query(user_id))

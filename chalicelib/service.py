@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
@@ -51,7 +51,7 @@ from chalicelib.errors import (
     reject_unknown_query,
 )
 from chalicelib.idempotency import AlreadySent, Claim, SendLedger
-from chalicelib.limits import Limits, SlotClaim
+from chalicelib.limits import Limits, SlotClaim, Verdict
 from chalicelib.management_api import ManagementApi, Outcome
 from chalicelib.message import Message
 from chalicelib.message_log import MessageLog
@@ -67,6 +67,7 @@ from chalicelib.registry import (
     NotConnected,
     Registry,
     RoomLimitReached,
+    record_of,
 )
 from chalicelib.replay import Bounds, Replayer
 from chalicelib.ws_event import WsEvent
@@ -135,6 +136,8 @@ class Switchboard:
             settings.admin_role,
             clock=registry.now,
         )
+        # Writes a handler starts beside its fan-out and waits for before it answers.
+        self._side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="side")
         # Whether a room's sends may, must or must not be ephemeral: the namespace's
         # ``ephemeral`` option, unless a caller gives its own rule.
         self.ephemeral_rule: RuleFor = ephemeral_rule or self._namespace_ephemeral
@@ -266,7 +269,7 @@ class Switchboard:
                 flush_quietly(self.events, record)
                 return HttpResult(200)
             try:
-                frame = self._dispatch(event, command, record)
+                frame = self._dispatch(event, command, record, verdict)
             except AlreadySent as exc:  # a retried send: the original's ack, nothing sent
                 record["outcome"] = "AlreadySent"
                 frame = exc.frame(command.ref)
@@ -285,15 +288,26 @@ class Switchboard:
             flush_quietly(self.events, record)
             return HttpResult(200)
 
+    def _sender(self, connection_id: str, verdict: Verdict) -> ConnectionRecord | None:
+        """The frame's sender: the item the rate limit's write returned, or (when the limit
+        could not answer) a GetItem."""
+        if verdict.known:
+            return record_of(connection_id, verdict.connection, self.registry.now())
+        return self.registry.get(connection_id)
+
     def _dispatch(
-        self, event: WsEvent, command: protocol.Command, record: dict[str, Any]
+        self,
+        event: WsEvent,
+        command: protocol.Command,
+        record: dict[str, Any],
+        verdict: Verdict,
     ) -> Frame | None:
         """One command's reply frame. Every command but ping acts for a registered connection;
         a send's ``PayloadTooLarge`` and registry errors are left to ``on_message``."""
         # Without auth there is no token to expire: a ping needs no registry read then.
         if isinstance(command, protocol.Ping) and self.settings.auth_mode == "none":
             return protocol.pong_frame(command.ref)
-        conn = self.registry.get(event.connection_id)
+        conn = self._sender(event.connection_id, verdict)
         if conn is not None and conn.token_expired(self.registry.now()):
             self._expire(event, conn, command, record)
             return None
@@ -412,7 +426,16 @@ class Switchboard:
         )
         if refusal is not None:
             raise Forbidden(refusal)
-        self.announce(self._enter(conn, command.room, checked.grant))
+        # The others hear of the enter before the joiner's ack: a client that sends on its
+        # ack must not see its message logged ahead of its own enter (the e2e presence and
+        # resume tests hold the room's log to that order). Whether the room is small enough
+        # for events is read beside the membership's writes (an enter needs it; a user already
+        # present wastes one small Query).
+        sizing = self._side.submit(self.presence.small_with, command.room, conn.user_id)
+        entered = self._enter(conn, command.room, checked.grant)
+        if entered is not None:
+            entered = replace(entered, small=_result_or_none(sizing))
+        self.announce(entered)
         return protocol.ack_frame(command.ref, 0, 0, room=command.room, joined=True)
 
     def _enter(
@@ -776,8 +799,12 @@ class Switchboard:
         if message.ephemeral:
             record["ephemeral"] = True
             return message, self._fan_out_ephemeral(scope, name, message, record, conn)
-        message = self._log(scope, name, message, record, client_msg_id)
-        report = self._fan_out(scope, name, message, record, conn.connection_id)
+        audience = self._audience(scope, name)
+        message, done = self._log(scope, name, message, record, client_msg_id)
+        try:
+            report = self._fan_out(scope, name, message, record, conn.connection_id, audience)
+        finally:
+            done()
         return message, report
 
     def _ephemeral(
@@ -811,6 +838,19 @@ class Switchboard:
         metrics.emit_report(report, scope.value, ephemeral=True, hop=0)
         return report
 
+    def _audience(self, scope: Scope, name: str | None) -> Audience:
+        """A message's audience with its first registry read already on its way: the read
+        runs beside the log's writes (nothing it returns depends on them), so a send waits
+        for the longer of the two, not their sum. A member who joins during those writes may
+        miss the live copy; the join's resume has it, as for any join racing a send."""
+        audience = Audience.of(self.registry, scope, name)
+        if scope is not Scope.ALL:
+            # Not a broadcast's 8 shard Queries: its read already overlaps its seconds of
+            # posting, and 8 reads ahead of a log write that may fail are not worth one round
+            # trip; its queries start when the fan-out does (and hand on unread if it stops).
+            audience.start()
+        return audience
+
     def _fan_out(
         self,
         scope: Scope,
@@ -818,11 +858,12 @@ class Switchboard:
         message: Message,
         record: dict[str, Any],
         exclude: str | None = None,
+        audience: Audience | None = None,
     ) -> Report:
-        """Fan a logged message out to its audience; then the continuation policy (when there
-        is a queue) takes what the deadline left, and the connections found gone are removed
-        and their leaves announced. One EMF metrics line."""
-        audience = Audience.of(self.registry, scope, name)
+        """Fan a logged message out to its audience (read now unless given); then the
+        continuation policy (when there is a queue) takes what the deadline left, and the
+        connections found gone are removed and their leaves announced. One EMF metrics line."""
+        audience = audience or Audience.of(self.registry, scope, name)
         report = self.broadcaster.fan_out(
             audience, protocol.encode(message.to_frame()), exclude=exclude, scope=scope.value
         )
@@ -879,9 +920,10 @@ class Switchboard:
         message: Message,
         record: dict[str, Any],
         client_msg_id: str | None = None,
-    ) -> Message:
+    ) -> tuple[Message, Callable[[], None]]:
         """Store ``message`` in its stream before anyone gets it; the message as logged, with
-        ``stream`` and ``seq``. Raises ``LogWriteError``: then nothing may be sent; with a
+        ``stream`` and ``seq``, and what to call once it is fanned out (it waits for the send
+        record's update). Raises ``LogWriteError``: then nothing may be sent; with a
         ``client_msg_id`` used before, ``DuplicateSend`` (idempotency.py): nothing either."""
         stream = protocol.stream_name(scope, name)
         claim: Claim | None = None
@@ -895,13 +937,24 @@ class Switchboard:
                 self.sends.release(claim)  # nothing was sent: a retry may send
             raise
         record.update(stream=logged["stream"], seq=logged["seq"])
-        if claim is not None:
+        if claim is None:
+            logged_message = message.logged(
+                str(logged["stream"]), int(logged["seq"]), str(logged["epoch"])
+            )
+            return logged_message, _nothing
+        # The claim's id and seq are written beside the fan-out, not before it: the message
+        # is logged, so it goes out either way; the handler waits for the write before it
+        # answers (``done``), so a repeat after the ack always finds the original's seq.
+        completing = self._side.submit(self.sends.complete, claim, logged)
+
+        def done() -> None:
             try:
-                self.sends.complete(claim, logged)
-            except Exception as exc:  # noqa: BLE001 - logged: send it all the same
+                completing.result()
+            except Exception as exc:  # noqa: BLE001 - logged: sent all the same
                 # A repeat meets a pending claim ("retry") until it is stale.
                 record["idempotency"] = classify(exc).detail
-        return message.logged(str(logged["stream"]), int(logged["seq"]), str(logged["epoch"]))
+
+        return message.logged(str(logged["stream"]), int(logged["seq"]), str(logged["epoch"])), done
 
     def _may_broadcast(self, conn: ConnectionRecord) -> bool:
         return self.settings.auth_mode == "none" or conn.role == self.settings.admin_role
@@ -964,16 +1017,18 @@ class Switchboard:
         room = name if scope is Scope.ROOM else None
         message = Message.of(sender.user_id, scope, content, room)
         with log.event_log(event="http_push", scope=scope.value) as record:
+            audience = self._audience(scope, name)
             try:
-                message = self._log(scope, name, message, record, client_msg_id)
+                message, done = self._log(scope, name, message, record, client_msg_id)
             except AlreadySent as exc:  # a retried push: the original answer, nothing sent
                 record["outcome"] = "AlreadySent"
                 return {**exc.answer(), "recipients": 0}
             try:
-                report = self._fan_out(scope, name, message, record)
+                report = self._fan_out(scope, name, message, record, audience=audience)
                 if scope is Scope.USER:
                     self._undelivered(message, name, report)
             finally:
+                done()
                 # The caller waits for this answer, connected clients do not: flush here
                 # (also when the fan-out failed: what it pruned was removed all the same).
                 flush_quietly(self.events, record)
@@ -1056,6 +1111,18 @@ class Switchboard:
             raise NotFound(f"connection {connection_id} not found")
         if outcome not in (Outcome.DELIVERED, Outcome.GONE):
             raise RuntimeError(f"closing the connection failed: {outcome.value}")
+
+
+def _result_or_none(future: Future[bool]) -> bool | None:
+    """A side read's answer; None when it failed (the caller reads again)."""
+    try:
+        return future.result()
+    except Exception:  # noqa: BLE001 - the announcement reads the size itself then
+        return None
+
+
+def _nothing() -> None:
+    """Nothing left to wait for (a send without a ``clientMsgId``)."""
 
 
 def _ack(ref: protocol.Ref, message: Message, report: Report) -> Frame:

@@ -17,6 +17,7 @@ removes its registry item. Nothing reaches AWS: dummy credentials, local endpoin
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -141,7 +142,9 @@ def _child(unpacked: str) -> dict[str, Any]:
         assert len(logged) == 1, f"expected the one message in the log, found {len(logged)}"
 
     root = os.path.realpath(unpacked) + os.sep
-    origins = {name: getattr(sys.modules.get(name), "__file__", None) for name in FROM_ZIP}
+    # Some are imported only when first used (PyJWT with AUTH_MODE=jwt, the transport at the
+    # first post: a cold start's cost): import each now, to see where it comes from.
+    origins = {name: getattr(importlib.import_module(name), "__file__", None) for name in FROM_ZIP}
     outside = {
         k: v for k, v in origins.items() if not v or not os.path.realpath(v).startswith(root)
     }

@@ -44,6 +44,7 @@ flag                       default                 meaning
                                                    ``TimeToLiveAttribute``; ``_`` keys ignored)
 ``--table-env``            ``CONNECTIONS_TABLE``   env var holding the table name
 ``--dynamodb-endpoint``    (embedded moto)         use an existing DynamoDB (table still created)
+``--dynamodb-latency-ms``  ``0``                   hold every embedded-DynamoDB call this long
 ``--idle-timeout``         ``600``                 seconds without frames before close 1001
 ``--max-duration``         ``7200``                connection lifetime in seconds (close 1001)
 ``--integration-timeout``  ``29``                  handler timeout (504 on connect, frame after)

@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use this DynamoDB endpoint instead of the embedded one (table still created)",
     )
+    g.add_argument(
+        "--dynamodb-latency-ms",
+        type=float,
+        default=0.0,
+        help="hold every embedded-DynamoDB call this long (AWS-like round trips, e.g. 5)",
+    )
     g = p.add_argument_group("API Gateway limits")
     g.add_argument(
         "--idle-timeout",
@@ -361,8 +367,12 @@ def banner(gateway: LocalGateway) -> str:
         f"  @connections    {urls.management}/@connections/{{connectionId}}",
         "  REST API        %s" % (urls.rest or "(disabled)"),
         *([f"  Demo page       {urls.rest}/"] if urls.rest else []),
-        "  DynamoDB        {}{}".format(
-            urls.dynamodb, f"  table {gateway.table_name}" if gateway.table_name else ""
+        "  DynamoDB        {}{}{}".format(
+            urls.dynamodb,
+            f"  table {gateway.table_name}" if gateway.table_name else "",
+            f"  +{gateway.dynamodb_latency_ms:g} ms per call"
+            if gateway.dynamodb_latency_ms
+            else "",
         ),
         f"  AUTH_MODE       {auth}",
     ]
@@ -431,6 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--base-path needs --custom-domain")
     if args.account_burst is not None and (args.account_rps is None or args.account_burst < 1):
         parser.error("--account-burst needs --account-rps and must be at least 1")
+    if args.dynamodb_latency_ms < 0:
+        parser.error("--dynamodb-latency-ms must be >= 0")
+    if args.dynamodb_latency_ms and args.dynamodb_endpoint:
+        parser.error("--dynamodb-latency-ms applies to the embedded DynamoDB only")
     try:
         env = app_environment(args)
     except (OSError, ValueError) as exc:
@@ -450,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         schema_path=args.schema,
         table_env=args.table_env,
         dynamodb_endpoint=args.dynamodb_endpoint,
+        dynamodb_latency_ms=args.dynamodb_latency_ms,
         region=args.region,
         auth_mode=args.auth_mode,
         env=env,

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -173,13 +174,38 @@ class FifoLock:
                 self._held = False
 
 
-class _SerializedMotoServer:
-    """moto's ``ThreadedMotoServer``, with requests serialised (see ``_Serialized``)."""
+class _Delayed:
+    """A WSGI app whose every request is held ``seconds`` before it is served.
 
-    def __init__(self, ip_address: str, port: int, verifier: SigV4Verifier) -> None:
+    DynamoDB answers in a few milliseconds from inside a region (single-digit ms, its
+    "Performance at any scale" claim); moto in-process answers in well under one, which hides
+    the cost of every sequential call. The wait comes before the serialising lock, so calls
+    made side by side wait side by side, as they would on DynamoDB.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], seconds: float) -> None:
+        self._app = app
+        self.seconds = seconds
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        if self.seconds > 0:
+            time.sleep(self.seconds)
+        return self._app(environ, start_response)
+
+
+class _SerializedMotoServer:
+    """moto's ``ThreadedMotoServer``, with requests serialised (see ``_Serialized``) and
+    optionally delayed (``_Delayed``)."""
+
+    def __init__(
+        self, ip_address: str, port: int, verifier: SigV4Verifier, latency_s: float = 0.0
+    ) -> None:
         self._ip_address = ip_address
         self._port = port
         self._verifier = verifier
+        self._latency_s = latency_s
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -195,7 +221,8 @@ class _SerializedMotoServer:
         from werkzeug.serving import make_server
 
         app = _SignedOnly(
-            _Serialized(DomainDispatcherApplication(create_backend_app)), self._verifier
+            _Delayed(_Serialized(DomainDispatcherApplication(create_backend_app)), self._latency_s),
+            self._verifier,
         )
         self._server = make_server(
             self._ip_address, self._port, app, threaded=True, request_handler=MotoRequestHandler
@@ -226,7 +253,8 @@ class EmbeddedDynamoDB:
     ``port=0`` picks a free port. moto keeps its data in module-level state shared by
     every moto server (and ``mock_aws``) in the process, so ``stop()`` resets it by
     default to keep runs independent. Only requests signed with ``credentials`` (default:
-    random for this instance) are served.
+    random for this instance) are served. ``latency_ms`` holds every request that long before
+    it is served (``--dynamodb-latency-ms``: AWS-like round trips).
     """
 
     def __init__(
@@ -236,7 +264,11 @@ class EmbeddedDynamoDB:
         region: str = "us-east-1",
         reset_on_stop: bool = True,
         credentials: Credentials | None = None,
+        latency_ms: float = 0.0,
     ) -> None:
+        if latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+        self.latency_ms = latency_ms
         self.host = host
         self.port = port
         self.region = region
@@ -261,7 +293,9 @@ class EmbeddedDynamoDB:
         verifier = SigV4Verifier(
             self.credentials, ("dynamodb", "sqs", "events", "sns"), self.region
         )
-        self._server = _SerializedMotoServer(self.host, self.port, verifier)
+        self._server = _SerializedMotoServer(
+            self.host, self.port, verifier, self.latency_ms / 1000.0
+        )
         self._server.start()
         log.info("embedded DynamoDB on %s", self.endpoint_url)
         return self.endpoint_url

@@ -182,6 +182,7 @@ class LocalGateway:
         schema_path: str | None = None,
         table_env: str = "CONNECTIONS_TABLE",
         dynamodb_endpoint: str | None = None,
+        dynamodb_latency_ms: float = 0.0,
         region: str | None = None,
         auth_mode: str | None = None,
         env: dict[str, str] | None = None,
@@ -211,6 +212,7 @@ class LocalGateway:
         self.schema_path = schema_path
         self.table_env = table_env
         self.dynamodb_endpoint = dynamodb_endpoint
+        self.dynamodb_latency_ms = dynamodb_latency_ms
         self.region = (
             region
             or os.environ.get("AWS_REGION")
@@ -418,7 +420,11 @@ class LocalGateway:
             dynamodb_url = self.dynamodb_endpoint
         else:
             self._dynamodb = EmbeddedDynamoDB(
-                host=self.host, port=0, region=self.region, credentials=self.credentials
+                host=self.host,
+                port=0,
+                region=self.region,
+                credentials=self.credentials,
+                latency_ms=self.dynamodb_latency_ms,
             )
             dynamodb_url = self._dynamodb.start()
 

@@ -130,6 +130,14 @@ def test_every_function_is_pinned_and_wired(packaged: Packager, stage_name: str)
     )
 
 
+def test_every_function_runs_on_arm64(packaged: Packager) -> None:
+    """The sizing model (docs/SCALE.md) picks arm64: the same pure-Python zip, a lower price."""
+    functions = resources(load_template(packaged("dev")), *FUNCTION_TYPES)
+    assert functions
+    for fid, function in functions.items():
+        assert function["Properties"].get("Architectures") == ["arm64"], fid
+
+
 def test_fan_out_functions_get_memory_and_time(packaged: Packager) -> None:
     functions = resources(load_template(packaged("dev")), *FUNCTION_TYPES)
     for fid in ("WebsocketMessage", "APIHandler"):

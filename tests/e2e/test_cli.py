@@ -18,7 +18,7 @@ from tests.e2e.helpers import ECHO_APP, REPO_ROOT
 
 FLAGS = [
     "--project-dir", "--stage", "--host", "--port", "--ws-port", "--no-rest", "--schema",
-    "--table-env", "--dynamodb-endpoint", "--region", "--auth-mode", "--env", "--idle-timeout",
+    "--table-env", "--dynamodb-endpoint", "--dynamodb-latency-ms", "--region", "--auth-mode", "--env", "--idle-timeout",
     "--max-duration", "--integration-timeout", "--send-buffer-limit", "--workers",
     "--latency-ms", "--throttle-rate", "--error-rate", "--fault-seed", "--log-level",
     "--custom-domain", "--base-path", "--write-env-file",

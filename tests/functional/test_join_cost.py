@@ -85,24 +85,23 @@ def h(registry: Registry, gateway: FakeGateway, fn: FakeLambda) -> Iterator[Harn
         app_module.reset_switchboard(None)
 
 
-# Every frame: the rate limit (one or two UpdateItems, left out here) and the connection
-# (GetItem). A join of a room new
-# to the user: the rooms-per-user cap (GSI1 Query + BatchGetItem), the join transaction
+# Every frame: the rate limit (one or two UpdateItems, left out here), whose write returns
+# the connection item (no GetItem since #26). A join of a room new to the user: the
+# rooms-per-user cap (GSI1 Query; a BatchGetItem only when the user has other connections),
+# the join transaction
 # (membership Put, connection Update, presence Update), and the enter event: the room-size
 # check (Query), the log (UpdateItem for the seq, PutItem for the event), the room's audience
 # (Query).
 OPEN_JOIN = {
     "UpdateItem": 1,
-    "GetItem": 1,
     "Query": 3,
-    "BatchGetItem": 1,
     "TransactWriteItems(Put+Update+Update)": 1,
     "PutItem": 1,
 }
 # ... and the authorizer's answer cached on the connection item.
 AUTHORIZER_JOIN = {**OPEN_JOIN, "UpdateItem": 2}
-# A send: the frame's two calls, the log's two writes, the audience Query.
-SEND = {"UpdateItem": 1, "GetItem": 1, "PutItem": 1, "Query": 1}
+# A send: the log's two writes, the audience Query (the frame's own read is folded in).
+SEND = {"UpdateItem": 1, "PutItem": 1, "Query": 1}
 
 
 def test_what_a_join_costs_in_each_namespace(h: Harness, calls: Calls, fn: FakeLambda) -> None:
@@ -144,4 +143,4 @@ def test_what_auto_join_adds_to_connect(h: Harness, calls: Calls, fn: FakeLambda
     # The first frame announces the three enters: the take (UpdateItem) and per room the
     # size check, the log's two writes and the audience Query.
     first = calls.measure(lambda: h.send("m", {"action": "ping"}))
-    assert first == {"UpdateItem": 1 + 3, "GetItem": 1, "Query": 6, "PutItem": 3}
+    assert first == {"UpdateItem": 1 + 3, "Query": 6, "PutItem": 3}

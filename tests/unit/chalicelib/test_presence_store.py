@@ -86,3 +86,21 @@ def test_presence_past_its_ttl_stops_counting(
     store.join(conn(registry, clock, "a", "u_a"), "lobby")
     clock.now += 7501  # its removal was lost: the ttl heals it
     assert store.members("lobby").count == 0
+
+
+def test_small_with_counts_a_joining_user_whether_or_not_the_read_sees_them(
+    mem: MemoryTable, registry: Registry, clock: Clock
+) -> None:
+    """A join reads the room's size beside its transaction, which may commit before or after
+    that read: the joining user counts once either way (issue #26, one round trip less)."""
+    from chalicelib.message_log import MessageLog
+    from chalicelib.presence import Presence
+
+    presence = Presence(registry, MessageLog(mem), max_members=2)
+    presence.join(conn(registry, clock, "c0", "u0"), "lobby")
+    joiner = conn(registry, clock, "c1", "u1")
+    assert presence.small_with("lobby", "u1")  # read before the join commits: u0 + u1
+    presence.join(joiner, "lobby")
+    assert presence.small_with("lobby", "u1")  # read after it: the same two users
+    assert not presence.small_with("lobby", "u2")  # a third user is over the cap of 2
+    assert not Presence(registry, MessageLog(mem), max_members=0).small_with("lobby", "u9")

@@ -34,6 +34,9 @@ class FakeSweep:
     def __init__(self, targets: list[Target]) -> None:
         self._targets = targets
 
+    def start(self) -> None:
+        """A send starts its audience's read before logging (service.Switchboard._audience)."""
+
     def __iter__(self) -> Iterator[Target]:
         return iter(self._targets)
 
@@ -125,6 +128,10 @@ class FakePresence:
             conn.connection_id, conn.user_id, 0, 10**10, None, conn.role, conn.rooms | {room}
         )
         return Announcement(room, ENTER, conn.user_id, conn.connection_id) if first else None
+
+    def small_with(self, room: str, user_id: str) -> bool:
+        """Rooms are always small enough for events here (read beside a join)."""
+        return True
 
     def leave(self, conn: ConnectionRecord, room: str) -> Announcement | None:
         self.registry.conns[conn.connection_id] = ConnectionRecord(
