@@ -291,15 +291,18 @@ class Limits:
             self._now_us(),
             also={TTL: int(self._table.now()) + _USER_ITEM_TTL},
         )
-        if verdict.allowed:
-            return verdict
+        if verdict.allowed:  # the user's limits item is nobody's sender: not passed on
+            return Verdict(True, error=verdict.error)
         return Verdict(False, verdict.retry_after_ms, what="replay budget of this user spent")
 
-    def refund_replay(self, user_id: str, messages: int) -> None:
-        """Give back ``messages`` reserved but not replayed: one UpdateItem (skipped for 0).
-        Best effort: a refund lost to a DynamoDB error only makes the budget stricter."""
-        if messages > 0:
-            self._replay.refund(self._table, keys.user_limits_key(user_id), messages)
+    def refund_replay(self, user_id: str, reserved: int, used: int) -> None:
+        """Give back what a frame reserved (``take_replay``) but did not replay: one
+        UpdateItem (none when it used all). A reservation over the burst was charged the
+        burst only, so that is what the refund starts from. Best effort: a refund lost to a
+        DynamoDB error only makes the budget stricter."""
+        unused = min(reserved, self._replay.burst) - used
+        if unused > 0:
+            self._replay.refund(self._table, keys.user_limits_key(user_id), unused)
 
 
 # A slot whose holder's connection item is missing is reclaimed only after this long: the
@@ -400,8 +403,11 @@ class Bucket:
                 new, old = self._conditional(table, key, update, condition)
                 if new is not None:  # tokens taken: the item as the write left it
                     return Verdict(True, known=True, connection=new)
-                if not old:  # no such item (a bucket that may not create one)
-                    return Verdict(True, known=True)
+                if not old:
+                    if self.create and drained:  # gone meanwhile: the full branch creates it
+                        drained = False
+                        continue
+                    return Verdict(True, known=True)  # no such item (nothing to limit)
                 tat = _tat(old, self.attribute)
                 if tat > ceiling:
                     break  # over the limit
@@ -411,7 +417,9 @@ class Bucket:
                     return Verdict(True, known=True, connection=old)
                 drained = tat > now
             else:
-                return Verdict(True, known=True, connection=old)  # raced thrice: let it go
+                # Three writes raced: only a refund moves tat back (a replay budget), so the
+                # take is refused, never let through uncharged; frames never get here.
+                return Verdict(False, retry_after_ms=1, known=True, connection=old)
         except (ClientError, BotoCoreError) as exc:
             return Verdict(True, error=error_code(exc))
         # How long from the moment of refusal, not from ``now``: a frame whose writes waited

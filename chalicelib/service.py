@@ -680,7 +680,7 @@ class Switchboard:
             if frame is not None:
                 replayed = sum(s.get("replayed", 0) for s in frame["streams"].values())
         finally:
-            self.limits.refund_replay(conn.user_id, reserved - replayed)
+            self.limits.refund_replay(conn.user_id, reserved, replayed)
         if frame is None:
             record["outcome"] = "gone_during_resume"
             record.update(self.departures.settle([conn.connection_id]).as_dict())
@@ -700,7 +700,7 @@ class Switchboard:
             frame = self._permitted_history(conn, command)
             read = len(frame.get("messages", ()))
         finally:  # a refused read (permissions) gives its whole reservation back
-            self.limits.refund_replay(conn.user_id, command.limit - read)
+            self.limits.refund_replay(conn.user_id, command.limit, read)
         return frame
 
     def _replay_refusal(

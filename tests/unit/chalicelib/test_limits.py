@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import pytest
 
+from chalicelib import keys
 from chalicelib.config import Settings
-from chalicelib.limits import Limits, SlotClaim
+from chalicelib.limits import Bucket, Limits, SlotClaim
 from chalicelib.registry import ItemConflict, Registry
+from chalicelib.table import Update
 from tests.conftest import Clock
 from tests.memtable import MemoryTable
 from tests.unit.chalicelib.memory import ms
@@ -107,9 +110,46 @@ def test_the_replay_budget_is_per_user_reserved_and_refunded(
     assert not refused.allowed and refused.retry_after_ms == 1000
     assert refused.frame(7)["message"].startswith("replay budget of this user spent")
     assert budget.take_replay("u2", 200).allowed  # another user's budget is its own
-    budget.refund_replay("u1", 150)  # the frame replayed 50 of its 200
+    budget.refund_replay("u1", 200, 50)  # the frame replayed 50 of its 200
     assert budget.take_replay("u1", 200).allowed  # 250 were left
     assert not budget.take_replay("u1", 100).allowed
     clock.now += 3600
-    budget.refund_replay("u1", 1000)  # a refund into a full bucket adds nothing
+    budget.refund_replay("u1", 1000, 0)  # a refund into a full bucket adds nothing
     assert [budget.take_replay("u1", 100).allowed for _ in range(4)] == [True] * 3 + [False]
+
+
+def test_a_reservation_over_the_burst_is_refunded_from_what_it_was_charged(
+    mem: MemoryTable, clock: Clock
+) -> None:
+    budget = limits(mem, replay_rate=1.0, replay_burst=100)
+    assert budget.take_replay("u1", 200).allowed  # charged the whole bucket: 100
+    budget.refund_replay("u1", 200, 150)  # replayed more than charged: nothing comes back
+    assert not budget.take_replay("u1", 1).allowed
+    clock.now += 100  # full again
+    assert budget.take_replay("u1", 200).allowed
+    budget.refund_replay("u1", 200, 40)  # 60 of the 100 charged come back
+    assert budget.take_replay("u1", 60).allowed
+    assert not budget.take_replay("u1", 1).allowed
+
+
+def test_a_replay_take_whose_writes_race_three_times_is_refused_not_let_through(
+    mem: MemoryTable, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refund moves the replay tat back, so three writes can all miss their branch; the
+    frame is then refused (retry in 1 ms), never allowed without a charge."""
+    budget = limits(mem, replay_rate=1.0, replay_burst=1000)
+    assert budget.take_replay("u1", 700).allowed
+    real = Bucket._conditional
+    now_us = round(clock.now * 1_000_000)
+    moves = iter([now_us - 50_000_000, now_us + 200_000_000])
+
+    def racing(*args: Any) -> Any:
+        new, old = real(*args)
+        step = next(moves, None)
+        if new is None and step is not None:  # another frame writes between our two calls
+            mem.update(keys.user_limits_key("u1"), Update(set={"replayTat": step}))
+        return new, old
+
+    monkeypatch.setattr(Bucket, "_conditional", staticmethod(racing))
+    verdict = budget.take_replay("u1", 200)
+    assert not verdict.allowed and verdict.retry_after_ms == 1

@@ -211,7 +211,7 @@ class FakeLimits:
     def take_replay(self, user: str, messages: int) -> Verdict:
         return ALLOWED
 
-    def refund_replay(self, user: str, messages: int) -> None: ...
+    def refund_replay(self, user: str, reserved: int, used: int) -> None: ...
 
     def slot_claims(self, user: str) -> list[Any] | None:
         return None  # as if DynamoDB could not say: register without a slot
