@@ -14,6 +14,7 @@ pacer, as on one Lambda container). Readers drain their sockets on an event loop
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import statistics
 import threading
@@ -52,7 +53,11 @@ class Readers:
         async def one(i: int) -> None:
             ws = await connect(f"{self.url}?userId={room}-{i}", ping_interval=None, max_size=None)
             await ws.send(f'{{"action":"join","room":"{room}","ref":1}}')
-            await ws.recv()
+            # Its own ack, not the first frame: other readers' enters may come first, and a
+            # join whose ack is still coming would announce its enter to the sender later
+            # (the sender's next frame would then be that enter, not its reply).
+            while json.loads(await ws.recv()).get("type") != "ack":
+                pass
             self.sockets.append(ws)
             asyncio.get_running_loop().create_task(self.drain(ws))
 

@@ -147,7 +147,9 @@ class Churn:
         target: ``SCALE.churn_session_joins`` set-up joins a session, and half of what that
         allows. Measured: small scale, 40 churners start about one session per 1.2 set-up
         joins' time (94 sessions in the 8 s deadline at 70 ms a join; a join that announces an
-        enter to 10 members takes 105 ms, 34 ms without the event), counted as 1.5; soak, the
+        enter to 10 members takes 105 ms, 34 ms without the event), counted as 1.5 then; after
+        issue #26 made a join cheaper than the rest of a session, 53 sessions at 50 ms a join
+        (before) and 53 at 42 ms (after) in clean-clone runs here, counted as 2.5; soak, the
         admission gate let through 474 sessions in 90 s at 49 ms a join (3.9 joins a
         session: rooms of about 20 users, broadcasts to 140 clients), counted as 4."""
         per_session = SCALE.churn_session_joins * self.join_cost()
