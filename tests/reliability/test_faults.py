@@ -217,7 +217,16 @@ DDB_PHASES: tuple[tuple[str, dict[str, float], tuple[str, ...], set[str], bool],
         {"ack", "identity", "rate_limited", "not_found"},  # not_found: leave after a failed join
         True,
     ),
-    ("reads 100%", {"GetItem": 1.0}, ("whoami", "all"), {"rate_limited"}, True),
+    # A frame's sender is read by the rate limit's UpdateItem (issue #26: ReturnValues), and
+    # by a GetItem only when that write fails (the limit fails open): both throttled, the
+    # frame cannot know its sender and is refused (GetItem alone no longer touches whoami).
+    (
+        "sender reads 100%",
+        {"UpdateItem": 1.0, "GetItem": 1.0},
+        ("whoami", "all"),
+        {"rate_limited"},
+        True,
+    ),
 )
 
 

@@ -153,3 +153,23 @@ def test_a_replay_take_whose_writes_race_three_times_is_refused_not_let_through(
     monkeypatch.setattr(Bucket, "_conditional", staticmethod(racing))
     verdict = budget.take_replay("u1", 200)
     assert not verdict.allowed and verdict.retry_after_ms == 1
+
+
+def test_a_large_cap_offers_a_bounded_random_sample_of_free_slots(
+    mem: MemoryTable, registry: Registry, clock: Clock
+) -> None:
+    """A cap of 100,000 must not build 100,000 claims per handshake (each $connect took
+    ~200 ms); a handful of distinct free slots, random, are enough to spread handshakes."""
+    cap = limits(mem, max_connections_per_user=100_000)
+    first = cap.slot_claims("u1")
+    registry.register(
+        "c0", "u1", ms(clock), slot=partial(first[0].op, "c0", now_ms=ms(clock)),
+        slot_number=first[0].slot,
+    )  # fmt: skip
+    offered = cap.slot_claims("u1")
+    slots = [c.slot for c in offered]
+    assert 1 <= len(slots) <= 32 and len(set(slots)) == len(slots)
+    assert first[0].slot not in slots and all(0 <= n < 100_000 for n in slots)
+    assert slots != [c.slot for c in cap.slot_claims("u1")]  # random, not the lowest first
+    small = limits(mem, max_connections_per_user=5)
+    assert sorted(c.slot for c in small.slot_claims("u2")) == [0, 1, 2, 3, 4]
