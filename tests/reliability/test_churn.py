@@ -290,7 +290,9 @@ class Churn:
         self.churn_done.set()
         await asyncio.gather(*sending)
         for client, session in stayers:
-            session.ended_at = await client.barrier()
+            # Its pong is posted behind the last fan-outs to it (throttled ones retry), so it
+            # gets a send's wait, not the default 15 s (a soak run under 5% 429s missed it).
+            session.ended_at = await client.barrier(timeout=max(30.0, self.request_timeout()))
             await client.close()
             session.messages = client.messages
             session.duplicates = client.duplicates
