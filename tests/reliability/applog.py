@@ -28,6 +28,9 @@ class CountingInvocationLog(InvocationLog):
         self.refused: collections.Counter[int] = collections.Counter()
         self.disconnected: set[str] = set()
         self.disconnect_codes: collections.Counter[int] = collections.Counter()
+        # When the gateway asked for each $disconnect (the event's requestTimeEpoch, wall-clock
+        # seconds): when it noticed the close, whatever the handler's queue did after.
+        self.disconnect_requested: dict[str, float] = {}
 
     def append(self, record: Invocation) -> None:
         with self.lock:
@@ -46,6 +49,9 @@ class CountingInvocationLog(InvocationLog):
                 self.disconnected.add(record.connection_id)
                 code = record.event["requestContext"].get("disconnectStatusCode")
                 self.disconnect_codes[int(code or 0)] += 1
+                self.disconnect_requested[record.connection_id] = (
+                    record.event["requestContext"]["requestTimeEpoch"] / 1000
+                )
         super().append(record)
 
     def pending_disconnects(self) -> set[str]:

@@ -157,14 +157,16 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
     switchboard_factory: StackFactory, figures: Figures
 ) -> None:
     """Clients stop reading and never close (half-open): only the idle timeout notices them."""
-    idle = 2.0
-    sb = switchboard_factory(idle_timeout=idle, close_timeout=1.0)
+    idle, close_timeout = 2.0, 1.0
+    sb = switchboard_factory(idle_timeout=idle, close_timeout=close_timeout)
     users = [f"h{n}" for n in range(SCALE.frozen_clients)]
     allowance: list[float] = []
+    frozen_wall: list[float] = []
+    keep: set[str] = set()
 
     async def scenario() -> tuple[Sender, float, TableSnapshot, dict[str, object] | None, float]:
         sender = await Sender.open(sb)
-        keep = {await sender.client.whoami()}
+        keep.add(await sender.client.whoami())
         # While the frozen clients' $disconnects keep the stack busy, a reply to the sender may
         # take longer than the idle timeout: WebSocket pings keep it active regardless.
         sender.client.keep_alive(idle / 4)
@@ -182,6 +184,7 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
         for client in clients:
             client.freeze()
         frozen_at = time.monotonic()
+        frozen_wall.append(time.time())
         # Once the idle timeout fires, the clients' $disconnects are serial work on this
         # one-process stack, about as much as their set-up was: allow that much, at least 10 s.
         allowance.append(max(10.0, setup_seconds))
@@ -200,6 +203,10 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
     sender, converged, registered, last, setup_seconds = run(scenario())
     sb.wait_for_disconnects(timeout=30)
     registry = sb.wait_for_registry(lambda r: r.items == 0, timeout=15)
+    # When the gateway noticed each frozen client gone (its $disconnect's requestTimeEpoch),
+    # seconds after they froze: the idle timeout itself, whatever the handlers' queue did after.
+    requested = sb.invocations.disconnect_requested
+    noticed = [requested[c] - frozen_wall[0] for c in sb.invocations.connected - keep]
     figures.record(
         "abrupt drops: half-open",
         clients=len(users),
@@ -209,10 +216,15 @@ def test_half_open_clients_are_closed_by_the_idle_timeout(
         lost="n/a (nobody reads)",
         converged_seconds=round(converged, 1),
         setup_seconds=round(setup_seconds, 1),
+        noticed_seconds=[round(min(noticed), 2), round(max(noticed), 2)],
         disconnect_codes=dict(sb.invocations.disconnect_codes),
         handler_errors=sb.handler_errors(),
     )
     assert sb.invocations.disconnect_codes[1001] >= len(users)
+    # Not early: a client's idle clock starts at its last keep-alive ping (at most idle/4
+    # before the freeze), then the close handshake waits close_timeout for an answer.
+    assert min(noticed) >= idle * 3 / 4 + close_timeout - 0.05, sorted(noticed)[:5]
+    assert max(noticed) < idle + close_timeout + allowance[0], sorted(noticed)[-5:]
     assert converged < idle + allowance[0]
     assert registered.items == 3, registered  # the sender, its membership and presence
     assert last and (last["delivered"], last["gone"]) == (0, 0), last

@@ -9,6 +9,7 @@ from chalicelib.registry import (
     DuplicateConnection,
     NotConnected,
     QuerySpec,
+    RecentIds,
     Registry,
     RegistryError,
 )
@@ -85,6 +86,53 @@ def test_remove_connection_deletes_every_membership_and_says_what_it_removed(
     )
     assert mem.items() == []
     assert registry.remove_connection("a") is None and registry.remove("a") is False
+
+
+def test_a_connection_seen_removed_is_not_read_again(
+    registry: Registry, mem: MemoryTable, clock: Clock
+) -> None:
+    # A room whose members all drop: each $disconnect's announcement finds the others gone
+    # and prunes them; what this container removed, or found gone, costs no second read.
+    registry.join(registry.register("a", "u1", ms(clock)), "lobby")
+    assert registry.remove_connection("a") is not None
+    assert registry.remove_connection("never-registered") is None
+    mem.calls.clear()
+    assert registry.remove_connection("a") is None
+    assert registry.remove_connection("never-registered") is None
+    assert mem.calls == []
+
+
+def test_a_removal_that_failed_midway_is_finished_by_the_next(
+    registry: Registry, mem: MemoryTable, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.join(registry.register("a", "u1", ms(clock)), "lobby")
+
+    def unprocessed(*args: object, **kwargs: object) -> None:
+        raise UnprocessedItems("1 keys left unprocessed after retries")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mem, "batch_delete", unprocessed)
+        with pytest.raises(RegistryError):
+            registry.remove_connection("a")
+    removed = registry.remove_connection("a")  # not remembered as removed: read and finished
+    assert removed is not None and removed.rooms == {"lobby"}
+    assert mem.items() == []
+
+
+def test_an_id_registered_again_is_removed_again(registry: Registry, clock: Clock) -> None:
+    registry.register("a", "u1", ms(clock))
+    assert registry.remove("a")
+    registry.register("a", "u1", ms(clock))  # never on AWS (ids are unique); tests reuse ids
+    assert registry.remove("a")
+
+
+def test_recent_ids_forget_the_oldest_first() -> None:
+    recent = RecentIds(2)
+    for key in ("a", "b", "a", "c"):
+        recent.add(key)
+    assert ("a" in recent, "b" in recent, "c" in recent, len(recent)) == (True, False, True, 2)
+    recent.discard("a")
+    assert "a" not in recent
 
 
 def test_every_read_filters_expired_items(registry: Registry, clock: Clock) -> None:
