@@ -20,7 +20,8 @@ judge keeps, over a short window, the distinct connections posted to and those a
   every 429 counts: a real storm hits the same connections again).
 - **One connection's buffer**: a connection answered 429 again within ``strike_seconds`` of its
   last 429, outside a storm, is that connection's own; its ``give_up_after``-th such 429 in a
-  row (4) gives it up for this fan-out (reported ``throttled``, counted
+  row (4; a post it accepted in between starts the count again: a full buffer accepts nothing,
+  while random quota 429s fall between successes) gives it up for this fan-out (reported ``throttled``, counted
   failed, not retried): its retries would only wait out backoff and take the pacer's turns. Its
   repeat 429s are not counted towards a storm either, so a few non-reading clients cannot
   make one, however many fan-outs reach them.
@@ -80,6 +81,9 @@ class _Recent:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def discard(self, key: str) -> None:
+        self._seen.pop(key, None)
+
 
 class ThrottleJudge:
     """Attributes each 429 to the quota or to its connection (see the module docstring).
@@ -111,6 +115,12 @@ class ThrottleJudge:
         now = self._clock()
         self._posted.add(connection_id, now)
         self._posted.prune(now)
+
+    def delivered(self, connection_id: str) -> None:
+        """A post to ``connection_id`` was accepted: its buffer is not full, its 429s so far
+        were not its own (without this, a healthy client under random quota 429s collected
+        strikes across successes and was given up on at its 4th 429 in 5 s)."""
+        self._strikes.discard(connection_id)
 
     def in_storm(self) -> bool:
         return self._clock() - self._storm_at <= self._storm_hold

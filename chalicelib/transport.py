@@ -381,6 +381,7 @@ class AsyncConnectionsTransport:
     ) -> bool:
         """Feed the pacing; True when the post is to be given up (not retried)."""
         if response.status_code < 300:
+            self._judge.delivered(connection_id)
             if self._pacer is not None:
                 self._pacer.rate.on_success()
             return False

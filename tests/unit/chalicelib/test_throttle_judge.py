@@ -60,3 +60,22 @@ def test_a_connection_is_forgiven_after_the_strike_window() -> None:
     clock.now += 6  # past STRIKE_SECONDS: a fresh start, retried again
     j.posted("slow")
     assert not j.throttled("slow").give_up
+
+
+def test_a_delivery_starts_the_count_again() -> None:
+    # Random quota 429s outside a storm: a healthy client's 429s fall between accepted posts
+    # and never add up to a give-up; a full buffer accepts nothing, so it still does.
+    clock = Clock(100.0)
+    j = judge(clock)
+    verdicts = []
+    for _ in range(10):
+        j.posted("healthy")
+        verdicts.append(j.throttled("healthy"))
+        j.posted("healthy")
+        j.delivered("healthy")
+        clock.now += 0.5
+    assert not any(v.give_up for v in verdicts) and j.given_up == 0
+    for _ in range(4):
+        j.posted("healthy")
+        last = j.throttled("healthy")
+    assert last.give_up

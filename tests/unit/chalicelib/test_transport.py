@@ -134,6 +134,8 @@ class ScriptedServer:
             return _error(429, "LimitExceededException")
         if cid.startswith("throttle") and n == 1:
             return _error(429, "LimitExceededException")
+        if cid.startswith("unlucky") and n % 2:  # random quota 429s: every other attempt
+            return _error(429, "LimitExceededException")
         if cid.startswith("flaky") and n == 1:
             return _error(500, "InternalServerErrorException")
         if cid.startswith("broken"):
@@ -361,3 +363,16 @@ def test_one_full_client_buffer_slows_no_other_post(server: ScriptedServer) -> N
     # first fan-out spends its 3 attempts; from its 4th 429 in a row it is given up on, without
     # backoff, in each later fan-out.
     assert server.attempts["full1"] == 3 + 4
+
+
+def test_a_client_that_accepts_posts_between_its_429s_is_never_given_up(
+    server: ScriptedServer,
+) -> None:
+    # Random quota 429s outside a storm: 429, then accepted on the retry, fan-out after fan-out
+    # within the judge's strike window. Its strikes used to add up across the successes, and
+    # its 4th 429 gave it up (the soak's "@connections faults" lost a delivery that way).
+    gateway = make_gateway(server.url, max_rate=1000)
+    with mock.patch("botocore.retries.standard.ExponentialBackoff.delay_amount", return_value=0):
+        outcomes = [gateway.post_many([Target("unlucky1")], b"x")[0] for _ in range(6)]
+    assert outcomes == [Outcome.DELIVERED] * 6
+    assert server.attempts["unlucky1"] == 12
