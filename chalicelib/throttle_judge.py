@@ -21,7 +21,8 @@ judge keeps, over a short window, the distinct connections posted to and those a
 - **One connection's buffer**: a connection answered 429 again within ``strike_seconds`` of its
   last 429, outside a storm, is that connection's own; its ``give_up_after``-th such 429 in a
   row (4; a post it accepted in between starts the count again: a full buffer accepts nothing,
-  while random quota 429s fall between successes) gives it up for this fan-out (reported ``throttled``, counted
+  while random quota 429s fall between successes), while at least ``min_distinct`` other
+  connections were posted to in the window, gives it up for this fan-out (reported ``throttled``, counted
   failed, not retried): its retries would only wait out backoff and take the pacer's turns. Its
   repeat 429s are not counted towards a storm either, so a few non-reading clients cannot
   make one, however many fan-outs reach them.
@@ -84,6 +85,9 @@ class _Recent:
     def discard(self, key: str) -> None:
         self._seen.pop(key, None)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._seen
+
 
 class ThrottleJudge:
     """Attributes each 429 to the quota or to its connection (see the module docstring).
@@ -132,8 +136,12 @@ class ThrottleJudge:
         storm = self.in_storm()
         if strikes > 1 and not storm:
             # The same connection again, and no sign of the quota: its own buffer. Its repeats
-            # never count towards a storm; after ``give_up_after`` in a row it is given up on.
-            if strikes < self._give_up_after:
+            # never count towards a storm; after ``give_up_after`` in a row it is given up on,
+            # if others were posted to meanwhile: a retry alone in the window (the last of a
+            # fan-out, backing off past the storm's hold) is no evidence against the quota.
+            self._posted.prune(now)
+            others = len(self._posted) - (connection_id in self._posted)
+            if strikes < self._give_up_after or others < self._min_distinct:
                 return Verdict(quota=False, give_up=False)
             self.given_up += 1
             return Verdict(quota=False, give_up=True)

@@ -76,6 +76,22 @@ def test_a_delivery_starts_the_count_again() -> None:
         clock.now += 0.5
     assert not any(v.give_up for v in verdicts) and j.given_up == 0
     for _ in range(4):
-        j.posted("healthy")
+        for cid in ("healthy", "r1", "r2", "r3"):
+            j.posted(cid)
         last = j.throttled("healthy")
     assert last.give_up
+
+
+def test_a_retry_alone_in_the_window_is_not_given_up() -> None:
+    # The last post of a fan-out, backing off past the storm's hold: nothing else is posted,
+    # so its 429s say nothing about its buffer (the soak lost a delivery to this at 10 attempts).
+    clock = Clock(100.0)
+    j = judge(clock)
+    for _ in range(10):
+        j.posted("last")
+        assert not j.throttled("last").give_up
+        clock.now += 2.0
+    j.posted("last")
+    for cid in ("r1", "r2", "r3"):  # others go through meanwhile: now it is its own buffer
+        j.posted(cid)
+    assert j.throttled("last").give_up
