@@ -92,6 +92,9 @@ class WsClient:
         self.duplicates = 0
         self.stray: list[Any] = []  # replies nobody waited for, e.g. "Internal server error"
         self.presence: list[dict[str, Any]] = []  # presence events, in arrival order
+        # With keep_frames: messages and presence events both, in arrival order (a room's
+        # stream numbers both, so an application orders them together).
+        self.entries: list[dict[str, Any]] = []
         self._pending: dict[str | int, asyncio.Future[dict[str, Any]]] = {}
         self.closed_at: float | None = None
         self.keep_frames = False
@@ -145,6 +148,8 @@ class WsClient:
 
     def _file(self, frame: dict[str, Any]) -> None:
         """A message (by id, counting repeats) or a presence event (in arrival order)."""
+        if self.keep_frames:
+            self.entries.append(frame)
         if frame.get("type") == "presence":
             self.presence.append(frame)  # someone entered or left a room: no reply
             return

@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from tests.reliability.admission import Admission
 from tests.reliability.conftest import Figures, StackFactory
 from tests.reliability.ledger import Sent, Session, check
 from tests.reliability.scale import SCALE, run
@@ -42,56 +43,6 @@ from tests.reliability.stack import StackUnderTest
 from tests.wsclient import WsClient
 
 pytestmark = pytest.mark.timeout(SCALE.timeout)
-
-
-class Admission:
-    """Starts a churning session only while the stack keeps up (the load adapts to the
-    machine instead of a fixed guess of what it can take).
-
-    Every request's round trip is noted; while the median of those finished in the last
-    ``window`` seconds exceeds ``threshold`` (derived from the set-up's join cost), churners
-    wait before opening their next session. Sessions already open carry on, finish their
-    requests and bring the median down; with nothing recent the gate is open.
-    """
-
-    # Handshakes under way at once: 150 churners starting together would swamp the stack
-    # before the gate has a single round trip to go by; this ramps them in.
-    STARTING = 8
-    # A send (a fan-out to every live client, pruning the ones that vanished, each prune
-    # announcing a leave) may take this many thresholds before the gate closes too.
-    SEND_FACTOR = 5
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-        self.starting = asyncio.Semaphore(self.STARTING)
-        self.last_send = 0.0  # the latest send's round trip
-        self.window = 4 * threshold
-        self.recent: collections.deque[tuple[float, float]] = collections.deque()
-        self.waited = 0.0  # seconds churners spent waiting at the gate, summed
-
-    def note(self, started: float, send: bool = False) -> None:
-        now = time.monotonic()
-        if send:
-            self.last_send = now - started
-        else:
-            self.recent.append((now, now - started))
-
-    def busy(self) -> bool:
-        horizon = time.monotonic() - self.window
-        while self.recent and self.recent[0][0] < horizon:
-            self.recent.popleft()
-        if self.last_send > self.SEND_FACTOR * self.threshold:
-            return True
-        if len(self.recent) < 5:
-            return False
-        ordered = sorted(seconds for _, seconds in self.recent)
-        return ordered[len(ordered) // 2] > self.threshold
-
-    async def wait(self, deadline: float) -> None:
-        started = time.monotonic()
-        while self.busy() and time.monotonic() < deadline:
-            await asyncio.sleep(self.threshold / 4)
-        self.waited += time.monotonic() - started
 
 
 class Churn:

@@ -8,6 +8,9 @@ up to which it holds everything. At the end every client resumes once more, and 
 - every message acked to a sender and owed to a client (a room message sent after the client
   first joined; a DM to its user) was received, live or replayed: lost = 0;
 - duplicates (live and replayed both) and out-of-order arrivals are counted, not errors;
+- at the application, after the client library's ordering (``switchboard_client``'s
+  ``Sequencer``, fed every message and presence event as it arrived): every owed message was
+  handed on, none twice, none behind a later seq of its stream;
 - the registry is empty once everyone closed, and no handler failed.
 
 A DM sent while its user has no live connection answers ``not_found`` but is logged all the
@@ -30,7 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from switchboard_client.ordering import Sequencer, entry_from_frame
 
+from tests.reliability.admission import Admission
 from tests.reliability.conftest import Figures, StackFactory
 from tests.reliability.ledger import Sent
 from tests.reliability.scale import SCALE, run
@@ -57,6 +62,12 @@ class Reconnector:
     replayed: int = 0  # message frames that came from a resume
     connections: int = 0
     problems: list[str] = field(default_factory=list)
+    # The application's view: what the client library's ordering hands on, and in what order.
+    sequencer: Sequencer | None = None
+    app_ids: set[str] = field(default_factory=set)  # message ids handed on
+    app_last: dict[str, int] = field(default_factory=dict)  # stream -> last seq handed on
+    app_out_of_order: int = 0  # handed on at or behind a seq its stream already handed on
+    app_entries: int = 0  # messages and presence events handed on
 
     @property
     def streams(self) -> tuple[str, str]:
@@ -89,6 +100,26 @@ class Reconnector:
                 self.out_of_order += 1
             self.highest[stream] = max(seq, self.highest.get(stream, 0))
         client.message_frames = []
+        self.order(client)
+
+    def order(self, client: WsClient) -> None:
+        """Hand the connection's stream entries, in arrival order, to the client library's
+        ordering, as its app would see them (one sequencer over all the user's connections,
+        started where the user's streams stood, like the library's seq store)."""
+        if self.sequencer is None:
+            self.sequencer = Sequencer(known=dict(self.start))
+        for frame in client.entries:
+            entry = entry_from_frame(frame)
+            if entry is None:
+                continue
+            for handed in self.sequencer.offer(entry):
+                self.app_entries += 1
+                if handed.seq <= self.app_last.get(handed.stream, 0):
+                    self.app_out_of_order += 1
+                self.app_last[handed.stream] = handed.seq
+                if handed.raw.get("type") == "message":
+                    self.app_ids.add(str(handed.raw.get("id")))
+        client.entries = []
 
     def owed(self, sent: Sent) -> bool:
         if sent.scope == "room":
@@ -108,6 +139,16 @@ class Reconnecting:
         self.live: set[WsClient] = set()  # open connections, whose frames count as progress
         self.setup_seconds = 0.0  # every client's first session, measured in run()
         self.longest_resume = 0.0  # seconds, the slowest resume's reply
+        # Returns (connect, join, resume) start only while the stack keeps up: made once the
+        # set-up measured a request's cost (a soak run on a busy machine queued one join past
+        # the gateway's 29 s integration timeout).
+        self.admission: Admission | None = None
+
+    @property
+    def request_cost(self) -> float:
+        """Seconds of the serial stack's time per request, from the set-up: every client's
+        handshake, join and two ``history`` reads, all under way at once."""
+        return self.setup_seconds / (4 * len(self.clients))
 
     @property
     def idle_timeout(self) -> float:
@@ -147,10 +188,13 @@ class Reconnecting:
         # A handler answers within the gateway's integration timeout, or the gateway sends
         # its timeout frame: wait that long (a fixed 15 s lost joins at soak scale when the
         # machine was busy), plus a margin for the frame to arrive.
+        started = time.monotonic()
         reply = await client.request(
             {"action": "join", "room": ROOM}, timeout=self.sb.gateway.limits.integration_timeout + 5
         )
         assert reply and reply.get("joined") is True, reply
+        if self.admission is not None:
+            self.admission.note(started)
         if not who.start:  # first time: where each stream stands now
             for stream in who.streams:
                 page = await client.request(
@@ -190,7 +234,10 @@ class Reconnecting:
             self.live.discard(client)
             who.fold(client)
             await asyncio.sleep(rng.uniform(*SCALE.reconnect_pause))
-            client = await self.connect(who)
+            assert self.admission is not None
+            await self.admission.wait(time.monotonic() + self.idle_timeout)
+            async with self.admission.starting:
+                client = await self.connect(who)
             await self.resume(who, client)
         await self.sending_done.wait()
         await self.resume(who, client)  # the last one, after every send was acked
@@ -221,6 +268,8 @@ class Reconnecting:
             reply = await client.request(
                 frame, timeout=self.sb.gateway.limits.integration_timeout + 5
             )
+            if self.admission is not None:
+                self.admission.note(sent_at, send=True)
             self.sent.append(Sent(name, scope, target, sent_at, time.monotonic(), reply))
             await asyncio.sleep(rng.uniform(0.0, 0.05))
         await client.close()
@@ -230,6 +279,8 @@ class Reconnecting:
         firsts = [asyncio.create_task(self.connect(who)) for who in self.clients]
         clients = await asyncio.gather(*firsts)
         self.setup_seconds = time.monotonic() - started
+        # 10 requests' worth, as the churn's gate (10 set-up joins).
+        self.admission = Admission(10 * self.request_cost)
         for client, who in zip(clients, self.clients, strict=True):
             await client.close()  # the first session only fixed the starting points
             self.live.discard(client)
@@ -261,12 +312,13 @@ def test_reconnecting_clients_resume_everything_they_missed(
     refused = [s.reply for s in scenario.sent if s.reply is not None and logged_id(s) is None]
     # DMs nobody heard live (stored all the same: a DM's ack is the same online or not).
     away = [s for s in acked if s.scope == "user" and (s.reply or {}).get("delivered") == 0]
-    owed = missing = 0
+    owed = missing = app_missing = 0
     problems: list[str] = []
     for who in scenario.clients:
         for message in acked:
             if who.owed(message):
                 owed += 1
+                app_missing += logged_id(message) not in who.app_ids
                 if logged_id(message) not in who.ids:
                     missing += 1
                     if len(problems) < 20:
@@ -292,9 +344,15 @@ def test_reconnecting_clients_resume_everything_they_missed(
         setup_seconds=round(scenario.setup_seconds, 2),
         idle_timeout_s=round(scenario.idle_timeout, 1),
         longest_resume_s=round(scenario.longest_resume, 2),
+        admission_threshold_ms=round(10_000 * scenario.request_cost),
+        admission_waited_s=round(scenario.admission.waited if scenario.admission else 0, 1),
         replayed=sum(c.replayed for c in clients),
         duplicates=sum(c.duplicates for c in clients),
         out_of_order=sum(c.out_of_order for c in clients),
+        app_handed_on=sum(c.app_entries for c in clients),
+        app_lost=app_missing,
+        app_out_of_order=sum(c.app_out_of_order for c in clients),
+        app_streams_waiting_at_end=sum(len(c.sequencer.waiting()) for c in clients if c.sequencer),
         disconnect_codes=dict(sb.invocations.disconnect_codes),
         handler_errors=sb.handler_errors(),
     )
@@ -303,6 +361,9 @@ def test_reconnecting_clients_resume_everything_they_missed(
     assert acked and owed > 0
     assert missing == 0, problems
     assert problems == []
+    # What the application sees after the client library's ordering: everything owed, in order.
+    assert app_missing == 0, [(c.user, c.sequencer and c.sequencer.waiting()) for c in clients]
+    assert sum(c.app_out_of_order for c in clients) == 0
     assert sum(c.connections for c in clients) > 2 * len(clients)  # they did come back
     assert registry.items == 0, registry
     assert sb.handler_errors() == 0, sb.error_details()
