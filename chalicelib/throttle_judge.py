@@ -22,8 +22,8 @@ judge keeps, over a short window, the distinct connections posted to and those a
   last 429, outside a storm, is that connection's own; its ``give_up_after``-th such 429 in a
   row (4; a post it accepted in between starts the count again: a full buffer accepts nothing,
   while random quota 429s fall between successes), while at least ``min_distinct`` other
-  connections were posted to in the window, gives it up for this fan-out (reported ``throttled``, counted
-  failed, not retried): its retries would only wait out backoff and take the pacer's turns. Its
+  connections were posted to in the window, gives it up for this fan-out (reported
+  ``throttled``, counted failed, not retried): its retries would only wait out backoff and take the pacer's turns. Its
   repeat 429s are not counted towards a storm either, so a few non-reading clients cannot
   make one, however many fan-outs reach them.
 
@@ -132,6 +132,7 @@ class ThrottleJudge:
     def throttled(self, connection_id: str) -> Verdict:
         now = self._clock()
         self._strikes.prune(now)
+        self._posted.prune(now)
         strikes = self._strikes.add(connection_id, now)
         storm = self.in_storm()
         if strikes > 1 and not storm:
@@ -139,7 +140,6 @@ class ThrottleJudge:
             # never count towards a storm; after ``give_up_after`` in a row it is given up on,
             # if others were posted to meanwhile: a retry alone in the window (the last of a
             # fan-out, backing off past the storm's hold) is no evidence against the quota.
-            self._posted.prune(now)
             others = len(self._posted) - (connection_id in self._posted)
             if strikes < self._give_up_after or others < self._min_distinct:
                 return Verdict(quota=False, give_up=False)
@@ -147,7 +147,6 @@ class ThrottleJudge:
             return Verdict(quota=False, give_up=True)
         self._throttled.add(connection_id, now)
         self._throttled.prune(now)
-        self._posted.prune(now)
         distinct = len(self._throttled)
         posted = max(len(self._posted), distinct)
         if distinct >= self._min_distinct and distinct >= self._min_share * posted:

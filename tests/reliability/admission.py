@@ -9,13 +9,13 @@ import time
 
 
 class Admission:
-    """Starts a churning session only while the stack keeps up (the load adapts to the
-    machine instead of a fixed guess of what it can take).
+    """Lets new load in (a churning session, a reconnecting client's return) only while the
+    stack keeps up.
 
     Every request's round trip is noted; while the median of those finished in the last
-    ``window`` seconds exceeds ``threshold`` (derived from the set-up's join cost), churners
-    wait before opening their next session. Sessions already open carry on, finish their
-    requests and bring the median down; with nothing recent the gate is open.
+    ``window`` seconds exceeds ``threshold`` (derived from the set-up's measured cost), new
+    load waits. What is already under way carries on, finishes its requests and brings the
+    median down; with nothing recent the gate is open.
     """
 
     # Handshakes under way at once: 150 churners starting together would swamp the stack
@@ -31,7 +31,7 @@ class Admission:
         self.last_send = (0.0, 0.0)  # the latest send: when it finished, its round trip
         self.window = 4 * threshold
         self.recent: collections.deque[tuple[float, float]] = collections.deque()
-        self.waited = 0.0  # seconds churners spent waiting at the gate, summed
+        self.waited = 0.0  # seconds spent waiting at the gate, summed over every waiter
 
     def note(self, started: float, send: bool = False) -> None:
         now = time.monotonic()
